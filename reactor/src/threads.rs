@@ -1,0 +1,167 @@
+//! Crossing threads: `call_from_thread` (a mio `Waker` plus a queue) and a
+//! small bounded pool for `defer_to_thread`.
+//!
+//! The one lock here guards the cross-thread queue; the loop takes it once
+//! per wake-up, never on the I/O path.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+
+use mio::{Registry, Token, Waker};
+
+use crate::{Gone, Reactor};
+
+type RemoteFn = Box<dyn FnOnce(&mut Reactor) + Send>;
+
+struct Shared {
+    queue: Mutex<Vec<RemoteFn>>,
+    waker: Waker,
+    stop: AtomicBool,
+    closed: AtomicBool,
+}
+
+pub(crate) struct RemoteQueue {
+    shared: Arc<Shared>,
+}
+
+impl RemoteQueue {
+    pub(crate) fn new(reg: &Registry, token: Token) -> std::io::Result<RemoteQueue> {
+        Ok(RemoteQueue {
+            shared: Arc::new(Shared {
+                queue: Mutex::new(Vec::new()),
+                waker: Waker::new(reg, token)?,
+                stop: AtomicBool::new(false),
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    pub(crate) fn handle(&self) -> Remote {
+        Remote {
+            shared: self.shared.clone(),
+        }
+    }
+
+    pub(crate) fn drain(&self) -> Vec<RemoteFn> {
+        std::mem::take(&mut *self.shared.queue.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub(crate) fn take_stop(&self) -> bool {
+        self.shared.stop.swap(false, Ordering::AcqRel)
+    }
+}
+
+impl Drop for RemoteQueue {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}
+
+/// A handle to a reactor usable from any thread (Twisted's
+/// `reactor.callFromThread`). Cheap to clone.
+///
+/// ```
+/// let mut r = twistor_reactor::Reactor::new().unwrap();
+/// let remote = r.remote();
+/// std::thread::spawn(move || {
+///     remote.call(|r| { println!("on the loop thread"); r.stop() }).unwrap();
+/// });
+/// r.run().unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Remote {
+    shared: Arc<Shared>,
+}
+
+impl Remote {
+    /// Run `f` on the loop thread soon. Fails with [`Gone`] once the reactor
+    /// has been dropped.
+    pub fn call(&self, f: impl FnOnce(&mut Reactor) + Send + 'static) -> Result<(), Gone> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(Gone);
+        }
+        let was_empty = {
+            let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+            q.push(Box::new(f));
+            q.len() == 1
+        };
+        if was_empty {
+            self.shared.waker.wake().map_err(|_| Gone)?;
+        }
+        Ok(())
+    }
+
+    /// Ask the reactor to stop (as `stop()` would on the loop thread).
+    pub fn stop(&self) -> Result<(), Gone> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(Gone);
+        }
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.waker.wake().map_err(|_| Gone)
+    }
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Remote")
+    }
+}
+
+/// Threads in the `defer_to_thread` pool.
+pub const POOL_THREADS: usize = 4;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A fixed pool of worker threads fed by one channel. Threads are started
+/// on first use and end when the reactor (the sender) is dropped.
+pub(crate) struct ThreadPool {
+    tx: Option<mpsc::Sender<Job>>,
+    workers: Vec<thread::JoinHandle<()>>,
+}
+
+impl ThreadPool {
+    pub(crate) fn new() -> ThreadPool {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let workers = (0..POOL_THREADS)
+            .map(|i| {
+                let rx = rx.clone();
+                thread::Builder::new()
+                    .name(format!("twistor-pool-{i}"))
+                    .spawn(move || loop {
+                        let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    })
+                    .expect("spawn pool thread")
+            })
+            .collect();
+        ThreadPool {
+            tx: Some(tx),
+            workers,
+        }
+    }
+
+    pub(crate) fn submit(&self, job: Job) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(job);
+        }
+    }
+}
+
+impl Drop for ThreadPool {
+    fn drop(&mut self) {
+        // Closing the channel ends the workers once their current job is
+        // done; do not join (a blocking job must not hang the caller).
+        self.tx.take();
+        self.workers.clear();
+    }
+}
