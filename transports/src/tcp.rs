@@ -334,7 +334,12 @@ impl StreamIo for TcpIo {
         self.s.read(buf)
     }
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.s.write_vectored(bufs)
+        match bufs {
+            // One buffer (the usual case: small writes are coalesced into one
+            // chunk): send(2) skips writev's iovec copy-in and VFS layer.
+            [one] => self.s.write(one),
+            _ => self.s.write_vectored(bufs),
+        }
     }
     fn shutdown_write(&mut self) -> io::Result<()> {
         match self.s.shutdown(std::net::Shutdown::Write) {
