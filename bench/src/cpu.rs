@@ -96,6 +96,32 @@ fn clock_cpu(pid: u32) -> Option<Duration> {
     }
 }
 
+/// Busy time of one core so far (all processes), from `/proc/stat`:
+/// user + nice + system + irq + softirq + steal, turned into time.
+pub fn core_busy(core: usize) -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_core_busy(&text, core, ticks_per_second())
+}
+
+/// Parse one core's busy time out of the text of `/proc/stat`.
+pub fn parse_core_busy(text: &str, core: usize, hz: u64) -> Option<Duration> {
+    let name = format!("cpu{core}");
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .map(|&k| v.get(k).copied().unwrap_or(0))
+        .sum::<u64>();
+    Some(Duration::from_nanos(busy * 1_000_000_000 / hz.max(1)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +131,15 @@ mod tests {
         let line = "4242 (a) b (c) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 1 0 0";
         assert_eq!(parse_stat(line, 100), Some(Duration::from_secs(3)));
         assert_eq!(parse_stat("garbage", 100), None);
+    }
+
+    #[test]
+    fn parses_core_busy_time() {
+        let text = "cpu  9 9 9 9 9 9 9 9 0 0\ncpu0 100 5 50 1000 7 1 2 3 0 0\ncpu1 1 1 1 1 1 1 1 1 0 0\n";
+        // 100 + 5 + 50 + 1 + 2 + 3 ticks (idle and iowait are not busy).
+        assert_eq!(parse_core_busy(text, 0, 100), Some(Duration::from_millis(1610)));
+        assert_eq!(parse_core_busy(text, 1, 100), Some(Duration::from_millis(60)));
+        assert_eq!(parse_core_busy(text, 2, 100), None);
     }
 
     #[test]

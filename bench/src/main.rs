@@ -33,8 +33,8 @@ usage: twistor-bench COMMAND [FLAGS]
 
 commands:
   all      run the whole comparison (twistor, mio, tokio) and print the report
-           flags: --rounds N (5) --rate R (50000) --conns N (50) --size B (64)
-                  --secs S (request/response window, 2) --server-cpu N (0) --client-cpu N (1)
+           flags: --rounds N (7) --rate R (50000) --conns N (50) --size B (64)
+                  --secs S (request/response window, 1.5) --server-cpu N (0) --client-cpu N (1)
                   --quick (1 round, short windows: a smoke run)
   allocs   count the twistor echo server's allocations per request
            flags: --requests N (200000) --server-cpu N (0) --client-cpu N (1)

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::io;
 use std::time::{Duration, Instant};
 
-use crate::cpu::{pin_to, CpuTime};
+use crate::cpu::{core_busy, pin_to, CpuTime};
 use crate::load::{self, Mode, Spec};
 use crate::servers::Kind;
 use crate::servers_proc::ServerProcess;
@@ -47,7 +47,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            rounds: 5,
+            rounds: 7,
             server_core: 0,
             client_core: 1,
             conns: 50,
@@ -57,9 +57,9 @@ impl Default for Config {
             bulk_chunk: 64 * 1024,
             bulk_window: 256 * 1024,
             warmup: Duration::from_millis(300),
-            rr_window: Duration::from_secs(2),
-            bulk_window_time: Duration::from_millis(1500),
-            paced_window: Duration::from_secs(3),
+            rr_window: Duration::from_millis(1500),
+            bulk_window_time: Duration::from_secs(1),
+            paced_window: Duration::from_secs(2),
         }
     }
 }
@@ -70,6 +70,7 @@ struct Round {
     rr_rate: f64,
     rr_server_cpu: f64,
     rr_client_cpu: f64,
+    rr_us: f64,
     bulk_mb: f64,
     bulk_server_cpu: f64,
     paced_rate: f64,
@@ -78,28 +79,40 @@ struct Round {
     paced_us_clock: f64,
     p50_us: f64,
     p99_us: f64,
+    /// Per window: % of the server core used by other processes.
+    foreign: Vec<f64>,
 }
 
-/// The CPU used by the server and by this process over a window.
+/// The CPU used by the server and by this process over a window, and the
+/// busy time of the server's core (whoever used it).
 #[derive(Clone, Copy)]
 struct Cpus {
     server: CpuTime,
     client: CpuTime,
+    server_core: Duration,
 }
 
-fn measure(server: &ServerProcess, spec: &Spec) -> io::Result<(load::Outcome, Cpus)> {
+fn measure(cfg: &Config, server: &ServerProcess, spec: &Spec) -> io::Result<(load::Outcome, Cpus)> {
     let me = std::process::id();
     let (out, a, b) = load::run(spec, || Cpus {
         server: server.cpu(),
         client: CpuTime::of(me).unwrap_or_default(),
+        server_core: core_busy(cfg.server_core).unwrap_or_default(),
     })?;
     Ok((
         out,
         Cpus {
             server: b.server.since(&a.server),
             client: b.client.since(&a.client),
+            server_core: b.server_core.saturating_sub(a.server_core),
         },
     ))
+}
+
+/// Share of the server's core used by other processes over a window.
+fn foreign(cpu: &Cpus, elapsed: Duration) -> f64 {
+    let ours = cpu.server.stat;
+    cpu.server_core.saturating_sub(ours).as_secs_f64() / elapsed.as_secs_f64().max(1e-9) * 100.0
 }
 
 /// Share of one core: the precise clock when available, else the tick count.
@@ -107,7 +120,15 @@ fn share(cpu: &CpuTime, elapsed: Duration) -> f64 {
     cpu.clock.unwrap_or(cpu.stat).as_secs_f64() / elapsed.as_secs_f64().max(1e-9) * 100.0
 }
 
-fn one_round(cfg: &Config, server: &ServerProcess) -> io::Result<Round> {
+/// The three loads, measured one after another on every server in turn.
+#[derive(Clone, Copy)]
+enum Load {
+    RequestResponse,
+    Bulk,
+    Paced,
+}
+
+fn measure_into(cfg: &Config, server: &ServerProcess, load: Load, r: &mut Round) -> io::Result<()> {
     let base = Spec {
         addr: server.addr,
         mode: Mode::RequestResponse,
@@ -117,38 +138,62 @@ fn one_round(cfg: &Config, server: &ServerProcess) -> io::Result<Round> {
         window: cfg.rr_window,
         max_requests: 50_000_000,
     };
-    let (rr, rr_cpu) = measure(server, &base)?;
-    let bulk_spec = Spec {
-        mode: Mode::Bulk {
-            window: cfg.bulk_window,
-        },
-        conns: cfg.bulk_conns,
-        size: cfg.bulk_chunk,
-        window: cfg.bulk_window_time,
-        ..base.clone()
-    };
-    let (bulk, bulk_cpu) = measure(server, &bulk_spec)?;
-    let paced_spec = Spec {
-        mode: Mode::Paced { rate: cfg.rate },
-        window: cfg.paced_window,
-        ..base.clone()
-    };
-    let (paced, paced_cpu) = measure(server, &paced_spec)?;
-    let per_req = |d: Duration| d.as_secs_f64() * 1e6 / paced.requests.max(1) as f64;
-    let (p50, p99) = paced.latency.unwrap_or_default();
-    Ok(Round {
-        rr_rate: rr.rate(),
-        rr_server_cpu: share(&rr_cpu.server, rr.elapsed),
-        rr_client_cpu: share(&rr_cpu.client, rr.elapsed),
-        bulk_mb: bulk.mb_per_s(),
-        bulk_server_cpu: share(&bulk_cpu.server, bulk.elapsed),
-        paced_rate: paced.rate(),
-        paced_missed: paced.missed as f64,
-        paced_us_stat: per_req(paced_cpu.server.stat),
-        paced_us_clock: paced_cpu.server.clock.map_or(f64::NAN, per_req),
-        p50_us: p50.as_secs_f64() * 1e6,
-        p99_us: p99.as_secs_f64() * 1e6,
-    })
+    match load {
+        Load::RequestResponse => {
+            let (rr, cpu) = measure(cfg, server, &base)?;
+            r.foreign.push(foreign(&cpu, rr.elapsed));
+            r.rr_rate = rr.rate();
+            r.rr_server_cpu = share(&cpu.server, rr.elapsed);
+            r.rr_client_cpu = share(&cpu.client, rr.elapsed);
+            r.rr_us = per_request(&cpu.server, rr.requests);
+        }
+        Load::Bulk => {
+            let spec = Spec {
+                mode: Mode::Bulk {
+                    window: cfg.bulk_window,
+                },
+                conns: cfg.bulk_conns,
+                size: cfg.bulk_chunk,
+                window: cfg.bulk_window_time,
+                ..base
+            };
+            let (bulk, cpu) = measure(cfg, server, &spec)?;
+            r.foreign.push(foreign(&cpu, bulk.elapsed));
+            r.bulk_mb = bulk.mb_per_s();
+            r.bulk_server_cpu = share(&cpu.server, bulk.elapsed);
+        }
+        Load::Paced => {
+            let spec = Spec {
+                mode: Mode::Paced { rate: cfg.rate },
+                window: cfg.paced_window,
+                ..base
+            };
+            let (paced, cpu) = measure(cfg, server, &spec)?;
+            r.foreign.push(foreign(&cpu, paced.elapsed));
+            let (p50, p99) = paced.latency.unwrap_or_default();
+            r.paced_rate = paced.rate();
+            r.paced_missed = paced.missed as f64;
+            r.paced_us_stat = per_request(
+                &CpuTime {
+                    clock: None,
+                    ..cpu.server
+                },
+                paced.requests,
+            );
+            r.paced_us_clock = cpu
+                .server
+                .clock
+                .map_or(f64::NAN, |_| per_request(&cpu.server, paced.requests));
+            r.p50_us = p50.as_secs_f64() * 1e6;
+            r.p99_us = p99.as_secs_f64() * 1e6;
+        }
+    }
+    Ok(())
+}
+
+/// Microseconds of CPU per request (the precise clock when available).
+fn per_request(cpu: &CpuTime, requests: u64) -> f64 {
+    cpu.clock.unwrap_or(cpu.stat).as_secs_f64() * 1e6 / requests.max(1) as f64
 }
 
 /// Run the comparison and return the report (markdown).
@@ -158,24 +203,33 @@ pub fn compare(cfg: &Config) -> io::Result<String> {
         .iter()
         .map(|&k| ServerProcess::start(k, cfg.server_core))
         .collect::<io::Result<_>>()?;
-    let mut rounds: Vec<Vec<Round>> = vec![Vec::new(); servers.len()];
+    let n = servers.len();
+    let mut rounds: Vec<Vec<Round>> = vec![vec![Round::default(); cfg.rounds]; n];
     let t0 = Instant::now();
     for round in 0..cfg.rounds {
-        for k in 0..servers.len() {
-            let i = (k + round) % servers.len();
-            let r = one_round(cfg, &servers[i])?;
+        // Each load runs on the three servers back to back (the order
+        // rotating every round), so any two figures that are compared were
+        // measured seconds apart.
+        for load in [Load::RequestResponse, Load::Bulk, Load::Paced] {
+            for k in 0..n {
+                let i = (k + round) % n;
+                measure_into(cfg, &servers[i], load, &mut rounds[i][round])?;
+            }
+        }
+        for (i, srv) in servers.iter().enumerate() {
+            let r = &rounds[i][round];
             eprintln!(
-                "round {}/{} {:8}: {:>8.0} req/s  {:>7.1} MB/s  paced {:>6.0} req/s at {:.2} us CPU/req (p99 {:.0} us)",
+                "round {}/{} {:8}: {:>7.0} req/s ({:.2} us CPU/req)  {:>6.0} MB/s  paced {:>6.0} req/s at {:.2} us CPU/req (p99 {:.0} us)",
                 round + 1,
                 cfg.rounds,
-                servers[i].kind.name(),
+                srv.kind.name(),
                 r.rr_rate,
+                r.rr_us,
                 r.bulk_mb,
                 r.paced_rate,
                 r.paced_us_clock,
                 r.p99_us
             );
-            rounds[i].push(r);
         }
     }
     eprintln!("comparison took {:.0} s", t0.elapsed().as_secs_f64());
@@ -188,31 +242,41 @@ fn report(cfg: &Config, servers: &[ServerProcess], rounds: &[Vec<Round>]) -> Str
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "Medians over {} interleaved rounds; servers pinned to core {}, load generator to core {}.\n",
-        cfg.rounds, cfg.server_core, cfg.client_core
-    );
-    let _ = writeln!(
-        s,
-        "| server | req/s ({} conns, {} B) | server CPU | client CPU | bulk MB/s ({} conn, {} KiB chunks) | server CPU | paced req/s (target {}) | CPU us/req (/proc stat) | CPU us/req (ns clock) | p50 us | p99 us |",
+        "Medians over {} interleaved rounds; servers pinned to core {}, load generator to core {}; \
+         request/response: {} connections, {} B messages; bulk: {} connection, {} KiB chunks, \
+         {} KiB in flight; paced: {} req/s over {} connections.\n",
+        cfg.rounds,
+        cfg.server_core,
+        cfg.client_core,
         cfg.conns,
         cfg.size,
         cfg.bulk_conns,
         cfg.bulk_chunk / 1024,
-        cfg.rate
+        cfg.bulk_window / 1024,
+        cfg.rate,
+        cfg.conns,
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "| server | req/s (min-max) | server CPU | server us/req | client CPU | bulk MB/s (min-max) | server CPU | paced req/s | us/req (/proc stat) | us/req (ns clock) | p50 us | p99 us |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (i, srv) in servers.iter().enumerate() {
         let (lo, hi) = range(&col(i, |r| r.rr_rate));
+        let (blo, bhi) = range(&col(i, |r| r.bulk_mb));
         let _ = writeln!(
             s,
-            "| {} | {:.0} ({:.0}-{:.0}) | {:.0}% | {:.0}% | {:.0} | {:.0}% | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} |",
+            "| {} | {:.0} ({:.0}-{:.0}) | {:.0}% | {:.2} | {:.0}% | {:.0} ({:.0}-{:.0}) | {:.0}% | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} |",
             srv.kind.name(),
             med(i, |r| r.rr_rate),
             lo,
             hi,
             med(i, |r| r.rr_server_cpu),
+            med(i, |r| r.rr_us),
             med(i, |r| r.rr_client_cpu),
             med(i, |r| r.bulk_mb),
+            blo,
+            bhi,
             med(i, |r| r.bulk_server_cpu),
             med(i, |r| r.paced_rate),
             med(i, |r| r.paced_us_stat),
@@ -221,27 +285,43 @@ fn report(cfg: &Config, servers: &[ServerProcess], rounds: &[Vec<Round>]) -> Str
             med(i, |r| r.p99_us),
         );
     }
+    let others: Vec<f64> = rounds
+        .iter()
+        .flatten()
+        .flat_map(|r| r.foreign.iter().copied())
+        .collect();
+    let (_, worst) = range(&others);
+    let _ = writeln!(
+        s,
+        "\nOther processes used a median {:.0}% (worst {:.0}%) of the server core during the measured windows.",
+        median(&others),
+        worst
+    );
     let missed: f64 = rounds.iter().flatten().map(|r| r.paced_missed).sum();
     if missed > 0.0 {
         let _ = writeln!(
             s,
-            "\nPaced load missed {missed:.0} request slots in total (all connections busy)."
+            "\nPaced load missed {missed:.0} request slots in total (every connection still waiting for its echo)."
         );
     }
-    let _ = writeln!(s, "\nRatios (twistor / other; medians):\n");
     let _ = writeln!(
         s,
-        "| vs | req/s | bulk MB/s | CPU per request at {} req/s (ns clock) | CPU per request (/proc stat) |",
-        cfg.rate
+        "\nRatios, twistor / other (medians). Throughput: above 1 is faster. CPU per request: below 1 is cheaper.\n"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "| vs | req/s | bulk MB/s | CPU/req, saturated | CPU/req at {} req/s (ns clock) | CPU/req at {} req/s (/proc stat) |",
+        cfg.rate, cfg.rate
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|");
     for (i, srv) in servers.iter().enumerate().skip(1) {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |",
             srv.kind.name(),
             ratio(med(0, |r| r.rr_rate), med(i, |r| r.rr_rate)),
             ratio(med(0, |r| r.bulk_mb), med(i, |r| r.bulk_mb)),
+            ratio(med(0, |r| r.rr_us), med(i, |r| r.rr_us)),
             ratio(med(0, |r| r.paced_us_clock), med(i, |r| r.paced_us_clock)),
             ratio(med(0, |r| r.paced_us_stat), med(i, |r| r.paced_us_stat)),
         );
