@@ -19,6 +19,16 @@ pub fn pin_to(core: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// Set this process's nice value (children started afterwards inherit it).
+/// Negative values need privileges.
+pub fn set_nice(nice: i32) -> io::Result<()> {
+    // SAFETY: setpriority has no memory preconditions.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// CPU time a process has used so far, by two clocks.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CpuTime {

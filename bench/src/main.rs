@@ -36,9 +36,12 @@ commands:
            flags: --rounds N (7) --rate R (50000) --conns N (50) --size B (64)
                   --secs S (request/response window, 1.5) --server-cpu N (0) --client-cpu N (1)
                   --quick (1 round, short windows: a smoke run)
+                  --with-mio-short (add a mio loop that stops at a short read)
+                  --nice N (0; e.g. -10 on a busy machine, needs privileges: servers and
+                  load generator then win most of their cores from other processes)
   allocs   count the twistor echo server's allocations per request
            flags: --requests N (200000) --server-cpu N (0) --client-cpu N (1)
-  server   KIND: run one echo server (twistor, mio or tokio) on 127.0.0.1
+  server   KIND: run one echo server (twistor, mio, tokio or mio-short) on 127.0.0.1
            flags: --port P (0 = any; the port is printed) --cpu N (no pinning)
   load     MODE: drive a running echo server (rr, bulk or paced)
            flags: --port P (required) --conns N (50; bulk 1) --size B (64; bulk 65536)
@@ -110,6 +113,13 @@ fn cmd_all(f: &Flags) -> Result<(), String> {
     if let Some(secs) = f.get::<f64>("--secs")? {
         cfg.rr_window = Duration::from_secs_f64(secs.clamp(0.1, 60.0));
     }
+    if let Some(nice) = f.get::<i32>("--nice")? {
+        cpu::set_nice(nice).map_err(|e| format!("--nice {nice}: {e}"))?;
+        println!("Run at nice {nice}.\n");
+    }
+    if f.has("--with-mio-short") {
+        cfg.servers.push(Kind::MioShort);
+    }
     cfg.server_core = f.or("--server-cpu", cfg.server_core)?;
     cfg.client_core = f.or("--client-cpu", cfg.client_core)?;
     let allocs_n = if f.has("--quick") { 20_000 } else { 200_000 };
@@ -138,7 +148,7 @@ fn cmd_allocs(f: &Flags) -> Result<(), String> {
 fn cmd_server(kind: Option<&String>, f: &Flags) -> Result<(), String> {
     let kind = kind
         .and_then(|k| Kind::parse(k))
-        .ok_or("server needs a kind: twistor, mio or tokio")?;
+        .ok_or("server needs a kind: twistor, mio, tokio or mio-short")?;
     if let Some(core) = f.get::<usize>("--cpu")? {
         cpu::pin_to(core).map_err(io_err)?;
     }

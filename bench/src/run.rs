@@ -42,6 +42,8 @@ pub struct Config {
     pub bulk_window_time: Duration,
     /// Paced window.
     pub paced_window: Duration,
+    /// The servers compared; the first is the one the ratios are about.
+    pub servers: Vec<Kind>,
 }
 
 impl Default for Config {
@@ -60,6 +62,7 @@ impl Default for Config {
             rr_window: Duration::from_millis(1500),
             bulk_window_time: Duration::from_secs(1),
             paced_window: Duration::from_secs(2),
+            servers: Kind::DEFAULT.to_vec(),
         }
     }
 }
@@ -199,7 +202,8 @@ fn per_request(cpu: &CpuTime, requests: u64) -> f64 {
 /// Run the comparison and return the report (markdown).
 pub fn compare(cfg: &Config) -> io::Result<String> {
     pin_to(cfg.client_core)?;
-    let servers: Vec<ServerProcess> = Kind::ALL
+    let servers: Vec<ServerProcess> = cfg
+        .servers
         .iter()
         .map(|&k| ServerProcess::start(k, cfg.server_core))
         .collect::<io::Result<_>>()?;

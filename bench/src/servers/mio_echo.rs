@@ -3,6 +3,10 @@
 //! buffer, write straight back, keep only the unwritten remainder and ask
 //! for WRITABLE only while a remainder exists. No fairness budget, no
 //! callbacks, no panic isolation: nothing but the syscalls.
+//!
+//! The `mio-short` variant stops reading at a short read instead of at
+//! `WouldBlock` (what tokio does): on Linux a later arrival raises a new
+//! edge, so the read that would return `WouldBlock` can be skipped.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -20,7 +24,7 @@ struct Conn {
 }
 
 /// Listen on `addr` and serve forever.
-pub fn serve(addr: SocketAddr, bound: impl FnOnce(SocketAddr)) -> io::Result<()> {
+pub fn serve(addr: SocketAddr, stop_at_short_read: bool, bound: impl FnOnce(SocketAddr)) -> io::Result<()> {
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
     let mut listener = TcpListener::bind(addr)?;
@@ -68,7 +72,7 @@ pub fn serve(addr: SocketAddr, bound: impl FnOnce(SocketAddr)) -> io::Result<()>
             }
             if alive && (ev.is_readable() || ev.is_read_closed() || ev.is_error()) {
                 let had_pending = !c.pending.is_empty();
-                alive = echo(c, &mut buf);
+                alive = echo(c, &mut buf, stop_at_short_read);
                 if alive && !had_pending && !c.pending.is_empty() {
                     poll.registry().reregister(
                         &mut c.s,
@@ -85,9 +89,9 @@ pub fn serve(addr: SocketAddr, bound: impl FnOnce(SocketAddr)) -> io::Result<()>
     }
 }
 
-/// Read until `WouldBlock`, writing each chunk straight back. Returns false
-/// when the connection is finished.
-fn echo(c: &mut Conn, buf: &mut [u8]) -> bool {
+/// Read until `WouldBlock` (or a short read), writing each chunk straight
+/// back. Returns false when the connection is finished.
+fn echo(c: &mut Conn, buf: &mut [u8], stop_at_short_read: bool) -> bool {
     loop {
         match c.s.read(buf) {
             Ok(0) => return false,
@@ -99,6 +103,9 @@ fn echo(c: &mut Conn, buf: &mut [u8]) -> bool {
                     }
                 } else {
                     c.pending.extend_from_slice(&buf[..n]);
+                }
+                if stop_at_short_read && n < buf.len() {
+                    return true;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,

@@ -18,11 +18,15 @@ pub enum Kind {
     Mio,
     /// tokio's `current_thread` runtime, one task per connection.
     Tokio,
+    /// The mio loop stopping at a short read (optional, see `mio_echo`).
+    MioShort,
 }
 
 impl Kind {
-    /// All three, in the order they are reported.
-    pub const ALL: [Kind; 3] = [Kind::Twistor, Kind::Mio, Kind::Tokio];
+    /// The three compared by default, in the order they are reported.
+    pub const DEFAULT: [Kind; 3] = [Kind::Twistor, Kind::Mio, Kind::Tokio];
+    /// Every server there is.
+    pub const ALL: [Kind; 4] = [Kind::Twistor, Kind::Mio, Kind::Tokio, Kind::MioShort];
 
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -30,6 +34,7 @@ impl Kind {
             Kind::Twistor => "twistor",
             Kind::Mio => "mio",
             Kind::Tokio => "tokio",
+            Kind::MioShort => "mio-short",
         }
     }
 
@@ -45,7 +50,8 @@ pub fn serve(kind: Kind, port: u16, bound: impl FnOnce(SocketAddr)) -> io::Resul
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     match kind {
         Kind::Twistor => twistor_echo::serve(addr, bound),
-        Kind::Mio => mio_echo::serve(addr, bound),
+        Kind::Mio => mio_echo::serve(addr, false, bound),
+        Kind::MioShort => mio_echo::serve(addr, true, bound),
         Kind::Tokio => tokio_echo::serve(addr, bound),
     }
 }
