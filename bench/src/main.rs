@@ -36,6 +36,7 @@ commands:
            flags: --rounds N (7) --rate R (50000) --conns N (50) --size B (64)
                   --secs S (request/response window, 1.5) --server-cpu N (0) --client-cpu N (1)
                   --quick (1 round, short windows: a smoke run)
+                  --quiet-wait S (10: before each round, wait up to S seconds for idle cores)
                   --with-mio-short (add a mio loop that stops at a short read)
                   --nice N (0; e.g. -10 on a busy machine, needs privileges: servers and
                   load generator then win most of their cores from other processes)
@@ -105,6 +106,7 @@ fn cmd_all(f: &Flags) -> Result<(), String> {
         cfg.bulk_window_time = Duration::from_millis(500);
         cfg.paced_window = Duration::from_millis(500);
         cfg.warmup = Duration::from_millis(100);
+        cfg.quiet_wait = Duration::ZERO;
     }
     cfg.rounds = f.or("--rounds", cfg.rounds)?.max(1);
     cfg.rate = f.or("--rate", cfg.rate)?;
@@ -119,6 +121,9 @@ fn cmd_all(f: &Flags) -> Result<(), String> {
     }
     if f.has("--with-mio-short") {
         cfg.servers.push(Kind::MioShort);
+    }
+    if let Some(secs) = f.get::<f64>("--quiet-wait")? {
+        cfg.quiet_wait = Duration::from_secs_f64(secs.clamp(0.0, 600.0));
     }
     cfg.server_core = f.or("--server-cpu", cfg.server_core)?;
     cfg.client_core = f.or("--client-cpu", cfg.client_core)?;

@@ -44,6 +44,9 @@ pub struct Config {
     pub paced_window: Duration,
     /// The servers compared; the first is the one the ratios are about.
     pub servers: Vec<Kind>,
+    /// Before each round, wait up to this long for both cores to be quiet
+    /// (other processes using under 15 % of each over a quarter second).
+    pub quiet_wait: Duration,
 }
 
 impl Default for Config {
@@ -63,6 +66,7 @@ impl Default for Config {
             bulk_window_time: Duration::from_secs(1),
             paced_window: Duration::from_secs(2),
             servers: Kind::DEFAULT.to_vec(),
+            quiet_wait: Duration::from_secs(10),
         }
     }
 }
@@ -210,7 +214,11 @@ pub fn compare(cfg: &Config) -> io::Result<String> {
     let n = servers.len();
     let mut rounds: Vec<Vec<Round>> = vec![vec![Round::default(); cfg.rounds]; n];
     let t0 = Instant::now();
+    let mut quiet_rounds = 0;
     for round in 0..cfg.rounds {
+        if wait_quiet(cfg) {
+            quiet_rounds += 1;
+        }
         // Each load runs on the three servers back to back (the order
         // rotating every round), so any two figures that are compared were
         // measured seconds apart.
@@ -237,7 +245,37 @@ pub fn compare(cfg: &Config) -> io::Result<String> {
         }
     }
     eprintln!("comparison took {:.0} s", t0.elapsed().as_secs_f64());
-    Ok(report(cfg, &servers, &rounds))
+    let mut text = report(cfg, &servers, &rounds);
+    let _ = writeln!(
+        text,
+        "\n{quiet_rounds} of {} rounds started on quiet cores (waited up to {:.0} s each).",
+        cfg.rounds,
+        cfg.quiet_wait.as_secs_f64()
+    );
+    Ok(text)
+}
+
+/// Wait (up to `cfg.quiet_wait`) until both cores are nearly idle, so a
+/// round starts in a gap in whatever else the machine runs. Returns whether
+/// a quiet moment was found.
+fn wait_quiet(cfg: &Config) -> bool {
+    let deadline = Instant::now() + cfg.quiet_wait;
+    let sample = Duration::from_millis(250);
+    let cores = [cfg.server_core, cfg.client_core];
+    loop {
+        let before: Vec<Option<Duration>> = cores.iter().map(|&c| core_busy(c)).collect();
+        std::thread::sleep(sample);
+        let quiet = cores.iter().zip(&before).all(|(&c, b)| match (b, core_busy(c)) {
+            (Some(b), Some(a)) => a.saturating_sub(*b) < sample * 15 / 100,
+            _ => true,
+        });
+        if quiet {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+    }
 }
 
 fn report(cfg: &Config, servers: &[ServerProcess], rounds: &[Vec<Round>]) -> String {
