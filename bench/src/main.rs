@@ -36,7 +36,7 @@ commands:
            flags: --rounds N (7) --rate R (50000) --conns N (50) --size B (64)
                   --secs S (request/response window, 1.5) --server-cpu N (0) --client-cpu N (1)
                   --quick (1 round, short windows: a smoke run)
-                  --quiet-wait S (10: before each round, wait up to S seconds for idle cores)
+                  --quiet-wait S (5: before each round, wait up to S seconds for idle cores)
                   --with-mio-short (add a mio loop that stops at a short read)
                   --nice N (0; e.g. -10 on a busy machine, needs privileges: servers and
                   load generator then win most of their cores from other processes)

@@ -11,7 +11,7 @@ use crate::cpu::{core_busy, pin_to, CpuTime};
 use crate::load::{self, Mode, Spec};
 use crate::servers::Kind;
 use crate::servers_proc::ServerProcess;
-use crate::stats::{median, range, ratio};
+use crate::stats::{median, paired_ratio, range};
 
 /// Settings for the comparison (each has a command-line flag).
 #[derive(Debug, Clone)]
@@ -66,7 +66,7 @@ impl Default for Config {
             bulk_window_time: Duration::from_secs(1),
             paced_window: Duration::from_secs(2),
             servers: Kind::DEFAULT.to_vec(),
-            quiet_wait: Duration::from_secs(10),
+            quiet_wait: Duration::from_secs(5),
         }
     }
 }
@@ -348,7 +348,10 @@ fn report(cfg: &Config, servers: &[ServerProcess], rounds: &[Vec<Round>]) -> Str
     }
     let _ = writeln!(
         s,
-        "\nRatios, twistor / other (medians). Throughput: above 1 is faster. CPU per request: below 1 is cheaper.\n"
+        "\nRatios, {} / other: the median over rounds of the ratio within each round (the servers \
+         of one round ran seconds apart, so a busy moment of the machine cancels out). \
+         Throughput: above 1 is faster. CPU per request: below 1 is cheaper.\n",
+        servers[0].kind.name()
     );
     let _ = writeln!(
         s,
@@ -356,16 +359,24 @@ fn report(cfg: &Config, servers: &[ServerProcess], rounds: &[Vec<Round>]) -> Str
         cfg.rate, cfg.rate
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|");
+    let paired = |i: usize, f: fn(&Round) -> f64| -> String {
+        let r = paired_ratio(&col(0, f), &col(i, f));
+        if r.is_nan() {
+            "n/a".to_string()
+        } else {
+            format!("{r:.2}")
+        }
+    };
     for (i, srv) in servers.iter().enumerate().skip(1) {
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {} | {} |",
             srv.kind.name(),
-            ratio(med(0, |r| r.rr_rate), med(i, |r| r.rr_rate)),
-            ratio(med(0, |r| r.bulk_mb), med(i, |r| r.bulk_mb)),
-            ratio(med(0, |r| r.rr_us), med(i, |r| r.rr_us)),
-            ratio(med(0, |r| r.paced_us_clock), med(i, |r| r.paced_us_clock)),
-            ratio(med(0, |r| r.paced_us_stat), med(i, |r| r.paced_us_stat)),
+            paired(i, |r| r.rr_rate),
+            paired(i, |r| r.bulk_mb),
+            paired(i, |r| r.rr_us),
+            paired(i, |r| r.paced_us_clock),
+            paired(i, |r| r.paced_us_stat),
         );
     }
     s

@@ -25,13 +25,16 @@ pub fn range(xs: &[f64]) -> (f64, f64) {
         })
 }
 
-/// `a / b` as a ratio string ("1.03x"), or "n/a".
-pub fn ratio(a: f64, b: f64) -> String {
-    if a.is_finite() && b.is_finite() && b != 0.0 {
-        format!("{:.2}", a / b)
-    } else {
-        "n/a".to_string()
-    }
+/// The median of the ratios `a[k] / b[k]` of paired measurements (pairs
+/// giving no finite ratio are skipped); NaN when there is none.
+pub fn paired_ratio(a: &[f64], b: &[f64]) -> f64 {
+    let ratios: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| x / y)
+        .filter(|r| r.is_finite())
+        .collect();
+    median(&ratios)
 }
 
 #[cfg(test)]
@@ -49,7 +52,9 @@ mod tests {
     #[test]
     fn ranges_and_ratios() {
         assert_eq!(range(&[2.0, 7.0, 1.0]), (1.0, 7.0));
-        assert_eq!(ratio(3.0, 2.0), "1.50");
-        assert_eq!(ratio(1.0, 0.0), "n/a");
+        // Per-pair ratios 2, 0.5 (skipped: 1/0) and 1.5: the median is 1.5,
+        // unlike the ratio of the medians.
+        assert_eq!(paired_ratio(&[2.0, 1.0, 1.0, 3.0], &[1.0, 2.0, 0.0, 2.0]), 1.5);
+        assert!(paired_ratio(&[1.0], &[0.0]).is_nan());
     }
 }
