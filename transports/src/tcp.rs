@@ -300,7 +300,7 @@ fn register_listener(
             format!("TCP listener {bound}"),
         )))
     })?;
-    log::info!("listening on TCP {bound}");
+    log::debug!("listening on TCP {bound}");
     Ok(ListeningPort { id, addr: bound })
 }
 
