@@ -73,7 +73,10 @@ struct Outgoing {
 
 impl Factory for Outgoing {
     fn build_protocol(&mut self, _: &Address) -> Option<Box<dyn Protocol>> {
-        Some(Box::new(Proxy { peer: Some(self.incoming), target: None }))
+        Some(Box::new(Proxy {
+            peer: Some(self.incoming),
+            target: None,
+        }))
     }
 }
 

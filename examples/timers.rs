@@ -14,7 +14,9 @@ fn main() -> std::io::Result<()> {
     let mut reactor = Reactor::new()?;
 
     // A call that runs once, after half a second.
-    reactor.call_later(Duration::from_millis(500), |_| println!("0.5 s: call_later fired"));
+    reactor.call_later(Duration::from_millis(500), |_| {
+        println!("0.5 s: call_later fired")
+    });
 
     // A call that is cancelled before it runs.
     let doomed = reactor.call_later(Duration::from_millis(300), |_| println!("never printed"));
@@ -22,7 +24,9 @@ fn main() -> std::io::Result<()> {
     println!("cancelled a call: active = {}", doomed.active(&reactor));
 
     // A call pushed back: scheduled for 0.2 s, reset to 0.8 s.
-    let late = reactor.call_later(Duration::from_millis(200), |_| println!("0.8 s: the reset call fired"));
+    let late = reactor.call_later(Duration::from_millis(200), |_| {
+        println!("0.8 s: the reset call fired")
+    });
     late.reset(&mut reactor, Duration::from_millis(800));
 
     // A looping call every 250 ms, starting now; it stops itself after 5 beats.

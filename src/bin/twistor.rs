@@ -11,7 +11,11 @@ use twistor::prelude::*;
 use twistor::transports::ListenAddr;
 
 #[derive(Parser)]
-#[command(name = "twistor", version, about = "A Twisted-style networking toolkit: ready-made servers.")]
+#[command(
+    name = "twistor",
+    version,
+    about = "A Twisted-style networking toolkit: ready-made servers."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
