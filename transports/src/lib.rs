@@ -1,17 +1,43 @@
 //! # twistor-transports
 //!
-//! The transports of twistor, each built on the reactor's extension API
-//! ([`Handler`](twistor_reactor::Handler) and
+//! The transports of twistor, each built only on the reactor's extension
+//! API ([`Handler`](twistor_reactor::Handler) and
 //! [`open_stream`](twistor_reactor::open_stream)):
 //!
+//! - [`tcp`]: `listen_tcp`, `connect_tcp`, plus the client factory helpers
+//!   that work with any stream transport.
 //! - [`udp`]: datagram sockets (`listen_udp`, `connect_udp`), multicast,
 //!   broadcast.
 //! - [`process`]: child processes (`spawn_process`) with a
 //!   `ProcessProtocol` over non-blocking pipes.
+//!
+//! ```no_run
+//! use twistor_reactor::{Protocol, Reactor, Transport};
+//!
+//! struct Echo;
+//! impl Protocol for Echo {
+//!     fn data_received(&mut self, t: &mut dyn Transport, data: &[u8]) {
+//!         t.write(data);
+//!     }
+//! }
+//!
+//! let mut reactor = Reactor::new().unwrap();
+//! twistor_transports::listen_tcp(&mut reactor, 1234, |_: &_| Echo).unwrap();
+//! reactor.run().unwrap();
+//! ```
 #![warn(missing_docs)]
 
+mod listener;
 pub mod process;
+pub mod reconnect;
+pub mod tcp;
 pub mod udp;
 
+pub use listener::ACCEPT_BACKOFF;
 pub use process::{spawn_process, Process, ProcessProtocol, ProcessTransport};
+pub use reconnect::ReconnectingClientFactory;
+pub use tcp::{
+    connect_tcp, connect_tcp_with, listen_tcp, listen_tcp_with, ConnectOptions, ListenAddr, ListenOptions,
+    ListeningPort,
+};
 pub use udp::{connect_udp, listen_udp, UdpEcho, UdpPort};
