@@ -8,6 +8,8 @@
 //!   that work with any stream transport.
 //! - [`udp`]: datagram sockets (`listen_udp`, `connect_udp`), multicast,
 //!   broadcast.
+//! - [`unix`]: Unix-domain stream sockets (`listen_unix`, `connect_unix`),
+//!   the same Protocol/Transport API as TCP.
 //! - [`process`]: child processes (`spawn_process`) with a
 //!   `ProcessProtocol` over non-blocking pipes.
 //!
@@ -32,6 +34,7 @@ pub mod process;
 pub mod reconnect;
 pub mod tcp;
 pub mod udp;
+pub mod unix;
 
 pub use listener::ACCEPT_BACKOFF;
 pub use process::{spawn_process, Process, ProcessProtocol, ProcessTransport};
@@ -41,3 +44,4 @@ pub use tcp::{
     ListeningPort,
 };
 pub use udp::{connect_udp, listen_udp, UdpEcho, UdpPort};
+pub use unix::{connect_unix, listen_unix, listen_unix_with, UnixAddr, UnixListenOptions, UnixPort};
