@@ -10,8 +10,8 @@
 
 use std::net::SocketAddr;
 
-use twistor_reactor::{DatagramProtocol, DatagramTransport, Reactor};
-use twistor_transports::udp::listen_udp;
+use twistor::prelude::*;
+use twistor::transports::listen_udp;
 
 /// Twisted: `class Echo(DatagramProtocol): def datagramReceived(self, data, addr)`.
 struct Echo;

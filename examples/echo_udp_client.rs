@@ -13,8 +13,8 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use twistor_reactor::{DatagramProtocol, DatagramTransport, Reactor};
-use twistor_transports::udp::connect_udp;
+use twistor::prelude::*;
+use twistor::transports::connect_udp;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -14,8 +14,8 @@
 use std::io::Write;
 use std::process::ExitStatus;
 
-use twistor_reactor::Reactor;
-use twistor_transports::process::{spawn_process, ProcessProtocol, ProcessTransport};
+use twistor::prelude::*;
+use twistor::transports::{spawn_process, ProcessProtocol, ProcessTransport};
 
 /// Twisted: `class Show(ProcessProtocol)` with `outReceived`, `errReceived`
 /// and `processEnded`.
