@@ -436,12 +436,25 @@ fn check_stale(path: &Path) -> io::Result<()> {
             format!("{} exists and is not a socket", path.display()),
         ));
     }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(io::Error::new(
+    // A non-blocking probe: a hung server with a full backlog must not
+    // block the caller.
+    let probe = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    probe.set_nonblocking(true)?;
+    match probe.connect(&SockAddr::unix(path)?) {
+        Ok(()) => Err(io::Error::new(
             io::ErrorKind::AddrInUse,
             format!("another server is listening on {}", path.display()),
         )),
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::EINPROGRESS) => {
+            Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "another server is listening on {} (its backlog is full)",
+                    path.display()
+                ),
+            ))
+        }
         Err(e) => Err(io::Error::new(
             io::ErrorKind::AddrInUse,
             format!("{} is in use ({e})", path.display()),

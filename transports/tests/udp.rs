@@ -385,3 +385,74 @@ fn reactor_stop_calls_stop_protocol() {
     assert_eq!((log.borrow().started, log.borrow().stopped), (1, 1));
     assert!(!port.is_listening());
 }
+
+#[test]
+fn ipv6_multicast_on_loopback_where_the_kernel_routes_it() {
+    if UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("SKIPPED ipv6 multicast: no IPv6 loopback");
+        return;
+    }
+    // The loopback interface's index.
+    // SAFETY: a NUL-terminated name.
+    let lo = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+    if lo == 0 {
+        eprintln!("SKIPPED ipv6 multicast: no interface named lo");
+        return;
+    }
+    let group: std::net::Ipv6Addr = "ff02::7477:6973".parse().unwrap();
+    let mut r = Reactor::new().unwrap();
+    let opts = UdpOptions {
+        reuse_address: true,
+        ..UdpOptions::default()
+    };
+    let (a, log_a) = rec();
+    let first = listen_udp_with(&mut r, "[::]:0", a, opts.clone()).unwrap();
+    let port = first.local_addr().port();
+    let (b, log_b) = rec();
+    let second = listen_udp_with(
+        &mut r,
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)),
+        b,
+        opts,
+    )
+    .unwrap();
+    let results = Rc::new(RefCell::new(Vec::new()));
+    for l in [&first, &second] {
+        let res = results.clone();
+        l.call(&mut r, move |_, t| {
+            res.borrow_mut()
+                .push(t.join_group(IpAddr::V6(group), Interface::Index(lo)))
+        });
+    }
+    let (mut s, _) = rec();
+    let res = results.clone();
+    s.on_start = Some(Box::new(move |t| {
+        let dest = SocketAddr::V6(std::net::SocketAddrV6::new(group, port, 0, lo));
+        let sent = t
+            .set_multicast_interface(Interface::Index(lo))
+            .and_then(|_| t.set_multicast_ttl(1))
+            .and_then(|_| t.set_multicast_loopback(true))
+            .and_then(|_| t.send_to(b"six", dest));
+        res.borrow_mut().push(sent);
+    }));
+    assert!(r.run_until(WAIT, |_| results.borrow().len() == 2).unwrap());
+    let _sender = listen_udp(&mut r, "[::1]:0", s).unwrap();
+    assert!(r.run_until(WAIT, |_| results.borrow().len() == 3).unwrap());
+    for res in results.borrow().iter() {
+        if let Err(e) = res {
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENETUNREACH) | Some(libc::ENODEV) | Some(libc::EADDRNOTAVAIL)
+            ) {
+                eprintln!("SKIPPED ipv6 multicast: the kernel has no IPv6 multicast route on lo: {e}");
+                return;
+            }
+            panic!("ipv6 multicast failed: {e}");
+        }
+    }
+    assert!(r
+        .run_until(WAIT, |_| log_a.borrow().datagrams.len() == 1
+            && log_b.borrow().datagrams.len() == 1)
+        .unwrap());
+    assert_eq!(log_a.borrow().datagrams[0].0, b"six");
+}

@@ -184,23 +184,30 @@ pub(super) fn open(
         low_water: opts.stdin_low_water,
         ..StreamOptions::default()
     };
-    let ids = [
-        open_stream(r, PipeIn { tx: Some(tx), pid }, adapter(Which::In), in_opts)?,
-        open_stream(
+    let mut ids = [None; 3];
+    let open_all = || -> io::Result<()> {
+        ids[0] = Some(open_stream(
             r,
-            PipeOut { rx: out, pid },
-            adapter(Which::Out),
-            StreamOptions::default(),
-        )?,
-        open_stream(
-            r,
-            PipeOut { rx: err, pid },
-            adapter(Which::Err),
-            StreamOptions::default(),
-        )?,
-    ];
-    core.borrow_mut().info.ids = ids.map(Some);
-    Ok(())
+            PipeIn { tx: Some(tx), pid },
+            adapter(Which::In),
+            in_opts,
+        )?);
+        let o = StreamOptions::default();
+        ids[1] = Some(open_stream(r, PipeOut { rx: out, pid }, adapter(Which::Out), o)?);
+        let o = StreamOptions::default();
+        ids[2] = Some(open_stream(r, PipeOut { rx: err, pid }, adapter(Which::Err), o)?);
+        Ok(())
+    };
+    let res = open_all();
+    if res.is_err() {
+        // Undo; the caller kills and reaps the child.
+        for id in ids.into_iter().flatten() {
+            r.remove(id);
+        }
+    } else {
+        core.borrow_mut().info.ids = ids;
+    }
+    res
 }
 
 // ----- delivering callbacks --------------------------------------------------
