@@ -243,6 +243,20 @@ impl Default for UnixListenOptions {
 }
 
 /// A listening Unix socket (Twisted's `IListeningPort`).
+///
+/// ```
+/// use twistor_reactor::{Protocol, Reactor, Transport};
+/// use twistor_transports::unix::{listen_unix, UnixAddr};
+/// struct Quiet;
+/// impl Protocol for Quiet {
+///     fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+/// }
+/// let mut r = Reactor::new().unwrap();
+/// let name = format!("@twistor-doc-port-{}", std::process::id());
+/// let port = listen_unix(&mut r, name.as_str(), |_: &_| Quiet).unwrap();
+/// assert_eq!(port.local_addr(), &UnixAddr::from(name.as_str()));
+/// port.stop_listening(&mut r);
+/// ```
 #[derive(Debug, Clone)]
 pub struct UnixPort {
     id: ConnId,

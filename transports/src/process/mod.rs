@@ -114,6 +114,23 @@ pub trait ProcessProtocol: std::any::Any {
 ///
 /// Operations on a pipe other than the one whose event is being delivered
 /// take effect right after the callback returns, in the order they were made.
+///
+/// ```
+/// use twistor_transports::process::{ProcessProtocol, ProcessTransport};
+///
+/// /// Feeds the child one line, then stops its output once it has answered.
+/// struct Ask;
+/// impl ProcessProtocol for Ask {
+///     fn connection_made(&mut self, t: &mut dyn ProcessTransport) {
+///         t.write(b"2+2\n");
+///         t.close_stdin();
+///     }
+///     fn out_received(&mut self, t: &mut dyn ProcessTransport, data: &[u8]) {
+///         println!("pid {} says {}", t.pid(), String::from_utf8_lossy(data));
+///         t.pause_reading();
+///     }
+/// }
+/// ```
 pub trait ProcessTransport {
     /// Queue bytes for the child's stdin (flushed after the callback).
     fn write(&mut self, data: &[u8]);
@@ -187,6 +204,22 @@ impl Default for ProcessOptions {
 
 /// The handle [`spawn_process`] returns. The child lives on in the reactor
 /// whether or not this handle is kept.
+///
+/// ```
+/// use std::os::unix::process::ExitStatusExt;
+/// use std::time::Duration;
+/// use twistor_reactor::Reactor;
+/// use twistor_transports::process::{spawn_process, ProcessProtocol};
+///
+/// struct Quiet;
+/// impl ProcessProtocol for Quiet {}
+///
+/// let mut r = Reactor::new().unwrap();
+/// let child = spawn_process(&mut r, Quiet, "sleep", ["30"], None, None).unwrap();
+/// child.signal_process(libc::SIGTERM).unwrap();
+/// r.run_until(Duration::from_secs(10), |_| child.has_ended()).unwrap();
+/// assert_eq!(child.status().unwrap().signal(), Some(libc::SIGTERM));
+/// ```
 pub struct Process {
     pid: u32,
     core: Rc<RefCell<Core>>,

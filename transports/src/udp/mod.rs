@@ -167,6 +167,21 @@ struct Shared {
 ///
 /// The socket itself lives in the reactor; this handle reaches it. Dropping
 /// the handle leaves the socket open.
+///
+/// ```
+/// use twistor_reactor::Reactor;
+/// use twistor_transports::udp::{listen_udp, UdpEcho};
+///
+/// let mut r = Reactor::new().unwrap();
+/// let port = listen_udp(&mut r, "127.0.0.1:0", UdpEcho::new()).unwrap();
+/// // Reach the protocol and its transport from outside a callback:
+/// port.call(&mut r, |_proto, t| t.set_broadcast(true).unwrap());
+/// r.run_pending().unwrap();
+/// assert_eq!(port.dropped_sends(), 0);
+/// port.stop_listening(&mut r);
+/// r.run_pending().unwrap();
+/// assert!(!port.is_listening());
+/// ```
 pub struct UdpPort {
     id: ConnId,
     local: SocketAddr,
@@ -320,6 +335,15 @@ where
 }
 
 /// [`connect_udp`] with options.
+///
+/// ```
+/// use twistor_reactor::Reactor;
+/// use twistor_transports::udp::{connect_udp_with, UdpEcho, UdpOptions};
+/// let mut r = Reactor::new().unwrap();
+/// let opts = UdpOptions { max_datagram: 512, ..UdpOptions::default() };
+/// let port = connect_udp_with(&mut r, "localhost:9", UdpEcho::new(), opts).unwrap();
+/// assert!(port.local_addr().ip().is_unspecified());
+/// ```
 pub fn connect_udp_with<A, P>(r: &mut Reactor, addr: A, protocol: P, opts: UdpOptions) -> io::Result<UdpPort>
 where
     A: ToPeerAddr,
