@@ -342,7 +342,8 @@ where
 /// let mut r = Reactor::new().unwrap();
 /// let opts = UdpOptions { max_datagram: 512, ..UdpOptions::default() };
 /// let port = connect_udp_with(&mut r, "localhost:9", UdpEcho::new(), opts).unwrap();
-/// assert!(port.local_addr().ip().is_unspecified());
+/// // Connected: the kernel picked the local address that reaches the peer.
+/// assert!(port.local_addr().ip().is_loopback());
 /// ```
 pub fn connect_udp_with<A, P>(r: &mut Reactor, addr: A, protocol: P, opts: UdpOptions) -> io::Result<UdpPort>
 where
