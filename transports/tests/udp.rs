@@ -456,3 +456,14 @@ fn ipv6_multicast_on_loopback_where_the_kernel_routes_it() {
         .unwrap());
     assert_eq!(log_a.borrow().datagrams[0].0, b"six");
 }
+
+#[test]
+fn bad_addresses_and_taken_ports_are_clear_errors() {
+    let mut r = Reactor::new().unwrap();
+    let e = listen_udp(&mut r, "not an address", UdpEcho::new()).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    let first = listen_udp(&mut r, "127.0.0.1:0", UdpEcho::new()).unwrap();
+    let e = listen_udp(&mut r, first.local_addr(), UdpEcho::new()).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+    assert!(e.to_string().contains(&first.local_addr().to_string()), "{e}");
+}

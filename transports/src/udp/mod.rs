@@ -9,106 +9,30 @@
 //! full the datagram is dropped, logged and counted (see
 //! [`DatagramTransport`]), so memory never grows without bound.
 //!
-//! A bare port listens on every interface, IPv6 and IPv4 (a dual-stack `[::]`
-//! socket, falling back to `0.0.0.0` where IPv6 is unavailable); IPv4 peers
-//! of a dual-stack socket are reported as plain IPv4 addresses, and plain
-//! IPv4 destinations are accepted by `send_to`.
+//! Addresses are given as for TCP ([`ListenAddr`]): a bare port listens on
+//! every interface, IPv6 and IPv4 (a dual-stack `[::]` socket, falling back
+//! to `0.0.0.0` where IPv6 is unavailable); IPv4 peers of a dual-stack socket
+//! are reported as plain IPv4 addresses, and plain IPv4 destinations are
+//! accepted by `send_to`.
 
 mod echo;
 mod port;
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
 
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 use twistor_reactor::{ConnId, DatagramProtocol, DatagramTransport, Reactor, Ready};
+
+use crate::tcp::ListenAddr;
 
 pub use echo::UdpEcho;
 
 /// Default number of datagrams read per readiness event before other
 /// sources get a turn.
 pub const DEFAULT_DATAGRAM_BUDGET: usize = 64;
-
-/// Where to bind: a bare port (every interface, dual-stack) or one address.
-///
-/// Built from a `u16`, a [`SocketAddr`], or a string such as
-/// `"127.0.0.1:0"`, `"[::1]:9999"` or `"1234"`.
-///
-/// ```
-/// use twistor_transports::udp::BindAddr;
-/// use twistor_transports::udp::ToBindAddr;
-/// assert_eq!(1234.to_bind_addr().unwrap(), BindAddr::Port(1234));
-/// let a: BindAddr = "127.0.0.1:0".parse().unwrap();
-/// assert_eq!(a, BindAddr::Addr("127.0.0.1:0".parse().unwrap()));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BindAddr {
-    /// Every interface, IPv6 and IPv4, on this port (0: any free port).
-    Port(u16),
-    /// Exactly this address.
-    Addr(SocketAddr),
-}
-
-impl std::str::FromStr for BindAddr {
-    type Err = io::Error;
-    fn from_str(s: &str) -> io::Result<BindAddr> {
-        if let Ok(p) = s.parse::<u16>() {
-            return Ok(BindAddr::Port(p));
-        }
-        s.parse::<SocketAddr>().map(BindAddr::Addr).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("not a port or an IP socket address: {s:?}"),
-            )
-        })
-    }
-}
-
-/// What [`listen_udp`] accepts as an address: a `u16` port, a
-/// [`SocketAddr`], a [`BindAddr`], or a string (`"127.0.0.1:0"`, `"1234"`).
-pub trait ToBindAddr {
-    /// The address, or `InvalidInput` for a string that is neither a port
-    /// nor an IP socket address.
-    fn to_bind_addr(self) -> io::Result<BindAddr>;
-}
-
-impl ToBindAddr for BindAddr {
-    fn to_bind_addr(self) -> io::Result<BindAddr> {
-        Ok(self)
-    }
-}
-
-impl ToBindAddr for u16 {
-    fn to_bind_addr(self) -> io::Result<BindAddr> {
-        Ok(BindAddr::Port(self))
-    }
-}
-
-impl ToBindAddr for SocketAddr {
-    fn to_bind_addr(self) -> io::Result<BindAddr> {
-        Ok(BindAddr::Addr(self))
-    }
-}
-
-impl ToBindAddr for &str {
-    fn to_bind_addr(self) -> io::Result<BindAddr> {
-        self.parse()
-    }
-}
-
-impl ToBindAddr for String {
-    fn to_bind_addr(self) -> io::Result<BindAddr> {
-        self.parse()
-    }
-}
-
-impl ToBindAddr for &String {
-    fn to_bind_addr(self) -> io::Result<BindAddr> {
-        self.parse()
-    }
-}
 
 /// Knobs for [`listen_udp_with`] and [`connect_udp_with`].
 ///
@@ -273,9 +197,8 @@ impl std::fmt::Debug for UdpPort {
 /// }).unwrap();
 /// assert_eq!(&buf[..got.unwrap()], b"hello");
 /// ```
-pub fn listen_udp<A, P>(r: &mut Reactor, addr: A, protocol: P) -> io::Result<UdpPort>
+pub fn listen_udp<P>(r: &mut Reactor, addr: impl Into<ListenAddr>, protocol: P) -> io::Result<UdpPort>
 where
-    A: ToBindAddr,
     P: DatagramProtocol,
 {
     listen_udp_with(r, addr, protocol, UdpOptions::default())
@@ -291,13 +214,18 @@ where
 /// let port = listen_udp_with(&mut r, "127.0.0.1:0", UdpEcho::new(), opts).unwrap();
 /// assert_ne!(port.local_addr().port(), 0);
 /// ```
-pub fn listen_udp_with<A, P>(r: &mut Reactor, addr: A, protocol: P, opts: UdpOptions) -> io::Result<UdpPort>
+pub fn listen_udp_with<P>(
+    r: &mut Reactor,
+    addr: impl Into<ListenAddr>,
+    protocol: P,
+    opts: UdpOptions,
+) -> io::Result<UdpPort>
 where
-    A: ToBindAddr,
     P: DatagramProtocol,
 {
-    let bind = addr.to_bind_addr()?;
-    let sock = bind_socket(bind, &opts)?;
+    let addr = addr.into();
+    let sock = bind_socket(&addr, &opts)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on UDP {addr}: {e}")))?;
     register(r, sock, None, Box::new(protocol), opts)
 }
 
@@ -355,7 +283,7 @@ where
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
     };
-    let sock = bind_socket(BindAddr::Addr(local), &opts)?;
+    let sock = bind_one(local, &opts, false)?;
     sock.connect(&peer.into())?;
     register(r, sock, Some(peer), Box::new(protocol), opts)
 }
@@ -408,35 +336,36 @@ impl ToPeerAddr for String {
     }
 }
 
-/// A dual-stack IPv6 socket on `[::]:port`, or `0.0.0.0:port` where IPv6 is
-/// unavailable; or a socket on exactly `addr`.
-fn bind_socket(bind: BindAddr, opts: &UdpOptions) -> io::Result<Socket> {
-    match bind {
-        BindAddr::Addr(a) => bind_one(a, opts, None),
-        BindAddr::Port(p) => {
-            let any6 = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, p, 0, 0));
-            match bind_one(any6, opts, Some(false)) {
-                Ok(s) => Ok(s),
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL) | Some(libc::EPROTONOSUPPORT)
-                    ) =>
-                {
-                    log::debug!("no IPv6 ({e}); listening on 0.0.0.0:{p}");
-                    bind_one((Ipv4Addr::UNSPECIFIED, p).into(), opts, None)
+/// A socket on the first of `addr`'s candidates that binds: for a bare
+/// port, a dual-stack `[::]:port`, else `0.0.0.0:port` where IPv6 is
+/// unavailable (the same rule as TCP).
+fn bind_socket(addr: &ListenAddr, opts: &UdpOptions) -> io::Result<Socket> {
+    let mut last = None;
+    for (cand, dual) in addr.candidates()? {
+        match bind_one(cand, opts, dual) {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                // Fall back only when IPv6 itself is missing, not when the
+                // port is taken.
+                let taken = matches!(
+                    e.kind(),
+                    io::ErrorKind::AddrInUse | io::ErrorKind::PermissionDenied
+                );
+                last = Some(e);
+                if taken {
+                    break;
                 }
-                Err(e) => Err(e),
             }
         }
     }
+    Err(last.unwrap_or_else(|| io::Error::other("no address to listen on")))
 }
 
-fn bind_one(addr: SocketAddr, opts: &UdpOptions, only_v6: Option<bool>) -> io::Result<Socket> {
+fn bind_one(addr: SocketAddr, opts: &UdpOptions, dual_stack: bool) -> io::Result<Socket> {
     // socket2 opens sockets close-on-exec.
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(SockProtocol::UDP))?;
-    if let Some(v6) = only_v6 {
-        sock.set_only_v6(v6)?;
+    if dual_stack {
+        sock.set_only_v6(false)?;
     }
     if opts.reuse_address {
         sock.set_reuse_address(true)?;
@@ -474,15 +403,4 @@ fn register(
     let id = port::insert(r, sock, local, peer, protocol, opts, shared.clone())?;
     r.requeue(id, Ready::NONE);
     Ok(UdpPort { id, local, shared })
-}
-
-/// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) as plain IPv4.
-pub fn unmap(a: SocketAddr) -> SocketAddr {
-    match a {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
-            None => a,
-        },
-        v4 => v4,
-    }
 }

@@ -12,7 +12,8 @@ use mio::Interest;
 use socket2::{MaybeUninitSlice, MsgHdrMut, SockAddr, SockRef, Socket};
 use twistor_reactor::{ConnId, DatagramProtocol, DatagramTransport, Handler, Interface, Reactor, Ready};
 
-use super::{unmap, Shared, UdpOptions};
+use super::{Shared, UdpOptions};
+use crate::tcp::unmap;
 
 /// Register `sock` and wrap it in a handler. Returns the new id.
 pub(super) fn insert(
