@@ -407,3 +407,34 @@ fn stdin_water_marks_raise_pause_and_resume_writing() {
     let (paused, resumed, ok) = *state.borrow();
     assert_eq!((paused, resumed, ok), (1, 1, true));
 }
+
+#[test]
+fn a_child_closing_its_stdin_is_noticed_while_it_runs() {
+    let mut r = Reactor::new().unwrap();
+    struct KillWhenStdinCloses(Rc<RefCell<Log>>);
+    impl ProcessProtocol for KillWhenStdinCloses {
+        fn in_connection_lost(&mut self, t: &mut dyn ProcessTransport) {
+            self.0.borrow_mut().events.push("in_lost".into());
+            // Still running: only now is it told to go.
+            assert!(t.status().is_none());
+            t.signal_process(libc::SIGTERM).unwrap();
+        }
+        fn process_ended(&mut self, _: &mut dyn ProcessTransport, status: ExitStatus) {
+            self.0.borrow_mut().ended = Some(status);
+        }
+    }
+    let log = Rc::new(RefCell::new(Log::default()));
+    // The shell closes its stdin, then waits (30 s) to be killed.
+    spawn_process(
+        &mut r,
+        KillWhenStdinCloses(log.clone()),
+        "sh",
+        ["-c", "exec 0<&-; exec sleep 30"],
+        None,
+        None,
+    )
+    .unwrap();
+    run_to_end(&mut r, &log);
+    assert_eq!(log.borrow().events, vec!["in_lost".to_string()]);
+    assert_eq!(log.borrow().ended.unwrap().signal(), Some(libc::SIGTERM));
+}

@@ -26,7 +26,17 @@ pub(super) fn start(
     core: Rc<RefCell<Core>>,
     grace: Duration,
 ) -> io::Result<ConnId> {
-    let pidfd = pidfd_open(pid);
+    start_with(r, pid, core, grace, pidfd_open(pid))
+}
+
+/// [`start`] with a given pidfd, or none to poll.
+fn start_with(
+    r: &mut Reactor,
+    pid: u32,
+    core: Rc<RefCell<Core>>,
+    grace: Duration,
+    pidfd: Option<OwnedFd>,
+) -> io::Result<ConnId> {
     let polling = pidfd.is_none();
     let id = r.insert_with(move |r, id| {
         let mut reaper = Reaper {
@@ -196,5 +206,37 @@ impl Drop for Reaper {
             "pid {}: did not die within 100 ms of SIGKILL; left to init",
             self.pid
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::pipes::Info;
+    use crate::process::ProcessProtocol;
+
+    struct Quiet;
+    impl ProcessProtocol for Quiet {}
+
+    /// The fallback for systems without pidfds: polling finds the exit.
+    #[test]
+    fn polling_reaps_without_a_pidfd() {
+        let mut r = Reactor::new().unwrap();
+        let child = std::process::Command::new("sh")
+            .args(["-c", "exit 5"])
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let core = Rc::new(RefCell::new(Core {
+            proto: Box::new(Quiet),
+            info: Info::new(pid),
+        }));
+        start_with(&mut r, pid, core.clone(), Duration::from_secs(1), None).unwrap();
+        let done = r
+            .run_until(Duration::from_secs(10), |_| core.borrow().info.status.is_some())
+            .unwrap();
+        assert!(done, "never reaped");
+        assert_eq!(core.borrow().info.status.unwrap().code(), Some(5));
+        assert_eq!(r.handler_count(), 0);
     }
 }

@@ -442,3 +442,48 @@ fn panic_msg(p: &(dyn std::any::Any + Send)) -> String {
         "non-string panic payload".to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The send policy: a full kernel buffer drops the datagram, counts it
+    /// and says so; other errors are passed through uncounted. (A loopback
+    /// send practically never finds the buffer full, so the policy is
+    /// exercised here with the errors the kernel would return.)
+    #[test]
+    fn a_full_send_buffer_drops_and_counts() {
+        let mut r = Reactor::new().unwrap();
+        let std_sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let shared = Rc::new(Shared::default());
+        let mut st = State {
+            sock: UdpSocket::from_std(std_sock),
+            v6: false,
+            peer: None,
+            max: 1024,
+            budget: 1,
+            shared: shared.clone(),
+            started: true,
+            stopping: false,
+            closed: false,
+        };
+        let id = ConnId::from_token(mio::Token(0));
+        let mut view = View {
+            st: &mut st,
+            r: &mut r,
+            id,
+        };
+        let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let full = view
+            .sent(Err(io::ErrorKind::WouldBlock.into()), 10, to)
+            .unwrap_err();
+        assert_eq!(full.kind(), io::ErrorKind::WouldBlock);
+        let nobufs = view.sent(Err(io::Error::from_raw_os_error(libc::ENOBUFS)), 10, to);
+        assert_eq!(nobufs.unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        let other = view.sent(Err(io::ErrorKind::PermissionDenied.into()), 10, to);
+        assert_eq!(other.unwrap_err().kind(), io::ErrorKind::PermissionDenied);
+        assert!(view.sent(Ok(10), 10, to).is_ok());
+        assert_eq!(view.dropped_sends(), 2);
+        assert_eq!(shared.dropped.get(), 2);
+    }
+}
