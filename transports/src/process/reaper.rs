@@ -220,6 +220,7 @@ mod tests {
 
     /// The fallback for systems without pidfds: polling finds the exit.
     #[test]
+    #[allow(clippy::zombie_processes)] // the reaper under test waits for it
     fn polling_reaps_without_a_pidfd() {
         let mut r = Reactor::new().unwrap();
         let child = std::process::Command::new("sh")
