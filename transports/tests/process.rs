@@ -316,14 +316,16 @@ fn stop_terminates_then_kills_children() {
     let (b, log_b) = rec();
     let mut cmd = Command::new("sh");
     // Ignores SIGTERM (an ignored signal stays ignored across exec).
-    cmd.args(["-c", "trap '' TERM; exec sleep 30"]);
+    cmd.args(["-c", "trap '' TERM; echo ready; exec sleep 30"]);
     let opts = ProcessOptions {
         kill_grace: Duration::from_millis(200),
         ..ProcessOptions::default()
     };
     let stubborn = spawn_command(&mut r, b, cmd, opts).unwrap();
-    // Let both start before stopping.
-    r.call_later(Duration::from_millis(100), |r| r.stop());
+    // Stop once the stubborn one ignores SIGTERM (a signal before its trap
+    // would simply kill it).
+    assert!(r.run_until(WAIT, |_| log_b.borrow().out == b"ready\n").unwrap());
+    r.call_soon(|r| r.stop());
     let t0 = Instant::now();
     r.run().unwrap();
     assert!(
