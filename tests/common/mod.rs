@@ -8,9 +8,12 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use twistor::prelude::*;
+use twistor::reactor::Remote;
 
 /// The bound on every wait: generous, so a loaded CI machine passes, and
 /// finite, so a bug fails instead of hanging.
@@ -21,6 +24,28 @@ pub const WAIT: Duration = Duration::from_secs(20);
 pub fn wait_for(r: &mut Reactor, what: &str, cond: impl FnMut(&mut Reactor) -> bool) {
     let ok = r.run_until(WAIT, cond).expect("reactor loop failed");
     assert!(ok, "timed out waiting for {what}");
+}
+
+/// Run `f` on a thread while the reactor turns; return its result. The
+/// thread wakes the loop when it is done, so the wait ends at once.
+pub fn in_thread<T: Send + 'static>(r: &mut Reactor, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let remote = r.remote();
+    let done = Arc::new(AtomicBool::new(false));
+    let d2 = done.clone();
+    let h = std::thread::spawn(move || {
+        // Report completion even if `f` panics, so the wait ends at once.
+        struct Wake(Arc<AtomicBool>, Remote);
+        impl Drop for Wake {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Release);
+                let _ = self.1.call(|_| {});
+            }
+        }
+        let _wake = Wake(d2, remote);
+        f()
+    });
+    wait_for(r, "a client thread", |_| done.load(Ordering::Acquire));
+    h.join().expect("client thread")
 }
 
 /// A reactor on the real clock that never installs signal handlers (the
