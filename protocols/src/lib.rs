@@ -1,1 +1,14 @@
-//! x
+//! twistor-protocols (crate docs written below).
+#![warn(missing_docs)]
+
+mod control;
+mod line;
+mod netstring;
+mod prefixed;
+mod string;
+
+pub use control::{Control, FramingState};
+pub use line::{LineControl, LineHandler, LineReceiver, LineState, DEFAULT_MAX_LINE_LENGTH};
+pub use netstring::{Netstring, NetstringReceiver};
+pub use prefixed::{Int16StringReceiver, Int32StringReceiver, Int8StringReceiver, Prefixed};
+pub use string::{Framing, Parse, StringControl, StringHandler, StringReceiver, StringState, StringTooLong};
