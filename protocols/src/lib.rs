@@ -11,4 +11,6 @@ pub use control::{Control, FramingState};
 pub use line::{LineControl, LineHandler, LineReceiver, LineState, DEFAULT_MAX_LINE_LENGTH};
 pub use netstring::{Netstring, NetstringReceiver};
 pub use prefixed::{Int16StringReceiver, Int32StringReceiver, Int8StringReceiver, Prefixed};
+pub use services::{Chargen, Daytime, Discard, Echo, Qotd};
 pub use string::{Framing, Parse, StringControl, StringHandler, StringReceiver, StringState, StringTooLong};
+mod services;
