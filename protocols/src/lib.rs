@@ -14,3 +14,9 @@ pub use prefixed::{Int16StringReceiver, Int32StringReceiver, Int8StringReceiver,
 pub use services::{Chargen, Daytime, Discard, Echo, Qotd};
 pub use string::{Framing, Parse, StringControl, StringHandler, StringReceiver, StringState, StringTooLong};
 mod services;
+pub use limit::{ConnectionCounter, LimitConnections};
+pub use ratelimit::{LimitConnectionRate, RateLimiter, DEFAULT_MAX_TRACKED};
+pub use timeout::{IdleTimeout, Timeout, TimeoutMixin};
+mod limit;
+mod ratelimit;
+mod timeout;
