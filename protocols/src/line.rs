@@ -203,7 +203,7 @@ impl Control<'_, LineState> {
 ///
 /// ```
 /// use twistor_protocols::{LineControl, LineHandler, LineReceiver};
-/// use twistor_reactor::{testing::StringTransport, Protocol, Reason};
+/// use twistor_reactor::{testing::StringTransport, Protocol, Reason, Transport};
 ///
 /// /// A tiny chat-style command protocol.
 /// struct Commands;

@@ -7,7 +7,7 @@
 //!   [`Reactor::advance`] (the reactor inside a `StringTransport` and a
 //!   [`MemoryPair`] uses one).
 //! - [`MemoryPair`]: two protocols connected in memory, with a pump. They run
-//!   under the real stream machinery ([`open_stream`](crate::open_stream)),
+//!   under the real stream machinery ([`open_stream`]),
 //!   so flow control, half-close, `call_on` and layers such as TLS behave
 //!   exactly as over TCP.
 
