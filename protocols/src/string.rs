@@ -385,11 +385,23 @@ impl<F: Framing, H: StringHandler> StringReceiver<F, H> {
                 return pos;
             }
             match F::parse(rest, self.st.max_length) {
-                Parse::Frame { start, len, end } => {
+                Parse::Frame { start, len, end }
+                    if end > 0 && end <= rest.len() && start.checked_add(len).is_some_and(|e| e <= end) =>
+                {
                     pos += end;
                     let s = &rest[start..start + len];
                     self.handler
                         .string_received(&mut Control::new(t, &mut self.st), s);
+                }
+                Parse::Frame { .. } => {
+                    self.st.broken = true;
+                    log::error!(
+                        "{}: the {} framing returned an impossible frame; closing",
+                        t.id(),
+                        F::NAME
+                    );
+                    t.lose_connection_with(Reason::Limit(format!("invalid {} frame", F::NAME)));
+                    return input.len();
                 }
                 Parse::Incomplete => return pos,
                 Parse::TooLong(n) => {

@@ -224,3 +224,29 @@ fn start_tls_discards_buffered_frames() {
     p.data_received(&mut t, b"1:c,");
     assert_eq!(t.take(), b"c");
 }
+
+/// A broken user framing (a frame of zero bytes) must not spin forever.
+struct Broken;
+impl Framing for Broken {
+    const NAME: &'static str = "broken";
+    const DEFAULT_MAX_LENGTH: usize = 10;
+    fn parse(_: &[u8], _: usize) -> twistor_protocols::Parse {
+        twistor_protocols::Parse::Frame {
+            start: 0,
+            len: 0,
+            end: 0,
+        }
+    }
+    fn encode(_: &mut dyn Transport, _: &[u8]) -> Result<(), twistor_protocols::StringTooLong> {
+        Ok(())
+    }
+}
+
+#[test]
+fn an_impossible_frame_from_a_user_framing_closes() {
+    let mut t = StringTransport::new();
+    let mut p = StringReceiver::<Broken, Collect>::new(Collect::default());
+    p.data_received(&mut t, b"anything");
+    assert!(matches!(t.close_reason(), Some(Reason::Limit(_))));
+    assert!(p.handler().got.is_empty());
+}
