@@ -55,7 +55,47 @@
 //!
 //! Code outside a callback (a timer, another connection) reaches a line
 //! protocol with `reactor.call_on(id, |p, t| ...)`, a downcast to
-//! `LineReceiver<YourHandler>` and [`LineReceiver::with_handler`].
+//! `LineReceiver<YourHandler>` and [`LineReceiver::with_handler`], or just
+//! writes to it by id. A chat server over TCP:
+//!
+//! ```no_run
+//! use std::{cell::RefCell, rc::Rc};
+//! use twistor_protocols::{LineControl, LineHandler, LineReceiver};
+//! use twistor_reactor::{Address, ConnId, Reactor, Reason, Transport};
+//! use twistor_transports::listen_tcp;
+//!
+//! type Users = Rc<RefCell<Vec<ConnId>>>;
+//!
+//! struct Chat {
+//!     users: Users,
+//! }
+//!
+//! impl LineHandler for Chat {
+//!     fn connection_made(&mut self, c: &mut LineControl<'_>) {
+//!         self.users.borrow_mut().push(c.id());
+//!         c.send_line(b"welcome");
+//!     }
+//!     fn line_received(&mut self, c: &mut LineControl<'_>, line: &[u8]) {
+//!         let msg = [format!("<{}> ", c.peer()).as_bytes(), line, b"\r\n"].concat();
+//!         let me = c.id();
+//!         for &id in self.users.borrow().iter().filter(|&&id| id != me) {
+//!             let _ = c.reactor().write_to(id, msg.clone());
+//!         }
+//!     }
+//!     fn connection_lost(&mut self, c: &mut LineControl<'_>, _: &Reason) {
+//!         let me = c.id();
+//!         self.users.borrow_mut().retain(|&id| id != me);
+//!     }
+//! }
+//!
+//! let mut reactor = Reactor::new()?;
+//! let users = Users::default();
+//! listen_tcp(&mut reactor, 1234, move |_: &Address| {
+//!     LineReceiver::new(Chat { users: users.clone() })
+//! })?;
+//! reactor.run()?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
 //!
 //! ## Limits
 //!

@@ -174,3 +174,73 @@ fn connection_limit_over_tcp() {
     assert_eq!(result.unwrap(), (Some(b'a'), None, true, Some(b'a')));
     assert!(counter.get() <= 1, "the third connection is the only one counted");
 }
+
+type Users = Rc<RefCell<Vec<twistor_reactor::ConnId>>>;
+
+/// The crate docs' chat server.
+struct Chat {
+    users: Users,
+}
+
+impl LineHandler for Chat {
+    fn connection_made(&mut self, c: &mut LineControl<'_>) {
+        self.users.borrow_mut().push(c.id());
+        c.send_line(b"welcome");
+    }
+    fn line_received(&mut self, c: &mut LineControl<'_>, line: &[u8]) {
+        let msg = [
+            b"<".as_slice(),
+            &c.peer().ip().unwrap().to_string().into_bytes(),
+            b"> ",
+            line,
+            b"\r\n",
+        ]
+        .concat();
+        let me = c.id();
+        for &id in self.users.borrow().iter().filter(|&&id| id != me) {
+            let _ = c.reactor().write_to(id, msg.clone());
+        }
+    }
+    fn connection_lost(&mut self, c: &mut LineControl<'_>, _: &Reason) {
+        let me = c.id();
+        self.users.borrow_mut().retain(|&id| id != me);
+    }
+}
+
+#[test]
+fn chat_broadcast_over_tcp() {
+    let mut r = Reactor::new().unwrap();
+    let users = Users::default();
+    let u2 = users.clone();
+    let port = listen_tcp(&mut r, "127.0.0.1:0", move |_: &Address| {
+        LineReceiver::new(Chat { users: u2.clone() })
+    })
+    .unwrap();
+    let addr = port.local_addr();
+    let (tx, rx) = mpsc::channel();
+    let tx = Waking(tx, r.remote());
+    let th = thread::spawn(move || {
+        let mut welcome = [0u8; 9];
+        let mut bob = client(addr);
+        bob.read_exact(&mut welcome).unwrap();
+        let mut alice = client(addr);
+        alice.read_exact(&mut welcome).unwrap();
+        alice.write_all(b"hi all\r\n").unwrap();
+        let mut got = [0u8; 20];
+        bob.read_exact(&mut got).unwrap();
+        drop(alice);
+        // Bob's next line reaches nobody; the server must not choke on
+        // Alice's stale id either.
+        bob.write_all(b"anyone?\r\n").unwrap();
+        tx.send(got.to_vec()).unwrap();
+    });
+    let mut result = None;
+    assert!(r
+        .run_until(BOUND, |_| {
+            result = result.take().or_else(|| rx.try_recv().ok());
+            result.is_some()
+        })
+        .unwrap());
+    th.join().unwrap();
+    assert_eq!(result.unwrap(), b"<127.0.0.1> hi all\r\n");
+}
