@@ -342,6 +342,13 @@ impl Reactor {
         self.timers.examined()
     }
 
+    /// Whether work is waiting for the next loop turn: requeued readiness
+    /// (e.g. from `resume_reading`) or queued calls. A test pump keeps
+    /// turning while there is.
+    pub fn has_queued_work(&self) -> bool {
+        !self.requeued.is_empty() || !self.queue.is_empty()
+    }
+
     // ----- handlers: the extension API ---------------------------------
 
     /// Add a handler. `make` receives the reactor and the new id; it should
