@@ -376,15 +376,21 @@ impl TlsProtocol {
         self.st.plain_out.clear();
         self.inbuf = Vec::new();
         self.write_tls(lower);
-        self.close_lower(lower);
+        let reason = self.fail_reason.clone();
+        self.close_lower(lower, reason);
     }
 
-    fn close_lower(&mut self, lower: &mut dyn Transport) {
+    /// Close the transport below once flushed; `reason` is what its hooks
+    /// (listener, client factory) are told instead of a clean close.
+    fn close_lower(&mut self, lower: &mut dyn Transport, reason: Option<Reason>) {
         if self.lower_closing {
             return;
         }
         self.lower_closing = true;
-        lower.lose_connection();
+        match reason {
+            Some(r) => lower.lose_connection_with(r),
+            None => lower.lose_connection(),
+        }
         if let Some(d) = self.opts.shutdown_timeout {
             self.shutdown_timer = Some(self.arm(lower, d, SHUTDOWN_EXPIRED));
         }
@@ -601,7 +607,8 @@ impl TlsProtocol {
             || (self.st.writes_closed && self.peer_closed && !self.keep_open)
             || (self.eof_delivered && !self.keep_open);
         if close_now && !self.lower_closing {
-            self.close_lower(lower);
+            let reason = self.st.close_reason.clone();
+            self.close_lower(lower, reason);
         }
         let want = (!self.tls_up || !self.st.made || self.st.app_reading)
             && self.inbuf.is_empty()
@@ -669,7 +676,7 @@ impl Protocol for TlsProtocol {
         }
         self.lost = true;
         self.cancel_timers(t);
-        let reason = match self.fail_reason.take() {
+        let reason = match self.fail_reason.take().or_else(|| self.st.close_reason.take()) {
             Some(r) => r,
             // The peer sent close_notify and we answered with ours: a reset
             // while sending that answer loses nothing.

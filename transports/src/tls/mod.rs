@@ -32,7 +32,8 @@
 //! and [`ClientConfigBuilder`] (system roots by default, CA files, or an
 //! explicit pinned fingerprint / trust on first use).
 //!
-//! Entry points: [`start_tls`] (STARTTLS on a live connection),
+//! Entry points: [`listen_tls`] / [`connect_tls`] (TCP with TLS inserted),
+//! [`start_tls`] (STARTTLS on a live connection),
 //! [`TlsServerFactory`] / [`TlsClientFactory`] (put TLS under any factory's
 //! protocols), and [`TlsProtocol`] itself.
 //!
@@ -73,6 +74,7 @@ mod prompt;
 mod selfsigned;
 mod server_config;
 mod start;
+mod tcp;
 mod verify;
 mod view;
 
@@ -86,6 +88,7 @@ pub use layer::{TlsOptions, TlsProtocol, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_TLS_
 pub use selfsigned::{generate_self_signed_cert, generate_self_signed_pem};
 pub use server_config::{load_server_config, ClientAuth, ServerConfigBuilder};
 pub use start::{start_tls, TlsRole};
+pub use tcp::{connect_tls, connect_tls_with, listen_tls, listen_tls_with};
 pub use verify::TofuStore;
 pub use view::TlsTransport;
 

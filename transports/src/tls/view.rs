@@ -7,7 +7,7 @@
 use std::io;
 use std::time::Duration;
 
-use twistor_reactor::{Address, ConnId, Reactor, TlsInfo, Transport, Upgrade};
+use twistor_reactor::{Address, ConnId, Reactor, Reason, TlsInfo, Transport, Upgrade};
 
 /// The part of the TLS layer's state that the application's transport view
 /// reads and writes. Everything here is applied by the layer once the
@@ -25,6 +25,8 @@ pub(crate) struct ViewState {
     pub lower_reading: bool,
     /// The application called `lose_connection`.
     pub close_requested: bool,
+    /// The reason given to `lose_connection_with`.
+    pub close_reason: Option<Reason>,
     /// The application called `write_eof`.
     pub eof_requested: bool,
     /// close_notify was sent: nothing more can be written.
@@ -88,6 +90,13 @@ impl Transport for TlsTransport<'_> {
     }
 
     fn lose_connection(&mut self) {
+        self.st.close_requested = true;
+    }
+
+    fn lose_connection_with(&mut self, reason: Reason) {
+        if !self.st.close_requested && self.st.close_reason.is_none() {
+            self.st.close_reason = Some(reason);
+        }
         self.st.close_requested = true;
     }
 

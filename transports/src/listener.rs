@@ -1,0 +1,179 @@
+//! The accept loop every stream listener shares (TCP now, Unix sockets
+//! too): accept until `WouldBlock` under a per-event budget, build a
+//! protocol per connection, cap the number of live connections, and ride
+//! out descriptor exhaustion without spinning or dying.
+
+use std::cell::Cell;
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::time::Duration;
+
+use twistor_reactor::{
+    open_stream, Address, ConnId, Factory, Handler, Reactor, Ready, StreamIo, StreamOptions,
+    DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER,
+};
+
+/// Connections accepted per readiness event before other sources get a turn.
+const ACCEPT_BUDGET: usize = 128;
+
+/// How long accepting pauses after the process ran out of descriptors.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A listening socket that yields connected streams.
+pub(crate) trait Acceptor: 'static {
+    type Stream: StreamIo;
+    /// Accept one connection (non-blocking).
+    fn accept(&mut self) -> io::Result<(Self::Stream, Address)>;
+    /// Deregister from the poller.
+    fn deregister(&mut self, r: &Reactor);
+}
+
+/// Per-connection settings a listener hands to every stream it accepts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Accepted {
+    pub max_connections: Option<usize>,
+    pub high_water: usize,
+    pub low_water: usize,
+}
+
+impl Default for Accepted {
+    fn default() -> Self {
+        Accepted {
+            max_connections: None,
+            high_water: DEFAULT_HIGH_WATER,
+            low_water: DEFAULT_LOW_WATER,
+        }
+    }
+}
+
+pub(crate) struct Listener<A: Acceptor> {
+    acceptor: A,
+    factory: Box<dyn Factory>,
+    settings: Accepted,
+    live: Rc<Cell<usize>>,
+    /// Accepting is paused after EMFILE/ENFILE until a timer resumes it.
+    paused: Rc<Cell<bool>>,
+    /// Connections refused over `max_connections` since the last log line.
+    refused: u64,
+    what: String,
+}
+
+impl<A: Acceptor> Listener<A> {
+    pub(crate) fn new(acceptor: A, factory: Box<dyn Factory>, settings: Accepted, what: String) -> Self {
+        Listener {
+            acceptor,
+            factory,
+            settings,
+            live: Rc::new(Cell::new(0)),
+            paused: Rc::new(Cell::new(false)),
+            refused: 0,
+            what,
+        }
+    }
+
+    fn serve(&mut self, r: &mut Reactor, stream: A::Stream, addr: Address) {
+        if let Some(max) = self.settings.max_connections {
+            if self.live.get() >= max {
+                self.refused += 1;
+                if self.refused.is_power_of_two() {
+                    log::warn!(
+                        "{}: connection limit ({max}) reached; closed {} new connection(s) so far",
+                        self.what,
+                        self.refused
+                    );
+                }
+                return; // dropping the stream closes it
+            }
+        }
+        let factory = &mut self.factory;
+        let proto = match catch_unwind(AssertUnwindSafe(|| factory.build_protocol(&addr))) {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                log::debug!("{}: factory refused {addr}", self.what);
+                return;
+            }
+            Err(p) => {
+                log::error!(
+                    "{}: build_protocol panicked for {addr}: {}",
+                    self.what,
+                    panic_text(&*p)
+                );
+                return;
+            }
+        };
+        let live = self.live.clone();
+        live.set(live.get() + 1);
+        let opts = StreamOptions {
+            high_water: self.settings.high_water,
+            low_water: self.settings.low_water,
+            on_lost: Some(Box::new(move |_, _| live.set(live.get() - 1))),
+            ..StreamOptions::default()
+        };
+        if let Err(e) = open_stream(r, stream, proto, opts) {
+            // open_stream dropped the options, and with them the hook.
+            self.live.set(self.live.get().saturating_sub(1));
+            log::warn!("{}: cannot register a connection from {addr}: {e}", self.what);
+        }
+    }
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic".into())
+}
+
+/// Errors that mean "out of resources": back off instead of retrying hot.
+fn is_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
+    )
+}
+
+impl<A: Acceptor> Handler for Listener<A> {
+    fn ready(&mut self, r: &mut Reactor, id: ConnId, _: Ready) {
+        if self.paused.get() {
+            return;
+        }
+        for _ in 0..ACCEPT_BUDGET {
+            match self.acceptor.accept() {
+                Ok((stream, addr)) => self.serve(r, stream, addr),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if is_exhaustion(&e) => {
+                    // The pending connection stays in the backlog; try again
+                    // after a pause rather than spinning on a full table.
+                    log::warn!(
+                        "{}: accept failed: {e}; pausing accepts for {} ms",
+                        self.what,
+                        ACCEPT_BACKOFF.as_millis()
+                    );
+                    self.paused.set(true);
+                    let paused = self.paused.clone();
+                    r.call_later(ACCEPT_BACKOFF, move |r| {
+                        paused.set(false);
+                        r.requeue(id, Ready::READABLE);
+                    });
+                    return;
+                }
+                Err(e) => {
+                    // ECONNABORTED, EPROTO, EPERM (firewall)...: that one
+                    // connection is gone, the listener is fine.
+                    log::debug!("{}: accept error: {e}", self.what);
+                }
+            }
+        }
+        r.requeue(id, Ready::READABLE);
+    }
+
+    fn shutdown(&mut self, r: &mut Reactor, id: ConnId) {
+        self.acceptor.deregister(r);
+        r.remove(id);
+    }
+
+    fn holds_shutdown(&self) -> bool {
+        false
+    }
+}

@@ -1,0 +1,216 @@
+//! `ReconnectingClientFactory`: reconnect with exponential backoff and
+//! jitter, like Twisted's class of the same name. Works with any connector
+//! (`connect_tcp`, `connect_unix`, `connect_tls`).
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use twistor_reactor::{Address, ClientFactory, Connector, DelayedCall, Factory, Protocol, Reactor, Reason};
+
+type Build = Box<dyn FnMut(&Address) -> Option<Box<dyn Protocol>>>;
+type Hook = Box<dyn FnMut(&mut Reactor, &Connector, &Reason)>;
+
+/// A client factory that reconnects whenever a connection fails or is lost.
+///
+/// Delays grow by `factor` from `initial_delay` up to `max_delay`, each
+/// randomised by ±`jitter` (a fraction), and go back to the start once a
+/// connection is made. After `max_retries` consecutive failures it gives up.
+/// Defaults are Twisted's: 1 s initial, ×e, 3600 s max, jitter 0.1196.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use twistor_reactor::{Protocol, Reactor, Transport};
+/// use twistor_transports::{connect_tcp, ReconnectingClientFactory};
+/// struct Client;
+/// impl Protocol for Client {
+///     fn data_received(&mut self, _: &mut dyn Transport, d: &[u8]) { println!("{d:?}") }
+/// }
+/// let mut r = Reactor::new().unwrap();
+/// let f = ReconnectingClientFactory::new(|_: &_| Client)
+///     .max_delay(Duration::from_secs(30))
+///     .max_retries(Some(10));
+/// connect_tcp(&mut r, "localhost", 1234, f);
+/// r.run().unwrap();
+/// ```
+pub struct ReconnectingClientFactory {
+    build: Build,
+    on_failed: Option<Hook>,
+    on_lost: Option<Hook>,
+    initial_delay: Duration,
+    max_delay: Duration,
+    factor: f64,
+    jitter: f64,
+    max_retries: Option<u32>,
+    retries: u32,
+    delay: Duration,
+    rng: u64,
+    state: Rc<State>,
+}
+
+#[derive(Default)]
+struct State {
+    stopped: Cell<bool>,
+    pending: Cell<Option<DelayedCall>>,
+}
+
+/// Stops a [`ReconnectingClientFactory`] from outside (Twisted's
+/// `stopTrying`). Get one with [`ReconnectingClientFactory::stopper`].
+#[derive(Clone)]
+pub struct StopTrying(Rc<State>);
+
+impl StopTrying {
+    /// Stop reconnecting and cancel a scheduled retry.
+    pub fn stop_trying(&self, r: &mut Reactor) {
+        self.0.stopped.set(true);
+        if let Some(call) = self.0.pending.take() {
+            call.cancel(r);
+        }
+    }
+}
+
+impl ReconnectingClientFactory {
+    /// A reconnecting factory whose protocols come from `build`.
+    pub fn new<F, P>(mut build: F) -> Self
+    where
+        F: FnMut(&Address) -> P + 'static,
+        P: Protocol,
+    {
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x9e37_79b9_7f4a_7c15);
+        ReconnectingClientFactory {
+            build: Box::new(move |a| Some(Box::new(build(a)) as Box<dyn Protocol>)),
+            on_failed: None,
+            on_lost: None,
+            initial_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(3600),
+            factor: std::f64::consts::E,
+            jitter: 0.119_626_565_582,
+            max_retries: None,
+            retries: 0,
+            delay: Duration::from_secs(1),
+            rng: seed | 1,
+            state: Rc::new(State::default()),
+        }
+    }
+
+    /// First delay (default 1 s).
+    pub fn initial_delay(mut self, d: Duration) -> Self {
+        self.initial_delay = d;
+        self.delay = d;
+        self
+    }
+
+    /// Longest delay (default 3600 s).
+    pub fn max_delay(mut self, d: Duration) -> Self {
+        self.max_delay = d;
+        self
+    }
+
+    /// Growth factor per failure (default e).
+    pub fn factor(mut self, f: f64) -> Self {
+        self.factor = f.max(1.0);
+        self
+    }
+
+    /// Random spread of each delay, as a fraction (default 0.1196; 0 = none).
+    pub fn jitter(mut self, j: f64) -> Self {
+        self.jitter = j.clamp(0.0, 1.0);
+        self
+    }
+
+    /// Give up after this many consecutive failed attempts (default: never).
+    pub fn max_retries(mut self, n: Option<u32>) -> Self {
+        self.max_retries = n;
+        self
+    }
+
+    /// Also call `f` on each failed attempt (before the retry is scheduled).
+    pub fn on_failed(mut self, f: impl FnMut(&mut Reactor, &Connector, &Reason) + 'static) -> Self {
+        self.on_failed = Some(Box::new(f));
+        self
+    }
+
+    /// Also call `f` when an established connection is lost.
+    pub fn on_lost(mut self, f: impl FnMut(&mut Reactor, &Connector, &Reason) + 'static) -> Self {
+        self.on_lost = Some(Box::new(f));
+        self
+    }
+
+    /// A handle that stops the reconnecting from anywhere.
+    pub fn stopper(&self) -> StopTrying {
+        StopTrying(self.state.clone())
+    }
+
+    /// The delay the next retry would wait, before jitter.
+    pub fn current_delay(&self) -> Duration {
+        self.delay
+    }
+
+    fn next_random(&mut self) -> f64 {
+        // xorshift64*: jitter needs spread, not cryptographic quality.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let x = self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn retry(&mut self, r: &mut Reactor, connector: &Connector) {
+        if self.state.stopped.get() {
+            return;
+        }
+        self.retries += 1;
+        if let Some(max) = self.max_retries {
+            if self.retries > max {
+                log::info!("giving up on {} after {max} retries", connector.destination());
+                return;
+            }
+        }
+        let base = self.delay;
+        let spread = (self.next_random() * 2.0 - 1.0) * self.jitter;
+        let wait = base.mul_f64((1.0 + spread).max(0.0)).min(self.max_delay);
+        self.delay = base.mul_f64(self.factor).min(self.max_delay);
+        log::info!(
+            "reconnecting to {} in {:.2} s",
+            connector.destination(),
+            wait.as_secs_f64()
+        );
+        let c = connector.clone();
+        let state = self.state.clone();
+        let call = r.call_later(wait, move |r| {
+            state.pending.set(None);
+            if !state.stopped.get() {
+                c.connect(r);
+            }
+        });
+        self.state.pending.set(Some(call));
+    }
+}
+
+impl Factory for ReconnectingClientFactory {
+    fn build_protocol(&mut self, addr: &Address) -> Option<Box<dyn Protocol>> {
+        // Connected: the next loss starts over from the initial delay.
+        self.retries = 0;
+        self.delay = self.initial_delay;
+        (self.build)(addr)
+    }
+}
+
+impl ClientFactory for ReconnectingClientFactory {
+    fn client_connection_failed(&mut self, r: &mut Reactor, connector: &Connector, reason: &Reason) {
+        if let Some(f) = self.on_failed.as_mut() {
+            f(r, connector, reason);
+        }
+        self.retry(r, connector);
+    }
+
+    fn client_connection_lost(&mut self, r: &mut Reactor, connector: &Connector, reason: &Reason) {
+        if let Some(f) = self.on_lost.as_mut() {
+            f(r, connector, reason);
+        }
+        self.retry(r, connector);
+    }
+}

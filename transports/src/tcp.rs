@@ -1,0 +1,735 @@
+//! TCP: `listen_tcp` and `connect_tcp` (Twisted's `listenTCP` /
+//! `connectTCP`), built on the reactor's extension API only.
+//!
+//! Connections run on [`open_stream`], so they get the whole
+//! Protocol/Transport contract; this file only knows how to make sockets.
+
+use std::cell::RefCell;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::time::Duration;
+
+use mio::{Interest, Registry, Token};
+use socket2::{Domain, Protocol as SockProto, SockRef, Socket, Type};
+use twistor_reactor::{
+    open_stream, Address, ClientFactory, ConnId, Connector, DelayedCall, Handler, Reactor, Ready, Reason,
+    StreamIo, StreamOptions, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER,
+};
+
+use crate::listener::{Accepted, Acceptor, Listener};
+
+/// Default time a connection attempt may take (Twisted's default).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default listen backlog.
+pub const DEFAULT_BACKLOG: i32 = 1024;
+
+// ----- addresses ----------------------------------------------------------------
+
+/// What `listen_tcp` (and `listen_udp`) accept as an address.
+///
+/// - a bare port (`1234`): every interface, IPv6 and IPv4 (dual-stack), so
+///   `telnet localhost 1234` works whether localhost is `::1` or `127.0.0.1`;
+///   falls back to IPv4 only where IPv6 is unavailable;
+/// - a socket address or a string such as `"127.0.0.1:0"` or `"[::1]:8080"`.
+///
+/// ```
+/// use twistor_transports::ListenAddr;
+/// assert_eq!(ListenAddr::from(1234u16).to_string(), "[::]:1234");
+/// assert_eq!(ListenAddr::from("127.0.0.1:0").to_string(), "127.0.0.1:0");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// All interfaces, dual-stack.
+    Port(u16),
+    /// One address.
+    Addr(SocketAddr),
+    /// Not a valid address (reported when listening).
+    Invalid(String),
+}
+
+impl From<u16> for ListenAddr {
+    fn from(p: u16) -> Self {
+        ListenAddr::Port(p)
+    }
+}
+impl From<SocketAddr> for ListenAddr {
+    fn from(a: SocketAddr) -> Self {
+        ListenAddr::Addr(a)
+    }
+}
+impl From<&str> for ListenAddr {
+    fn from(s: &str) -> Self {
+        match s.parse::<SocketAddr>() {
+            Ok(a) => ListenAddr::Addr(a),
+            Err(_) => match s.parse::<u16>() {
+                Ok(p) => ListenAddr::Port(p),
+                Err(_) => ListenAddr::Invalid(s.to_string()),
+            },
+        }
+    }
+}
+impl From<String> for ListenAddr {
+    fn from(s: String) -> Self {
+        ListenAddr::from(s.as_str())
+    }
+}
+impl From<(IpAddr, u16)> for ListenAddr {
+    fn from((ip, p): (IpAddr, u16)) -> Self {
+        ListenAddr::Addr(SocketAddr::new(ip, p))
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::Port(p) => write!(f, "[::]:{p}"),
+            ListenAddr::Addr(a) => write!(f, "{a}"),
+            ListenAddr::Invalid(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+impl ListenAddr {
+    /// The addresses to try, in order, and whether the first is dual-stack.
+    pub(crate) fn candidates(&self) -> io::Result<Vec<(SocketAddr, bool)>> {
+        match self {
+            ListenAddr::Port(p) => Ok(vec![
+                (SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), *p), true),
+                (SocketAddr::new(IpAddr::V4([0, 0, 0, 0].into()), *p), false),
+            ]),
+            ListenAddr::Addr(a) => Ok(vec![(*a, false)]),
+            ListenAddr::Invalid(s) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("not a port or socket address: {s:?} (try \"127.0.0.1:1234\" or \"[::1]:1234\")"),
+            )),
+        }
+    }
+}
+
+/// An IPv4-mapped IPv6 address (what a dual-stack socket reports for IPv4
+/// peers) as the plain IPv4 address people expect to see.
+pub fn unmap(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => a,
+        },
+        a => a,
+    }
+}
+
+// ----- listening ------------------------------------------------------------------
+
+/// Options for [`listen_tcp_with`].
+///
+/// ```
+/// use twistor_transports::ListenOptions;
+/// let opts = ListenOptions { max_connections: Some(1000), ..ListenOptions::default() };
+/// assert!(opts.reuse_addr);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ListenOptions {
+    /// Listen backlog (default 1024).
+    pub backlog: i32,
+    /// SO_REUSEADDR (default on, so a restarted server can bind at once).
+    pub reuse_addr: bool,
+    /// SO_REUSEPORT (default off): one listener per reactor per core.
+    pub reuse_port: bool,
+    /// For IPv6 addresses: `Some(true)` = IPv6 only, `Some(false)` =
+    /// dual-stack, `None` = dual-stack for a bare port, system default otherwise.
+    pub v6_only: Option<bool>,
+    /// Maximum live connections; new ones over it are closed at once with a
+    /// log line (default: no limit).
+    pub max_connections: Option<usize>,
+    /// Write-buffer high-water mark of each connection.
+    pub high_water: usize,
+    /// Write-buffer low-water mark of each connection.
+    pub low_water: usize,
+}
+
+impl Default for ListenOptions {
+    fn default() -> Self {
+        ListenOptions {
+            backlog: DEFAULT_BACKLOG,
+            reuse_addr: true,
+            reuse_port: false,
+            v6_only: None,
+            max_connections: None,
+            high_water: DEFAULT_HIGH_WATER,
+            low_water: DEFAULT_LOW_WATER,
+        }
+    }
+}
+
+/// A listening port (Twisted's `IListeningPort`).
+#[derive(Debug, Clone)]
+pub struct ListeningPort {
+    id: ConnId,
+    addr: SocketAddr,
+}
+
+impl ListeningPort {
+    /// The address actually bound (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The listener's id in the reactor.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// Stop accepting; connections already accepted carry on.
+    pub fn stop_listening(&self, r: &mut Reactor) {
+        r.remove(self.id);
+    }
+}
+
+struct TcpAcceptor(mio::net::TcpListener);
+
+impl Acceptor for TcpAcceptor {
+    type Stream = TcpIo;
+    fn accept(&mut self) -> io::Result<(TcpIo, Address)> {
+        let (s, peer) = self.0.accept()?;
+        let io = TcpIo::new(s)?;
+        Ok((io, Address::Inet(unmap(peer))))
+    }
+    fn deregister(&mut self, r: &Reactor) {
+        let _ = r.registry().deregister(&mut self.0);
+    }
+}
+
+/// Listen for TCP connections (Twisted's `reactor.listenTCP(port, factory)`).
+///
+/// ```no_run
+/// use twistor_reactor::{Protocol, Reactor, Transport};
+/// struct Echo;
+/// impl Protocol for Echo {
+///     fn data_received(&mut self, t: &mut dyn Transport, d: &[u8]) { t.write(d) }
+/// }
+/// let mut r = Reactor::new().unwrap();
+/// let port = twistor_transports::listen_tcp(&mut r, 1234, |_: &_| Echo).unwrap();
+/// println!("listening on {}", port.local_addr());
+/// r.run().unwrap();
+/// ```
+pub fn listen_tcp(
+    r: &mut Reactor,
+    addr: impl Into<ListenAddr>,
+    factory: impl twistor_reactor::Factory,
+) -> io::Result<ListeningPort> {
+    listen_tcp_with(r, addr, factory, ListenOptions::default())
+}
+
+/// [`listen_tcp`] with options.
+pub fn listen_tcp_with(
+    r: &mut Reactor,
+    addr: impl Into<ListenAddr>,
+    factory: impl twistor_reactor::Factory,
+    opts: ListenOptions,
+) -> io::Result<ListeningPort> {
+    let addr = addr.into();
+    let mut last = None;
+    for (cand, dual) in addr.candidates()? {
+        match bind_listener(cand, dual, &opts) {
+            Ok(l) => return register_listener(r, l, Box::new(factory), &opts),
+            Err(e) => {
+                // A bare port falls back to IPv4 where IPv6 is unavailable,
+                // but not when the port itself is taken.
+                let unavailable =
+                    e.kind() == io::ErrorKind::AddrInUse || e.kind() == io::ErrorKind::PermissionDenied;
+                last = Some(e);
+                if unavailable {
+                    break;
+                }
+            }
+        }
+    }
+    let e = last.unwrap_or_else(|| io::Error::other("no address to listen on"));
+    Err(io::Error::new(
+        e.kind(),
+        format!("cannot listen on TCP {addr}: {e}"),
+    ))
+}
+
+fn bind_listener(addr: SocketAddr, dual: bool, opts: &ListenOptions) -> io::Result<std::net::TcpListener> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(SockProto::TCP))?;
+    if opts.reuse_addr {
+        sock.set_reuse_address(true)?;
+    }
+    if opts.reuse_port {
+        sock.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        match opts.v6_only {
+            Some(v) => sock.set_only_v6(v)?,
+            None if dual => sock.set_only_v6(false)?,
+            None => {}
+        }
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(opts.backlog)?;
+    Ok(sock.into())
+}
+
+fn register_listener(
+    r: &mut Reactor,
+    l: std::net::TcpListener,
+    factory: Box<dyn twistor_reactor::Factory>,
+    opts: &ListenOptions,
+) -> io::Result<ListeningPort> {
+    let bound = l.local_addr()?;
+    let mut l = mio::net::TcpListener::from_std(l);
+    let settings = Accepted {
+        max_connections: opts.max_connections,
+        high_water: opts.high_water,
+        low_water: opts.low_water,
+    };
+    let id = r.insert_with(|r, id| {
+        r.registry().register(&mut l, id.token(), Interest::READABLE)?;
+        Ok(Box::new(Listener::new(
+            TcpAcceptor(l),
+            factory,
+            settings,
+            format!("TCP listener {bound}"),
+        )))
+    })?;
+    log::debug!("listening on TCP {bound}");
+    Ok(ListeningPort { id, addr: bound })
+}
+
+// ----- the stream --------------------------------------------------------------------
+
+/// A connected TCP socket as a [`StreamIo`].
+pub(crate) struct TcpIo {
+    s: mio::net::TcpStream,
+    peer: Address,
+    host: Address,
+}
+
+impl TcpIo {
+    pub(crate) fn new(s: mio::net::TcpStream) -> io::Result<TcpIo> {
+        // Nagle off by default: request/response protocols want it.
+        let _ = s.set_nodelay(true);
+        let peer = s
+            .peer_addr()
+            .map(|a| Address::Inet(unmap(a)))
+            .unwrap_or(Address::Unknown);
+        let host = s
+            .local_addr()
+            .map(|a| Address::Inet(unmap(a)))
+            .unwrap_or(Address::Unknown);
+        Ok(TcpIo { s, peer, host })
+    }
+}
+
+impl StreamIo for TcpIo {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.s.read(buf)
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.s.write_vectored(bufs)
+    }
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        match self.s.shutdown(std::net::Shutdown::Write) {
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+            r => r,
+        }
+    }
+    fn register(&mut self, reg: &Registry, token: Token, interest: Interest) -> io::Result<()> {
+        reg.register(&mut self.s, token, interest)
+    }
+    fn reregister(&mut self, reg: &Registry, token: Token, interest: Interest) -> io::Result<()> {
+        reg.reregister(&mut self.s, token, interest)
+    }
+    fn deregister(&mut self, reg: &Registry) -> io::Result<()> {
+        reg.deregister(&mut self.s)
+    }
+    fn peer(&self) -> Address {
+        self.peer.clone()
+    }
+    fn host(&self) -> Address {
+        self.host.clone()
+    }
+    fn set_nodelay(&mut self, on: bool) -> io::Result<()> {
+        self.s.set_nodelay(on)
+    }
+    fn set_keepalive(&mut self, idle: Option<Duration>) -> io::Result<()> {
+        let sock = SockRef::from(&self.s);
+        match idle {
+            Some(t) => sock.set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(t)),
+            None => sock.set_keepalive(false),
+        }
+    }
+    fn prepare_abort(&mut self) {
+        // Linger 0: the close sends RST, as an abort should.
+        let _ = SockRef::from(&self.s).set_linger(Some(Duration::ZERO));
+    }
+}
+
+// ----- connecting ------------------------------------------------------------------------
+
+/// Options for [`connect_tcp_with`].
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Time allowed for the whole attempt, name lookup included (default 30 s).
+    pub timeout: Duration,
+    /// Local address to bind before connecting.
+    pub bind: Option<SocketAddr>,
+    /// Write-buffer high-water mark.
+    pub high_water: usize,
+    /// Write-buffer low-water mark.
+    pub low_water: usize,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            timeout: DEFAULT_CONNECT_TIMEOUT,
+            bind: None,
+            high_water: DEFAULT_HIGH_WATER,
+            low_water: DEFAULT_LOW_WATER,
+        }
+    }
+}
+
+type SharedFactory = Rc<RefCell<Box<dyn ClientFactory>>>;
+
+/// One connector's state, shared by its `Connector` handles, its attempt's
+/// handler and its timers.
+struct ConnectState {
+    host: String,
+    port: u16,
+    opts: ConnectOptions,
+    factory: SharedFactory,
+    /// Bumped for every attempt; callbacks of an older attempt do nothing.
+    attempt: u64,
+    /// The attempt in progress: its socket handler (if connecting) and timer.
+    pending: Option<(Option<ConnId>, DelayedCall)>,
+}
+
+type Shared = Rc<RefCell<ConnectState>>;
+
+/// Connect to `host:port` over TCP (Twisted's
+/// `reactor.connectTCP(host, port, factory)`).
+///
+/// The host may be a name (resolved on the thread pool, never blocking the
+/// loop) or an address; every resolved address is tried in order. The
+/// attempt ends in exactly one of the protocol's `connection_made` or the
+/// factory's `client_connection_failed`.
+///
+/// ```no_run
+/// use twistor_reactor::{Protocol, Reactor, Transport};
+/// struct Hello;
+/// impl Protocol for Hello {
+///     fn connection_made(&mut self, t: &mut dyn Transport) { t.write(b"Hello, world!") }
+///     fn data_received(&mut self, t: &mut dyn Transport, d: &[u8]) {
+///         println!("Server said: {}", String::from_utf8_lossy(d));
+///         t.lose_connection();
+///     }
+/// }
+/// let mut r = Reactor::new().unwrap();
+/// twistor_transports::connect_tcp(&mut r, "localhost", 1234, |_: &_| Hello);
+/// r.run().unwrap();
+/// ```
+pub fn connect_tcp(r: &mut Reactor, host: &str, port: u16, factory: impl ClientFactory) -> Connector {
+    connect_tcp_with(r, host, port, factory, ConnectOptions::default())
+}
+
+/// [`connect_tcp`] with options.
+pub fn connect_tcp_with(
+    r: &mut Reactor,
+    host: &str,
+    port: u16,
+    factory: impl ClientFactory,
+    opts: ConnectOptions,
+) -> Connector {
+    let shared: Shared = Rc::new(RefCell::new(ConnectState {
+        host: host.to_string(),
+        port,
+        opts,
+        factory: Rc::new(RefCell::new(Box::new(factory))),
+        attempt: 0,
+        pending: None,
+    }));
+    let s = shared.clone();
+    r.call_soon(move |r| start_attempt(r, &s));
+    make_connector(&shared)
+}
+
+/// A handle on the shared state. Handles hold it alive: the state lives as
+/// long as an attempt, a connection or someone's connector needs it.
+fn make_connector(s: &Shared) -> Connector {
+    let (host, port) = {
+        let st = s.borrow();
+        (st.host.clone(), st.port)
+    };
+    let dest = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let (s1, s2) = (s.clone(), s.clone());
+    Connector::new(
+        dest,
+        move |r| {
+            let s = s1.clone();
+            r.call_soon(move |r| start_attempt(r, &s));
+        },
+        move |r| fail_attempt(r, &s2, None, Reason::Aborted),
+    )
+}
+fn start_attempt(r: &mut Reactor, s: &Shared) {
+    if r.is_stopping() {
+        // No new attempts once stop() has begun (a retrying factory would
+        // otherwise keep the reactor from ever finishing its stop).
+        log::debug!("not connecting to {}: the reactor is stopping", s.borrow().host);
+        return;
+    }
+    if s.borrow().pending.is_some() {
+        log::debug!("connect() while an attempt is in progress: ignored");
+        return;
+    }
+    let connector = make_connector(s);
+    let (attempt, timeout, factory, host, port) = {
+        let mut st = s.borrow_mut();
+        st.attempt += 1;
+        (
+            st.attempt,
+            st.opts.timeout,
+            st.factory.clone(),
+            st.host.clone(),
+            st.port,
+        )
+    };
+    let s2 = s.clone();
+    let timer = r.call_later(timeout, move |r| {
+        fail_attempt(r, &s2, Some(attempt), Reason::TimedOut)
+    });
+    s.borrow_mut().pending = Some((None, timer));
+    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        factory.borrow_mut().started_connecting(r, &connector)
+    })) {
+        log::error!("started_connecting panicked: {p:?}");
+    }
+    // A literal address needs no lookup; a name is resolved off the loop.
+    let trimmed = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = trimmed.parse::<IpAddr>() {
+        try_addrs(r, s, attempt, vec![SocketAddr::new(ip, port)], None);
+        return;
+    }
+    let s2 = s.clone();
+    r.defer_to_thread(
+        move || {
+            (host.as_str(), port)
+                .to_socket_addrs()
+                .map(|a| a.collect::<Vec<_>>())
+        },
+        move |r, res| match res {
+            Ok(Ok(addrs)) if !addrs.is_empty() => try_addrs(r, &s2, attempt, addrs, None),
+            Ok(Ok(_)) => fail_attempt(r, &s2, Some(attempt), Reason::Dns("no addresses".into())),
+            Ok(Err(e)) => fail_attempt(r, &s2, Some(attempt), Reason::Dns(e.to_string())),
+            Err(p) => fail_attempt(r, &s2, Some(attempt), Reason::Dns(p)),
+        },
+    );
+}
+
+/// Try `addrs` in order; `last` is the error of the previous one.
+fn try_addrs(r: &mut Reactor, s: &Shared, attempt: u64, mut addrs: Vec<SocketAddr>, last: Option<io::Error>) {
+    if s.borrow().attempt != attempt || s.borrow().pending.is_none() {
+        return;
+    }
+    if addrs.is_empty() {
+        let e = last.unwrap_or_else(|| io::Error::other("no address to connect to"));
+        fail_attempt(r, s, Some(attempt), Reason::from_io(e));
+        return;
+    }
+    let addr = addrs.remove(0);
+    let bind = s.borrow().opts.bind;
+    let sock = match start_connect(addr, bind) {
+        Ok(sock) => sock,
+        Err(e) => return try_addrs(r, s, attempt, addrs, Some(e)),
+    };
+    let s2 = s.clone();
+    let res = r.insert_with(move |r, id| {
+        let mut sock = sock;
+        r.registry().register(&mut sock, id.token(), Interest::WRITABLE)?;
+        Ok(Box::new(Connecting {
+            sock: Some(sock),
+            s: s2,
+            attempt,
+            rest: addrs,
+        }))
+    });
+    match res {
+        Ok(id) => {
+            if let Some((h, _)) = s.borrow_mut().pending.as_mut() {
+                *h = Some(id);
+            }
+        }
+        Err(e) => fail_attempt(r, s, Some(attempt), Reason::from_io(e)),
+    }
+}
+
+fn start_connect(addr: SocketAddr, bind: Option<SocketAddr>) -> io::Result<mio::net::TcpStream> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(SockProto::TCP))?;
+    sock.set_nonblocking(true)?;
+    if let Some(b) = bind {
+        sock.bind(&b.into())?;
+    }
+    match sock.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(mio::net::TcpStream::from_std(sock.into()))
+}
+
+/// End the attempt with `reason` (once): cancel its timer and socket and
+/// tell the factory. `attempt: None` means "whatever attempt is pending".
+fn fail_attempt(r: &mut Reactor, s: &Shared, attempt: Option<u64>, reason: Reason) {
+    let (pending, factory) = {
+        let mut st = s.borrow_mut();
+        if attempt.is_some_and(|a| a != st.attempt) {
+            return;
+        }
+        let Some(p) = st.pending.take() else {
+            return;
+        };
+        (p, st.factory.clone())
+    };
+    let connector = make_connector(s);
+    let (handler, timer) = pending;
+    timer.cancel(r);
+    if let Some(id) = handler {
+        r.remove(id);
+    }
+    log::debug!("connection to {} failed: {reason}", connector.destination());
+    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        factory
+            .borrow_mut()
+            .client_connection_failed(r, &connector, &reason)
+    })) {
+        log::error!("client_connection_failed panicked: {p:?}");
+    }
+}
+
+/// The handler of a socket whose connect is in flight.
+struct Connecting {
+    sock: Option<mio::net::TcpStream>,
+    s: Shared,
+    attempt: u64,
+    rest: Vec<SocketAddr>,
+}
+
+impl Handler for Connecting {
+    fn ready(&mut self, r: &mut Reactor, id: ConnId, ready: Ready) {
+        if !ready.writable && !ready.error {
+            return;
+        }
+        let Some(sock) = self.sock.as_mut() else {
+            return;
+        };
+        // Connected, or failed? SO_ERROR says, then peer_addr confirms.
+        let err = match sock.take_error() {
+            Ok(Some(e)) => Some(e),
+            Err(e) => Some(e),
+            Ok(None) => match sock.peer_addr() {
+                Ok(_) => None,
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return, // spurious wake-up
+                Err(e) => Some(e),
+            },
+        };
+        let mut sock = self.sock.take().unwrap();
+        let _ = r.registry().deregister(&mut sock);
+        r.remove(id);
+        if let Some(e) = err {
+            let rest = std::mem::take(&mut self.rest);
+            // Mark no handler pending before trying the next address.
+            if let Some((h, _)) = self.s.borrow_mut().pending.as_mut() {
+                *h = None;
+            }
+            try_addrs(r, &self.s, self.attempt, rest, Some(e));
+            return;
+        }
+        connected(r, &self.s, self.attempt, sock);
+    }
+
+    fn shutdown(&mut self, r: &mut Reactor, _: ConnId) {
+        fail_attempt(r, &self.s, Some(self.attempt), Reason::Aborted);
+    }
+
+    fn abort(&mut self, r: &mut Reactor, _: ConnId) {
+        fail_attempt(r, &self.s, Some(self.attempt), Reason::Aborted);
+    }
+}
+
+fn connected(r: &mut Reactor, s: &Shared, attempt: u64, sock: mio::net::TcpStream) {
+    let (timer, factory, opts) = {
+        let mut st = s.borrow_mut();
+        if st.attempt != attempt {
+            return;
+        }
+        let Some((_, timer)) = st.pending.take() else {
+            return;
+        };
+        (timer, st.factory.clone(), st.opts.clone())
+    };
+    let connector = make_connector(s);
+    timer.cancel(r);
+    let io = match TcpIo::new(sock) {
+        Ok(io) => io,
+        Err(e) => return report_failed(r, &factory, &connector, Reason::from_io(e)),
+    };
+    let peer = io.peer.clone();
+    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        factory.borrow_mut().build_protocol(&peer)
+    }));
+    let proto = match built {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            return report_failed(
+                r,
+                &factory,
+                &connector,
+                Reason::Limit("the factory refused the connection".into()),
+            )
+        }
+        Err(_) => {
+            return report_failed(
+                r,
+                &factory,
+                &connector,
+                Reason::Panic("build_protocol panicked".into()),
+            )
+        }
+    };
+    let (f2, c2) = (factory.clone(), connector.clone());
+    let stream_opts = StreamOptions {
+        high_water: opts.high_water,
+        low_water: opts.low_water,
+        on_lost: Some(Box::new(move |r, reason| {
+            f2.borrow_mut().client_connection_lost(r, &c2, reason)
+        })),
+        ..StreamOptions::default()
+    };
+    if let Err(e) = open_stream(r, io, proto, stream_opts) {
+        report_failed(r, &factory, &connector, Reason::from_io(e));
+    }
+}
+
+fn report_failed(r: &mut Reactor, factory: &SharedFactory, connector: &Connector, reason: Reason) {
+    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        factory
+            .borrow_mut()
+            .client_connection_failed(r, connector, &reason)
+    })) {
+        log::error!("client_connection_failed panicked: {p:?}");
+    }
+}
