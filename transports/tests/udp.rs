@@ -511,3 +511,24 @@ fn nc_talks_to_the_udp_echo() {
         None => eprintln!("SKIPPED: nc is not installed"),
     }
 }
+
+#[test]
+fn a_dual_stack_socket_connects_to_an_ipv4_peer() {
+    let mut r = Reactor::new().unwrap();
+    let friend = peer("127.0.0.1:0");
+    let to = friend.local_addr().unwrap();
+    let (mut p, log) = rec();
+    p.on_start = Some(Box::new(move |t| {
+        t.connect(to).unwrap();
+        assert_eq!(t.peer(), Some(to));
+        t.write(b"via [::]").unwrap();
+    }));
+    let port = listen_udp(&mut r, 0u16, p).unwrap();
+    let n = port.local_addr().port();
+    let (data, from) = run_until_reply(&mut r, &friend);
+    assert_eq!((data.as_slice(), from.port()), (&b"via [::]"[..], n));
+    friend.send_to(b"back", from).unwrap();
+    assert!(r.run_until(WAIT, |_| log.borrow().datagrams.len() == 1).unwrap());
+    // Reported as the plain IPv4 address it was connected to.
+    assert_eq!(log.borrow().datagrams[0], (b"back".to_vec(), to));
+}
