@@ -164,6 +164,10 @@ struct Slot {
     doomed: bool,
     /// Work that arrived while the handler was out of its slot.
     deferred: Vec<Pending>,
+    /// The turn in which this slot was last put on the dispatch list, and
+    /// its place there (merges readiness for one id into one dispatch).
+    mark: u64,
+    pos: u32,
 }
 
 enum Pending {
@@ -319,6 +323,32 @@ impl Reactor {
         self.timers.len()
     }
 
+    /// How many timer-queue entries the loop has examined so far: a cost
+    /// counter. A turn with no timer due examines one or two, however many
+    /// timers are pending; each timer that fires, or was cancelled or
+    /// postponed, adds about one more.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let mut r = twistor_reactor::Reactor::with_manual_clock().unwrap();
+    /// for i in 0..1000 {
+    ///     r.call_later(Duration::from_secs(60 + i), |_| {});
+    /// }
+    /// let before = r.timer_work();
+    /// r.advance(Duration::from_secs(1)); // nothing due
+    /// assert!(r.timer_work() - before <= 2);
+    /// ```
+    pub fn timer_work(&self) -> u64 {
+        self.timers.examined()
+    }
+
+    /// Whether work is waiting for the next loop turn: requeued readiness
+    /// (e.g. from `resume_reading`) or queued calls. A test pump keeps
+    /// turning while there is.
+    pub fn has_queued_work(&self) -> bool {
+        !self.requeued.is_empty() || !self.queue.is_empty()
+    }
+
     // ----- handlers: the extension API ---------------------------------
 
     /// Add a handler. `make` receives the reactor and the new id; it should
@@ -338,6 +368,8 @@ impl Reactor {
             handler: None,
             doomed: false,
             deferred: Vec::new(),
+            mark: 0,
+            pos: 0,
         });
         let id = ConnId::new(key, gen);
         match make(self, id) {
@@ -438,13 +470,18 @@ impl Reactor {
             let _ = catch_unwind(AssertUnwindSafe(move || drop(h)));
             return;
         }
-        let slot = &mut self.slots[id.index()];
-        if slot.doomed {
-            self.free(id.index());
-            drop(h);
-        } else {
-            slot.handler = Some(h);
-            self.flush_deferred(id);
+        match self.slots.get_mut(id.index()) {
+            Some(slot) if slot.gen == id.generation() => {
+                if slot.doomed {
+                    self.free(id.index());
+                    drop(h);
+                } else {
+                    slot.handler = Some(h);
+                    self.flush_deferred(id);
+                }
+            }
+            // The slot went while the handler ran (the reactor was cleared).
+            _ => drop(h),
         }
     }
 
@@ -728,9 +765,24 @@ impl Reactor {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
-        // Requeued work from the previous turn goes first, then new events.
+        // Requeued work from the previous turn goes first, then new events;
+        // readiness for one id is merged into one dispatch (found in O(1)
+        // through the slot's mark).
+        let turn = self.turns;
         let spare = std::mem::take(&mut self.requeued_spare);
         let mut requeued = std::mem::replace(&mut self.requeued, spare);
+        let mut merged = 0;
+        for i in 0..requeued.len() {
+            let (id, ready) = requeued[i];
+            match self.mark(id, turn, merged) {
+                Some(pos) => requeued[pos].1 = requeued[pos].1.merge(ready),
+                None => {
+                    requeued[merged] = (id, ready);
+                    merged += 1;
+                }
+            }
+        }
+        requeued.truncate(merged);
         let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         for e in events.iter() {
             match e.token() {
@@ -739,11 +791,9 @@ impl Reactor {
                 t => {
                     let id = ConnId::from_token(t);
                     let ready = Ready::from_event(e);
-                    if let Some(pos) = requeued.iter().position(|(i, _)| *i == id) {
-                        // Merge with requeued readiness: one dispatch.
-                        requeued[pos].1 = requeued[pos].1.merge(ready);
-                    } else {
-                        requeued.push((id, ready));
+                    match self.mark(id, turn, requeued.len()) {
+                        Some(pos) => requeued[pos].1 = requeued[pos].1.merge(ready),
+                        None => requeued.push((id, ready)),
                     }
                 }
             }
@@ -769,6 +819,18 @@ impl Reactor {
     /// For tests and for embedding the reactor in another loop.
     pub fn run_pending(&mut self) -> io::Result<()> {
         self.turn(Some(Duration::ZERO))
+    }
+
+    /// Note that `id` is dispatched this turn at `pos`, or return the
+    /// position it already has.
+    fn mark(&mut self, id: ConnId, turn: u64, pos: usize) -> Option<usize> {
+        let slot = self.slots.get_mut(id.index())?;
+        if slot.mark == turn {
+            return Some(slot.pos as usize);
+        }
+        slot.mark = turn;
+        slot.pos = pos as u32;
+        None
     }
 
     fn poll_timeout(&mut self, until: Option<Instant>) -> Option<Duration> {
