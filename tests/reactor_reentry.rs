@@ -66,7 +66,8 @@ impl Protocol for Nested {
                     // Delivered through the same dispatch: must not nest.
                     let me = p.downcast_mut::<Nested>().expect("our protocol");
                     me.enter("call_on");
-                    log.borrow_mut().push(format!("buffered {}", t.write_buffer_size() > 0));
+                    log.borrow_mut()
+                        .push(format!("buffered {}", t.write_buffer_size() > 0));
                     me.leave("call_on");
                 })
                 .unwrap();
@@ -155,9 +156,12 @@ fn notifications_raised_inside_a_callback_arrive_after_it_returns() {
     assert_eq!(log.iter().filter(|l| *l == "resume:start").count(), 1);
 }
 
+/// What reached a [`Sink`], by connection.
+type Got = Rc<RefCell<Vec<(ConnId, Vec<u8>)>>>;
+
 /// Records what reaches it.
 struct Sink {
-    got: Rc<RefCell<Vec<(ConnId, Vec<u8>)>>>,
+    got: Got,
 }
 
 impl Protocol for Sink {
@@ -170,7 +174,7 @@ impl Protocol for Sink {
 fn a_stale_conn_id_is_gone_and_never_reaches_the_next_connection_in_its_slot() {
     let mut r = common::reactor();
     let ids: Rc<RefCell<Vec<ConnId>>> = Rc::default();
-    let got: Rc<RefCell<Vec<(ConnId, Vec<u8>)>>> = Rc::default();
+    let got: Got = Rc::default();
     let (i2, g2) = (ids.clone(), got.clone());
     /// Sink that reports its id once made.
     struct Announce {
@@ -227,6 +231,9 @@ fn a_stale_conn_id_is_gone_and_never_reaches_the_next_connection_in_its_slot() {
         wait_for(&mut r, "the second connection to go", move |r| !r.contains(new));
         t.join().unwrap()
     };
-    assert!(rest.is_empty(), "the stale id's writes reached the new connection: {rest:?}");
+    assert!(
+        rest.is_empty(),
+        "the stale id's writes reached the new connection: {rest:?}"
+    );
     assert!(got.borrow().is_empty());
 }

@@ -137,7 +137,13 @@ fn field(line: &str, key: &str) -> u64 {
 #[test]
 fn listener_survives_emfile_without_spinning() {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "emfile_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--ignored",
+            "--exact",
+            "emfile_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -179,9 +185,15 @@ fn listener_survives_emfile_without_spinning() {
         (accepted as usize) < FLOOD,
         "the child accepted every connection: not exhausted ({report})"
     );
-    assert!(warnings + retries >= 2, "accept kept failing and was retried: {report}");
+    assert!(
+        warnings + retries >= 2,
+        "accept kept failing and was retried: {report}"
+    );
     assert!(warnings <= 1, "EMFILE is logged once per episode: {report}");
-    assert!(turns <= MAX_TURNS, "the loop spun while out of descriptors: {report}");
+    assert!(
+        turns <= MAX_TURNS,
+        "the loop spun while out of descriptors: {report}"
+    );
 
     // Descriptors come back: the listener serves a new connection.
     drop(flood);

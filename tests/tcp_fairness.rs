@@ -187,5 +187,8 @@ fn one_peer_reads_at_most_the_budget_per_loop_turn() {
     drop(sender.join().unwrap());
     let most = *reads.borrow().iter().max().unwrap();
     let limit = twistor::reactor::DEFAULT_READ_BUDGET + twistor::reactor::READ_BUFFER_SIZE;
-    assert!(most <= limit, "{most} bytes read from one peer in one turn (budget {limit})");
+    assert!(
+        most <= limit,
+        "{most} bytes read from one peer in one turn (budget {limit})"
+    );
 }
