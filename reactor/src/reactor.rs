@@ -363,6 +363,12 @@ impl Reactor {
                 } else {
                     slot.handler = Some(h);
                     self.flush_deferred(id);
+                    if matches!(self.state, State::Stopping { .. }) {
+                        // Registered after stop() began (by a trigger, a
+                        // timer, a reconnect): it stops like the rest
+                        // rather than holding run() until the deadline.
+                        self.call_soon(move |r| r.with_handler(id, |h, r| h.shutdown(r, id)));
+                    }
                 }
                 Ok(id)
             }
