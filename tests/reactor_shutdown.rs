@@ -249,7 +249,10 @@ fn a_connection_started_while_stopping_is_told_to_stop_too() {
     let start = Instant::now();
     r.run().unwrap();
     let took = start.elapsed();
-    assert!(took < common::WAIT / 2, "run() was held for {took:?} by a late connection");
+    assert!(
+        took < common::WAIT / 2,
+        "run() was held for {took:?} by a late connection"
+    );
     let outcome = outcome.borrow();
     // Either the attempt was cancelled, or the connection closed cleanly.
     let ok = matches!(outcome.as_slice(), [f] if f.starts_with("failed"))
