@@ -158,6 +158,27 @@ pub trait Transport {
     /// Flush what is buffered, then close (TLS sends close_notify first).
     fn lose_connection(&mut self);
 
+    /// Like [`lose_connection`](Transport::lose_connection), but
+    /// `connection_lost` (and the listener's or client factory's hooks) are
+    /// told `reason` instead of [`Reason::ConnectionDone`]: how a protocol
+    /// reports that it closed because a limit was hit
+    /// ([`Reason::Limit`]) or the peer went idle ([`Reason::TimedOut`]).
+    ///
+    /// Transports that cannot carry a reason fall back to a plain
+    /// `lose_connection` (the default).
+    ///
+    /// ```
+    /// use twistor_reactor::{testing::StringTransport, Reason, Transport};
+    /// let mut t = StringTransport::new();
+    /// t.lose_connection_with(Reason::Limit("line too long".into()));
+    /// assert!(t.disconnecting());
+    /// assert!(matches!(t.close_reason(), Some(Reason::Limit(_))));
+    /// ```
+    fn lose_connection_with(&mut self, reason: Reason) {
+        let _ = reason;
+        self.lose_connection();
+    }
+
     /// Close now, discarding whatever is buffered.
     fn abort_connection(&mut self);
 

@@ -164,6 +164,10 @@ struct Slot {
     doomed: bool,
     /// Work that arrived while the handler was out of its slot.
     deferred: Vec<Pending>,
+    /// The turn in which this slot was last put on the dispatch list, and
+    /// its place there (merges readiness for one id into one dispatch).
+    mark: u64,
+    pos: u32,
 }
 
 enum Pending {
@@ -204,6 +208,10 @@ pub struct Reactor {
     manual_now: Option<Instant>,
     read_buf: Vec<u8>,
     requeued: Vec<(ConnId, Ready)>,
+    /// The other half of a double buffer with `requeued`: the list a turn
+    /// dispatches from, kept with its capacity so a steady loop never
+    /// allocates for requeues.
+    requeued_spare: Vec<(ConnId, Ready)>,
     queue: VecDeque<Queued>,
     remote: RemoteQueue,
     pool: Option<ThreadPool>,
@@ -232,6 +240,7 @@ impl Reactor {
             manual_now: None,
             read_buf: vec![0; READ_BUFFER_SIZE],
             requeued: Vec::new(),
+            requeued_spare: Vec::new(),
             queue: VecDeque::new(),
             remote,
             pool: None,
@@ -333,6 +342,13 @@ impl Reactor {
         self.timers.examined()
     }
 
+    /// Whether work is waiting for the next loop turn: requeued readiness
+    /// (e.g. from `resume_reading`) or queued calls. A test pump keeps
+    /// turning while there is.
+    pub fn has_queued_work(&self) -> bool {
+        !self.requeued.is_empty() || !self.queue.is_empty()
+    }
+
     // ----- handlers: the extension API ---------------------------------
 
     /// Add a handler. `make` receives the reactor and the new id; it should
@@ -352,6 +368,8 @@ impl Reactor {
             handler: None,
             doomed: false,
             deferred: Vec::new(),
+            mark: 0,
+            pos: 0,
         });
         let id = ConnId::new(key, gen);
         match make(self, id) {
@@ -458,13 +476,18 @@ impl Reactor {
             let _ = catch_unwind(AssertUnwindSafe(move || drop(h)));
             return;
         }
-        let slot = &mut self.slots[id.index()];
-        if slot.doomed {
-            self.free(id.index());
-            drop(h);
-        } else {
-            slot.handler = Some(h);
-            self.flush_deferred(id);
+        match self.slots.get_mut(id.index()) {
+            Some(slot) if slot.gen == id.generation() => {
+                if slot.doomed {
+                    self.free(id.index());
+                    drop(h);
+                } else {
+                    slot.handler = Some(h);
+                    self.flush_deferred(id);
+                }
+            }
+            // The slot went while the handler ran (the reactor was cleared).
+            _ => drop(h),
         }
     }
 
@@ -756,8 +779,24 @@ impl Reactor {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
-        // Requeued work from the previous turn goes first, then new events.
-        let mut requeued = std::mem::take(&mut self.requeued);
+        // Requeued work from the previous turn goes first, then new events;
+        // readiness for one id is merged into one dispatch (found in O(1)
+        // through the slot's mark).
+        let turn = self.turns;
+        let spare = std::mem::take(&mut self.requeued_spare);
+        let mut requeued = std::mem::replace(&mut self.requeued, spare);
+        let mut merged = 0;
+        for i in 0..requeued.len() {
+            let (id, ready) = requeued[i];
+            match self.mark(id, turn, merged) {
+                Some(pos) => requeued[pos].1 = requeued[pos].1.merge(ready),
+                None => {
+                    requeued[merged] = (id, ready);
+                    merged += 1;
+                }
+            }
+        }
+        requeued.truncate(merged);
         let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         for e in events.iter() {
             match e.token() {
@@ -766,11 +805,9 @@ impl Reactor {
                 t => {
                     let id = ConnId::from_token(t);
                     let ready = Ready::from_event(e);
-                    if let Some(pos) = requeued.iter().position(|(i, _)| *i == id) {
-                        // Merge with requeued readiness: one dispatch.
-                        requeued[pos].1 = requeued[pos].1.merge(ready);
-                    } else {
-                        requeued.push((id, ready));
+                    match self.mark(id, turn, requeued.len()) {
+                        Some(pos) => requeued[pos].1 = requeued[pos].1.merge(ready),
+                        None => requeued.push((id, ready)),
                     }
                 }
             }
@@ -781,13 +818,9 @@ impl Reactor {
             self.dispatch(id, Pending::Ready(ready));
             self.run_queued();
         }
-        // Keep the allocation for the next turn.
-        if self.requeued.is_empty() {
-            self.requeued = requeued;
-        } else {
-            let mut more = std::mem::replace(&mut self.requeued, requeued);
-            self.requeued.append(&mut more);
-        }
+        // Handlers requeued during this turn went into `self.requeued` (the
+        // spare, with its capacity); keep the drained list as the next spare.
+        self.requeued_spare = requeued;
         if self.manual_now.is_none() {
             self.run_timers();
         }
@@ -800,6 +833,18 @@ impl Reactor {
     /// For tests and for embedding the reactor in another loop.
     pub fn run_pending(&mut self) -> io::Result<()> {
         self.turn(Some(Duration::ZERO))
+    }
+
+    /// Note that `id` is dispatched this turn at `pos`, or return the
+    /// position it already has.
+    fn mark(&mut self, id: ConnId, turn: u64, pos: usize) -> Option<usize> {
+        let slot = self.slots.get_mut(id.index())?;
+        if slot.mark == turn {
+            return Some(slot.pos as usize);
+        }
+        slot.mark = turn;
+        slot.pos = pos as u32;
+        None
     }
 
     fn poll_timeout(&mut self, until: Option<Instant>) -> Option<Duration> {
@@ -984,5 +1029,56 @@ impl std::fmt::Debug for Reactor {
             .field("timers", &self.timers.len())
             .field("state", &self.state)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Requeues itself until it has run `left` times, noting the loop turn
+    /// of each run.
+    struct Again {
+        left: u32,
+        turns: std::rc::Rc<std::cell::RefCell<Vec<u64>>>,
+    }
+
+    impl Handler for Again {
+        fn ready(&mut self, r: &mut Reactor, id: ConnId, ready: Ready) {
+            assert!(ready.readable);
+            self.turns.borrow_mut().push(r.turns());
+            self.left -= 1;
+            if self.left > 0 {
+                r.requeue(id, Ready::READABLE);
+            }
+        }
+        fn shutdown(&mut self, r: &mut Reactor, id: ConnId) {
+            r.remove(id)
+        }
+    }
+
+    #[test]
+    fn requeued_handlers_run_once_per_turn_across_turns() {
+        let mut r = Reactor::with_manual_clock().unwrap();
+        let turns = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let t = turns.clone();
+            let id = r
+                .insert_with(|_, _| Ok(Box::new(Again { left: 5, turns: t })))
+                .unwrap();
+            r.requeue(id, Ready::READABLE);
+            ids.push(id);
+        }
+        for _ in 0..10 {
+            r.run_pending().unwrap();
+        }
+        let seen = turns.borrow();
+        assert_eq!(seen.len(), 15, "{seen:?}");
+        // Three handlers per turn, on five consecutive turns.
+        for (k, chunk) in seen.chunks(3).enumerate() {
+            assert!(chunk.iter().all(|&t| t == chunk[0]), "{seen:?}");
+            assert_eq!(chunk[0], seen[0] + k as u64, "{seen:?}");
+        }
     }
 }

@@ -115,6 +115,7 @@ pub fn open_stream<S: StreamIo>(
                 reading: true,
                 read_eof: false,
                 closing: false,
+                close_reason: None,
                 eof_pending: false,
                 eof_sent: false,
                 abort: false,
@@ -217,6 +218,8 @@ struct State<S> {
     read_eof: bool,
     /// `lose_connection` was called: close once flushed.
     closing: bool,
+    /// The reason given to `lose_connection_with` (first one wins).
+    close_reason: Option<Reason>,
     /// `write_eof` was called: half-close once flushed.
     eof_pending: bool,
     eof_sent: bool,
@@ -251,6 +254,13 @@ impl<S: StreamIo> Transport for View<'_, S> {
     }
 
     fn lose_connection(&mut self) {
+        self.st.closing = true;
+    }
+
+    fn lose_connection_with(&mut self, reason: Reason) {
+        if !self.st.closing && self.st.close_reason.is_none() {
+            self.st.close_reason = Some(reason);
+        }
         self.st.closing = true;
     }
 
@@ -421,7 +431,8 @@ impl<S: StreamIo> StreamConn<S> {
             }
             if size == 0 {
                 if self.st.closing {
-                    self.close(r, id, Reason::ConnectionDone);
+                    let reason = self.st.close_reason.take().unwrap_or(Reason::ConnectionDone);
+                    self.close(r, id, reason);
                     return;
                 }
                 if self.st.eof_pending && !self.st.eof_sent {

@@ -7,7 +7,7 @@
 //!   [`Reactor::advance`] (the reactor inside a `StringTransport` and a
 //!   [`MemoryPair`] uses one).
 //! - [`MemoryPair`]: two protocols connected in memory, with a pump. They run
-//!   under the real stream machinery ([`open_stream`](crate::open_stream)),
+//!   under the real stream machinery ([`open_stream`]),
 //!   so flow control, half-close, `call_on` and layers such as TLS behave
 //!   exactly as over TCP.
 
@@ -43,6 +43,7 @@ use crate::{
 pub struct StringTransport {
     written: Vec<u8>,
     disconnecting: bool,
+    close_reason: Option<Reason>,
     aborted: bool,
     eof_written: bool,
     reading: bool,
@@ -66,6 +67,7 @@ impl StringTransport {
         StringTransport {
             written: Vec::new(),
             disconnecting: false,
+            close_reason: None,
             aborted: false,
             eof_written: false,
             reading: true,
@@ -99,6 +101,11 @@ impl StringTransport {
         self.disconnecting
     }
 
+    /// The reason given to `lose_connection_with`, if it was called.
+    pub fn close_reason(&self) -> Option<&Reason> {
+        self.close_reason.as_ref()
+    }
+
     /// Whether `abort_connection` was called.
     pub fn aborted(&self) -> bool {
         self.aborted
@@ -122,6 +129,12 @@ impl Transport for StringTransport {
         }
     }
     fn lose_connection(&mut self) {
+        self.disconnecting = true;
+    }
+    fn lose_connection_with(&mut self, reason: Reason) {
+        if !self.disconnecting && self.close_reason.is_none() {
+            self.close_reason = Some(reason);
+        }
         self.disconnecting = true;
     }
     fn abort_connection(&mut self) {
@@ -358,7 +371,7 @@ impl MemoryPair {
                 }
             }
             let _ = self.reactor.run_pending();
-            if self.fingerprint() == before {
+            if self.fingerprint() == before && !self.reactor.has_queued_work() {
                 return;
             }
         }

@@ -486,6 +486,12 @@ fn make_connector(s: &Shared) -> Connector {
     )
 }
 fn start_attempt(r: &mut Reactor, s: &Shared) {
+    if r.is_stopping() {
+        // No new attempts once stop() has begun (a retrying factory would
+        // otherwise keep the reactor from ever finishing its stop).
+        log::debug!("not connecting to {}: the reactor is stopping", s.borrow().host);
+        return;
+    }
     if s.borrow().pending.is_some() {
         log::debug!("connect() while an attempt is in progress: ignored");
         return;

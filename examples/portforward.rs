@@ -1,0 +1,103 @@
+//! A TCP port forwarder with backpressure (Twisted's `portforward`).
+//!
+//! The two sides of each proxied connection reach each other by `ConnId`.
+//! When one side's write buffer goes over its high-water mark
+//! (`pause_writing`), the other side stops reading until it drains
+//! (`resume_writing`), so a slow receiver never makes the proxy buffer
+//! without bound.
+//!
+//! ```text
+//! cargo run --example portforward -- 1234 localhost 8080   # the defaults
+//! ```
+use twistor::prelude::*;
+
+/// One side of a proxied connection.
+struct Proxy {
+    /// The other side, once both are connected.
+    peer: Option<ConnId>,
+    /// Where to connect to (for the incoming side only).
+    target: Option<(String, u16)>,
+}
+
+impl Proxy {
+    /// Run `f` on the other side's transport.
+    fn tell_peer(&self, t: &mut dyn Transport, f: impl FnOnce(&mut dyn Transport) + 'static) {
+        if let Some(peer) = self.peer {
+            let _ = t.reactor().call_on(peer, move |_, other| f(other));
+        }
+    }
+}
+
+impl Protocol for Proxy {
+    fn connection_made(&mut self, t: &mut dyn Transport) {
+        let me = t.id();
+        if let Some((host, port)) = self.target.take() {
+            // Incoming: hold the client until the target answers.
+            t.pause_reading();
+            connect_tcp(t.reactor(), &host, port, Outgoing { incoming: me });
+        } else {
+            // Outgoing: introduce ourselves to the incoming side.
+            self.tell_peer(t, move |other| other.resume_reading());
+            let incoming = self.peer.unwrap();
+            let _ = t.reactor().call_on(incoming, move |p, _| {
+                if let Some(p) = p.downcast_mut::<Proxy>() {
+                    p.peer = Some(me);
+                }
+            });
+        }
+    }
+
+    fn data_received(&mut self, t: &mut dyn Transport, data: &[u8]) {
+        let data = data.to_vec();
+        self.tell_peer(t, move |other| other.write(&data));
+    }
+
+    fn connection_lost(&mut self, t: &mut dyn Transport, _: &Reason) {
+        self.tell_peer(t, |other| other.lose_connection());
+    }
+
+    // Backpressure: our buffer is full, so the other side must stop reading.
+    fn pause_writing(&mut self, t: &mut dyn Transport) {
+        self.tell_peer(t, |other| other.pause_reading());
+    }
+
+    fn resume_writing(&mut self, t: &mut dyn Transport) {
+        self.tell_peer(t, |other| other.resume_reading());
+    }
+}
+
+/// Connects the outgoing side, or closes the incoming one if it cannot.
+struct Outgoing {
+    incoming: ConnId,
+}
+
+impl Factory for Outgoing {
+    fn build_protocol(&mut self, _: &Address) -> Option<Box<dyn Protocol>> {
+        Some(Box::new(Proxy {
+            peer: Some(self.incoming),
+            target: None,
+        }))
+    }
+}
+
+impl ClientFactory for Outgoing {
+    fn client_connection_failed(&mut self, r: &mut Reactor, c: &Connector, reason: &Reason) {
+        eprintln!("cannot reach {}: {reason}", c.destination());
+        let _ = r.close(self.incoming);
+    }
+}
+
+fn main() -> std::io::Result<()> {
+    env_logger::init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let port: u16 = args.first().and_then(|p| p.parse().ok()).unwrap_or(1234);
+    let host = args.get(1).cloned().unwrap_or_else(|| "localhost".into());
+    let target_port: u16 = args.get(2).and_then(|p| p.parse().ok()).unwrap_or(8080);
+    let mut reactor = Reactor::new()?;
+    println!("forwarding port {port} to {host}:{target_port}");
+    listen_tcp(&mut reactor, port, move |_: &Address| Proxy {
+        peer: None,
+        target: Some((host.clone(), target_port)),
+    })?;
+    reactor.run()
+}
