@@ -115,3 +115,52 @@ fn sigterm_while_running_stops_gracefully() {
     assert_eq!(lines.recv_timeout(WAIT).unwrap(), "stopping");
     assert_eq!(lines.recv_timeout(WAIT).unwrap(), "returned");
 }
+
+#[test]
+#[ignore = "child process of a_second_sigterm_while_stopping_aborts_at_once"]
+fn child_with_a_stuck_connection() {
+    use twistor::prelude::*;
+    if std::env::var_os(CHILD_ENV).is_none() {
+        return;
+    }
+    /// Buffers far more than the never-reading client can take.
+    struct Flood;
+    impl Protocol for Flood {
+        fn connection_made(&mut self, t: &mut dyn Transport) {
+            let chunk = vec![0u8; 1 << 20];
+            for _ in 0..96 {
+                t.write(&chunk);
+            }
+            println!("signal: running");
+        }
+        fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+        fn connection_lost(&mut self, _: &mut dyn Transport, reason: &Reason) {
+            println!("signal: lost {reason}");
+        }
+    }
+    let mut r = Reactor::new().unwrap();
+    // Long enough that only the second signal can end the stop in time.
+    r.set_shutdown_timeout(WAIT * 2);
+    r.add_shutdown_trigger(|_| println!("signal: stopping"));
+    let addr = listen_tcp(&mut r, "127.0.0.1:0", |_: &Address| Flood)
+        .unwrap()
+        .local_addr();
+    let stuck = std::net::TcpStream::connect(addr).unwrap();
+    r.run().unwrap();
+    println!("signal: returned");
+    drop(stuck);
+}
+
+#[test]
+fn a_second_sigterm_while_stopping_aborts_at_once() {
+    let (c, lines) = child("child_with_a_stuck_connection");
+    assert_eq!(lines.recv_timeout(WAIT).expect("the child runs"), "running");
+    term(&c);
+    assert_eq!(lines.recv_timeout(WAIT).expect("the stop began"), "stopping");
+    // The stuck connection holds the stop (its deadline is far away).
+    term(&c);
+    let status = exit_status(c).unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success(), "{status:?}");
+    assert_eq!(lines.recv_timeout(WAIT).unwrap(), "lost connection aborted");
+    assert_eq!(lines.recv_timeout(WAIT).unwrap(), "returned");
+}
