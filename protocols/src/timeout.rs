@@ -79,6 +79,13 @@ impl<P: Protocol> IdleTimeout<P> {
     }
 
     /// The wrapped protocol.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use twistor_protocols::{IdleTimeout, Qotd};
+    /// let p = IdleTimeout::new(Qotd::default(), Duration::from_secs(5));
+    /// let _quote: &Qotd = p.inner();
+    /// ```
     pub fn inner(&self) -> &P {
         &self.inner
     }
@@ -155,7 +162,14 @@ impl<P: Protocol> Protocol for IdleTimeout<P> {
     }
 }
 
-/// The state a [`TimeoutMixin`] protocol keeps: a field of your protocol.
+/// The state a [`TimeoutMixin`] protocol keeps: a field of your protocol
+/// (see [`TimeoutMixin`] for a whole example).
+///
+/// ```
+/// use twistor_protocols::Timeout;
+/// let t = Timeout::default();
+/// assert_eq!(t.period(), None); // no timeout until set_timeout
+/// ```
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Timeout {
     call: Option<DelayedCall>,
