@@ -127,6 +127,7 @@ impl RateLimiter {
     /// assert!(bw.try_acquire_n(ip, Instant::now(), 5000.0).is_err());
     /// ```
     pub fn try_acquire_n(&mut self, ip: IpAddr, now: Instant, n: f64) -> Result<(), Duration> {
+        let n = if n.is_nan() || n < 0.0 { 0.0 } else { n };
         let key = self.key(ip);
         if !self.buckets.contains_key(&key) && self.buckets.len() >= self.max_tracked {
             self.evict(now);

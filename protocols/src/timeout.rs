@@ -4,7 +4,7 @@
 //! is cheap.
 //!
 //! - [`IdleTimeout<P>`] wraps any protocol: the timer restarts whenever data
-//!   arrives, and when it fires the connection is closed with
+//!   arrives (or the write buffer drains), and when it fires the connection is closed with
 //!   [`Reason::TimedOut`] (or your action runs instead).
 //! - [`TimeoutMixin`] is for a protocol that manages its own timeout, as in
 //!   Twisted: `set_timeout`, `reset_timeout`, and an overridable
@@ -19,7 +19,8 @@ use twistor_reactor::{DelayedCall, Protocol, ProtocolCall, Reason, Transport};
 type TimeoutAction<P> = Box<dyn FnMut(&mut P, &mut dyn Transport)>;
 
 /// Wraps a protocol and closes its connection after `period` without
-/// incoming data (Twisted's `TimeoutProtocol`). Every callback is forwarded,
+/// traffic (Twisted's `TimeoutProtocol`): incoming data restarts the timer,
+/// and so does `resume_writing` (a slow reader draining a big response). Every callback is forwarded,
 /// `call_on` included, so `p.downcast_mut::<P>()` still finds the inner
 /// protocol.
 ///
@@ -150,6 +151,8 @@ impl<P: Protocol> Protocol for IdleTimeout<P> {
         self.inner.pause_writing(t);
     }
     fn resume_writing(&mut self, t: &mut dyn Transport) {
+        // The peer is reading what we send: that is traffic too.
+        self.reset(t);
         self.inner.resume_writing(t);
     }
     fn route_call(&mut self, t: &mut dyn Transport, call: ProtocolCall) -> Option<ProtocolCall> {
