@@ -12,6 +12,8 @@
 //!   the same Protocol/Transport API as TCP.
 //! - [`process`]: child processes (`spawn_process`) with a
 //!   `ProcessProtocol` over non-blocking pipes.
+//! - [`tls`]: TLS as a layer over any stream transport (`listen_tls`,
+//!   `connect_tls`, `start_tls`).
 //!
 //! ```no_run
 //! use twistor_reactor::{Protocol, Reactor, Transport};
@@ -33,6 +35,7 @@ mod listener;
 pub mod process;
 pub mod reconnect;
 pub mod tcp;
+pub mod tls;
 pub mod udp;
 pub mod unix;
 
@@ -43,5 +46,6 @@ pub use tcp::{
     connect_tcp, connect_tcp_with, listen_tcp, listen_tcp_with, ConnectOptions, ListenAddr, ListenOptions,
     ListeningPort,
 };
+pub use tls::{connect_tls, listen_tls, start_tls};
 pub use udp::{connect_udp, listen_udp, UdpEcho, UdpPort};
 pub use unix::{connect_unix, listen_unix, listen_unix_with, UnixAddr, UnixListenOptions, UnixPort};

@@ -1,0 +1,162 @@
+//! Building a client's rustls configuration: whom to trust (the system
+//! roots by default, CA files, or an explicit opt-in to a pinned fingerprint
+//! or trust on first use), a client certificate, ALPN.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore};
+
+use super::keys::{load_ca, load_certs, load_key, system_roots, Passphrase};
+use super::server_config::provider;
+use super::verify::{FingerprintVerifier, TofuStore, Trust};
+
+#[derive(Debug)]
+enum ServerTrust {
+    System,
+    Roots(Vec<CertificateDer<'static>>),
+    Fingerprint(Trust),
+}
+
+/// Builds a client configuration. By default the server's certificate must
+/// chain to the system's roots and match the host name.
+///
+/// ```
+/// use twistor_transports::tls::{ClientConfigBuilder, TofuStore};
+/// // Gemini style: trust on first use.
+/// let config = ClientConfigBuilder::new()
+///     .tofu(TofuStore::in_memory())
+///     .alpn(&[b"gemini"])
+///     .build()
+///     .unwrap();
+/// assert_eq!(config.alpn_protocols.len(), 1);
+/// ```
+#[derive(Debug)]
+pub struct ClientConfigBuilder {
+    provider: Arc<CryptoProvider>,
+    trust: ServerTrust,
+    client_cert: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    alpn: Vec<Vec<u8>>,
+}
+
+impl Default for ClientConfigBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ClientConfigBuilder {
+    /// Trust the system roots (the default).
+    pub fn new() -> ClientConfigBuilder {
+        ClientConfigBuilder {
+            provider: provider(),
+            trust: ServerTrust::System,
+            client_cert: None,
+            alpn: Vec::new(),
+        }
+    }
+
+    /// Trust these CA certificates instead of the system roots (adds to any
+    /// given before).
+    pub fn roots(mut self, cas: Vec<CertificateDer<'static>>) -> Self {
+        match &mut self.trust {
+            ServerTrust::Roots(v) => v.extend(cas),
+            _ => self.trust = ServerTrust::Roots(cas),
+        }
+        self
+    }
+
+    /// Trust the CAs of a PEM bundle file or a directory of them.
+    pub fn ca_file(self, path: impl AsRef<Path>) -> io::Result<Self> {
+        Ok(self.roots(load_ca(path)?))
+    }
+
+    /// Trust only a server whose certificate has this SHA-256 fingerprint
+    /// (hex, colons allowed); names and issuers are not checked. Call again
+    /// to allow several.
+    pub fn pinned(mut self, fingerprint: &str) -> Self {
+        let fp: String = fingerprint
+            .chars()
+            .filter(|c| *c != ':')
+            .collect::<String>()
+            .to_lowercase();
+        match &mut self.trust {
+            ServerTrust::Fingerprint(Trust::Pinned(v)) => v.push(fp),
+            _ => self.trust = ServerTrust::Fingerprint(Trust::Pinned(vec![fp])),
+        }
+        self
+    }
+
+    /// Trust on first use: remember each host's certificate the first time
+    /// and refuse a different one later (the Gemini convention).
+    pub fn tofu(mut self, store: Arc<TofuStore>) -> Self {
+        self.trust = ServerTrust::Fingerprint(Trust::Tofu(store));
+        self
+    }
+
+    /// Present this client certificate when the server asks.
+    pub fn client_cert(mut self, chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Self {
+        self.client_cert = Some((chain, key));
+        self
+    }
+
+    /// Present a client certificate from PEM files.
+    pub fn client_cert_files(
+        self,
+        cert: impl AsRef<Path>,
+        key: impl AsRef<Path>,
+        passphrase: &Passphrase,
+    ) -> io::Result<Self> {
+        let chain = load_certs(cert)?;
+        let key = load_key(key, passphrase)?;
+        Ok(self.client_cert(chain, key))
+    }
+
+    /// ALPN protocols, most preferred first.
+    pub fn alpn(mut self, protocols: &[&[u8]]) -> Self {
+        self.alpn = protocols.iter().map(|p| p.to_vec()).collect();
+        self
+    }
+
+    /// Build the shared configuration.
+    pub fn build(self) -> io::Result<Arc<ClientConfig>> {
+        let err = |e: rustls::Error| io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
+        let builder = ClientConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(err)?;
+        let builder = match self.trust {
+            ServerTrust::System | ServerTrust::Roots(_) => {
+                let cas = match self.trust {
+                    ServerTrust::Roots(v) => v,
+                    _ => system_roots()?,
+                };
+                let mut store = RootCertStore::empty();
+                let (added, _ignored) = store.add_parsable_certificates(cas);
+                if added == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "no usable CA certificate",
+                    ));
+                }
+                builder.with_root_certificates(store)
+            }
+            ServerTrust::Fingerprint(trust) => {
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(FingerprintVerifier {
+                        trust,
+                        algs: self.provider.signature_verification_algorithms,
+                    }))
+            }
+        };
+        let mut config = match self.client_cert {
+            Some((chain, key)) => builder.with_client_auth_cert(chain, key).map_err(err)?,
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = self.alpn;
+        Ok(Arc::new(config))
+    }
+}

@@ -1,0 +1,111 @@
+//! TLS as a helper Protocol/Transport pair, on rustls (ring provider).
+//!
+//! TLS is not a socket type here. A [`TlsProtocol`] is the protocol of a
+//! byte transport (TCP, a Unix socket, the in-memory test pair); it owns the
+//! rustls connection and the application's protocol, which sees a
+//! [`TlsTransport`]: plaintext in, ciphertext out to the transport below.
+//!
+//! ```text
+//! App <-> Protocol [ TlsTransport ] <-> [ TlsProtocol ] Transport <-> socket
+//! ```
+//!
+//! - The application's `connection_made` runs after the handshake;
+//!   `lose_connection` flushes, sends close_notify, then closes; the peer's
+//!   close_notify arrives as `eof_received`; a peer that closes the
+//!   connection without close_notify ends it with
+//!   `Reason::Tls("truncated: ...")`, never as a clean close.
+//! - Failures carry their cause in [`Reason::Tls`](twistor_reactor::Reason::Tls):
+//!   an alert received or sent, a certificate that did not verify. The
+//!   handshake ([`DEFAULT_HANDSHAKE_TIMEOUT`]) and the close
+//!   ([`DEFAULT_TLS_SHUTDOWN_TIMEOUT`]) are bounded ([`TlsOptions`]) and end
+//!   in `Reason::TimedOut`.
+//! - Flow control crosses the layer: ciphertext piling up below raises
+//!   `pause_writing` on the application; the application's `pause_reading`
+//!   stops reading below.
+//! - Writes made during one callback are encrypted together when it
+//!   returns, so many small writes make few records.
+//! - [`Transport::tls_info`](twistor_reactor::Transport::tls_info) gives the
+//!   version, cipher suite, ALPN, SNI and the peer's certificate facts.
+//!
+//! Configurations: [`ServerConfigBuilder`] (PEM files with encrypted keys,
+//! SNI, client-certificate modes, ALPN; built once per listener and shared)
+//! and [`ClientConfigBuilder`] (system roots by default, CA files, or an
+//! explicit pinned fingerprint / trust on first use).
+//!
+//! Entry points: [`listen_tls`] / [`connect_tls`] (TCP with TLS inserted),
+//! [`start_tls`] (STARTTLS on a live connection),
+//! [`TlsServerFactory`] / [`TlsClientFactory`] (put TLS under any factory's
+//! protocols), and [`TlsProtocol`] itself.
+//!
+//! ```
+//! use twistor_reactor::{testing::{MemoryPair, Recorder}, Protocol, Transport};
+//! use twistor_transports::tls::{ClientConfigBuilder, ServerConfigBuilder, TlsProtocol};
+//!
+//! struct Echo;
+//! impl Protocol for Echo {
+//!     fn data_received(&mut self, t: &mut dyn Transport, d: &[u8]) { t.write(d) }
+//! }
+//! // A TLS echo over the in-memory pair: no sockets at all.
+//! let (server_config, fingerprint) = ServerConfigBuilder::self_signed(&["localhost"]).unwrap();
+//! let client_config = ClientConfigBuilder::new().pinned(&fingerprint).build().unwrap();
+//! let (client, log) = Recorder::new();
+//! let mut pair = MemoryPair::new(
+//!     Box::new(TlsProtocol::client(Box::new(client), client_config, "localhost").unwrap()),
+//!     Box::new(TlsProtocol::server(Box::new(Echo), server_config).unwrap()),
+//! )
+//! .unwrap();
+//! pair.pump();
+//! pair.with_client(|_, t| {
+//!     assert_eq!(t.tls_info().unwrap().version, "TLSv1.3");
+//!     t.write(b"hello");
+//! });
+//! assert_eq!(log.borrow().data, b"hello");
+//! pair.with_client(|_, t| t.lose_connection());
+//! assert!(pair.is_closed());
+//! assert!(log.borrow().lost[0].is_clean());
+//! ```
+
+mod client_config;
+mod factory;
+mod info;
+mod keys;
+mod layer;
+mod prompt;
+mod selfsigned;
+mod server_config;
+mod start;
+mod tcp;
+mod verify;
+mod view;
+
+pub use client_config::ClientConfigBuilder;
+pub use factory::{TlsClientFactory, TlsServerFactory};
+pub use info::{cert_facts, sha256_fingerprint};
+pub use keys::{
+    certs_from_pem, is_encrypted_key, key_from_pem, load_ca, load_certs, load_key, system_roots, Passphrase,
+};
+pub use layer::{TlsOptions, TlsProtocol, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_TLS_SHUTDOWN_TIMEOUT};
+pub use selfsigned::{generate_self_signed_cert, generate_self_signed_pem};
+pub use server_config::{load_server_config, ClientAuth, ServerConfigBuilder};
+pub use start::{start_tls, TlsRole};
+pub use tcp::{connect_tls, connect_tls_with, listen_tls, listen_tls_with};
+pub use verify::TofuStore;
+pub use view::TlsTransport;
+
+/// The rustls crate this module is built on (configurations are rustls's).
+pub use rustls;
+
+/// A server configuration with a new self-signed certificate for `names`,
+/// and its SHA-256 fingerprint: what `twistor echo --tls` uses when given
+/// no certificate (it logs the fingerprint).
+///
+/// ```
+/// let (config, fingerprint) = twistor_transports::tls::generate_self_signed(&["localhost"]).unwrap();
+/// assert_eq!(fingerprint.len(), 64);
+/// # let _ = config;
+/// ```
+pub fn generate_self_signed(
+    names: &[&str],
+) -> std::io::Result<(std::sync::Arc<rustls::ServerConfig>, String)> {
+    ServerConfigBuilder::self_signed(names)
+}

@@ -1,0 +1,239 @@
+//! Certificate verifiers beyond "chains to a trusted root": a server that
+//! accepts any client certificate (the Gemini convention), and clients that
+//! trust a pinned fingerprint or trust on first use. All of them still
+//! verify the handshake signature, so the peer proves it holds the key.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{
+    verify_tls12_signature, verify_tls13_signature, CryptoProvider, WebPkiSupportedAlgorithms,
+};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
+
+use super::info::sha256_fingerprint;
+
+fn algorithms(provider: &CryptoProvider) -> WebPkiSupportedAlgorithms {
+    provider.signature_verification_algorithms
+}
+
+fn parse_check(der: &CertificateDer<'_>) -> Result<(), Error> {
+    x509_parser::parse_x509_certificate(der)
+        .map(|_| ())
+        .map_err(|_| Error::InvalidCertificate(CertificateError::BadEncoding))
+}
+
+/// Server side: accept any well-formed client certificate, self-signed
+/// included, without checking who issued it; the handshake signature is
+/// still verified. The application decides what a certificate means (by its
+/// fingerprint, in `tls_info()`).
+#[derive(Debug)]
+pub(crate) struct AnyClientCert {
+    pub algs: WebPkiSupportedAlgorithms,
+    pub mandatory: bool,
+}
+
+impl AnyClientCert {
+    pub(crate) fn new(provider: &CryptoProvider, mandatory: bool) -> AnyClientCert {
+        AnyClientCert {
+            algs: algorithms(provider),
+            mandatory,
+        }
+    }
+}
+
+impl ClientCertVerifier for AnyClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        parse_check(end_entity)?;
+        Ok(ClientCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
+/// Known server fingerprints for trust on first use, by host name,
+/// optionally kept in a file (one `host fingerprint` pair per line, like
+/// a Gemini client's known_hosts).
+///
+/// ```
+/// use twistor_transports::tls::TofuStore;
+/// let store = TofuStore::in_memory();
+/// assert!(store.check("example.org", "aa").is_ok()); // first use: trusted
+/// assert!(store.check("example.org", "aa").is_ok());
+/// assert!(store.check("example.org", "bb").is_err()); // changed: refused
+/// ```
+#[derive(Debug, Default)]
+pub struct TofuStore {
+    known: Mutex<HashMap<String, String>>,
+    file: Option<PathBuf>,
+}
+
+impl TofuStore {
+    /// A store that forgets everything when dropped.
+    pub fn in_memory() -> Arc<TofuStore> {
+        Arc::new(TofuStore::default())
+    }
+
+    /// A store kept in `path` (read now, appended to on each first use).
+    pub fn open(path: impl Into<PathBuf>) -> io::Result<Arc<TofuStore>> {
+        let path = path.into();
+        let mut known = HashMap::new();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                for line in text.lines() {
+                    let mut parts = line.split_whitespace();
+                    if let (Some(h), Some(f)) = (parts.next(), parts.next()) {
+                        known.insert(h.to_string(), f.to_lowercase());
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(Arc::new(TofuStore {
+            known: Mutex::new(known),
+            file: Some(path),
+        }))
+    }
+
+    /// The fingerprint remembered for `host`.
+    pub fn get(&self, host: &str) -> Option<String> {
+        self.known.lock().ok()?.get(host).cloned()
+    }
+
+    /// Check `fingerprint` for `host`: trusted if it is the one remembered,
+    /// remembered and trusted if `host` is new, refused otherwise.
+    pub fn check(&self, host: &str, fingerprint: &str) -> Result<(), String> {
+        let mut known = self.known.lock().map_err(|_| "TOFU store poisoned".to_string())?;
+        match known.get(host) {
+            Some(f) if f == fingerprint => Ok(()),
+            Some(f) => Err(format!(
+                "the certificate of {host} changed: trusted {f}, offered {fingerprint} (trust on first use)"
+            )),
+            None => {
+                known.insert(host.to_string(), fingerprint.to_string());
+                if let Some(path) = &self.file {
+                    let line = format!("{host} {fingerprint}\n");
+                    let res = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .and_then(|mut f| f.write_all(line.as_bytes()));
+                    if let Err(e) = res {
+                        log::warn!("cannot record {host} in {}: {e}", path.display());
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// How a client that does not use CA roots decides to trust a server.
+#[derive(Debug)]
+pub(crate) enum Trust {
+    /// One of these SHA-256 fingerprints (lowercase hex).
+    Pinned(Vec<String>),
+    /// Trust on first use.
+    Tofu(Arc<TofuStore>),
+}
+
+/// Client side: trust a server by its certificate's fingerprint.
+#[derive(Debug)]
+pub(crate) struct FingerprintVerifier {
+    pub trust: Trust,
+    pub algs: WebPkiSupportedAlgorithms,
+}
+
+fn host_of(name: &ServerName<'_>) -> String {
+    match name {
+        ServerName::DnsName(d) => d.as_ref().to_ascii_lowercase(),
+        ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
+        _ => String::new(),
+    }
+}
+
+impl ServerCertVerifier for FingerprintVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        parse_check(end_entity)?;
+        let fp = sha256_fingerprint(end_entity);
+        match &self.trust {
+            Trust::Pinned(pins) if pins.contains(&fp) => Ok(ServerCertVerified::assertion()),
+            Trust::Pinned(_) => Err(Error::InvalidCertificate(CertificateError::Other(
+                rustls::OtherError(Arc::new(io::Error::other(format!(
+                    "fingerprint {fp} is not the pinned one"
+                )))),
+            ))),
+            Trust::Tofu(store) => store
+                .check(&host_of(server_name), &fp)
+                .map(|_| ServerCertVerified::assertion())
+                .map_err(|m| {
+                    Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
+                        io::Error::other(m),
+                    ))))
+                }),
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}

@@ -1,0 +1,179 @@
+//! `TlsTransport`: the short-lived transport an application protocol sees
+//! when TLS is below it. Plaintext written to it is buffered for the rest of
+//! the callback and encrypted in one go when the callback returns; everything
+//! that is not about bytes (addresses, timers, the reactor, write-buffer
+//! limits) is passed through to the transport below.
+
+use std::io;
+use std::time::Duration;
+
+use twistor_reactor::{Address, ConnId, Reactor, Reason, TlsInfo, Transport, Upgrade};
+
+/// The part of the TLS layer's state that the application's transport view
+/// reads and writes. Everything here is applied by the layer once the
+/// application's callback returns.
+#[derive(Default)]
+pub(crate) struct ViewState {
+    /// Plaintext written during the current callback (or before the
+    /// handshake finished), not yet encrypted.
+    pub plain_out: Vec<u8>,
+    /// The application's `connection_made` has run.
+    pub made: bool,
+    /// The application has not paused reading.
+    pub app_reading: bool,
+    /// The layer has the transport below reading.
+    pub lower_reading: bool,
+    /// The application called `lose_connection`.
+    pub close_requested: bool,
+    /// The reason given to `lose_connection_with`.
+    pub close_reason: Option<Reason>,
+    /// The application called `write_eof`.
+    pub eof_requested: bool,
+    /// close_notify was sent: nothing more can be written.
+    pub writes_closed: bool,
+    /// The layer failed (bad input, alert, timeout): writes are dropped.
+    pub failed: bool,
+    /// Buffered input should be looked at again after this callback
+    /// (reading was resumed).
+    pub kick: bool,
+    /// A protocol swap requested by the application.
+    pub upgrade: Option<Upgrade>,
+    /// Facts about the session, once the handshake is done.
+    pub info: Option<TlsInfo>,
+}
+
+impl ViewState {
+    pub(crate) fn new() -> ViewState {
+        ViewState {
+            app_reading: true,
+            lower_reading: true,
+            ..ViewState::default()
+        }
+    }
+}
+
+/// The transport an application protocol is given when TLS is below it:
+/// plaintext in, ciphertext out to the transport below.
+///
+/// It exists only for the length of one callback; the application reaches it
+/// as `&mut dyn Transport` like any other transport. What is TLS-specific is
+/// [`Transport::tls_info`], and the meaning of closing: `lose_connection`
+/// flushes, sends close_notify, then closes the connection below.
+///
+/// ```
+/// use twistor_reactor::{Protocol, Transport};
+///
+/// struct ShowPeer;
+/// impl Protocol for ShowPeer {
+///     fn connection_made(&mut self, t: &mut dyn Transport) {
+///         if let Some(info) = t.tls_info() {
+///             let who = info.peer_cert.as_ref().and_then(|c| c.subject_cn.clone());
+///             t.write(format!("{} {:?}\r\n", info.version, who).as_bytes());
+///         }
+///     }
+///     fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+/// }
+/// ```
+pub struct TlsTransport<'a> {
+    pub(crate) lower: &'a mut dyn Transport,
+    pub(crate) st: &'a mut ViewState,
+}
+
+impl Transport for TlsTransport<'_> {
+    fn write(&mut self, data: &[u8]) {
+        let st = &mut *self.st;
+        if st.close_requested || st.eof_requested || st.writes_closed || st.failed {
+            log::trace!("{}: TLS write after close ignored", self.lower.id());
+            return;
+        }
+        st.plain_out.extend_from_slice(data);
+    }
+
+    fn lose_connection(&mut self) {
+        self.st.close_requested = true;
+    }
+
+    fn lose_connection_with(&mut self, reason: Reason) {
+        if !self.st.close_requested && self.st.close_reason.is_none() {
+            self.st.close_reason = Some(reason);
+        }
+        self.st.close_requested = true;
+    }
+
+    fn abort_connection(&mut self) {
+        self.st.plain_out.clear();
+        self.st.failed = true;
+        self.lower.abort_connection();
+    }
+
+    fn write_eof(&mut self) {
+        self.st.eof_requested = true;
+    }
+
+    fn pause_reading(&mut self) {
+        self.st.app_reading = false;
+        if self.st.lower_reading {
+            self.st.lower_reading = false;
+            self.lower.pause_reading();
+        }
+    }
+
+    fn resume_reading(&mut self) {
+        if !self.st.app_reading {
+            self.st.app_reading = true;
+            self.st.kick = true;
+        }
+    }
+
+    fn is_reading(&self) -> bool {
+        self.st.app_reading && !self.is_closing()
+    }
+
+    fn is_closing(&self) -> bool {
+        self.st.close_requested || self.st.failed || self.lower.is_closing()
+    }
+
+    fn write_buffer_size(&self) -> usize {
+        self.st.plain_out.len() + self.lower.write_buffer_size()
+    }
+
+    fn set_write_buffer_limits(&mut self, high: usize, low: usize) {
+        self.lower.set_write_buffer_limits(high, low);
+    }
+
+    fn write_buffer_limits(&self) -> (usize, usize) {
+        self.lower.write_buffer_limits()
+    }
+
+    fn peer(&self) -> Address {
+        self.lower.peer()
+    }
+
+    fn host(&self) -> Address {
+        self.lower.host()
+    }
+
+    fn id(&self) -> ConnId {
+        self.lower.id()
+    }
+
+    fn reactor(&mut self) -> &mut Reactor {
+        self.lower.reactor()
+    }
+
+    fn set_nodelay(&mut self, on: bool) -> io::Result<()> {
+        self.lower.set_nodelay(on)
+    }
+
+    fn set_keepalive(&mut self, idle: Option<Duration>) -> io::Result<()> {
+        self.lower.set_keepalive(idle)
+    }
+
+    fn tls_info(&self) -> Option<&TlsInfo> {
+        self.st.info.as_ref()
+    }
+
+    fn upgrade(&mut self, upgrade: Upgrade) {
+        self.st.upgrade = Some(upgrade);
+    }
+}

@@ -1,0 +1,534 @@
+//! The TLS layer over the in-memory pair: handshake, echo, close_notify,
+//! truncation, timeouts under the manual clock, bad input, record
+//! coalescing, flow control, call routing, client certificates and SNI. No
+//! sockets at all.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use twistor_reactor::testing::{MemoryPair, Recorder};
+use twistor_reactor::{Protocol, Reason, Transport};
+use twistor_transports::tls::rustls::{ClientConfig, ServerConfig};
+use twistor_transports::tls::{
+    generate_self_signed_cert, sha256_fingerprint, ClientAuth, ClientConfigBuilder, ServerConfigBuilder,
+    TlsOptions, TlsProtocol,
+};
+
+struct Echo;
+impl Protocol for Echo {
+    fn data_received(&mut self, t: &mut dyn Transport, d: &[u8]) {
+        t.write(d)
+    }
+}
+
+type Failure = Rc<RefCell<Option<Reason>>>;
+
+fn configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+    let (server, fp) = ServerConfigBuilder::self_signed(&["localhost"]).unwrap();
+    let client = ClientConfigBuilder::new().pinned(&fp).build().unwrap();
+    (server, client)
+}
+
+fn server_layer(
+    app: Box<dyn Protocol>,
+    config: Arc<ServerConfig>,
+    opts: TlsOptions,
+) -> (TlsProtocol, Failure) {
+    let failed: Failure = Rc::new(RefCell::new(None));
+    let f = failed.clone();
+    let layer = TlsProtocol::server(app, config)
+        .unwrap()
+        .with_options(opts)
+        .with_failure_hook(move |r| *f.borrow_mut() = Some(r.clone()));
+    (layer, failed)
+}
+
+fn client_layer(app: Box<dyn Protocol>, config: Arc<ClientConfig>, name: &str) -> (TlsProtocol, Failure) {
+    let failed: Failure = Rc::new(RefCell::new(None));
+    let f = failed.clone();
+    let layer = TlsProtocol::client(app, config, name)
+        .unwrap()
+        .with_failure_hook(move |r| *f.borrow_mut() = Some(r.clone()));
+    (layer, failed)
+}
+
+fn tls_message(r: &Option<Reason>) -> String {
+    match r {
+        Some(Reason::Tls(m)) => m.clone(),
+        other => panic!("expected a TLS reason, got {other:?}"),
+    }
+}
+
+#[test]
+fn handshake_echo_and_close_notify() {
+    let (sc, cc) = configs();
+    let (client, clog) = Recorder::new();
+    let (server, slog) = Recorder::new();
+    let (cl, _) = client_layer(Box::new(client), cc, "localhost");
+    let (sl, _) = server_layer(Box::new(server), sc, TlsOptions::default());
+    let mut pair = MemoryPair::new(Box::new(cl), Box::new(sl)).unwrap();
+    pair.pump();
+    assert_eq!(clog.borrow().made, 1);
+    assert_eq!(slog.borrow().made, 1);
+    pair.with_client(|_, t| {
+        let info = t.tls_info().expect("tls info");
+        assert_eq!(info.version, "TLSv1.3");
+        assert!(info.peer_cert.is_some());
+        t.write(b"hello ");
+        t.write(b"world");
+    });
+    assert_eq!(slog.borrow().data, b"hello world");
+    pair.with_server(|_, t| {
+        assert_eq!(t.tls_info().unwrap().sni.as_deref(), Some("localhost"));
+        t.write(b"back");
+    });
+    assert_eq!(clog.borrow().data, b"back");
+    // The client closes: close_notify reaches the server as eof_received.
+    pair.with_client(|_, t| t.lose_connection());
+    assert!(pair.is_closed());
+    assert_eq!(slog.borrow().eofs, 1);
+    assert!(clog.borrow().lost[0].is_clean(), "{:?}", clog.borrow().lost);
+    assert!(slog.borrow().lost[0].is_clean(), "{:?}", slog.borrow().lost);
+}
+
+#[test]
+fn echo_protocol_through_the_layer() {
+    let (sc, cc) = configs();
+    let (client, clog) = Recorder::new();
+    let (cl, _) = client_layer(Box::new(client), cc, "localhost");
+    let (sl, _) = server_layer(Box::new(Echo), sc, TlsOptions::default());
+    let mut pair = MemoryPair::new(Box::new(cl), Box::new(sl)).unwrap();
+    pair.pump();
+    pair.with_client(|_, t| t.write(b"ping\r\n"));
+    assert_eq!(clog.borrow().data, b"ping\r\n");
+}
+
+#[test]
+fn close_without_close_notify_is_truncation() {
+    let (sc, cc) = configs();
+    let (client, _clog) = Recorder::new();
+    let (server, slog) = Recorder::new();
+    let (cl, _) = client_layer(Box::new(client), cc, "localhost");
+    let (sl, _) = server_layer(Box::new(server), sc, TlsOptions::default());
+    let mut pair = MemoryPair::new(Box::new(cl), Box::new(sl)).unwrap();
+    pair.pump();
+    // Abort below the client's layer: the server sees EOF without close_notify.
+    pair.with_client(|_, t| t.abort_connection());
+    assert!(pair.is_closed());
+    let lost = slog.borrow().lost.clone();
+    assert_eq!(lost.len(), 1);
+    assert!(
+        tls_message(&lost.first().cloned()).starts_with("truncated"),
+        "{lost:?}"
+    );
+    assert_eq!(slog.borrow().eofs, 0);
+}
+
+/// A client that says nothing.
+struct Silent;
+impl Protocol for Silent {
+    fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+}
+
+#[test]
+fn handshake_timeout_fires_on_the_manual_clock() {
+    let (sc, _) = configs();
+    let opts = TlsOptions {
+        handshake_timeout: Some(Duration::from_secs(10)),
+        ..TlsOptions::default()
+    };
+    let (sl, failed) = server_layer(Box::new(Echo), sc, opts);
+    let mut pair = MemoryPair::new(Box::new(Silent), Box::new(sl)).unwrap();
+    pair.pump();
+    pair.advance(Duration::from_secs(9));
+    assert!(pair.reactor.contains(pair.server), "closed too early");
+    pair.advance(Duration::from_secs(2));
+    assert!(
+        !pair.reactor.contains(pair.server),
+        "still open after the timeout"
+    );
+    assert!(
+        matches!(*failed.borrow(), Some(Reason::TimedOut)),
+        "{:?}",
+        failed.borrow()
+    );
+}
+
+/// A client that sends the first bytes of a ClientHello, then stalls.
+struct Dribble;
+impl Protocol for Dribble {
+    fn connection_made(&mut self, t: &mut dyn Transport) {
+        t.write(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]);
+    }
+    fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+}
+
+#[test]
+fn stalled_handshake_times_out() {
+    let (sc, _) = configs();
+    let (sl, failed) = server_layer(Box::new(Echo), sc, TlsOptions::default());
+    let mut pair = MemoryPair::new(Box::new(Dribble), Box::new(sl)).unwrap();
+    pair.pump();
+    assert!(pair.reactor.contains(pair.server));
+    pair.advance(twistor_transports::tls::DEFAULT_HANDSHAKE_TIMEOUT);
+    assert!(!pair.reactor.contains(pair.server));
+    assert!(
+        matches!(*failed.borrow(), Some(Reason::TimedOut)),
+        "{:?}",
+        failed.borrow()
+    );
+}
+
+#[test]
+fn garbage_instead_of_client_hello() {
+    let (sc, _) = configs();
+    let (sl, failed) = server_layer(Box::new(Echo), sc, TlsOptions::default());
+    let (client, clog) = Recorder::new();
+    let mut pair = MemoryPair::new(Box::new(client), Box::new(sl)).unwrap();
+    pair.inject_to_server(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    pair.pump();
+    assert!(!pair.reactor.contains(pair.server));
+    let msg = tls_message(&failed.borrow());
+    assert!(msg.starts_with("handshake failed"), "{msg}");
+    // The client saw an alert record (content type 21) and then the close.
+    assert_eq!(clog.borrow().data.first(), Some(&21), "{:?}", clog.borrow().data);
+}
+
+#[test]
+fn truncated_record_then_close() {
+    let (sc, _) = configs();
+    let (sl, failed) = server_layer(Box::new(Echo), sc, TlsOptions::default());
+    let (client, _) = Recorder::new();
+    let mut pair = MemoryPair::new(Box::new(client), Box::new(sl)).unwrap();
+    pair.inject_to_server(&[0x16, 0x03, 0x01, 0x01, 0x00, 0x01, 0x00]);
+    pair.pump();
+    assert!(pair.reactor.contains(pair.server));
+    pair.with_client(|_, t| t.lose_connection());
+    assert!(!pair.reactor.contains(pair.server));
+    let msg = tls_message(&failed.borrow());
+    assert!(msg.contains("during the handshake"), "{msg}");
+}
+
+#[test]
+fn wrong_certificate_reports_the_cause_on_both_sides() {
+    let (sc, _) = configs();
+    let (other_chain, _) = generate_self_signed_cert(&["localhost"]).unwrap();
+    let cc = ClientConfigBuilder::new().roots(other_chain).build().unwrap();
+    let (cl, cfail) = client_layer(Box::new(Recorder::new().0), cc, "localhost");
+    let (sl, sfail) = server_layer(Box::new(Echo), sc, TlsOptions::default());
+    let mut pair = MemoryPair::new(Box::new(cl), Box::new(sl)).unwrap();
+    pair.pump();
+    assert!(pair.is_closed());
+    let c = tls_message(&cfail.borrow());
+    assert!(c.contains("certificate verification failed"), "{c}");
+    let s = tls_message(&sfail.borrow());
+    assert!(s.contains("received fatal alert"), "{s}");
+}
+
+/// Counts TLS records of each content type in a byte stream.
+fn app_records(wire: &[u8]) -> usize {
+    let mut n = 0;
+    let mut i = 0;
+    while i + 5 <= wire.len() {
+        let len = u16::from_be_bytes([wire[i + 3], wire[i + 4]]) as usize;
+        if wire[i] == 23 {
+            n += 1;
+        }
+        i += 5 + len;
+    }
+    n
+}
+
+#[test]
+fn small_writes_in_one_callback_make_one_record() {
+    let (sc, cc) = configs();
+    let (cl, _) = client_layer(Box::new(Recorder::new().0), cc, "localhost");
+    let (server, slog) = Recorder::new();
+    let (sl, _) = server_layer(Box::new(server), sc, TlsOptions::default());
+    let mut pair = MemoryPair::new(Box::new(cl), Box::new(sl)).unwrap();
+    pair.pump();
+    assert!(pair.client_to_server().is_empty());
+    pair.reactor
+        .call_on(pair.client, |_, t| {
+            for i in 0..100u8 {
+                t.write(&[b'a' + i % 26; 10]);
+            }
+        })
+        .unwrap();
+    pair.reactor.run_pending().unwrap();
+    let wire = pair.client_to_server();
+    assert_eq!(app_records(&wire), 1, "{} bytes on the wire", wire.len());
+    pair.pump();
+    assert_eq!(slog.borrow().data.len(), 1000);
+}
+
+/// Writes `total` bytes as fast as flow control lets it, recording the
+/// largest write buffer it ever saw.
+struct Producer {
+    left: usize,
+    peak: Rc<RefCell<usize>>,
+    paused: bool,
+}
+impl Producer {
+    fn produce(&mut self, t: &mut dyn Transport) {
+        let chunk = [b'x'; 16 * 1024];
+        while self.left > 0 && !self.paused && t.write_buffer_size() < 256 * 1024 {
+            let n = self.left.min(chunk.len());
+            t.write(&chunk[..n]);
+            self.left -= n;
+            let size = t.write_buffer_size();
+            let mut peak = self.peak.borrow_mut();
+            *peak = (*peak).max(size);
+        }
+        if self.left == 0 {
+            t.lose_connection();
+        } else if !self.paused {
+            // Not paused: the buffer drained into the pipe; go on next turn.
+            let id = t.id();
+            let _ = t
+                .reactor()
+                .call_on(id, |p, t| p.downcast_mut::<Producer>().unwrap().produce(t));
+        }
+    }
+}
+impl Protocol for Producer {
+    fn connection_made(&mut self, t: &mut dyn Transport) {
+        self.produce(t);
+    }
+    fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+    fn pause_writing(&mut self, _: &mut dyn Transport) {
+        self.paused = true;
+    }
+    fn resume_writing(&mut self, t: &mut dyn Transport) {
+        self.paused = false;
+        self.produce(t);
+    }
+}
+
+/// Reads in bursts: pauses after each burst until the test resumes it.
+struct SlowReader {
+    got: Rc<RefCell<usize>>,
+    burst: usize,
+    since_pause: usize,
+    pauses: Rc<RefCell<usize>>,
+    eof: Rc<RefCell<bool>>,
+}
+impl Protocol for SlowReader {
+    fn data_received(&mut self, t: &mut dyn Transport, d: &[u8]) {
+        *self.got.borrow_mut() += d.len();
+        self.since_pause += d.len();
+        if self.since_pause >= self.burst {
+            self.since_pause = 0;
+            *self.pauses.borrow_mut() += 1;
+            t.pause_reading();
+        }
+    }
+    fn eof_received(&mut self, _: &mut dyn Transport) -> bool {
+        *self.eof.borrow_mut() = true;
+        false
+    }
+}
+
+#[test]
+fn flow_control_crosses_the_layer_and_memory_stays_bounded() {
+    const TOTAL: usize = 1 << 30;
+    let (sc, cc) = configs();
+    let peak = Rc::new(RefCell::new(0));
+    let got = Rc::new(RefCell::new(0));
+    let pauses = Rc::new(RefCell::new(0));
+    let eof = Rc::new(RefCell::new(false));
+    let reader = SlowReader {
+        got: got.clone(),
+        burst: 1 << 20,
+        since_pause: 0,
+        pauses: pauses.clone(),
+        eof: eof.clone(),
+    };
+    let producer = Producer {
+        left: TOTAL,
+        peak: peak.clone(),
+        paused: false,
+    };
+    let (cl, _) = client_layer(Box::new(reader), cc, "localhost");
+    let (sl, _) = server_layer(Box::new(producer), sc, TlsOptions::default());
+    let mut pair = MemoryPair::new(Box::new(cl), Box::new(sl)).unwrap();
+    pair.pump();
+    let mut rounds = 0;
+    while *got.borrow() < TOTAL && rounds < 10_000 {
+        rounds += 1;
+        pair.with_client(|_, t| t.resume_reading());
+    }
+    assert_eq!(*got.borrow(), TOTAL);
+    assert!(*eof.borrow(), "close_notify not seen");
+    assert!(*pauses.borrow() >= 16, "the reader never paused");
+    assert!(pair.is_closed());
+    // The producer never held more than its own limit plus one chunk, and
+    // the layer kept nothing unbounded.
+    assert!(*peak.borrow() < 512 * 1024, "peak write buffer {}", peak.borrow());
+}
+
+#[test]
+fn call_on_reaches_the_application_through_the_layer() {
+    let (sc, cc) = configs();
+    let (cl, _) = client_layer(Box::new(Recorder::new().0), cc, "localhost");
+    let (server, slog) = Recorder::new();
+    let (sl, _) = server_layer(Box::new(server), sc, TlsOptions::default());
+    let mut pair = MemoryPair::new(Box::new(cl), Box::new(sl)).unwrap();
+    // A call made before the handshake completes waits for connection_made.
+    pair.reactor
+        .call_on(pair.client, |p, t| {
+            assert!(
+                p.downcast_mut::<Recorder>().is_some(),
+                "call reached the layer, not the app"
+            );
+            t.write(b"early");
+        })
+        .unwrap();
+    pair.pump();
+    assert_eq!(slog.borrow().data, b"early");
+    let hits = Rc::new(RefCell::new(0));
+    let h = hits.clone();
+    pair.with_server(move |p, _| {
+        if p.downcast_mut::<Recorder>().is_some() {
+            *h.borrow_mut() += 1;
+        }
+    });
+    assert_eq!(*hits.borrow(), 1);
+}
+
+fn client_cert_case(mode: ClientAuth, present: bool) -> (bool, Option<String>) {
+    let (chain, key) = generate_self_signed_cert(&["client"]).unwrap();
+    let fp = sha256_fingerprint(&chain[0]);
+    let (server_chain, server_key) = generate_self_signed_cert(&["localhost"]).unwrap();
+    let server_fp = sha256_fingerprint(&server_chain[0]);
+    let sc = ServerConfigBuilder::new()
+        .cert(server_chain, server_key)
+        .unwrap()
+        .client_auth(mode)
+        .build()
+        .unwrap();
+    let mut cb = ClientConfigBuilder::new().pinned(&server_fp);
+    if present {
+        cb = cb.client_cert(chain, key);
+    }
+    let cc = cb.build().unwrap();
+    let seen = Rc::new(RefCell::new(None));
+    let s2 = seen.clone();
+    struct See(Rc<RefCell<Option<String>>>);
+    impl Protocol for See {
+        fn connection_made(&mut self, t: &mut dyn Transport) {
+            let info = t.tls_info().unwrap();
+            *self.0.borrow_mut() = info.peer_cert.as_ref().map(|c| c.sha256_fingerprint.clone());
+        }
+        fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+    }
+    let (cl, _) = client_layer(Box::new(Recorder::new().0), cc, "localhost");
+    let (sl, _) = server_layer(Box::new(See(s2)), sc, TlsOptions::default());
+    let mut pair = MemoryPair::new(Box::new(cl), Box::new(sl)).unwrap();
+    pair.pump();
+    let up = pair.reactor.contains(pair.server);
+    let got = seen.borrow().clone();
+    if let Some(g) = &got {
+        assert_eq!(g, &fp);
+    }
+    (up, got)
+}
+
+#[test]
+fn client_certificate_modes() {
+    let (ca_chain, _) = generate_self_signed_cert(&["some ca"]).unwrap();
+    // Any: a self-signed client certificate is accepted and visible.
+    let (up, seen) = client_cert_case(ClientAuth::Any, true);
+    assert!(up && seen.is_some());
+    // Any: no certificate is fine too.
+    let (up, seen) = client_cert_case(ClientAuth::Any, false);
+    assert!(up && seen.is_none());
+    // Required: a self-signed certificate not issued by the CA is refused.
+    let (up, _) = client_cert_case(ClientAuth::Required(ca_chain.clone()), true);
+    assert!(!up);
+    // Required: no certificate is refused.
+    let (up, _) = client_cert_case(ClientAuth::Required(ca_chain.clone()), false);
+    assert!(!up);
+    // Optional: none is fine, an unknown one is refused.
+    let (up, _) = client_cert_case(ClientAuth::Optional(ca_chain.clone()), false);
+    assert!(up);
+    let (up, _) = client_cert_case(ClientAuth::Optional(ca_chain), true);
+    assert!(!up);
+    // None: no certificate asked for, none seen.
+    let (up, seen) = client_cert_case(ClientAuth::None, true);
+    assert!(up && seen.is_none());
+}
+
+#[test]
+fn sni_picks_the_certificate_for_each_name() {
+    let (a_chain, a_key) = generate_self_signed_cert(&["a.test"]).unwrap();
+    let (b_chain, b_key) = generate_self_signed_cert(&["b.test"]).unwrap();
+    let (d_chain, d_key) = generate_self_signed_cert(&["default.test"]).unwrap();
+    let fps: Vec<String> = [&a_chain, &b_chain, &d_chain]
+        .iter()
+        .map(|c| sha256_fingerprint(&c[0]))
+        .collect();
+    let sc = ServerConfigBuilder::new()
+        .cert(d_chain.clone(), d_key)
+        .unwrap()
+        .sni_cert("a.test", a_chain.clone(), a_key)
+        .unwrap()
+        .sni_cert("B.test", b_chain.clone(), b_key)
+        .unwrap()
+        .build()
+        .unwrap();
+    for (name, roots, fp) in [
+        ("a.test", a_chain, &fps[0]),
+        ("b.test", b_chain, &fps[1]),
+        ("default.test", d_chain, &fps[2]),
+    ] {
+        let cc = ClientConfigBuilder::new().roots(roots).build().unwrap();
+        let got = Rc::new(RefCell::new(None));
+        let g = got.clone();
+        struct Peer(Rc<RefCell<Option<String>>>);
+        impl Protocol for Peer {
+            fn connection_made(&mut self, t: &mut dyn Transport) {
+                *self.0.borrow_mut() = t
+                    .tls_info()
+                    .unwrap()
+                    .peer_cert
+                    .as_ref()
+                    .map(|c| c.sha256_fingerprint.clone());
+            }
+            fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+        }
+        let (cl, cfail) = client_layer(Box::new(Peer(g)), cc, name);
+        let (sl, _) = server_layer(Box::new(Echo), sc.clone(), TlsOptions::default());
+        let mut pair = MemoryPair::new(Box::new(cl), Box::new(sl)).unwrap();
+        pair.pump();
+        assert!(cfail.borrow().is_none(), "{name}: {:?}", cfail.borrow());
+        assert_eq!(got.borrow().as_ref(), Some(fp), "{name}");
+    }
+}
+
+#[test]
+fn alpn_is_negotiated() {
+    let (chain, key) = generate_self_signed_cert(&["localhost"]).unwrap();
+    let fp = sha256_fingerprint(&chain[0]);
+    let sc = ServerConfigBuilder::new()
+        .cert(chain, key)
+        .unwrap()
+        .alpn(&[b"gemini", b"h2"])
+        .build()
+        .unwrap();
+    let cc = ClientConfigBuilder::new()
+        .pinned(&fp)
+        .alpn(&[b"h2"])
+        .build()
+        .unwrap();
+    let (cl, _) = client_layer(Box::new(Recorder::new().0), cc, "localhost");
+    let (sl, _) = server_layer(Box::new(Echo), sc, TlsOptions::default());
+    let mut pair = MemoryPair::new(Box::new(cl), Box::new(sl)).unwrap();
+    pair.pump();
+    let alpn = Rc::new(RefCell::new(None));
+    let a = alpn.clone();
+    pair.with_client(move |_, t| *a.borrow_mut() = t.tls_info().unwrap().alpn.clone());
+    assert_eq!(alpn.borrow().as_deref(), Some(&b"h2"[..]));
+}

@@ -1,0 +1,465 @@
+//! TLS against real peers on loopback: `openssl s_client` (TLS 1.2 and 1.3)
+//! and Python's `ssl` module as client and as server; bad clients (garbage,
+//! stalled handshakes) are cut off while the listener keeps serving; a
+//! client whose handshake fails hears `client_connection_failed`.
+//!
+//! Tests needing openssl or python3 are skipped, with a message, only when
+//! the tool is absent.
+
+use std::cell::RefCell;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use twistor_reactor::{Address, ClientFactory, Connector, Factory, Protocol, Reactor, Reason, Transport};
+use twistor_transports::tls::rustls::ServerConfig;
+use twistor_transports::tls::{
+    certs_from_pem, connect_tls, generate_self_signed_cert, generate_self_signed_pem, key_from_pem,
+    listen_tls, listen_tls_with, ClientConfigBuilder, Passphrase, ServerConfigBuilder, TlsOptions,
+};
+use twistor_transports::{connect_tcp, ListenOptions};
+
+const WAIT: Duration = Duration::from_secs(20);
+static N: AtomicUsize = AtomicUsize::new(0);
+
+fn temp_dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "twistor-tls-peers-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn have(tool: &str) -> bool {
+    let ok = Command::new(tool).arg("--version").output().is_ok()
+        || Command::new(tool).arg("version").output().is_ok();
+    if !ok {
+        eprintln!("SKIPPED: {tool} is not installed (install it to run this test)");
+    }
+    ok
+}
+
+/// A certificate for localhost written to `dir` (cert.pem, key.pem) and
+/// the server configuration made from those files' contents.
+fn cert_files(dir: &Path) -> Arc<ServerConfig> {
+    let (cert, key) = generate_self_signed_pem(&["localhost", "127.0.0.1"]).unwrap();
+    std::fs::write(dir.join("cert.pem"), &cert).unwrap();
+    std::fs::write(dir.join("key.pem"), &key).unwrap();
+    ServerConfigBuilder::new()
+        .cert(
+            certs_from_pem(cert.as_bytes()).unwrap(),
+            key_from_pem(key.as_bytes(), &Passphrase::None).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap()
+}
+
+#[derive(Default, Debug, Clone)]
+struct Seen {
+    data: Vec<u8>,
+    version: String,
+    lost: Option<Reason>,
+    eof: bool,
+}
+
+/// The lab's echo, which closes (close_notify) after echoing one line.
+struct EchoLine(Rc<RefCell<Seen>>);
+impl Protocol for EchoLine {
+    fn connection_made(&mut self, t: &mut dyn Transport) {
+        self.0.borrow_mut().version = t.tls_info().unwrap().version.clone();
+    }
+    fn data_received(&mut self, t: &mut dyn Transport, d: &[u8]) {
+        t.write(d);
+        let mut s = self.0.borrow_mut();
+        s.data.extend_from_slice(d);
+        if s.data.ends_with(b"\n") {
+            t.lose_connection();
+        }
+    }
+    fn connection_lost(&mut self, _: &mut dyn Transport, reason: &Reason) {
+        self.0.borrow_mut().lost = Some(reason.clone());
+    }
+}
+
+/// Run a child to completion on a thread; its output arrives on the
+/// channel, and the reactor is woken up when it does. The caller sets the
+/// child's standard input.
+fn spawn(r: &Reactor, cmd: &mut Command) -> mpsc::Receiver<std::process::Output> {
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let remote = r.remote();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output().unwrap());
+        let _ = remote.call(|_| {});
+    });
+    rx
+}
+
+fn run_until_output(r: &mut Reactor, rx: &mpsc::Receiver<std::process::Output>) -> std::process::Output {
+    let out = Rc::new(RefCell::new(None));
+    let o = out.clone();
+    let done = r
+        .run_until(WAIT, move |_| {
+            if o.borrow().is_none() {
+                if let Ok(v) = rx.try_recv() {
+                    *o.borrow_mut() = Some(v);
+                }
+            }
+            o.borrow().is_some()
+        })
+        .unwrap();
+    assert!(done, "the peer did not finish in time");
+    let v = out.borrow_mut().take().unwrap();
+    v
+}
+
+fn s_client_echo(version_flag: &str, expect: &str) {
+    if !have("openssl") {
+        return;
+    }
+    let dir = temp_dir();
+    let config = cert_files(&dir);
+    let mut r = Reactor::new().unwrap();
+    let seen = Rc::new(RefCell::new(Seen::default()));
+    let s = seen.clone();
+    let port = listen_tls(
+        &mut r,
+        "127.0.0.1:0",
+        move |_: &Address| EchoLine(s.clone()),
+        config,
+    )
+    .unwrap();
+    // The line goes in through a file so that stdin stays a plain file;
+    // -ign_eof makes s_client wait for the server's close_notify.
+    std::fs::write(dir.join("in.txt"), "hello twistor\n").unwrap();
+    let rx = spawn(
+        &r,
+        Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{}", port.port()),
+                version_flag,
+            ])
+            .args(["-ign_eof", "-msg", "-servername", "localhost"])
+            .stdin(std::fs::File::open(dir.join("in.txt")).unwrap()),
+    );
+    let out = run_until_output(&mut r, &rx);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("hello twistor"), "no echo:\n{stdout}");
+    assert!(
+        stdout.contains("close_notify"),
+        "no close_notify seen by s_client:\n{stdout}"
+    );
+    // The server side saw the line, the version asked for, a clean close.
+    let ok = r.run_until(WAIT, |_| seen.borrow().lost.is_some()).unwrap();
+    assert!(ok);
+    let seen = seen.borrow().clone();
+    assert_eq!(seen.data, b"hello twistor\n");
+    assert_eq!(seen.version, expect);
+    assert!(seen.lost.unwrap().is_clean());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn openssl_s_client_tls12_echo_and_close_notify() {
+    s_client_echo("-tls1_2", "TLSv1.2");
+}
+
+#[test]
+fn openssl_s_client_tls13_echo_and_close_notify() {
+    s_client_echo("-tls1_3", "TLSv1.3");
+}
+
+const PY_CLIENT: &str = r#"
+import socket, ssl, sys
+port, cafile = int(sys.argv[1]), sys.argv[2]
+ctx = ssl.create_default_context(cafile=cafile)
+with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
+    with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+        s.sendall(b"hello from python\n")
+        got = b""
+        while not got.endswith(b"\n"):
+            chunk = s.recv(1024)
+            if not chunk:
+                break
+            got += chunk
+        print("ECHO", got.decode().strip(), s.version())
+        s.unwrap()
+        print("UNWRAPPED")
+"#;
+
+#[test]
+fn python_ssl_client_echoes() {
+    if !have("python3") {
+        return;
+    }
+    let dir = temp_dir();
+    let config = cert_files(&dir);
+    let mut r = Reactor::new().unwrap();
+    let seen = Rc::new(RefCell::new(Seen::default()));
+    let s = seen.clone();
+    let port = listen_tls(
+        &mut r,
+        "127.0.0.1:0",
+        move |_: &Address| EchoLine(s.clone()),
+        config,
+    )
+    .unwrap();
+    let rx = spawn(
+        &r,
+        Command::new("python3")
+            .args([
+                "-c",
+                PY_CLIENT,
+                &port.port().to_string(),
+                dir.join("cert.pem").to_str().unwrap(),
+            ])
+            .stdin(Stdio::null()),
+    );
+    let out = run_until_output(&mut r, &rx);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("ECHO hello from python TLSv1.3"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("UNWRAPPED"), "{stdout}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+const PY_SERVER: &str = r#"
+import socket, ssl, sys
+cert, key = sys.argv[1], sys.argv[2]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen(1)
+print(srv.getsockname()[1], flush=True)
+srv.settimeout(20)
+conn, _ = srv.accept()
+conn.settimeout(20)
+with ctx.wrap_socket(conn, server_side=True) as s:
+    got = b""
+    while not got.endswith(b"\n"):
+        chunk = s.recv(1024)
+        if not chunk:
+            break
+        got += chunk
+    s.sendall(b"py: " + got)
+    s.unwrap()
+print("DONE", flush=True)
+"#;
+
+/// A client protocol that sends a line and records what comes back.
+struct LineClient(Rc<RefCell<Seen>>);
+impl Protocol for LineClient {
+    fn connection_made(&mut self, t: &mut dyn Transport) {
+        self.0.borrow_mut().version = t.tls_info().unwrap().version.clone();
+        t.write(b"hello from twistor\n");
+    }
+    fn data_received(&mut self, _: &mut dyn Transport, d: &[u8]) {
+        self.0.borrow_mut().data.extend_from_slice(d);
+    }
+    fn eof_received(&mut self, _: &mut dyn Transport) -> bool {
+        self.0.borrow_mut().eof = true;
+        false
+    }
+    fn connection_lost(&mut self, _: &mut dyn Transport, reason: &Reason) {
+        self.0.borrow_mut().lost = Some(reason.clone());
+    }
+}
+
+#[test]
+fn twistor_client_against_python_ssl_server() {
+    if !have("python3") {
+        return;
+    }
+    let dir = temp_dir();
+    let _ = cert_files(&dir);
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            PY_SERVER,
+            dir.join("cert.pem").to_str().unwrap(),
+            dir.join("key.pem").to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let port: u16 = rx
+        .recv_timeout(WAIT)
+        .expect("python server port")
+        .trim()
+        .parse()
+        .unwrap();
+    let client_config = ClientConfigBuilder::new()
+        .ca_file(dir.join("cert.pem"))
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut r = Reactor::new().unwrap();
+    let seen = Rc::new(RefCell::new(Seen::default()));
+    let s = seen.clone();
+    connect_tls(
+        &mut r,
+        "localhost",
+        port,
+        move |_: &Address| LineClient(s.clone()),
+        client_config,
+    );
+    let done = r.run_until(WAIT, |_| seen.borrow().lost.is_some()).unwrap();
+    assert!(done, "connection did not end: {:?}", seen.borrow());
+    let seen = seen.borrow().clone();
+    assert_eq!(seen.data, b"py: hello from twistor\n");
+    assert!(
+        seen.eof,
+        "close_notify from python did not arrive as eof_received"
+    );
+    assert!(seen.lost.as_ref().unwrap().is_clean(), "{:?}", seen.lost);
+    assert_eq!(rx.recv_timeout(WAIT).unwrap(), "DONE");
+    let _ = child.wait();
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A raw TCP client: sends `send` on connect, records what it gets and why
+/// the connection ended.
+struct Raw {
+    send: &'static [u8],
+    seen: Rc<RefCell<Seen>>,
+}
+impl Protocol for Raw {
+    fn connection_made(&mut self, t: &mut dyn Transport) {
+        t.write(self.send);
+    }
+    fn data_received(&mut self, _: &mut dyn Transport, d: &[u8]) {
+        self.seen.borrow_mut().data.extend_from_slice(d);
+    }
+    fn connection_lost(&mut self, _: &mut dyn Transport, reason: &Reason) {
+        self.seen.borrow_mut().lost = Some(reason.clone());
+    }
+}
+
+#[test]
+fn bad_clients_are_cut_off_and_the_listener_keeps_serving() {
+    let (server_config, fp) = ServerConfigBuilder::self_signed(&["localhost"]).unwrap();
+    let mut r = Reactor::new().unwrap();
+    let served = Rc::new(RefCell::new(Seen::default()));
+    let s = served.clone();
+    let opts = TlsOptions {
+        handshake_timeout: Some(Duration::from_millis(300)),
+        ..TlsOptions::default()
+    };
+    let port = listen_tls_with(
+        &mut r,
+        "127.0.0.1:0",
+        move |_: &Address| EchoLine(s.clone()),
+        server_config,
+        opts,
+        ListenOptions::default(),
+    )
+    .unwrap()
+    .port();
+    let garbage = Rc::new(RefCell::new(Seen::default()));
+    let stalled = Rc::new(RefCell::new(Seen::default()));
+    let truncated = Rc::new(RefCell::new(Seen::default()));
+    for (send, seen) in [
+        (&b"GET / HTTP/1.0\r\n\r\n"[..], garbage.clone()),
+        (&b""[..], stalled.clone()),
+        (
+            &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01][..],
+            truncated.clone(),
+        ),
+    ] {
+        connect_tcp(&mut r, "127.0.0.1", port, move |_: &Address| Raw {
+            send,
+            seen: seen.clone(),
+        });
+    }
+    let all_cut = r
+        .run_until(WAIT, |_| {
+            garbage.borrow().lost.is_some()
+                && stalled.borrow().lost.is_some()
+                && truncated.borrow().lost.is_some()
+        })
+        .unwrap();
+    assert!(all_cut, "a bad client was not cut off");
+    // The garbage got a fatal alert record (content type 21) before the close.
+    assert_eq!(garbage.borrow().data.first(), Some(&21));
+    // A good client is still served.
+    let client_config = ClientConfigBuilder::new().pinned(&fp).build().unwrap();
+    let good = Rc::new(RefCell::new(Seen::default()));
+    let g = good.clone();
+    connect_tls(
+        &mut r,
+        "localhost",
+        port,
+        move |_: &Address| LineClient(g.clone()),
+        client_config,
+    );
+    let ok = r.run_until(WAIT, |_| good.borrow().lost.is_some()).unwrap();
+    assert!(ok);
+    assert_eq!(good.borrow().data, b"hello from twistor\n");
+    assert!(good.borrow().lost.as_ref().unwrap().is_clean());
+    assert_eq!(served.borrow().data, b"hello from twistor\n");
+}
+
+/// Records how a TLS connection attempt ended.
+struct Attempt(Rc<RefCell<Vec<String>>>);
+impl Factory for Attempt {
+    fn build_protocol(&mut self, _: &Address) -> Option<Box<dyn Protocol>> {
+        Some(Box::new(LineClient(Rc::new(RefCell::new(Seen::default())))))
+    }
+}
+impl ClientFactory for Attempt {
+    fn client_connection_failed(&mut self, _: &mut Reactor, _: &Connector, reason: &Reason) {
+        self.0.borrow_mut().push(format!("failed: {reason}"));
+    }
+    fn client_connection_lost(&mut self, _: &mut Reactor, _: &Connector, reason: &Reason) {
+        self.0.borrow_mut().push(format!("lost: {reason}"));
+    }
+}
+
+#[test]
+fn a_failed_handshake_is_a_failed_connection_attempt() {
+    let (server_config, _) = ServerConfigBuilder::self_signed(&["localhost"]).unwrap();
+    let mut r = Reactor::new().unwrap();
+    let port = listen_tls(
+        &mut r,
+        "127.0.0.1:0",
+        |_: &Address| EchoLine(Default::default()),
+        server_config,
+    )
+    .unwrap()
+    .port();
+    // The client trusts another certificate.
+    let (other, _) = generate_self_signed_cert(&["localhost"]).unwrap();
+    let client_config = ClientConfigBuilder::new().roots(other).build().unwrap();
+    let events = Rc::new(RefCell::new(Vec::new()));
+    connect_tls(&mut r, "localhost", port, Attempt(events.clone()), client_config);
+    let done = r.run_until(WAIT, |_| !events.borrow().is_empty()).unwrap();
+    assert!(done);
+    let events = events.borrow();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0].starts_with("failed: TLS error"), "{events:?}");
+    assert!(
+        events[0].contains("certificate verification failed"),
+        "{events:?}"
+    );
+}

@@ -1,0 +1,148 @@
+//! STARTTLS over the in-memory pair: a line protocol upgrades a live
+//! connection on both sides, and plaintext pipelined after the STARTTLS
+//! command is never interpreted (the CVE-2011-0411 bug class).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use twistor_reactor::testing::{MemoryPair, Recorder};
+use twistor_reactor::{Protocol, Reason, Transport};
+use twistor_transports::tls::rustls::{ClientConfig, ServerConfig};
+use twistor_transports::tls::{start_tls, ClientConfigBuilder, ServerConfigBuilder, TlsOptions, TlsRole};
+
+type Log = Rc<RefCell<Vec<String>>>;
+
+/// The server: echoes commands, and switches to TLS on `STARTTLS`.
+struct Server {
+    buf: Vec<u8>,
+    config: Arc<ServerConfig>,
+    commands: Log,
+    lost: Rc<RefCell<Option<Reason>>>,
+}
+
+impl Protocol for Server {
+    fn data_received(&mut self, t: &mut dyn Transport, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+        while let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=pos).collect();
+            let line = String::from_utf8_lossy(&line).trim_end().to_string();
+            let secure = t.tls_info().is_some();
+            if line == "STARTTLS" && !secure {
+                t.write(b"OK begin TLS\r\n");
+                start_tls(
+                    t,
+                    TlsRole::Server(self.config.clone()),
+                    TlsOptions::default(),
+                    |_, _| {},
+                )
+                .unwrap();
+                // What followed the command came before the handshake: drop it.
+                self.buf.clear();
+                return;
+            }
+            self.commands.borrow_mut().push(format!("{line} secure={secure}"));
+            t.write(format!("echo: {line}\r\n").as_bytes());
+        }
+    }
+    fn connection_lost(&mut self, _: &mut dyn Transport, reason: &Reason) {
+        *self.lost.borrow_mut() = Some(reason.clone());
+    }
+}
+
+/// The client: pipelines `STARTTLS` with an injected command, upgrades on
+/// the server's answer, then says HELLO over TLS.
+struct Client {
+    buf: Vec<u8>,
+    config: Arc<ClientConfig>,
+    got: Log,
+}
+
+impl Protocol for Client {
+    fn connection_made(&mut self, t: &mut dyn Transport) {
+        t.write(b"STARTTLS\r\nINJECTED\r\n");
+    }
+    fn data_received(&mut self, t: &mut dyn Transport, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+        while let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=pos).collect();
+            let line = String::from_utf8_lossy(&line).trim_end().to_string();
+            self.got.borrow_mut().push(line.clone());
+            if line == "OK begin TLS" && t.tls_info().is_none() {
+                let role = TlsRole::Client {
+                    config: self.config.clone(),
+                    server_name: "localhost".into(),
+                };
+                start_tls(t, role, TlsOptions::default(), |_, t| t.write(b"HELLO\r\n")).unwrap();
+                self.buf.clear();
+                return;
+            }
+        }
+    }
+}
+
+fn configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+    let (server, fp) = ServerConfigBuilder::self_signed(&["localhost"]).unwrap();
+    (server, ClientConfigBuilder::new().pinned(&fp).build().unwrap())
+}
+
+#[test]
+fn upgrade_both_sides_and_discard_pipelined_plaintext() {
+    let (sc, cc) = configs();
+    let commands: Log = Default::default();
+    let got: Log = Default::default();
+    let lost = Rc::new(RefCell::new(None));
+    let server = Server {
+        buf: Vec::new(),
+        config: sc,
+        commands: commands.clone(),
+        lost: lost.clone(),
+    };
+    let client = Client {
+        buf: Vec::new(),
+        config: cc,
+        got: got.clone(),
+    };
+    let mut pair = MemoryPair::new(Box::new(client), Box::new(server)).unwrap();
+    pair.pump();
+    assert_eq!(*commands.borrow(), vec!["HELLO secure=true".to_string()]);
+    assert_eq!(
+        *got.borrow(),
+        vec!["OK begin TLS".to_string(), "echo: HELLO".to_string()]
+    );
+    // Both sides are now TLS: a clean close goes through close_notify.
+    pair.with_client(|_, t| {
+        assert_eq!(t.tls_info().unwrap().version, "TLSv1.3");
+        t.lose_connection();
+    });
+    assert!(pair.is_closed());
+    assert!(lost.borrow().as_ref().unwrap().is_clean(), "{:?}", lost.borrow());
+}
+
+#[test]
+fn plaintext_sent_after_starttls_fails_the_handshake() {
+    let (sc, _) = configs();
+    let commands: Log = Default::default();
+    let lost = Rc::new(RefCell::new(None));
+    let server = Server {
+        buf: Vec::new(),
+        config: sc,
+        commands: commands.clone(),
+        lost: lost.clone(),
+    };
+    let (raw, log) = Recorder::new();
+    let mut pair = MemoryPair::new(Box::new(raw), Box::new(server)).unwrap();
+    pair.inject_to_server(b"STARTTLS\r\n");
+    pair.pump();
+    assert_eq!(log.borrow().data, b"OK begin TLS\r\n");
+    // An attacker's command arrives after the upgrade, before any handshake.
+    pair.inject_to_server(b"INJECTED\r\n");
+    pair.pump();
+    assert!(commands.borrow().is_empty(), "{:?}", commands.borrow());
+    assert!(!pair.reactor.contains(pair.server));
+    let reason = lost.borrow().clone();
+    match reason {
+        Some(Reason::Tls(m)) => assert!(m.starts_with("handshake failed"), "{m}"),
+        other => panic!("expected a TLS failure, got {other:?}"),
+    }
+}
