@@ -100,10 +100,17 @@ impl<P: Protocol> IdleTimeout<P> {
         let id = t.id();
         let due = self.due.clone();
         self.call = Some(t.reactor().call_later(self.period, move |r| {
-            // The wrapper hears it in route_call, whatever layers sit
-            // above it (TLS routes calls down to it).
+            // The wrapper hears it in route_call, whatever layers sit above
+            // it and route calls down. A layer that runs calls straight
+            // against its protocol (no routing) hands the closure the
+            // wrapper itself: the downcast catches that case. The flag makes
+            // sure it fires once either way.
             due.set(true);
-            let _ = r.call_on(id, |_, _| {});
+            let _ = r.call_on(id, |p, t| {
+                if let Some(me) = p.downcast_mut::<IdleTimeout<P>>() {
+                    me.check_due(t);
+                }
+            });
         }));
     }
 
@@ -111,6 +118,12 @@ impl<P: Protocol> IdleTimeout<P> {
         match self.call {
             Some(c) if c.reset(t.reactor(), self.period) => {}
             _ => self.arm(t),
+        }
+    }
+
+    fn check_due(&mut self, t: &mut dyn Transport) {
+        if self.due.replace(false) {
+            self.fire(t);
         }
     }
 
@@ -156,9 +169,7 @@ impl<P: Protocol> Protocol for IdleTimeout<P> {
         self.inner.resume_writing(t);
     }
     fn route_call(&mut self, t: &mut dyn Transport, call: ProtocolCall) -> Option<ProtocolCall> {
-        if self.due.replace(false) {
-            self.fire(t);
-        }
+        self.check_due(t);
         let call = self.inner.route_call(t, call)?;
         call(&mut self.inner, t);
         None
