@@ -1,12 +1,15 @@
 //! The datagram contracts: `DatagramProtocol` and `DatagramTransport`.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use crate::{ConnId, Reactor};
 
 /// The application side of a datagram socket (Twisted's
 /// `DatagramProtocol`).
+///
+/// Callbacks are never re-entered, and a panic in one closes only the
+/// socket it belongs to.
 ///
 /// ```
 /// use std::net::SocketAddr;
@@ -25,12 +28,14 @@ pub trait DatagramProtocol: std::any::Any {
         let _ = t;
     }
 
-    /// A datagram arrived. `data` borrows the reactor's shared buffer.
+    /// A datagram arrived. `data` borrows the reactor's shared buffer (copy
+    /// what you keep); it may be empty, since empty datagrams are legal.
     fn datagram_received(&mut self, t: &mut dyn DatagramTransport, data: &[u8], from: SocketAddr);
 
     /// An error was reported for the socket, e.g. `ConnectionRefused` after
-    /// an ICMP port-unreachable on a connected socket, or a datagram that was
-    /// truncated because it was larger than the read buffer.
+    /// an ICMP port-unreachable on a connected socket, or (kind
+    /// `InvalidData`) a datagram that was dropped because it was larger than
+    /// the socket's maximum datagram size.
     fn error_received(&mut self, t: &mut dyn DatagramTransport, err: &io::Error) {
         let _ = (t, err);
     }
@@ -41,20 +46,67 @@ pub trait DatagramProtocol: std::any::Any {
     }
 }
 
+/// Which local interface multicast traffic uses.
+///
+/// IPv4 names an interface by one of its addresses, IPv6 by its index
+/// (`1` is usually the loopback interface on Linux).
+///
+/// ```
+/// use twistor_reactor::Interface;
+/// let lo = Interface::V4(std::net::Ipv4Addr::LOCALHOST);
+/// assert_ne!(lo, Interface::Any);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Interface {
+    /// Let the kernel choose (the interface of the default route).
+    #[default]
+    Any,
+    /// The IPv4 interface with this address.
+    V4(Ipv4Addr),
+    /// The interface with this index (IPv6).
+    Index(u32),
+}
+
+impl Interface {
+    /// The interface as an IPv4 address (`0.0.0.0` for `Any` and `Index`).
+    pub fn v4(self) -> Ipv4Addr {
+        match self {
+            Interface::V4(a) => a,
+            _ => Ipv4Addr::UNSPECIFIED,
+        }
+    }
+
+    /// The interface as an index (`0`, the kernel's choice, unless `Index`).
+    pub fn index(self) -> u32 {
+        match self {
+            Interface::Index(i) => i,
+            _ => 0,
+        }
+    }
+}
+
 /// The socket side of a datagram protocol, as seen from its callbacks.
+///
+/// Sends happen at once (there is no write buffer). When the kernel's send
+/// buffer is full the datagram is dropped: UDP never grows memory without
+/// bound. The drop is logged, counted in
+/// [`dropped_sends`](DatagramTransport::dropped_sends), and reported to the
+/// caller as an error of kind `WouldBlock`.
 pub trait DatagramTransport {
-    /// Send one datagram to `addr` (or to the connected peer when `None`
-    /// is not allowed: use [`write`](DatagramTransport::write) then).
+    /// Send one datagram to `addr`. On a connected socket `addr` must be the
+    /// connected peer.
     fn send_to(&mut self, data: &[u8], addr: SocketAddr) -> io::Result<()>;
 
-    /// Send one datagram to the connected peer.
+    /// Send one datagram to the connected peer (`NotConnected` if the socket
+    /// is not connected).
     fn write(&mut self, data: &[u8]) -> io::Result<()>;
 
     /// Connect to `addr`: `write` sends there, and datagrams from any other
     /// address are dropped.
     fn connect(&mut self, addr: SocketAddr) -> io::Result<()>;
 
-    /// Close the socket (Twisted's `stopListening`).
+    /// Close the socket once the current callback returns (Twisted's
+    /// `stopListening`); `stop_protocol` follows.
     fn stop_listening(&mut self);
 
     /// The local address.
@@ -72,17 +124,24 @@ pub trait DatagramTransport {
     /// Allow sending to broadcast addresses.
     fn set_broadcast(&mut self, on: bool) -> io::Result<()>;
 
-    /// Join a multicast group (`interface` selects the local interface:
-    /// an IPv4 address for IPv4 groups, an index for IPv6 groups).
-    fn join_group(&mut self, group: std::net::IpAddr, interface: Option<std::net::IpAddr>) -> io::Result<()>;
+    /// Join a multicast group (IPv4 or IPv6) on `interface`.
+    fn join_group(&mut self, group: IpAddr, interface: Interface) -> io::Result<()>;
 
     /// Leave a multicast group.
-    fn leave_group(&mut self, group: std::net::IpAddr, interface: Option<std::net::IpAddr>)
-        -> io::Result<()>;
+    fn leave_group(&mut self, group: IpAddr, interface: Interface) -> io::Result<()>;
+
+    /// The interface outgoing multicast datagrams leave by.
+    fn set_multicast_interface(&mut self, interface: Interface) -> io::Result<()>;
 
     /// Multicast TTL (hop limit for IPv6).
     fn set_multicast_ttl(&mut self, ttl: u32) -> io::Result<()>;
 
     /// Whether multicast datagrams sent are looped back to local listeners.
     fn set_multicast_loopback(&mut self, on: bool) -> io::Result<()>;
+
+    /// How many datagrams were dropped because the kernel's send buffer was
+    /// full.
+    fn dropped_sends(&self) -> u64 {
+        0
+    }
 }

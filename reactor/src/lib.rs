@@ -43,7 +43,7 @@ mod threads;
 mod timer;
 
 pub use address::Address;
-pub use datagram::{DatagramProtocol, DatagramTransport};
+pub use datagram::{DatagramProtocol, DatagramTransport, Interface};
 pub use id::{ConnId, Gone};
 pub use mio;
 pub use protocol::{

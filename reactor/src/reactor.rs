@@ -208,6 +208,10 @@ pub struct Reactor {
     manual_now: Option<Instant>,
     read_buf: Vec<u8>,
     requeued: Vec<(ConnId, Ready)>,
+    /// The other half of a double buffer with `requeued`: the list a turn
+    /// dispatches from, kept with its capacity so a steady loop never
+    /// allocates for requeues.
+    requeued_spare: Vec<(ConnId, Ready)>,
     queue: VecDeque<Queued>,
     remote: RemoteQueue,
     pool: Option<ThreadPool>,
@@ -236,6 +240,7 @@ impl Reactor {
             manual_now: None,
             read_buf: vec![0; READ_BUFFER_SIZE],
             requeued: Vec::new(),
+            requeued_spare: Vec::new(),
             queue: VecDeque::new(),
             remote,
             pool: None,
@@ -316,6 +321,32 @@ impl Reactor {
     /// How many timers are pending.
     pub fn timer_count(&self) -> usize {
         self.timers.len()
+    }
+
+    /// How many timer-queue entries the loop has examined so far: a cost
+    /// counter. A turn with no timer due examines one or two, however many
+    /// timers are pending; each timer that fires, or was cancelled or
+    /// postponed, adds about one more.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let mut r = twistor_reactor::Reactor::with_manual_clock().unwrap();
+    /// for i in 0..1000 {
+    ///     r.call_later(Duration::from_secs(60 + i), |_| {});
+    /// }
+    /// let before = r.timer_work();
+    /// r.advance(Duration::from_secs(1)); // nothing due
+    /// assert!(r.timer_work() - before <= 2);
+    /// ```
+    pub fn timer_work(&self) -> u64 {
+        self.timers.examined()
+    }
+
+    /// Whether work is waiting for the next loop turn: requeued readiness
+    /// (e.g. from `resume_reading`) or queued calls. A test pump keeps
+    /// turning while there is.
+    pub fn has_queued_work(&self) -> bool {
+        !self.requeued.is_empty() || !self.queue.is_empty()
     }
 
     // ----- handlers: the extension API ---------------------------------
@@ -738,7 +769,8 @@ impl Reactor {
         // readiness for one id is merged into one dispatch (found in O(1)
         // through the slot's mark).
         let turn = self.turns;
-        let mut requeued = std::mem::take(&mut self.requeued);
+        let spare = std::mem::take(&mut self.requeued_spare);
+        let mut requeued = std::mem::replace(&mut self.requeued, spare);
         let mut merged = 0;
         for i in 0..requeued.len() {
             let (id, ready) = requeued[i];
@@ -772,13 +804,9 @@ impl Reactor {
             self.dispatch(id, Pending::Ready(ready));
             self.run_queued();
         }
-        // Keep the allocation for the next turn.
-        if self.requeued.is_empty() {
-            self.requeued = requeued;
-        } else {
-            let mut more = std::mem::replace(&mut self.requeued, requeued);
-            self.requeued.append(&mut more);
-        }
+        // Handlers requeued during this turn went into `self.requeued` (the
+        // spare, with its capacity); keep the drained list as the next spare.
+        self.requeued_spare = requeued;
         if self.manual_now.is_none() {
             self.run_timers();
         }
@@ -941,5 +969,56 @@ impl std::fmt::Debug for Reactor {
             .field("timers", &self.timers.len())
             .field("state", &self.state)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Requeues itself until it has run `left` times, noting the loop turn
+    /// of each run.
+    struct Again {
+        left: u32,
+        turns: std::rc::Rc<std::cell::RefCell<Vec<u64>>>,
+    }
+
+    impl Handler for Again {
+        fn ready(&mut self, r: &mut Reactor, id: ConnId, ready: Ready) {
+            assert!(ready.readable);
+            self.turns.borrow_mut().push(r.turns());
+            self.left -= 1;
+            if self.left > 0 {
+                r.requeue(id, Ready::READABLE);
+            }
+        }
+        fn shutdown(&mut self, r: &mut Reactor, id: ConnId) {
+            r.remove(id)
+        }
+    }
+
+    #[test]
+    fn requeued_handlers_run_once_per_turn_across_turns() {
+        let mut r = Reactor::with_manual_clock().unwrap();
+        let turns = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let t = turns.clone();
+            let id = r
+                .insert_with(|_, _| Ok(Box::new(Again { left: 5, turns: t })))
+                .unwrap();
+            r.requeue(id, Ready::READABLE);
+            ids.push(id);
+        }
+        for _ in 0..10 {
+            r.run_pending().unwrap();
+        }
+        let seen = turns.borrow();
+        assert_eq!(seen.len(), 15, "{seen:?}");
+        // Three handlers per turn, on five consecutive turns.
+        for (k, chunk) in seen.chunks(3).enumerate() {
+            assert!(chunk.iter().all(|&t| t == chunk[0]), "{seen:?}");
+            assert_eq!(chunk[0], seen[0] + k as u64, "{seen:?}");
+        }
     }
 }

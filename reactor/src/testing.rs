@@ -371,7 +371,7 @@ impl MemoryPair {
                 }
             }
             let _ = self.reactor.run_pending();
-            if self.fingerprint() == before {
+            if self.fingerprint() == before && !self.reactor.has_queued_work() {
                 return;
             }
         }

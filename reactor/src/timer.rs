@@ -95,6 +95,9 @@ pub(crate) struct Timers {
     gens: Vec<u32>,
     heap: BinaryHeap<HeapItem>,
     next_seq: u64,
+    /// Heap entries looked at by `next_deadline` and `pop_due`: the cost
+    /// counter behind [`Reactor::timer_work`](crate::Reactor::timer_work).
+    examined: u64,
 }
 
 impl Timers {
@@ -104,11 +107,16 @@ impl Timers {
             gens: Vec::new(),
             heap: BinaryHeap::new(),
             next_seq: 0,
+            examined: 0,
         }
     }
 
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    pub(crate) fn examined(&self) -> u64 {
+        self.examined
     }
 
     fn seq(&mut self) -> u64 {
@@ -193,6 +201,7 @@ impl Timers {
     pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
         loop {
             let top = self.heap.peek()?;
+            self.examined += 1;
             if self.is_live(top) {
                 return Some(top.0 .0);
             }
@@ -204,6 +213,7 @@ impl Timers {
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(DelayedCall, TimerFn)> {
         loop {
             let top = self.heap.peek()?;
+            self.examined += 1;
             if top.0 .0 > now {
                 return None;
             }

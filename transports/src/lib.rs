@@ -2,10 +2,18 @@
 //!
 //! The transports of twistor, each built only on the reactor's extension
 //! API ([`Handler`](twistor_reactor::Handler) and
-//! [`open_stream`](twistor_reactor::open_stream)): TCP (`listen_tcp`,
-//! `connect_tcp`), TLS as a layer over any stream ([`tls`]: `listen_tls`,
-//! `connect_tls`, `start_tls`), plus the client factory helpers that work
-//! with any of them.
+//! [`open_stream`](twistor_reactor::open_stream)):
+//!
+//! - [`tcp`]: `listen_tcp`, `connect_tcp`, plus the client factory helpers
+//!   that work with any stream transport.
+//! - [`udp`]: datagram sockets (`listen_udp`, `connect_udp`), multicast,
+//!   broadcast.
+//! - [`unix`]: Unix-domain stream sockets (`listen_unix`, `connect_unix`),
+//!   the same Protocol/Transport API as TCP.
+//! - [`process`]: child processes (`spawn_process`) with a
+//!   `ProcessProtocol` over non-blocking pipes.
+//! - [`tls`]: TLS as a layer over any stream (`listen_tls`, `connect_tls`,
+//!   `start_tls`) on rustls.
 //!
 //! ```no_run
 //! use twistor_reactor::{Protocol, Reactor, Transport};
@@ -24,14 +32,20 @@
 #![warn(missing_docs)]
 
 mod listener;
+pub mod process;
 pub mod reconnect;
 pub mod tcp;
 pub mod tls;
+pub mod udp;
+pub mod unix;
 
 pub use listener::ACCEPT_BACKOFF;
+pub use process::{spawn_process, Process, ProcessProtocol, ProcessTransport};
 pub use reconnect::ReconnectingClientFactory;
 pub use tcp::{
     connect_tcp, connect_tcp_with, listen_tcp, listen_tcp_with, ConnectOptions, ListenAddr, ListenOptions,
     ListeningPort,
 };
 pub use tls::{connect_tls, listen_tls, start_tls};
+pub use udp::{connect_udp, listen_udp, UdpEcho, UdpPort};
+pub use unix::{connect_unix, listen_unix, listen_unix_with, UnixAddr, UnixListenOptions, UnixPort};

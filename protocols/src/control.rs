@@ -1,0 +1,156 @@
+//! `Control`: the handle a framing's handler callbacks receive.
+//!
+//! A framing protocol ([`LineReceiver`](crate::LineReceiver),
+//! [`NetstringReceiver`](crate::NetstringReceiver), the length-prefixed
+//! receivers) owns a user handler and calls it with a `Control`: the
+//! connection's transport plus the framing's own state. `Control` is itself
+//! a [`Transport`] (every call is forwarded), so a handler writes, closes,
+//! schedules timers and starts TLS through it exactly as a plain protocol
+//! does through its transport; the framing adds its own methods
+//! (`send_line`, `set_raw_mode`, `send_string`, `clear_buffer`...).
+//!
+//! One rule is enforced here for every framing: when a handler calls
+//! [`Transport::upgrade`] (which `start_tls` is built on), whatever input the
+//! framing still holds is discarded, never interpreted. Plaintext pipelined
+//! after a `STARTTLS` command must not be read as if it had come through TLS
+//! (the CVE-2011-0411 bug class).
+
+use std::io;
+use std::time::Duration;
+
+use twistor_reactor::{Address, ConnId, Reactor, Reason, TlsInfo, Transport, Upgrade};
+
+/// What a framing's state must offer its [`Control`].
+pub trait FramingState {
+    /// Drop every buffered input byte once the current callback returns and
+    /// stop delivering what is left of the current chunk.
+    fn discard_input(&mut self);
+}
+
+/// The handle a framing passes to its handler's callbacks: the transport,
+/// plus the framing's state (see the module docs).
+///
+/// The framings name their own: [`LineControl`](crate::LineControl) and
+/// [`StringControl`](crate::StringControl).
+///
+/// ```
+/// use twistor_protocols::{LineControl, LineHandler, LineReceiver};
+/// use twistor_reactor::{testing::StringTransport, Protocol, Transport};
+///
+/// struct Hello;
+/// impl LineHandler for Hello {
+///     fn line_received(&mut self, c: &mut LineControl<'_>, line: &[u8]) {
+///         // `c` is a Transport: write, peer(), reactor(), lose_connection()...
+///         c.write(b"peer ");
+///         c.write(c.peer().to_string().as_bytes());
+///         c.send_line(b"");
+///         if line == b"quit" {
+///             c.lose_connection();
+///         }
+///     }
+/// }
+///
+/// let mut t = StringTransport::new();
+/// let mut p = LineReceiver::new(Hello);
+/// p.data_received(&mut t, b"quit\r\n");
+/// assert_eq!(t.value(), b"peer 127.0.0.1:40000\r\n");
+/// assert!(t.disconnecting());
+/// ```
+pub struct Control<'a, S: FramingState> {
+    pub(crate) t: &'a mut dyn Transport,
+    pub(crate) st: &'a mut S,
+}
+
+impl<'a, S: FramingState> Control<'a, S> {
+    pub(crate) fn new(t: &'a mut dyn Transport, st: &'a mut S) -> Self {
+        Control { t, st }
+    }
+
+    /// The transport below, for code that wants a plain `&mut dyn
+    /// Transport` (a `Control` is one too).
+    pub fn transport(&mut self) -> &mut dyn Transport {
+        self.t
+    }
+
+    /// Discard every input byte the framing still holds (the rest of the
+    /// current chunk included): nothing more is delivered from it. Input
+    /// that arrives later is framed as usual.
+    ///
+    /// [`upgrade`](Transport::upgrade) (hence `start_tls`) does this by
+    /// itself.
+    pub fn clear_buffer(&mut self) {
+        self.st.discard_input();
+    }
+}
+
+impl<S: FramingState> Transport for Control<'_, S> {
+    fn write(&mut self, data: &[u8]) {
+        self.t.write(data)
+    }
+    fn write_sequence(&mut self, bufs: &[&[u8]]) {
+        self.t.write_sequence(bufs)
+    }
+    fn lose_connection(&mut self) {
+        self.t.lose_connection()
+    }
+    fn lose_connection_with(&mut self, reason: Reason) {
+        self.t.lose_connection_with(reason)
+    }
+    fn abort_connection(&mut self) {
+        self.t.abort_connection()
+    }
+    fn write_eof(&mut self) {
+        self.t.write_eof()
+    }
+    fn can_write_eof(&self) -> bool {
+        self.t.can_write_eof()
+    }
+    fn pause_reading(&mut self) {
+        self.t.pause_reading()
+    }
+    fn resume_reading(&mut self) {
+        self.t.resume_reading()
+    }
+    fn is_reading(&self) -> bool {
+        self.t.is_reading()
+    }
+    fn is_closing(&self) -> bool {
+        self.t.is_closing()
+    }
+    fn write_buffer_size(&self) -> usize {
+        self.t.write_buffer_size()
+    }
+    fn set_write_buffer_limits(&mut self, high: usize, low: usize) {
+        self.t.set_write_buffer_limits(high, low)
+    }
+    fn write_buffer_limits(&self) -> (usize, usize) {
+        self.t.write_buffer_limits()
+    }
+    fn peer(&self) -> Address {
+        self.t.peer()
+    }
+    fn host(&self) -> Address {
+        self.t.host()
+    }
+    fn id(&self) -> ConnId {
+        self.t.id()
+    }
+    fn reactor(&mut self) -> &mut Reactor {
+        self.t.reactor()
+    }
+    fn set_nodelay(&mut self, on: bool) -> io::Result<()> {
+        self.t.set_nodelay(on)
+    }
+    fn set_keepalive(&mut self, idle: Option<Duration>) -> io::Result<()> {
+        self.t.set_keepalive(idle)
+    }
+    fn tls_info(&self) -> Option<&TlsInfo> {
+        self.t.tls_info()
+    }
+    fn upgrade(&mut self, upgrade: Upgrade) {
+        // STARTTLS: what is still buffered arrived in plaintext before the
+        // handshake and must never be interpreted.
+        self.st.discard_input();
+        self.t.upgrade(upgrade)
+    }
+}

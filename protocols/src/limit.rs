@@ -1,0 +1,161 @@
+//! A cap on simultaneous connections per factory (Twisted's
+//! `policies.LimitTotalConnectionsFactory`).
+//!
+//! [`LimitConnections`] wraps a [`Factory`]: past the cap, new connections
+//! are refused (the listener closes them at once) or handed to an overflow
+//! protocol, e.g. one that writes "busy" and closes. The count goes down when
+//! a connection's `connection_lost` runs (or, failing that, when its protocol
+//! is dropped), so it never leaks.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use twistor_reactor::{Address, Factory, Protocol, ProtocolCall, Reason, Transport};
+
+type OverflowFn = Box<dyn FnMut(&Address) -> Option<Box<dyn Protocol>>>;
+
+/// Wraps a factory and allows at most `max` of its connections at once.
+///
+/// ```
+/// use twistor_protocols::{Echo, LimitConnections};
+/// use twistor_reactor::{Address, Factory};
+///
+/// let mut f = LimitConnections::new(|_: &Address| Echo, 2);
+/// let count = f.counter();
+/// let a = f.build_protocol(&Address::Unknown);
+/// let b = f.build_protocol(&Address::Unknown);
+/// assert!(a.is_some() && b.is_some());
+/// assert!(f.build_protocol(&Address::Unknown).is_none()); // over the limit
+/// assert_eq!(count.get(), 2);
+/// drop(a); // (normally: its connection_lost)
+/// assert_eq!(count.get(), 1);
+/// assert!(f.build_protocol(&Address::Unknown).is_some());
+/// ```
+pub struct LimitConnections<F: Factory> {
+    inner: F,
+    max: usize,
+    active: Rc<Cell<usize>>,
+    overflow: Option<OverflowFn>,
+    warned: bool,
+}
+
+/// A live count of a [`LimitConnections`] factory's connections (readable
+/// after the factory has moved into a listener).
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionCounter(Rc<Cell<usize>>);
+
+impl ConnectionCounter {
+    /// Connections open right now.
+    pub fn get(&self) -> usize {
+        self.0.get()
+    }
+}
+
+impl<F: Factory> LimitConnections<F> {
+    /// Allow at most `max` connections from `inner` at once.
+    pub fn new(inner: F, max: usize) -> Self {
+        LimitConnections {
+            inner,
+            max,
+            active: Rc::new(Cell::new(0)),
+            overflow: None,
+            warned: false,
+        }
+    }
+
+    /// Serve connections over the limit with `overflow`'s protocol instead
+    /// of refusing them (Twisted's `overflowProtocol`). They are not counted.
+    ///
+    /// ```
+    /// use twistor_protocols::{Echo, LimitConnections, Qotd};
+    /// use twistor_reactor::{Address, Factory};
+    /// let mut f = LimitConnections::new(|_: &Address| Echo, 0)
+    ///     .with_overflow(|_: &Address| Qotd::new("Too busy, try again later."));
+    /// assert!(f.build_protocol(&Address::Unknown).is_some());
+    /// ```
+    pub fn with_overflow<P: Protocol>(mut self, mut overflow: impl FnMut(&Address) -> P + 'static) -> Self {
+        self.overflow = Some(Box::new(move |a| Some(Box::new(overflow(a)))));
+        self
+    }
+
+    /// A handle on the number of open connections.
+    pub fn counter(&self) -> ConnectionCounter {
+        ConnectionCounter(self.active.clone())
+    }
+
+    /// Connections open right now.
+    pub fn active(&self) -> usize {
+        self.active.get()
+    }
+}
+
+impl<F: Factory> Factory for LimitConnections<F> {
+    fn build_protocol(&mut self, addr: &Address) -> Option<Box<dyn Protocol>> {
+        if self.active.get() >= self.max {
+            if !self.warned {
+                log::warn!(
+                    "connection limit ({}) reached: refusing new connections",
+                    self.max
+                );
+                self.warned = true;
+            } else {
+                log::debug!("{addr}: over the connection limit ({}); refused", self.max);
+            }
+            return self.overflow.as_mut().and_then(|f| f(addr));
+        }
+        self.warned = false;
+        let inner = self.inner.build_protocol(addr)?;
+        self.active.set(self.active.get() + 1);
+        Some(Box::new(Counted {
+            inner,
+            active: Some(self.active.clone()),
+        }))
+    }
+}
+
+/// A counted connection's protocol: forwards everything, counts down once.
+struct Counted {
+    inner: Box<dyn Protocol>,
+    active: Option<Rc<Cell<usize>>>,
+}
+
+impl Counted {
+    fn release(&mut self) {
+        if let Some(a) = self.active.take() {
+            a.set(a.get().saturating_sub(1));
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl Protocol for Counted {
+    fn connection_made(&mut self, t: &mut dyn Transport) {
+        self.inner.connection_made(t);
+    }
+    fn data_received(&mut self, t: &mut dyn Transport, data: &[u8]) {
+        self.inner.data_received(t, data);
+    }
+    fn eof_received(&mut self, t: &mut dyn Transport) -> bool {
+        self.inner.eof_received(t)
+    }
+    fn connection_lost(&mut self, t: &mut dyn Transport, reason: &Reason) {
+        self.release();
+        self.inner.connection_lost(t, reason);
+    }
+    fn pause_writing(&mut self, t: &mut dyn Transport) {
+        self.inner.pause_writing(t);
+    }
+    fn resume_writing(&mut self, t: &mut dyn Transport) {
+        self.inner.resume_writing(t);
+    }
+    fn route_call(&mut self, t: &mut dyn Transport, call: ProtocolCall) -> Option<ProtocolCall> {
+        let call = self.inner.route_call(t, call)?;
+        call(&mut *self.inner, t);
+        None
+    }
+}

@@ -1,0 +1,581 @@
+//! `LineReceiver`: a protocol that splits its input into lines (Twisted's
+//! `twisted.protocols.basic.LineReceiver`).
+//!
+//! You write a [`LineHandler`] (`line_received`, and `raw_data_received` if
+//! the protocol switches to raw mode); [`LineReceiver`] wraps it into a
+//! [`Protocol`] that works over any transport: TCP, TLS, Unix sockets or the
+//! in-memory test pair.
+//!
+//! - The delimiter is `\r\n` by default ([`LineReceiver::with_delimiter`]).
+//! - Lines are bounded: a line longer than [`DEFAULT_MAX_LINE_LENGTH`]
+//!   ([`LineReceiver::with_max_length`]) goes to
+//!   [`LineHandler::line_length_exceeded`], which by default logs it and
+//!   closes the connection with [`Reason::Limit`]. If an override keeps the
+//!   connection open, the over-long line is skipped up to the next
+//!   delimiter. Memory per connection stays below the limit.
+//! - [`LineControl::set_raw_mode`] / [`LineControl::set_line_mode`] switch
+//!   framing in the middle of a chunk: the bytes after the line that asked
+//!   for raw mode go to `raw_data_received`, and the bytes a raw handler
+//!   hands back with [`LineControl::set_line_mode_with`] are split into lines
+//!   again.
+//! - As in Twisted, lines still buffered are not delivered while the
+//!   transport is closing or reading is paused; they are delivered once
+//!   reading resumes through [`LineReceiver::resume_reading`] (or any
+//!   [`LineReceiver::with_handler`] call).
+//! - Buffered input is discarded, never interpreted, when the handler starts
+//!   TLS (see [`Control`]) or calls [`Control::clear_buffer`].
+
+use std::mem;
+
+use twistor_reactor::{Protocol, Reason, Transport};
+
+use crate::control::{Control, FramingState};
+
+/// Default maximum line length in bytes, delimiter excluded (Twisted's
+/// `LineReceiver.MAX_LENGTH`).
+pub const DEFAULT_MAX_LINE_LENGTH: usize = 16 * 1024;
+
+/// The handle a [`LineHandler`]'s callbacks receive: the transport (it is a
+/// [`Transport`]) plus the line framing's controls.
+///
+/// ```
+/// use twistor_protocols::{LineControl, LineReceiver};
+/// use twistor_reactor::{testing::StringTransport, Protocol};
+///
+/// // A closure is a line handler too.
+/// let mut p = LineReceiver::new(|c: &mut LineControl<'_>, line: &[u8]| {
+///     c.send_line(&line.to_ascii_uppercase());
+/// });
+/// let mut t = StringTransport::new();
+/// p.data_received(&mut t, b"hello\r\nworld\r\n");
+/// assert_eq!(t.value(), b"HELLO\r\nWORLD\r\n");
+/// ```
+pub type LineControl<'a> = Control<'a, LineState>;
+
+/// The line framing's state, reached through a [`LineControl`].
+#[derive(Debug, Clone)]
+pub struct LineState {
+    delimiter: Vec<u8>,
+    max_length: usize,
+    raw: bool,
+    discard: bool,
+    /// Inside an over-long line: drop bytes up to the next delimiter.
+    skipping: bool,
+    /// Bytes a raw handler gave back with `set_line_mode_with`.
+    pushback: Option<Vec<u8>>,
+    /// How much of the buffered tail is known to hold no delimiter.
+    scanned: usize,
+}
+
+impl FramingState for LineState {
+    fn discard_input(&mut self) {
+        self.discard = true;
+    }
+}
+
+impl Control<'_, LineState> {
+    /// Write `line` followed by the delimiter (Twisted's `sendLine`).
+    ///
+    /// ```
+    /// # use twistor_protocols::{LineControl, LineReceiver};
+    /// # use twistor_reactor::{testing::StringTransport, Protocol};
+    /// let mut p = LineReceiver::new(|c: &mut LineControl<'_>, _: &[u8]| c.send_line(b"ok"))
+    ///     .with_delimiter(b"\n");
+    /// let mut t = StringTransport::new();
+    /// p.data_received(&mut t, b"x\n");
+    /// assert_eq!(t.value(), b"ok\n");
+    /// ```
+    pub fn send_line(&mut self, line: &[u8]) {
+        self.t.write_sequence(&[line, &self.st.delimiter]);
+    }
+
+    /// Switch to raw mode: from the next byte on, input goes to
+    /// [`LineHandler::raw_data_received`] unsplit, starting with whatever
+    /// followed the current line in the buffer (Twisted's `setRawMode`).
+    ///
+    /// ```
+    /// # use twistor_protocols::{LineControl, LineHandler, LineReceiver};
+    /// # use twistor_reactor::{testing::StringTransport, Protocol};
+    /// #[derive(Default)]
+    /// struct Upload { body: Vec<u8> }
+    /// impl LineHandler for Upload {
+    ///     fn line_received(&mut self, c: &mut LineControl<'_>, line: &[u8]) {
+    ///         if line == b"BODY" { c.set_raw_mode() }
+    ///     }
+    ///     fn raw_data_received(&mut self, _: &mut LineControl<'_>, data: &[u8]) {
+    ///         self.body.extend_from_slice(data);
+    ///     }
+    /// }
+    /// let mut p = LineReceiver::new(Upload::default());
+    /// p.data_received(&mut StringTransport::new(), b"BODY\r\nraw\r\nbytes");
+    /// assert_eq!(p.handler().body, b"raw\r\nbytes");
+    /// ```
+    pub fn set_raw_mode(&mut self) {
+        self.st.raw = true;
+        self.st.skipping = false;
+    }
+
+    /// Switch back to line mode (Twisted's `setLineMode()`): input from the
+    /// next chunk on is split into lines. From inside
+    /// `raw_data_received`, use [`set_line_mode_with`](Self::set_line_mode_with)
+    /// to hand back the part of the chunk you did not consume.
+    pub fn set_line_mode(&mut self) {
+        self.st.raw = false;
+    }
+
+    /// Switch back to line mode, and split `rest` into lines before any
+    /// later input (Twisted's `setLineMode(extra)`). A raw handler calls it
+    /// with the unconsumed tail of the data it was given.
+    ///
+    /// ```
+    /// # use twistor_protocols::{LineControl, LineHandler, LineReceiver};
+    /// # use twistor_reactor::{testing::StringTransport, Protocol};
+    /// /// "DATA n" is followed by n raw bytes, then lines again.
+    /// #[derive(Default)]
+    /// struct Sized { want: usize, got: Vec<Vec<u8>> }
+    /// impl LineHandler for Sized {
+    ///     fn line_received(&mut self, c: &mut LineControl<'_>, line: &[u8]) {
+    ///         if let Some(n) = line.strip_prefix(b"DATA ") {
+    ///             self.want = std::str::from_utf8(n).unwrap().parse().unwrap();
+    ///             c.set_raw_mode();
+    ///         } else {
+    ///             self.got.push(line.to_vec());
+    ///         }
+    ///     }
+    ///     fn raw_data_received(&mut self, c: &mut LineControl<'_>, data: &[u8]) {
+    ///         let (body, rest) = data.split_at(self.want.min(data.len()));
+    ///         self.want -= body.len();
+    ///         self.got.push(body.to_vec());
+    ///         if self.want == 0 {
+    ///             c.set_line_mode_with(rest);
+    ///         }
+    ///     }
+    /// }
+    /// let mut p = LineReceiver::new(Sized::default());
+    /// p.data_received(&mut StringTransport::new(), b"DATA 3\r\nabcnext\r\n");
+    /// assert_eq!(p.handler().got, [b"abc".to_vec(), b"next".to_vec()]);
+    /// ```
+    pub fn set_line_mode_with(&mut self, rest: &[u8]) {
+        self.st.raw = false;
+        if !rest.is_empty() {
+            self.st
+                .pushback
+                .get_or_insert_with(Vec::new)
+                .extend_from_slice(rest);
+        }
+    }
+
+    /// Whether raw mode is on.
+    pub fn is_raw_mode(&self) -> bool {
+        self.st.raw
+    }
+
+    /// The delimiter.
+    pub fn delimiter(&self) -> &[u8] {
+        &self.st.delimiter
+    }
+
+    /// Change the delimiter for the lines that follow.
+    ///
+    /// # Panics
+    /// If `delimiter` is empty.
+    pub fn set_delimiter(&mut self, delimiter: &[u8]) {
+        assert!(!delimiter.is_empty(), "a line delimiter cannot be empty");
+        self.st.delimiter = delimiter.to_vec();
+        self.st.scanned = 0;
+    }
+
+    /// The maximum line length.
+    pub fn max_length(&self) -> usize {
+        self.st.max_length
+    }
+
+    /// Change the maximum line length.
+    pub fn set_max_length(&mut self, max: usize) {
+        self.st.max_length = max;
+    }
+}
+
+/// A line protocol's callbacks, run by a [`LineReceiver`]. Only
+/// [`line_received`](LineHandler::line_received) is required.
+///
+/// Any `FnMut(&mut LineControl, &[u8])` closure is a line handler.
+///
+/// ```
+/// use twistor_protocols::{LineControl, LineHandler, LineReceiver};
+/// use twistor_reactor::{testing::StringTransport, Protocol, Reason, Transport};
+///
+/// /// A tiny chat-style command protocol.
+/// struct Commands;
+/// impl LineHandler for Commands {
+///     fn connection_made(&mut self, c: &mut LineControl<'_>) {
+///         c.send_line(b"welcome");
+///     }
+///     fn line_received(&mut self, c: &mut LineControl<'_>, line: &[u8]) {
+///         match line {
+///             b"quit" => c.lose_connection(),
+///             other => c.send_line(other),
+///         }
+///     }
+///     fn connection_lost(&mut self, _: &mut LineControl<'_>, reason: &Reason) {
+///         println!("gone: {reason}");
+///     }
+/// }
+///
+/// let mut t = StringTransport::new();
+/// let mut p = LineReceiver::new(Commands);
+/// p.connection_made(&mut t);
+/// p.data_received(&mut t, b"hi\r\nquit\r\nignored\r\n");
+/// assert_eq!(t.value(), b"welcome\r\nhi\r\n");
+/// assert!(t.disconnecting());
+/// ```
+pub trait LineHandler: 'static {
+    /// The connection is up (after the TLS handshake, if any).
+    fn connection_made(&mut self, c: &mut LineControl<'_>) {
+        let _ = c;
+    }
+
+    /// A complete line arrived, without its delimiter. It borrows the
+    /// receiver's buffer: copy what you keep.
+    fn line_received(&mut self, c: &mut LineControl<'_>, line: &[u8]);
+
+    /// Data arrived in raw mode. The default drops it (with a debug log).
+    fn raw_data_received(&mut self, c: &mut LineControl<'_>, data: &[u8]) {
+        log::debug!(
+            "{}: {} raw byte(s) dropped: raw_data_received not implemented",
+            c.id(),
+            data.len()
+        );
+    }
+
+    /// A line longer than the maximum arrived; `line` holds its first
+    /// `max_length + 1` bytes. The default logs it and closes the connection
+    /// with [`Reason::Limit`]. If an override leaves the connection open, the
+    /// rest of the over-long line is skipped.
+    fn line_length_exceeded(&mut self, c: &mut LineControl<'_>, line: &[u8]) {
+        let _ = line;
+        let max = c.max_length();
+        log::warn!(
+            "{}: {} sent a line longer than {max} bytes; closing",
+            c.id(),
+            c.peer()
+        );
+        c.lose_connection_with(Reason::Limit(format!("line longer than {max} bytes")));
+    }
+
+    /// The peer half-closed. Return `true` to keep the connection open for
+    /// writing. A partial last line (no delimiter) is dropped, as in Twisted.
+    fn eof_received(&mut self, c: &mut LineControl<'_>) -> bool {
+        let _ = c;
+        false
+    }
+
+    /// The connection is gone.
+    fn connection_lost(&mut self, c: &mut LineControl<'_>, reason: &Reason) {
+        let _ = (c, reason);
+    }
+
+    /// The write buffer is over its high-water mark.
+    fn pause_writing(&mut self, c: &mut LineControl<'_>) {
+        let _ = c;
+    }
+
+    /// The write buffer drained.
+    fn resume_writing(&mut self, c: &mut LineControl<'_>) {
+        let _ = c;
+    }
+}
+
+impl<F> LineHandler for F
+where
+    F: FnMut(&mut LineControl<'_>, &[u8]) + 'static,
+{
+    fn line_received(&mut self, c: &mut LineControl<'_>, line: &[u8]) {
+        self(c, line)
+    }
+}
+
+/// A [`Protocol`] that splits input into lines for a [`LineHandler`]
+/// (Twisted's `LineReceiver`). See the [module docs](self).
+///
+/// ```
+/// use twistor_protocols::{LineControl, LineHandler, LineReceiver};
+/// use twistor_reactor::{testing::StringTransport, Protocol};
+///
+/// struct Shout;
+/// impl LineHandler for Shout {
+///     fn line_received(&mut self, c: &mut LineControl<'_>, line: &[u8]) {
+///         c.send_line(&line.to_ascii_uppercase());
+///     }
+/// }
+///
+/// // A factory for listen_tcp: `|_: &Address| LineReceiver::new(Shout)`.
+/// let mut p = LineReceiver::new(Shout).with_max_length(1024);
+/// let mut t = StringTransport::new();
+/// p.data_received(&mut t, b"hel");
+/// p.data_received(&mut t, b"lo\r\n");
+/// assert_eq!(t.value(), b"HELLO\r\n");
+/// ```
+pub struct LineReceiver<H: LineHandler> {
+    handler: H,
+    st: LineState,
+    buf: Vec<u8>,
+}
+
+impl<H: LineHandler> LineReceiver<H> {
+    /// Wrap `handler`, with the `\r\n` delimiter and the default maximum line
+    /// length.
+    pub fn new(handler: H) -> Self {
+        LineReceiver {
+            handler,
+            st: LineState {
+                delimiter: b"\r\n".to_vec(),
+                max_length: DEFAULT_MAX_LINE_LENGTH,
+                raw: false,
+                discard: false,
+                skipping: false,
+                pushback: None,
+                scanned: 0,
+            },
+            buf: Vec::new(),
+        }
+    }
+
+    /// Use another delimiter (e.g. `b"\n"`).
+    ///
+    /// # Panics
+    /// If `delimiter` is empty.
+    pub fn with_delimiter(mut self, delimiter: &[u8]) -> Self {
+        assert!(!delimiter.is_empty(), "a line delimiter cannot be empty");
+        self.st.delimiter = delimiter.to_vec();
+        self
+    }
+
+    /// Set the maximum line length (delimiter excluded).
+    pub fn with_max_length(mut self, max: usize) -> Self {
+        self.st.max_length = max;
+        self
+    }
+
+    /// The handler.
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// The handler, mutably (use [`with_handler`](Self::with_handler) when
+    /// the handler needs the connection).
+    pub fn handler_mut(&mut self) -> &mut H {
+        &mut self.handler
+    }
+
+    /// Input received and not delivered yet (a partial line, or lines held
+    /// back while reading is paused).
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Run `f` with the handler and a [`LineControl`] for this connection,
+    /// then deliver whatever the change made deliverable (buffered lines
+    /// after a resume, buffered bytes after a switch to raw mode). This is
+    /// how code outside a callback (a timer, another connection through
+    /// `call_on`) talks to a line protocol.
+    ///
+    /// ```
+    /// use twistor_protocols::{LineControl, LineReceiver};
+    /// use twistor_reactor::{testing::StringTransport, Protocol, Transport};
+    ///
+    /// type Chat = LineReceiver<fn(&mut LineControl<'_>, &[u8])>;
+    /// fn on_line(_: &mut LineControl<'_>, _: &[u8]) {}
+    ///
+    /// let mut p: Box<dyn Protocol> = Box::new(Chat::new(on_line));
+    /// let mut t = StringTransport::new();
+    /// // What `reactor.call_on(id, |p, t| ...)` would run:
+    /// let chat = p.downcast_mut::<Chat>().unwrap();
+    /// chat.with_handler(&mut t, |_, c| c.send_line(b"<alice> hi"));
+    /// assert_eq!(t.value(), b"<alice> hi\r\n");
+    /// ```
+    pub fn with_handler<R>(
+        &mut self,
+        t: &mut dyn Transport,
+        f: impl FnOnce(&mut H, &mut LineControl<'_>) -> R,
+    ) -> R {
+        let out = f(&mut self.handler, &mut Control::new(t, &mut self.st));
+        self.process(t, &[]);
+        out
+    }
+
+    /// Resume reading on the transport and deliver the lines held back
+    /// while it was paused (Twisted's `resumeProducing`).
+    ///
+    /// ```
+    /// # use twistor_protocols::{LineControl, LineReceiver};
+    /// # use twistor_reactor::{testing::StringTransport, Protocol, Transport};
+    /// let mut p = LineReceiver::new(|c: &mut LineControl<'_>, line: &[u8]| {
+    ///     c.send_line(line);
+    ///     c.pause_reading(); // one line at a time
+    /// });
+    /// let mut t = StringTransport::new();
+    /// p.data_received(&mut t, b"a\r\nb\r\n");
+    /// assert_eq!(t.value(), b"a\r\n");
+    /// p.resume_reading(&mut t);
+    /// assert_eq!(t.value(), b"a\r\nb\r\n");
+    /// ```
+    pub fn resume_reading(&mut self, t: &mut dyn Transport) {
+        t.resume_reading();
+        self.process(t, &[]);
+    }
+
+    /// Frame `data` (after what is buffered), then settle discards and
+    /// hand-backs.
+    fn process(&mut self, t: &mut dyn Transport, data: &[u8]) {
+        if self.buf.is_empty() {
+            let n = self.run(t, data);
+            self.buf.extend_from_slice(&data[n..]);
+        } else {
+            self.buf.extend_from_slice(data);
+            let mut work = mem::take(&mut self.buf);
+            let n = self.run(t, &work);
+            work.drain(..n);
+            self.buf = work;
+        }
+        loop {
+            if self.st.discard {
+                if !self.buf.is_empty() || self.st.pushback.is_some() {
+                    log::debug!("{}: discarding {} buffered byte(s)", t.id(), self.buf.len());
+                }
+                self.buf.clear();
+                self.st.pushback = None;
+                self.st.discard = false;
+                self.st.skipping = false;
+                self.st.scanned = 0;
+                return;
+            }
+            let Some(mut work) = self.st.pushback.take() else {
+                return;
+            };
+            work.extend_from_slice(&self.buf);
+            self.buf.clear();
+            self.st.scanned = 0;
+            let n = self.run(t, &work);
+            work.drain(..n);
+            self.buf = work;
+        }
+    }
+
+    /// Deliver what `input` holds; returns how many bytes were consumed.
+    fn run(&mut self, t: &mut dyn Transport, input: &[u8]) -> usize {
+        let mut pos = 0;
+        let mut hint = mem::take(&mut self.st.scanned);
+        loop {
+            if self.st.discard || self.st.pushback.is_some() || t.is_closing() || !t.is_reading() {
+                return pos;
+            }
+            let rest = &input[pos..];
+            if rest.is_empty() {
+                return pos;
+            }
+            if self.st.raw {
+                pos = input.len();
+                self.handler
+                    .raw_data_received(&mut Control::new(t, &mut self.st), rest);
+                continue;
+            }
+            let dlen = self.st.delimiter.len();
+            let from = mem::take(&mut hint).min(rest.len());
+            match find(&rest[from..], &self.st.delimiter) {
+                Some(i) => {
+                    let line = &rest[..from + i];
+                    pos += from + i + dlen;
+                    if mem::take(&mut self.st.skipping) {
+                        continue;
+                    }
+                    let max = self.st.max_length;
+                    let mut c = Control::new(t, &mut self.st);
+                    if line.len() > max {
+                        self.handler.line_length_exceeded(&mut c, &line[..max + 1]);
+                    } else {
+                        self.handler.line_received(&mut c, line);
+                    }
+                }
+                None => {
+                    // A partial delimiter may end `rest`: keep it.
+                    let keep = (dlen - 1).min(rest.len());
+                    if self.st.skipping {
+                        return input.len() - keep;
+                    }
+                    let max = self.st.max_length;
+                    if rest.len() <= max.saturating_add(dlen - 1) {
+                        self.st.scanned = rest.len() - keep;
+                        return pos;
+                    }
+                    // The line under way is over-long already.
+                    self.st.skipping = true;
+                    pos = input.len() - keep;
+                    self.handler
+                        .line_length_exceeded(&mut Control::new(t, &mut self.st), &rest[..max + 1]);
+                }
+            }
+        }
+    }
+}
+
+/// Where `needle` (not empty) first occurs in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    let (&first, tail) = needle.split_first()?;
+    let mut from = 0;
+    while let Some(off) = hay[from..].iter().position(|&b| b == first) {
+        let at = from + off;
+        let end = at + needle.len();
+        if end > hay.len() {
+            return None;
+        }
+        if &hay[at + 1..end] == tail {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+impl<H: LineHandler> Protocol for LineReceiver<H> {
+    fn connection_made(&mut self, t: &mut dyn Transport) {
+        self.with_handler(t, |h, c| h.connection_made(c));
+    }
+
+    fn data_received(&mut self, t: &mut dyn Transport, data: &[u8]) {
+        self.process(t, data);
+    }
+
+    fn eof_received(&mut self, t: &mut dyn Transport) -> bool {
+        self.handler.eof_received(&mut Control::new(t, &mut self.st))
+    }
+
+    fn connection_lost(&mut self, t: &mut dyn Transport, reason: &Reason) {
+        self.buf = Vec::new();
+        self.handler
+            .connection_lost(&mut Control::new(t, &mut self.st), reason);
+    }
+
+    fn pause_writing(&mut self, t: &mut dyn Transport) {
+        self.handler.pause_writing(&mut Control::new(t, &mut self.st));
+    }
+
+    fn resume_writing(&mut self, t: &mut dyn Transport) {
+        self.handler.resume_writing(&mut Control::new(t, &mut self.st));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find;
+
+    #[test]
+    fn find_delimiters() {
+        assert_eq!(find(b"abc\r\n", b"\r\n"), Some(3));
+        assert_eq!(find(b"a\rb\r\n", b"\r\n"), Some(3));
+        assert_eq!(find(b"abc\r", b"\r\n"), None);
+        assert_eq!(find(b"", b"\n"), None);
+        assert_eq!(find(b"xaaa", b"aa"), Some(1));
+        assert_eq!(find(b"\n", b"\n"), Some(0));
+    }
+}

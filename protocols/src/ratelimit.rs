@@ -1,0 +1,329 @@
+//! Per-peer rate limiting: a token bucket per client IP address.
+//!
+//! [`RateLimiter`] is the reusable part: `try_acquire(ip, now)` takes a
+//! token from that address's bucket or says how long to wait. Protocols
+//! call it per request (a Gemini server answers `44 SLOW DOWN`);
+//! [`LimitConnectionRate`] wraps a factory to limit new connections per
+//! address. Time comes from the caller (`t.reactor().now()`), so the manual
+//! clock drives it in tests.
+//!
+//! Memory is bounded: at most [`RateLimiter::with_max_tracked`] addresses
+//! are tracked. When the table is full, buckets that have refilled (which
+//! are exactly like a fresh bucket, so forgetting them loses nothing) are
+//! dropped first, then the longest-idle ones. IPv4-mapped IPv6 addresses
+//! count as IPv4, and IPv6 addresses are keyed by their /64 network by
+//! default, since one host usually holds a whole /64
+//! ([`RateLimiter::with_ipv6_prefix`]).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use twistor_reactor::{Address, Factory, Protocol, ProtocolCall, Reason, Transport};
+
+/// Default number of addresses a [`RateLimiter`] tracks.
+pub const DEFAULT_MAX_TRACKED: usize = 10_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// Token buckets keyed by IP address (see the [module docs](self)).
+///
+/// Each address may do `burst` things at once and `rate` per second in the
+/// long run.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use twistor_protocols::RateLimiter;
+///
+/// let mut limiter = RateLimiter::new(2.0, 3.0); // 2/s, bursts of 3
+/// let ip = "192.0.2.7".parse().unwrap();
+/// let t0 = Instant::now();
+/// for _ in 0..3 {
+///     assert!(limiter.try_acquire(ip, t0).is_ok());
+/// }
+/// let wait = limiter.try_acquire(ip, t0).unwrap_err();
+/// assert_eq!(wait, Duration::from_millis(500));
+/// assert!(limiter.try_acquire(ip, t0 + wait).is_ok());
+/// ```
+#[derive(Debug, Clone)]
+pub struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    max_tracked: usize,
+    ipv6_prefix: u8,
+    buckets: HashMap<IpAddr, Bucket>,
+}
+
+impl RateLimiter {
+    /// `rate` tokens per second, up to `burst` saved up. Negative or NaN
+    /// values count as zero.
+    pub fn new(rate: f64, burst: f64) -> RateLimiter {
+        let clean = |x: f64| if x.is_nan() || x < 0.0 { 0.0 } else { x };
+        RateLimiter {
+            rate: clean(rate),
+            burst: clean(burst),
+            max_tracked: DEFAULT_MAX_TRACKED,
+            ipv6_prefix: 64,
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// Track at most `n` addresses (at least 1).
+    pub fn with_max_tracked(mut self, n: usize) -> Self {
+        self.max_tracked = n.max(1);
+        self
+    }
+
+    /// Key IPv6 addresses by their first `bits` bits (default 64; 128 keys
+    /// each address on its own).
+    pub fn with_ipv6_prefix(mut self, bits: u8) -> Self {
+        self.ipv6_prefix = bits.min(128);
+        self
+    }
+
+    /// Addresses tracked right now.
+    pub fn tracked(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// Take one token for `ip` at time `now`; if there is none, the error
+    /// says how long until there is.
+    pub fn try_acquire(&mut self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        self.try_acquire_n(ip, now, 1.0)
+    }
+
+    /// Take `n` tokens for `ip` at time `now` (e.g. bytes for a bandwidth
+    /// limit). A request larger than the burst can never succeed and waits
+    /// [`Duration::MAX`].
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use twistor_protocols::RateLimiter;
+    /// let mut bw = RateLimiter::new(1000.0, 4096.0); // bytes
+    /// let ip = "2001:db8::1".parse().unwrap();
+    /// assert!(bw.try_acquire_n(ip, Instant::now(), 4096.0).is_ok());
+    /// assert!(bw.try_acquire_n(ip, Instant::now(), 5000.0).is_err());
+    /// ```
+    pub fn try_acquire_n(&mut self, ip: IpAddr, now: Instant, n: f64) -> Result<(), Duration> {
+        let key = self.key(ip);
+        if !self.buckets.contains_key(&key) && self.buckets.len() >= self.max_tracked {
+            self.evict(now);
+        }
+        let (rate, burst) = (self.rate, self.burst);
+        let b = self.buckets.entry(key).or_insert(Bucket {
+            tokens: burst,
+            last: now,
+        });
+        let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
+        b.tokens = (b.tokens + elapsed * rate).min(burst);
+        if now > b.last {
+            b.last = now;
+        }
+        if b.tokens >= n {
+            b.tokens -= n;
+            return Ok(());
+        }
+        if n > burst || rate == 0.0 {
+            return Err(Duration::MAX);
+        }
+        Err(Duration::try_from_secs_f64((n - b.tokens) / rate).unwrap_or(Duration::MAX))
+    }
+
+    /// The bucket key for `ip`.
+    fn key(&self, ip: IpAddr) -> IpAddr {
+        match ip.to_canonical() {
+            IpAddr::V6(v6) if self.ipv6_prefix < 128 => {
+                let bits = u128::from(v6);
+                let mask = if self.ipv6_prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - u32::from(self.ipv6_prefix))
+                };
+                IpAddr::V6(Ipv6Addr::from(bits & mask))
+            }
+            other => other,
+        }
+    }
+
+    /// Make room: drop refilled buckets (no information lost), then, if
+    /// that freed less than an eighth of the table, the longest-idle ones.
+    fn evict(&mut self, now: Instant) {
+        let (rate, burst) = (self.rate, self.burst);
+        let before = self.buckets.len();
+        self.buckets.retain(|_, b| {
+            let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
+            b.tokens + elapsed * rate < burst
+        });
+        let want = (self.max_tracked / 8).max(1);
+        let freed = before - self.buckets.len();
+        if freed >= want || self.buckets.len() < self.max_tracked {
+            return;
+        }
+        let mut ages: Vec<(Instant, IpAddr)> = self.buckets.iter().map(|(k, b)| (b.last, *k)).collect();
+        let n = (want - freed).min(ages.len());
+        if n == 0 {
+            return;
+        }
+        ages.select_nth_unstable(n - 1);
+        for (_, k) in &ages[..n] {
+            self.buckets.remove(k);
+        }
+        log::debug!("rate limiter full: forgot {n} idle address(es)");
+    }
+}
+
+type RefusalFn = Rc<dyn Fn(&mut dyn Transport, Duration)>;
+
+/// Wraps a factory and limits how often each IP address may connect, with a
+/// shared [`RateLimiter`]. A connection over the limit never reaches your
+/// protocol: it is closed with [`Reason::Limit`] (after your refusal
+/// message, if you set one). Non-IP connections (Unix sockets) are not
+/// limited.
+///
+/// ```
+/// use twistor_protocols::{Echo, LimitConnectionRate, RateLimiter};
+/// use twistor_reactor::{testing::StringTransport, Address, Factory, Transport};
+///
+/// // 1 connection per second per address, bursts of 2.
+/// let mut f = LimitConnectionRate::new(|_: &Address| Echo, RateLimiter::new(1.0, 2.0))
+///     .with_refusal(|t, wait| t.write(format!("slow down: {}s\r\n", wait.as_secs_f64().ceil()).as_bytes()));
+/// let mut t = StringTransport::new();
+/// for _ in 0..2 {
+///     let mut p = f.build_protocol(&t.peer()).unwrap();
+///     p.connection_made(&mut t);
+/// }
+/// assert!(!t.disconnecting());
+/// let mut p = f.build_protocol(&t.peer()).unwrap();
+/// p.connection_made(&mut t);
+/// assert_eq!(t.value(), b"slow down: 1s\r\n");
+/// assert!(t.disconnecting());
+/// ```
+pub struct LimitConnectionRate<F: Factory> {
+    inner: F,
+    limiter: Rc<RefCell<RateLimiter>>,
+    refusal: Option<RefusalFn>,
+}
+
+impl<F: Factory> LimitConnectionRate<F> {
+    /// Limit `inner`'s connections per address with `limiter`.
+    pub fn new(inner: F, limiter: RateLimiter) -> Self {
+        Self::shared(inner, Rc::new(RefCell::new(limiter)))
+    }
+
+    /// Like [`new`](Self::new), with a limiter shared with other factories
+    /// or protocols (e.g. two listeners counting against one budget).
+    pub fn shared(inner: F, limiter: Rc<RefCell<RateLimiter>>) -> Self {
+        LimitConnectionRate {
+            inner,
+            limiter,
+            refusal: None,
+        }
+    }
+
+    /// Before closing a refused connection, run `refusal` with its
+    /// transport and how long the address should wait.
+    pub fn with_refusal(mut self, refusal: impl Fn(&mut dyn Transport, Duration) + 'static) -> Self {
+        self.refusal = Some(Rc::new(refusal));
+        self
+    }
+
+    /// The limiter, to inspect or share.
+    pub fn limiter(&self) -> Rc<RefCell<RateLimiter>> {
+        self.limiter.clone()
+    }
+}
+
+impl<F: Factory> Factory for LimitConnectionRate<F> {
+    fn build_protocol(&mut self, addr: &Address) -> Option<Box<dyn Protocol>> {
+        let inner = self.inner.build_protocol(addr)?;
+        Some(Box::new(RateGate {
+            inner,
+            limiter: self.limiter.clone(),
+            refusal: self.refusal.clone(),
+            refused: false,
+        }))
+    }
+}
+
+/// Checks the limiter at `connection_made`; a refused connection's inner
+/// protocol sees nothing at all.
+struct RateGate {
+    inner: Box<dyn Protocol>,
+    limiter: Rc<RefCell<RateLimiter>>,
+    refusal: Option<RefusalFn>,
+    refused: bool,
+}
+
+impl Protocol for RateGate {
+    fn connection_made(&mut self, t: &mut dyn Transport) {
+        if let Some(ip) = t.peer().ip() {
+            let now = t.reactor().now();
+            let res = self.limiter.borrow_mut().try_acquire(ip, now);
+            if let Err(wait) = res {
+                self.refused = true;
+                log::debug!("{}: {ip} connects too often; refused (retry in {wait:?})", t.id());
+                if let Some(r) = &self.refusal {
+                    r(t, wait);
+                }
+                t.lose_connection_with(Reason::Limit(format!("{ip}: connection rate limit")));
+                return;
+            }
+        }
+        self.inner.connection_made(t);
+    }
+    fn data_received(&mut self, t: &mut dyn Transport, data: &[u8]) {
+        if !self.refused {
+            self.inner.data_received(t, data);
+        }
+    }
+    fn eof_received(&mut self, t: &mut dyn Transport) -> bool {
+        !self.refused && self.inner.eof_received(t)
+    }
+    fn connection_lost(&mut self, t: &mut dyn Transport, reason: &Reason) {
+        if !self.refused {
+            self.inner.connection_lost(t, reason);
+        }
+    }
+    fn pause_writing(&mut self, t: &mut dyn Transport) {
+        if !self.refused {
+            self.inner.pause_writing(t);
+        }
+    }
+    fn resume_writing(&mut self, t: &mut dyn Transport) {
+        if !self.refused {
+            self.inner.resume_writing(t);
+        }
+    }
+    fn route_call(&mut self, t: &mut dyn Transport, call: ProtocolCall) -> Option<ProtocolCall> {
+        if self.refused {
+            log::debug!("{}: call_on to a refused connection dropped", t.id());
+            return None;
+        }
+        let call = self.inner.route_call(t, call)?;
+        call(&mut *self.inner, t);
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys() {
+        let l = RateLimiter::new(1.0, 1.0);
+        let k = |s: &str| l.key(s.parse().unwrap()).to_string();
+        assert_eq!(k("::ffff:192.0.2.1"), "192.0.2.1");
+        assert_eq!(k("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::");
+        let l = l.with_ipv6_prefix(128);
+        assert_eq!(l.key("2001:db8::5".parse().unwrap()).to_string(), "2001:db8::5");
+        let l = RateLimiter::new(1.0, 1.0).with_ipv6_prefix(0);
+        assert_eq!(l.key("2001:db8::5".parse().unwrap()).to_string(), "::");
+    }
+}

@@ -1,0 +1,364 @@
+//! LineReceiver: framing under any chunking, limits, raw/line mode
+//! hand-over, pausing, closing, discarding buffered input (STARTTLS).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use proptest::prelude::*;
+use twistor_protocols::{LineControl, LineHandler, LineReceiver};
+use twistor_reactor::testing::{MemoryPair, Recorder, StringTransport};
+use twistor_reactor::{Protocol, Reason, Transport};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ev {
+    Line(Vec<u8>),
+    Raw(Vec<u8>),
+    TooLong(Vec<u8>),
+}
+
+/// Records every callback. "RAW n" switches to raw mode for n bytes, then
+/// hands the rest back to line mode. Over-long lines are recorded, and the
+/// connection closed only if `close_on_long`.
+#[derive(Default)]
+struct Log {
+    ev: Vec<Ev>,
+    raw_left: usize,
+    close_on_long: bool,
+    lost: Vec<Reason>,
+}
+
+impl LineHandler for Log {
+    fn line_received(&mut self, c: &mut LineControl<'_>, line: &[u8]) {
+        self.ev.push(Ev::Line(line.to_vec()));
+        if let Some(n) = line.strip_prefix(b"RAW ") {
+            self.raw_left = std::str::from_utf8(n).unwrap().parse().unwrap();
+            if self.raw_left > 0 {
+                c.set_raw_mode();
+            }
+        }
+    }
+    fn raw_data_received(&mut self, c: &mut LineControl<'_>, data: &[u8]) {
+        let (mine, rest) = data.split_at(self.raw_left.min(data.len()));
+        self.raw_left -= mine.len();
+        // Coalesce raw runs so that the events do not depend on chunking.
+        match self.ev.last_mut() {
+            Some(Ev::Raw(v)) => v.extend_from_slice(mine),
+            _ => self.ev.push(Ev::Raw(mine.to_vec())),
+        }
+        if self.raw_left == 0 {
+            c.set_line_mode_with(rest);
+        }
+    }
+    fn line_length_exceeded(&mut self, c: &mut LineControl<'_>, line: &[u8]) {
+        self.ev.push(Ev::TooLong(line.to_vec()));
+        if self.close_on_long {
+            c.lose_connection_with(Reason::Limit("test".into()));
+        }
+    }
+    fn connection_lost(&mut self, _: &mut LineControl<'_>, reason: &Reason) {
+        self.lost.push(reason.clone());
+    }
+}
+
+fn feed<H: LineHandler>(p: &mut LineReceiver<H>, t: &mut StringTransport, data: &[u8], sizes: &[usize]) {
+    let mut pos = 0;
+    let mut i = 0;
+    while pos < data.len() {
+        let n = sizes[i % sizes.len()].max(1).min(data.len() - pos);
+        p.data_received(t, &data[pos..pos + n]);
+        pos += n;
+        i += 1;
+    }
+}
+
+/// The reference: split on the leftmost delimiter, no mode switches.
+fn model(data: &[u8], delim: &[u8], max: usize) -> Vec<Ev> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    loop {
+        match rest.windows(delim.len()).position(|w| w == delim) {
+            Some(i) => {
+                let line = &rest[..i];
+                if line.len() > max {
+                    out.push(Ev::TooLong(line[..max + 1].to_vec()));
+                } else {
+                    out.push(Ev::Line(line.to_vec()));
+                }
+                rest = &rest[i + delim.len()..];
+            }
+            None => {
+                if rest.len() > max + delim.len() - 1 {
+                    out.push(Ev::TooLong(rest[..max + 1].to_vec()));
+                }
+                return out;
+            }
+        }
+    }
+}
+
+fn line_bytes() -> impl Strategy<Value = Vec<u8>> {
+    // A small alphabet full of delimiter pieces, to stress partial matches.
+    prop::collection::vec(prop::sample::select(vec![b'a', b'b', b'\r', b'\n', b'R']), 0..40)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 192, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_chunking_gives_the_same_lines(
+        data in line_bytes(),
+        sizes in prop::collection::vec(1usize..12, 1..20),
+        delim in prop::sample::select(vec![&b"\r\n"[..], b"\n", b"\r\n\r\n", b"ab"]),
+        max in 0usize..12,
+    ) {
+        let expected = model(&data, delim, max);
+        let mut t = StringTransport::new();
+        let mut p = LineReceiver::new(Log::default()).with_delimiter(delim).with_max_length(max);
+        feed(&mut p, &mut t, &data, &sizes);
+        prop_assert_eq!(&p.handler().ev, &expected);
+        // Memory stays bounded by the limit whatever the input.
+        prop_assert!(p.buffered().len() <= max + delim.len());
+    }
+
+    #[test]
+    fn raw_mode_hand_over_is_chunking_independent(
+        parts in prop::collection::vec((line_bytes(), 0usize..9, line_bytes()), 0..6),
+        sizes in prop::collection::vec(1usize..9, 1..20),
+    ) {
+        // Lines, "RAW n" headers followed by n raw bytes (which may contain
+        // delimiters), then lines again.
+        let mut data = Vec::new();
+        for (line, n, raw) in &parts {
+            let line: Vec<u8> = line.iter().copied().filter(|&b| b != b'\n').collect();
+            data.extend_from_slice(&line);
+            data.extend_from_slice(b"\r\n");
+            data.extend_from_slice(format!("RAW {n}\r\n").as_bytes());
+            let mut raw = raw.clone();
+            raw.resize(*n, b'x');
+            data.extend_from_slice(&raw);
+        }
+        let mut whole = LineReceiver::new(Log::default());
+        whole.data_received(&mut StringTransport::new(), &data);
+        let mut chunked = LineReceiver::new(Log::default());
+        feed(&mut chunked, &mut StringTransport::new(), &data, &sizes);
+        prop_assert_eq!(&chunked.handler().ev, &whole.handler().ev);
+        let raw: usize = whole.handler().ev.iter().map(|e| match e { Ev::Raw(v) => v.len(), _ => 0 }).sum();
+        prop_assert_eq!(raw, parts.iter().map(|p| p.1).sum::<usize>());
+    }
+}
+
+#[test]
+fn over_long_line_closes_with_limit_and_stops_delivery() {
+    let mut t = StringTransport::new();
+    let mut p = LineReceiver::new(|c: &mut LineControl<'_>, l: &[u8]| c.send_line(l)).with_max_length(4);
+    p.data_received(&mut t, b"ok\r\ntoolong\r\nafter\r\n");
+    assert_eq!(t.value(), b"ok\r\n");
+    assert!(t.disconnecting());
+    assert!(matches!(t.close_reason(), Some(Reason::Limit(m)) if m.contains("4 bytes")));
+}
+
+#[test]
+fn over_long_partial_line_is_caught_before_its_end() {
+    let mut t = StringTransport::new();
+    let mut p = LineReceiver::new(|_: &mut LineControl<'_>, _: &[u8]| {}).with_max_length(8);
+    for _ in 0..3 {
+        p.data_received(&mut t, b"0123");
+    }
+    assert!(matches!(t.close_reason(), Some(Reason::Limit(_))));
+    assert!(p.buffered().len() <= 9);
+}
+
+#[test]
+fn over_long_line_skipped_when_the_hook_keeps_the_connection() {
+    let mut t = StringTransport::new();
+    let mut p = LineReceiver::new(Log::default()).with_max_length(3);
+    for chunk in [&b"abcdefgh"[..], b"ijklmnop", b"qrs\r\nok\r\n"] {
+        p.data_received(&mut t, chunk);
+    }
+    assert_eq!(
+        p.handler().ev,
+        [Ev::TooLong(b"abcd".to_vec()), Ev::Line(b"ok".to_vec())]
+    );
+    assert!(!t.disconnecting());
+    // While skipping, at most a partial delimiter is kept.
+    p.data_received(&mut t, &[b'z'; 100]);
+    assert!(p.buffered().len() <= 3);
+}
+
+#[test]
+fn over_long_line_over_a_connection_reports_limit() {
+    let (client, record) = Recorder::new();
+    let lost = Rc::new(RefCell::new(Vec::new()));
+    let lost2 = lost.clone();
+    struct Server(Rc<RefCell<Vec<Reason>>>);
+    impl LineHandler for Server {
+        fn line_received(&mut self, c: &mut LineControl<'_>, l: &[u8]) {
+            c.send_line(l);
+        }
+        fn connection_lost(&mut self, _: &mut LineControl<'_>, r: &Reason) {
+            self.0.borrow_mut().push(r.clone());
+        }
+    }
+    let server = LineReceiver::new(Server(lost2)).with_max_length(16);
+    let mut pair = MemoryPair::new(Box::new(client), Box::new(server)).unwrap();
+    pair.pump();
+    pair.with_client(|_, t| {
+        t.write(b"short\r\n");
+        t.write(&[b'x'; 100]);
+    });
+    pair.pump();
+    assert!(pair.is_closed());
+    assert_eq!(record.borrow().data, b"short\r\n");
+    let lost = lost.borrow();
+    assert_eq!(lost.len(), 1);
+    assert!(matches!(&lost[0], Reason::Limit(_)), "{:?}", lost[0]);
+}
+
+#[test]
+fn closing_stops_delivery_of_buffered_lines() {
+    let mut t = StringTransport::new();
+    let mut p = LineReceiver::new(|c: &mut LineControl<'_>, l: &[u8]| {
+        c.send_line(l);
+        if l == b"quit" {
+            c.lose_connection();
+        }
+    });
+    p.data_received(&mut t, b"a\r\nquit\r\nb\r\nc\r\n");
+    assert_eq!(t.value(), b"a\r\nquit\r\n");
+}
+
+#[test]
+fn paused_lines_wait_for_resume() {
+    let mut t = StringTransport::new();
+    let mut p = LineReceiver::new(|c: &mut LineControl<'_>, l: &[u8]| {
+        c.send_line(l);
+        c.pause_reading();
+    });
+    p.data_received(&mut t, b"1\r\n2\r\n3\r\npart");
+    assert_eq!(t.take(), b"1\r\n");
+    assert_eq!(p.buffered(), b"2\r\n3\r\npart");
+    p.resume_reading(&mut t);
+    assert_eq!(t.take(), b"2\r\n");
+    p.resume_reading(&mut t);
+    p.resume_reading(&mut t);
+    assert_eq!(t.take(), b"3\r\n");
+    assert_eq!(p.buffered(), b"part");
+}
+
+#[test]
+fn raw_mode_gets_the_rest_of_the_chunk_and_hands_back() {
+    let mut t = StringTransport::new();
+    let mut p = LineReceiver::new(Log::default());
+    p.data_received(&mut t, b"hello\r\nRAW 5\r\nab\r\ncnext\r\nRAW 2\r\n");
+    p.data_received(&mut t, b"zzlast\r\n");
+    assert_eq!(
+        p.handler().ev,
+        [
+            Ev::Line(b"hello".to_vec()),
+            Ev::Line(b"RAW 5".to_vec()),
+            Ev::Raw(b"ab\r\nc".to_vec()),
+            Ev::Line(b"next".to_vec()),
+            Ev::Line(b"RAW 2".to_vec()),
+            Ev::Raw(b"zz".to_vec()),
+            Ev::Line(b"last".to_vec()),
+        ]
+    );
+}
+
+#[test]
+fn switching_to_raw_from_outside_delivers_the_buffer() {
+    let mut t = StringTransport::new();
+    let mut p = LineReceiver::new(Log::default());
+    p.data_received(&mut t, b"partial line");
+    p.with_handler(&mut t, |h, c| {
+        h.raw_left = 100;
+        c.set_raw_mode();
+    });
+    assert_eq!(p.handler().ev, [Ev::Raw(b"partial line".to_vec())]);
+    assert!(p.buffered().is_empty());
+}
+
+#[test]
+fn clear_buffer_discards_the_rest() {
+    let mut t = StringTransport::new();
+    let mut p = LineReceiver::new(|c: &mut LineControl<'_>, l: &[u8]| {
+        c.send_line(l);
+        if l == b"flush" {
+            c.clear_buffer();
+        }
+    });
+    p.data_received(&mut t, b"a\r\nflush\r\nb\r\npartial");
+    assert_eq!(t.take(), b"a\r\nflush\r\n");
+    assert!(p.buffered().is_empty());
+    p.data_received(&mut t, b"c\r\n");
+    assert_eq!(t.take(), b"c\r\n");
+}
+
+#[test]
+fn starttls_discards_pipelined_plaintext() {
+    // The handler upgrades the connection on STARTTLS (what start_tls does
+    // underneath). Commands pipelined after it in plaintext must never be
+    // interpreted.
+    let mut t = StringTransport::new();
+    let mut p = LineReceiver::new(|c: &mut LineControl<'_>, l: &[u8]| {
+        c.send_line(l);
+        if l == b"STARTTLS" {
+            c.upgrade(Box::new(|old, _| old));
+        }
+    });
+    p.data_received(&mut t, b"EHLO x\r\nSTARTTLS\r\nRCPT TO:<evil>\r\npart");
+    assert_eq!(t.take(), b"EHLO x\r\nSTARTTLS\r\n");
+    assert_eq!(t.upgrade_count(), 1);
+    assert!(p.buffered().is_empty());
+    // What arrives afterwards (through the TLS layer) is framed again.
+    p.data_received(&mut t, b"EHLO y\r\n");
+    assert_eq!(t.take(), b"EHLO y\r\n");
+}
+
+#[test]
+fn custom_delimiter_and_send_line() {
+    let mut t = StringTransport::new();
+    let mut p = LineReceiver::new(|c: &mut LineControl<'_>, l: &[u8]| {
+        assert_eq!(c.delimiter(), b"\n");
+        c.send_line(l);
+    })
+    .with_delimiter(b"\n");
+    p.data_received(&mut t, b"a\r\nb\n");
+    assert_eq!(t.value(), b"a\r\nb\n");
+}
+
+#[test]
+fn call_on_reaches_the_handler_through_with_handler() {
+    type Chat = LineReceiver<Log>;
+    let (client, record) = Recorder::new();
+    let mut pair = MemoryPair::new(Box::new(client), Box::new(Chat::new(Log::default()))).unwrap();
+    pair.pump();
+    pair.with_server(|p, t| {
+        let chat = p.downcast_mut::<Chat>().expect("a line receiver");
+        chat.with_handler(t, |h, c| {
+            h.ev.push(Ev::Line(b"pushed".to_vec()));
+            c.send_line(b"<bob> hello");
+        });
+    });
+    assert_eq!(record.borrow().data, b"<bob> hello\r\n");
+    pair.with_client(|_, t| t.lose_connection());
+    assert!(pair.is_closed());
+    pair.with_server(|_, _| panic!("gone: never delivered"));
+}
+
+#[test]
+fn eof_drops_a_partial_line_and_closes() {
+    let (client, _) = Recorder::new();
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let got2 = got.clone();
+    let server =
+        LineReceiver::new(move |_: &mut LineControl<'_>, l: &[u8]| got2.borrow_mut().push(l.to_vec()));
+    let mut pair = MemoryPair::new(Box::new(client), Box::new(server)).unwrap();
+    pair.pump();
+    pair.with_client(|_, t| {
+        t.write(b"one\r\ntwo");
+        t.write_eof();
+    });
+    assert_eq!(*got.borrow(), [b"one".to_vec()]);
+    assert!(pair.is_closed());
+}

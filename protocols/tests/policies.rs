@@ -1,0 +1,346 @@
+//! Policies: idle timeouts on the manual clock, the connection limit, the
+//! per-address rate limiter, and wrappers that forward every callback.
+
+use std::cell::{Cell, RefCell};
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use twistor_protocols::{
+    IdleTimeout, LimitConnectionRate, LimitConnections, Qotd, RateLimiter, Timeout, TimeoutMixin,
+};
+use twistor_reactor::testing::{MemoryPair, Record, Recorder, StringTransport};
+use twistor_reactor::{Address, Factory, Protocol, Reactor, Reason, Transport};
+
+const S: Duration = Duration::from_secs(1);
+
+/// A client that stops reading at once until told otherwise.
+struct Stubborn;
+impl Protocol for Stubborn {
+    fn connection_made(&mut self, t: &mut dyn Transport) {
+        t.pause_reading();
+    }
+    fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+}
+
+/// Runs every callback through `server` (a wrapper around a Recorder) and
+/// checks the Recorder saw each one exactly as sent.
+fn check_forwards_everything(server: Box<dyn Protocol>, log: Rc<RefCell<Record>>) {
+    let mut pair = MemoryPair::new(Box::new(Stubborn), server).unwrap();
+    pair.pump();
+    assert_eq!(log.borrow().made, 1);
+    // call_on reaches the inner protocol through route_call.
+    let reached = Rc::new(Cell::new(false));
+    let r2 = reached.clone();
+    pair.with_server(move |p, _| r2.set(p.downcast_mut::<Recorder>().is_some()));
+    assert!(reached.get(), "call_on did not reach the wrapped protocol");
+    // pause_writing / resume_writing.
+    pair.with_server(|_, t| t.write(&vec![0; 1 << 20]));
+    assert_eq!(log.borrow().paused, 1);
+    pair.with_client(|_, t| t.resume_reading());
+    assert_eq!(log.borrow().resumed, 1);
+    // data, eof, lost.
+    pair.with_client(|_, t| {
+        t.write(b"data");
+        t.write_eof();
+    });
+    let log = log.borrow();
+    assert_eq!(log.data, b"data");
+    assert_eq!(log.eofs, 1);
+    assert_eq!(log.lost.len(), 1);
+    assert!(pair.is_closed());
+}
+
+#[test]
+fn idle_timeout_forwards_everything() {
+    let (rec, log) = Recorder::new();
+    check_forwards_everything(Box::new(IdleTimeout::new(rec, 10 * S)), log);
+}
+
+#[test]
+fn connection_limit_forwards_everything() {
+    let (rec, log) = Recorder::new();
+    let rec = RefCell::new(Some(rec));
+    let mut f = LimitConnections::new(move |_: &Address| rec.borrow_mut().take().unwrap(), 1);
+    let p = f.build_protocol(&Address::Unknown).unwrap();
+    check_forwards_everything(p, log);
+    assert_eq!(f.active(), 0);
+}
+
+#[test]
+fn rate_limit_forwards_everything() {
+    let (rec, log) = Recorder::new();
+    let rec = RefCell::new(Some(rec));
+    let mut f = LimitConnectionRate::new(
+        move |_: &Address| rec.borrow_mut().take().unwrap(),
+        RateLimiter::new(1.0, 1.0),
+    );
+    let p = f.build_protocol(&Address::Unknown).unwrap();
+    check_forwards_everything(p, log);
+}
+
+#[test]
+fn idle_timeout_resets_on_traffic_and_closes_with_timed_out() {
+    let (client, client_log) = Recorder::new();
+    let (server, server_log) = Recorder::new();
+    let mut pair = MemoryPair::new(Box::new(client), Box::new(IdleTimeout::new(server, 10 * S))).unwrap();
+    pair.pump();
+    for _ in 0..5 {
+        pair.advance(6 * S);
+        pair.with_client(|_, t| t.write(b"."));
+    }
+    assert!(!pair.is_closed(), "traffic every 6 s keeps a 10 s timeout away");
+    pair.advance(9 * S);
+    assert!(!pair.is_closed());
+    pair.advance(S);
+    assert!(pair.is_closed());
+    assert!(matches!(server_log.borrow().lost[..], [Reason::TimedOut]));
+    assert!(client_log.borrow().lost[0].is_clean());
+    assert_eq!(pair.reactor.timer_count(), 0, "no timer left behind");
+}
+
+#[test]
+fn idle_timeout_action_can_keep_the_connection_and_rearms() {
+    let (client, client_log) = Recorder::new();
+    let (server, _) = Recorder::new();
+    let server = IdleTimeout::new(server, 5 * S).with_timeout_action(|_, t| t.write(b"ping\r\n"));
+    let mut pair = MemoryPair::new(Box::new(client), Box::new(server)).unwrap();
+    pair.pump();
+    pair.advance(5 * S);
+    assert_eq!(client_log.borrow().data, b"ping\r\n");
+    // Without traffic the timer stays off; the next data arms it again.
+    pair.advance(20 * S);
+    assert_eq!(client_log.borrow().data, b"ping\r\n");
+    pair.with_client(|_, t| t.write(b"pong"));
+    pair.advance(5 * S);
+    assert_eq!(client_log.borrow().data, b"ping\r\nping\r\n");
+    assert!(!pair.is_closed());
+}
+
+#[test]
+fn lost_connection_cancels_the_idle_timer() {
+    let (client, _) = Recorder::new();
+    let (server, _) = Recorder::new();
+    let mut pair = MemoryPair::new(Box::new(client), Box::new(IdleTimeout::new(server, 10 * S))).unwrap();
+    pair.pump();
+    assert_eq!(pair.reactor.timer_count(), 1);
+    pair.with_client(|_, t| t.lose_connection());
+    assert!(pair.is_closed());
+    assert_eq!(pair.reactor.timer_count(), 0);
+}
+
+#[derive(Default)]
+struct Session {
+    timeout: Timeout,
+    lost: Rc<RefCell<Vec<Reason>>>,
+}
+
+impl TimeoutMixin for Session {
+    fn timeout_state(&mut self) -> &mut Timeout {
+        &mut self.timeout
+    }
+}
+
+impl Protocol for Session {
+    fn connection_made(&mut self, t: &mut dyn Transport) {
+        assert_eq!(self.set_timeout(t, Some(3 * S)), None);
+    }
+    fn data_received(&mut self, t: &mut dyn Transport, data: &[u8]) {
+        match data {
+            b"off" => {
+                self.set_timeout(t, None);
+            }
+            b"long" => {
+                // "off" came first: no timeout was running.
+                assert_eq!(self.set_timeout(t, Some(100 * S)), None);
+            }
+            _ => self.reset_timeout(t),
+        }
+    }
+    fn connection_lost(&mut self, _: &mut dyn Transport, reason: &Reason) {
+        self.lost.borrow_mut().push(reason.clone());
+    }
+}
+
+#[test]
+fn timeout_mixin_set_reset_cancel() {
+    let (client, _) = Recorder::new();
+    let mut pair = MemoryPair::new(Box::new(client), Box::new(Session::default())).unwrap();
+    pair.pump();
+    pair.advance(2 * S);
+    pair.with_client(|_, t| t.write(b"x"));
+    pair.advance(2 * S);
+    assert!(!pair.is_closed(), "reset_timeout postponed it");
+    pair.with_client(|_, t| t.write(b"off"));
+    pair.advance(60 * S);
+    assert!(!pair.is_closed(), "set_timeout(None) cancelled it");
+    pair.with_client(|_, t| t.write(b"long"));
+    pair.advance(99 * S);
+    assert!(!pair.is_closed());
+    pair.with_server(|p, _| {
+        let s = p.downcast_mut::<Session>().unwrap();
+        assert_eq!(s.timeout.period(), Some(100 * S));
+    });
+    pair.advance(S);
+    assert!(pair.is_closed());
+}
+
+#[test]
+fn timeout_mixin_default_action_reports_timed_out() {
+    let (client, client_log) = Recorder::new();
+    let session = Session::default();
+    let lost = session.lost.clone();
+    let mut pair = MemoryPair::new(Box::new(client), Box::new(session)).unwrap();
+    pair.pump();
+    pair.advance(2 * S);
+    assert!(!pair.is_closed());
+    pair.advance(S);
+    assert!(pair.is_closed());
+    assert!(matches!(lost.borrow()[..], [Reason::TimedOut]));
+    assert!(client_log.borrow().lost[0].is_clean());
+}
+
+#[test]
+fn connection_limit_refuses_and_counts_down_on_connection_lost() {
+    let mut f = LimitConnections::new(|_: &Address| Recorder::default(), 2);
+    let counter = f.counter();
+    let mut pairs: Vec<MemoryPair> = (0..2)
+        .map(|_| {
+            let server = f.build_protocol(&Address::Unknown).unwrap();
+            let mut p = MemoryPair::new(Box::new(Recorder::default()), server).unwrap();
+            p.pump();
+            p
+        })
+        .collect();
+    assert_eq!(counter.get(), 2);
+    assert!(f.build_protocol(&Address::Unknown).is_none());
+    assert!(f.build_protocol(&Address::Unknown).is_none());
+    pairs[0].with_client(|_, t| t.lose_connection());
+    assert!(pairs[0].is_closed());
+    assert_eq!(counter.get(), 1, "connection_lost counted down");
+    let third = f.build_protocol(&Address::Unknown);
+    assert!(third.is_some());
+    assert_eq!(counter.get(), 2);
+    drop(third); // never connected: dropping it counts down too
+    assert_eq!(counter.get(), 1);
+    pairs.clear();
+}
+
+#[test]
+fn connection_limit_overflow_protocol() {
+    let mut f = LimitConnections::new(|_: &Address| Recorder::default(), 0)
+        .with_overflow(|_: &Address| Qotd::new("busy"));
+    let server = f.build_protocol(&Address::Unknown).unwrap();
+    let (client, log) = Recorder::new();
+    let mut pair = MemoryPair::new(Box::new(client), server).unwrap();
+    pair.pump();
+    assert_eq!(log.borrow().data, b"busy\r\n");
+    assert!(pair.is_closed());
+    assert_eq!(f.active(), 0);
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn rate_limiter_refills_by_the_manual_clock() {
+    let mut r = Reactor::with_manual_clock().unwrap();
+    let mut l = RateLimiter::new(2.0, 4.0);
+    let a = ip("192.0.2.1");
+    for _ in 0..4 {
+        assert!(l.try_acquire(a, r.now()).is_ok());
+    }
+    assert_eq!(l.try_acquire(a, r.now()), Err(Duration::from_millis(500)));
+    // Another address has its own bucket.
+    assert!(l.try_acquire(ip("192.0.2.2"), r.now()).is_ok());
+    r.advance(Duration::from_millis(499));
+    assert!(l.try_acquire(a, r.now()).is_err());
+    r.advance(Duration::from_millis(1));
+    assert!(l.try_acquire(a, r.now()).is_ok());
+    assert!(l.try_acquire(a, r.now()).is_err());
+    // Refill caps at the burst.
+    r.advance(3600 * S);
+    for _ in 0..4 {
+        assert!(l.try_acquire(a, r.now()).is_ok());
+    }
+    assert!(l.try_acquire(a, r.now()).is_err());
+    // An IPv4 client seen through a dual-stack socket is the same client.
+    assert!(l.try_acquire(ip("::ffff:192.0.2.1"), r.now()).is_err());
+    // Neighbours in one IPv6 /64 share a bucket.
+    let mut l = RateLimiter::new(1.0, 1.0);
+    assert!(l.try_acquire(ip("2001:db8::1"), r.now()).is_ok());
+    assert!(l.try_acquire(ip("2001:db8::2"), r.now()).is_err());
+    assert!(l.try_acquire(ip("2001:db8:0:1::1"), r.now()).is_ok());
+}
+
+#[test]
+fn rate_limiter_memory_is_bounded_and_evicts_refilled_buckets_first() {
+    let mut r = Reactor::with_manual_clock().unwrap();
+    let mut l = RateLimiter::new(1.0, 5.0).with_max_tracked(10);
+    let hot = ip("198.51.100.1");
+    for _ in 0..5 {
+        l.try_acquire(hot, r.now()).unwrap();
+    }
+    for i in 2..11 {
+        l.try_acquire(ip(&format!("198.51.100.{i}")), r.now()).unwrap();
+    }
+    assert_eq!(l.tracked(), 10);
+    // The others refill in 1 s; the hot address needs 5 s.
+    r.advance(2 * S);
+    l.try_acquire(ip("203.0.113.1"), r.now()).unwrap();
+    assert_eq!(l.tracked(), 2, "refilled buckets were forgotten");
+    // The hot address still has only the 2 tokens it earned.
+    assert!(l.try_acquire(hot, r.now()).is_ok());
+    assert!(l.try_acquire(hot, r.now()).is_ok());
+    assert!(l.try_acquire(hot, r.now()).is_err());
+    // A flood of new addresses never grows the table past its cap.
+    for i in 0..5000u32 {
+        let a = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+        let _ = l.try_acquire(a, r.now());
+        assert!(l.tracked() <= 10);
+    }
+}
+
+#[test]
+fn connection_rate_limit_refuses_then_refills() {
+    let log_all = Rc::new(RefCell::new(Vec::new()));
+    let l2 = log_all.clone();
+    let mut f = LimitConnectionRate::new(
+        move |_: &Address| {
+            let (r, l) = Recorder::new();
+            l2.borrow_mut().push(l);
+            r
+        },
+        RateLimiter::new(1.0, 2.0),
+    )
+    .with_refusal(|t, wait| t.write(format!("wait {}ms\r\n", wait.as_millis()).as_bytes()));
+    let peer = Address::Inet("192.0.2.9:5555".parse().unwrap());
+    let mut t = StringTransport::new().with_peer(peer.clone());
+    let mut protos: Vec<Box<dyn Protocol>> = Vec::new();
+    for _ in 0..3 {
+        let mut p = f.build_protocol(&peer).unwrap();
+        p.connection_made(&mut t);
+        protos.push(p);
+    }
+    let made: Vec<usize> = log_all.borrow().iter().map(|l| l.borrow().made).collect();
+    assert_eq!(made, [1, 1, 0], "the third connection never reaches its protocol");
+    assert_eq!(t.value(), b"wait 1000ms\r\n");
+    assert!(matches!(t.close_reason(), Some(Reason::Limit(_))));
+    // A refused connection's protocol hears nothing, not even its end.
+    protos[2].data_received(&mut t, b"ignored");
+    protos[2].connection_lost(&mut t, &Reason::ConnectionDone);
+    let third = log_all.borrow()[2].clone();
+    assert!(third.borrow().data.is_empty() && third.borrow().lost.is_empty());
+    // One second later the address may connect again.
+    t.reactor().advance(S);
+    let mut p = f.build_protocol(&peer).unwrap();
+    p.connection_made(&mut t);
+    assert_eq!(log_all.borrow()[3].borrow().made, 1);
+    // Another address is not affected.
+    let other = Address::Inet("192.0.2.10:1".parse().unwrap());
+    let mut t2 = StringTransport::new().with_peer(other.clone());
+    let mut p = f.build_protocol(&other).unwrap();
+    p.connection_made(&mut t2);
+    assert!(!t2.disconnecting());
+}

@@ -1,0 +1,628 @@
+//! Unix-domain stream sockets: `listen_unix` and `connect_unix` (Twisted's
+//! `listenUNIX` / `connectUNIX`), with exactly the Protocol/Transport API of
+//! TCP.
+//!
+//! Connections run on [`open_stream`] and the listener is the shared accept
+//! loop of every stream listener (budgeted accepts, connection limit,
+//! back-off when descriptors run out); this file only knows how to make Unix
+//! sockets and name their ends.
+//!
+//! # The socket file
+//! - **Stale files.** A server that crashed leaves its socket file behind,
+//!   and binding the path again fails with "address in use". By default
+//!   ([`UnixListenOptions::remove_stale`]) `listen_unix` then checks whether
+//!   anyone is listening there: if a connection is refused, the file is
+//!   stale, so it is removed and the bind retried. A live server's socket,
+//!   or a file that is not a socket, is never removed.
+//! - **Removal.** The file is removed when the port stops listening
+//!   ([`UnixPort::stop_listening`], or the reactor stopping), unless it was
+//!   replaced by another file meanwhile.
+//! - **Mode.** [`UnixListenOptions::mode`] sets the file's permissions
+//!   before the socket starts listening, so no client connects under the
+//!   umask's defaults.
+//! - **Abstract names** (Linux): a name in the abstract namespace has no
+//!   file at all; write it `"@name"` or [`UnixAddr::Abstract`].
+
+use std::cell::RefCell;
+use std::ffi::OsStr;
+use std::io::{self, IoSlice, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use mio::net::{UnixListener, UnixStream};
+use mio::{Interest, Registry, Token};
+use socket2::{Domain, SockAddr, Socket, Type};
+use twistor_reactor::{
+    open_stream, Address, ClientFactory, ConnId, Connector, Factory, Reactor, Reason, StreamIo,
+    StreamOptions, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER,
+};
+
+use crate::listener::{Accepted, Acceptor, Listener};
+use crate::tcp::DEFAULT_BACKLOG;
+
+// ----- addresses -------------------------------------------------------------
+
+/// A Unix socket address: a path, or (Linux) a name in the abstract
+/// namespace.
+///
+/// Strings and paths convert into it; a string starting with `@` names an
+/// abstract socket (the notation of `ss` and `netstat`).
+///
+/// ```
+/// use twistor_transports::unix::UnixAddr;
+/// assert_eq!(UnixAddr::from("/tmp/echo.sock"), UnixAddr::Path("/tmp/echo.sock".into()));
+/// assert_eq!(UnixAddr::from("@echo"), UnixAddr::Abstract(b"echo".to_vec()));
+/// assert_eq!(UnixAddr::from("@echo").to_string(), "unix:@echo");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum UnixAddr {
+    /// A socket file.
+    Path(PathBuf),
+    /// A Linux abstract-namespace name (without the leading NUL byte).
+    Abstract(Vec<u8>),
+}
+
+impl From<&str> for UnixAddr {
+    fn from(s: &str) -> UnixAddr {
+        match s.strip_prefix('@') {
+            Some(name) => UnixAddr::Abstract(name.as_bytes().to_vec()),
+            None => UnixAddr::Path(s.into()),
+        }
+    }
+}
+
+impl From<String> for UnixAddr {
+    fn from(s: String) -> UnixAddr {
+        UnixAddr::from(s.as_str())
+    }
+}
+
+impl From<&String> for UnixAddr {
+    fn from(s: &String) -> UnixAddr {
+        UnixAddr::from(s.as_str())
+    }
+}
+
+impl From<&Path> for UnixAddr {
+    fn from(p: &Path) -> UnixAddr {
+        UnixAddr::Path(p.to_path_buf())
+    }
+}
+
+impl From<PathBuf> for UnixAddr {
+    fn from(p: PathBuf) -> UnixAddr {
+        UnixAddr::Path(p)
+    }
+}
+
+impl From<&PathBuf> for UnixAddr {
+    fn from(p: &PathBuf) -> UnixAddr {
+        UnixAddr::Path(p.clone())
+    }
+}
+
+impl UnixAddr {
+    /// The same address as an [`Address`] (what `peer()` / `host()` give).
+    pub fn to_address(&self) -> Address {
+        match self {
+            UnixAddr::Path(p) => Address::Unix(p.clone()),
+            UnixAddr::Abstract(n) => Address::Abstract(n.clone()),
+        }
+    }
+
+    fn sockaddr(&self) -> io::Result<SockAddr> {
+        match self {
+            UnixAddr::Path(p) => SockAddr::unix(p),
+            UnixAddr::Abstract(name) => {
+                if !cfg!(any(target_os = "linux", target_os = "android")) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        "abstract Unix socket names exist only on Linux",
+                    ));
+                }
+                let mut bytes = vec![0u8];
+                bytes.extend_from_slice(name);
+                SockAddr::unix(OsStr::from_bytes(&bytes))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for UnixAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.to_address().fmt(f)
+    }
+}
+
+/// Name one end of a Unix socket.
+fn address_of(a: io::Result<std::os::unix::net::SocketAddr>) -> Address {
+    let Ok(a) = a else { return Address::Unknown };
+    if let Some(p) = a.as_pathname() {
+        return Address::Unix(p.to_path_buf());
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        #[cfg(target_os = "android")]
+        use std::os::android::net::SocketAddrExt;
+        #[cfg(target_os = "linux")]
+        use std::os::linux::net::SocketAddrExt;
+        if let Some(n) = a.as_abstract_name() {
+            return Address::Abstract(n.to_vec());
+        }
+    }
+    Address::Unix(PathBuf::new())
+}
+
+// ----- the stream ------------------------------------------------------------
+
+/// A connected Unix stream socket as a [`StreamIo`].
+struct UnixIo {
+    s: UnixStream,
+    peer: Address,
+    host: Address,
+}
+
+impl UnixIo {
+    fn new(s: UnixStream, peer: Option<Address>, host: Option<Address>) -> UnixIo {
+        let peer = peer.unwrap_or_else(|| address_of(s.peer_addr()));
+        let host = host.unwrap_or_else(|| address_of(s.local_addr()));
+        UnixIo { s, peer, host }
+    }
+}
+
+impl StreamIo for UnixIo {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.s.read(buf)
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.s.write_vectored(bufs)
+    }
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        match self.s.shutdown(std::net::Shutdown::Write) {
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+            r => r,
+        }
+    }
+    fn register(&mut self, reg: &Registry, token: Token, interest: Interest) -> io::Result<()> {
+        reg.register(&mut self.s, token, interest)
+    }
+    fn reregister(&mut self, reg: &Registry, token: Token, interest: Interest) -> io::Result<()> {
+        reg.reregister(&mut self.s, token, interest)
+    }
+    fn deregister(&mut self, reg: &Registry) -> io::Result<()> {
+        reg.deregister(&mut self.s)
+    }
+    fn peer(&self) -> Address {
+        self.peer.clone()
+    }
+    fn host(&self) -> Address {
+        self.host.clone()
+    }
+}
+
+// ----- listening -------------------------------------------------------------
+
+/// Options for [`listen_unix_with`].
+///
+/// ```
+/// use twistor_transports::unix::UnixListenOptions;
+/// let opts = UnixListenOptions { mode: Some(0o660), ..UnixListenOptions::default() };
+/// assert!(opts.remove_stale);
+/// ```
+#[derive(Debug, Clone)]
+pub struct UnixListenOptions {
+    /// Remove a stale socket file (one nobody listens on) and bind again
+    /// (default on). A live server's socket is never removed.
+    pub remove_stale: bool,
+    /// Permissions of the socket file, e.g. `0o600` (default: the umask's).
+    pub mode: Option<u32>,
+    /// Listen backlog (default 1024).
+    pub backlog: i32,
+    /// Maximum live connections; new ones over it are closed at once with a
+    /// log line (default: no limit).
+    pub max_connections: Option<usize>,
+    /// Write-buffer high-water mark of each connection.
+    pub high_water: usize,
+    /// Write-buffer low-water mark of each connection.
+    pub low_water: usize,
+}
+
+impl Default for UnixListenOptions {
+    fn default() -> Self {
+        UnixListenOptions {
+            remove_stale: true,
+            mode: None,
+            backlog: DEFAULT_BACKLOG,
+            max_connections: None,
+            high_water: DEFAULT_HIGH_WATER,
+            low_water: DEFAULT_LOW_WATER,
+        }
+    }
+}
+
+/// A listening Unix socket (Twisted's `IListeningPort`).
+///
+/// ```
+/// use twistor_reactor::{Protocol, Reactor, Transport};
+/// use twistor_transports::unix::{listen_unix, UnixAddr};
+/// struct Quiet;
+/// impl Protocol for Quiet {
+///     fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+/// }
+/// let mut r = Reactor::new().unwrap();
+/// let name = format!("@twistor-doc-port-{}", std::process::id());
+/// let port = listen_unix(&mut r, name.as_str(), |_: &_| Quiet).unwrap();
+/// assert_eq!(port.local_addr(), &UnixAddr::from(name.as_str()));
+/// port.stop_listening(&mut r);
+/// ```
+#[derive(Debug, Clone)]
+pub struct UnixPort {
+    id: ConnId,
+    addr: UnixAddr,
+}
+
+impl UnixPort {
+    /// The address listened on.
+    pub fn local_addr(&self) -> &UnixAddr {
+        &self.addr
+    }
+
+    /// The listener's id in the reactor.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// Stop accepting and remove the socket file; connections already
+    /// accepted carry on.
+    pub fn stop_listening(&self, r: &mut Reactor) {
+        r.remove(self.id);
+    }
+}
+
+/// The listening socket, and the file to remove when it goes.
+struct UnixAcceptor {
+    l: UnixListener,
+    host: Address,
+    /// The socket file and its identity (device, inode) when bound.
+    file: Option<(PathBuf, u64, u64)>,
+}
+
+impl Acceptor for UnixAcceptor {
+    type Stream = UnixIo;
+    fn accept(&mut self) -> io::Result<(UnixIo, Address)> {
+        let (s, peer) = self.l.accept()?;
+        let peer = address_of(Ok(peer));
+        Ok((UnixIo::new(s, Some(peer.clone()), Some(self.host.clone())), peer))
+    }
+    fn deregister(&mut self, r: &Reactor) {
+        let _ = r.registry().deregister(&mut self.l);
+    }
+}
+
+impl Drop for UnixAcceptor {
+    fn drop(&mut self) {
+        let Some((path, dev, ino)) = &self.file else {
+            return;
+        };
+        // Only our own socket: not a file someone put there since.
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.dev() == *dev && m.ino() == *ino => {
+                if let Err(e) = std::fs::remove_file(path) {
+                    log::warn!("cannot remove socket file {}: {e}", path.display());
+                }
+            }
+            _ => log::debug!("socket file {} is gone or replaced; left alone", path.display()),
+        }
+    }
+}
+
+/// Listen for connections on a Unix socket (Twisted's
+/// `reactor.listenUNIX(path, factory)`).
+///
+/// ```
+/// use twistor_reactor::{Protocol, Reactor, Transport};
+/// use twistor_transports::unix::listen_unix;
+/// struct Echo;
+/// impl Protocol for Echo {
+///     fn data_received(&mut self, t: &mut dyn Transport, d: &[u8]) { t.write(d) }
+/// }
+/// let path = std::env::temp_dir().join(format!("twistor-doc-{}.sock", std::process::id()));
+/// let mut r = Reactor::new().unwrap();
+/// let port = listen_unix(&mut r, &path, |_: &_| Echo).unwrap();
+/// assert!(path.exists());
+/// port.stop_listening(&mut r);
+/// assert!(!path.exists());
+/// ```
+pub fn listen_unix(
+    r: &mut Reactor,
+    addr: impl Into<UnixAddr>,
+    factory: impl Factory,
+) -> io::Result<UnixPort> {
+    listen_unix_with(r, addr, factory, UnixListenOptions::default())
+}
+
+/// [`listen_unix`] with options.
+///
+/// ```
+/// use std::os::unix::fs::PermissionsExt;
+/// use twistor_reactor::{Protocol, Reactor, Transport};
+/// use twistor_transports::unix::{listen_unix_with, UnixListenOptions};
+/// struct Quiet;
+/// impl Protocol for Quiet {
+///     fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+/// }
+/// let path = std::env::temp_dir().join(format!("twistor-doc-mode-{}.sock", std::process::id()));
+/// let mut r = Reactor::new().unwrap();
+/// let opts = UnixListenOptions { mode: Some(0o600), ..Default::default() };
+/// let port = listen_unix_with(&mut r, &path, |_: &_| Quiet, opts).unwrap();
+/// assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+/// port.stop_listening(&mut r);
+/// ```
+pub fn listen_unix_with(
+    r: &mut Reactor,
+    addr: impl Into<UnixAddr>,
+    factory: impl Factory,
+    opts: UnixListenOptions,
+) -> io::Result<UnixPort> {
+    let addr = addr.into();
+    let sock =
+        bind(&addr, &opts).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    let file = match &addr {
+        UnixAddr::Path(p) => {
+            let m = std::fs::symlink_metadata(p)?;
+            Some((p.clone(), m.dev(), m.ino()))
+        }
+        UnixAddr::Abstract(_) => None,
+    };
+    // Built before registering, so that if anything below fails, dropping
+    // it removes the socket file we just made.
+    let mut acceptor = UnixAcceptor {
+        l: UnixListener::from_std(sock.into()),
+        host: addr.to_address(),
+        file,
+    };
+    let settings = Accepted {
+        max_connections: opts.max_connections,
+        high_water: opts.high_water,
+        low_water: opts.low_water,
+    };
+    let what = format!("Unix listener {addr}");
+    let id = r.insert_with(move |r, id| {
+        r.registry()
+            .register(&mut acceptor.l, id.token(), Interest::READABLE)?;
+        Ok(Box::new(Listener::new(
+            acceptor,
+            Box::new(factory),
+            settings,
+            what,
+        )))
+    })?;
+    log::debug!("listening on {addr}");
+    Ok(UnixPort { id, addr })
+}
+
+/// A bound, listening socket on `addr`, dealing with a stale socket file.
+fn bind(addr: &UnixAddr, opts: &UnixListenOptions) -> io::Result<Socket> {
+    let sa = addr.sockaddr()?;
+    let attempt = || -> io::Result<Socket> {
+        // socket2 opens sockets close-on-exec.
+        let s = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+        s.set_nonblocking(true)?;
+        s.bind(&sa)?;
+        Ok(s)
+    };
+    let sock = match attempt() {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            let UnixAddr::Path(path) = addr else { return Err(e) };
+            check_stale(path)?;
+            if !opts.remove_stale {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "stale socket file {} (nobody listens on it): remove it, or set remove_stale",
+                        path.display()
+                    ),
+                ));
+            }
+            log::info!("removing stale socket file {}", path.display());
+            std::fs::remove_file(path)?;
+            attempt()?
+        }
+        other => other?,
+    };
+    if let (Some(mode), UnixAddr::Path(p)) = (opts.mode, addr) {
+        // Before listen(): nobody can connect under the old permissions.
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
+    }
+    sock.listen(opts.backlog)?;
+    Ok(sock)
+}
+
+/// Ok if `path` is a socket file nobody listens on; an error saying why not
+/// otherwise.
+fn check_stale(path: &Path) -> io::Result<()> {
+    let m = std::fs::symlink_metadata(path)?;
+    if !m.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{} exists and is not a socket", path.display()),
+        ));
+    }
+    // A non-blocking probe: a hung server with a full backlog must not
+    // block the caller.
+    let probe = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    probe.set_nonblocking(true)?;
+    match probe.connect(&SockAddr::unix(path)?) {
+        Ok(()) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("another server is listening on {}", path.display()),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::EINPROGRESS) => {
+            Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "another server is listening on {} (its backlog is full)",
+                    path.display()
+                ),
+            ))
+        }
+        Err(e) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{} is in use ({e})", path.display()),
+        )),
+    }
+}
+
+// ----- connecting ------------------------------------------------------------
+
+type SharedFactory = Rc<RefCell<Box<dyn ClientFactory>>>;
+
+struct ConnectState {
+    addr: UnixAddr,
+    factory: SharedFactory,
+    /// An attempt is scheduled and not yet made or failed.
+    pending: bool,
+}
+
+type Shared = Rc<RefCell<ConnectState>>;
+
+/// Connect to a Unix socket (Twisted's `reactor.connectUNIX(path, factory)`).
+///
+/// The attempt starts on the next loop turn and ends in exactly one of the
+/// protocol's `connection_made` or the factory's `client_connection_failed`
+/// (`ConnectionRefused` when nobody listens, `NotFound` when there is no
+/// such file). A Unix-domain connect completes at once, so there is no
+/// connect timeout.
+///
+/// ```
+/// use std::time::Duration;
+/// use twistor_reactor::{Protocol, Reactor, Transport};
+/// use twistor_transports::unix::{connect_unix, listen_unix};
+/// struct Echo;
+/// impl Protocol for Echo {
+///     fn data_received(&mut self, t: &mut dyn Transport, d: &[u8]) { t.write(d) }
+/// }
+/// struct Hello;
+/// impl Protocol for Hello {
+///     fn connection_made(&mut self, t: &mut dyn Transport) { t.write(b"hi") }
+///     fn data_received(&mut self, t: &mut dyn Transport, d: &[u8]) {
+///         assert_eq!(d, b"hi");
+///         t.reactor().stop();
+///     }
+/// }
+/// let mut r = Reactor::new().unwrap();
+/// let port = listen_unix(&mut r, format!("@twistor-doc-{}", std::process::id()), |_: &_| Echo).unwrap();
+/// connect_unix(&mut r, port.local_addr().clone(), |_: &_| Hello);
+/// r.set_install_signal_handlers(false);
+/// r.run().unwrap();
+/// ```
+pub fn connect_unix(r: &mut Reactor, addr: impl Into<UnixAddr>, factory: impl ClientFactory) -> Connector {
+    let shared: Shared = Rc::new(RefCell::new(ConnectState {
+        addr: addr.into(),
+        factory: Rc::new(RefCell::new(Box::new(factory))),
+        pending: false,
+    }));
+    let connector = make_connector(&shared);
+    connector.connect(r);
+    connector
+}
+
+fn make_connector(s: &Shared) -> Connector {
+    let dest = s.borrow().addr.to_string();
+    let (s1, s2) = (s.clone(), s.clone());
+    Connector::new(
+        dest,
+        move |r| {
+            if std::mem::replace(&mut s1.borrow_mut().pending, true) {
+                log::debug!("connect() while an attempt is pending: ignored");
+                return;
+            }
+            let s = s1.clone();
+            r.call_soon(move |r| attempt(r, &s));
+        },
+        move |r| {
+            if std::mem::replace(&mut s2.borrow_mut().pending, false) {
+                failed(r, &s2, Reason::Aborted);
+            }
+        },
+    )
+}
+
+fn failed(r: &mut Reactor, s: &Shared, reason: Reason) {
+    let factory = s.borrow().factory.clone();
+    let connector = make_connector(s);
+    log::debug!("connection to {} failed: {reason}", connector.destination());
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        factory
+            .borrow_mut()
+            .client_connection_failed(r, &connector, &reason)
+    }));
+    if res.is_err() {
+        log::error!("client_connection_failed panicked");
+    }
+}
+
+fn attempt(r: &mut Reactor, s: &Shared) {
+    if !std::mem::replace(&mut s.borrow_mut().pending, false) {
+        return; // stop_connecting came first
+    }
+    if r.is_stopping() {
+        return failed(r, s, Reason::Aborted);
+    }
+    let (addr, factory) = {
+        let st = s.borrow();
+        (st.addr.clone(), st.factory.clone())
+    };
+    let connector = make_connector(s);
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        factory.borrow_mut().started_connecting(r, &connector)
+    }));
+    if res.is_err() {
+        log::error!("started_connecting panicked");
+    }
+    let stream = match connect_now(&addr) {
+        Ok(stream) => stream,
+        Err(e) => return failed(r, s, Reason::from_io(e)),
+    };
+    let peer = addr.to_address();
+    let io = UnixIo::new(stream, Some(peer.clone()), None);
+    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        factory.borrow_mut().build_protocol(&peer)
+    }));
+    let proto = match built {
+        Ok(Some(p)) => p,
+        Ok(None) => return failed(r, s, Reason::Limit("the factory refused the connection".into())),
+        Err(_) => return failed(r, s, Reason::Panic("build_protocol panicked".into())),
+    };
+    let (f2, c2) = (factory.clone(), connector);
+    let opts = StreamOptions {
+        on_lost: Some(Box::new(move |r, reason| {
+            f2.borrow_mut().client_connection_lost(r, &c2, reason)
+        })),
+        ..StreamOptions::default()
+    };
+    if let Err(e) = open_stream(r, io, proto, opts) {
+        failed(r, s, Reason::from_io(e));
+    }
+}
+
+fn connect_now(addr: &UnixAddr) -> io::Result<UnixStream> {
+    let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    sock.set_nonblocking(true)?;
+    match sock.connect(&addr.sockaddr()?) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        // A full backlog: the listener is overloaded, not absent.
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("{addr}: the listener's backlog is full"),
+            ))
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(UnixStream::from_std(sock.into()))
+}
