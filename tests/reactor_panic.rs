@@ -68,7 +68,10 @@ fn a_panicking_protocol_ends_only_its_own_connection() {
     // b panics: it is closed, with nothing more sent.
     b.write_all(b"boom").unwrap();
     let got = in_thread(&mut r, move || common::read_to_eof(&mut b));
-    assert!(got.is_empty(), "output buffered before the panic was sent: {got:?}");
+    assert!(
+        got.is_empty(),
+        "output buffered before the panic was sent: {got:?}"
+    );
     let t2 = tally.clone();
     wait_for(&mut r, "the panicked connection to be lost", move |_| {
         t2.borrow().lost_count() == 1
@@ -86,7 +89,9 @@ fn a_panicking_protocol_ends_only_its_own_connection() {
     assert_eq!(run_trip(&mut r, &mut c, b"me too"), b"me too");
     drop((a, c));
     let t3 = tally.clone();
-    wait_for(&mut r, "the rest to close", move |_| t3.borrow().lost_count() == 3);
+    wait_for(&mut r, "the rest to close", move |_| {
+        t3.borrow().lost_count() == 3
+    });
     let t = tally.borrow();
     t.assert_exactly_once(3);
     let clean = t.lost.values().filter(|v| v[0].is_clean()).count();
@@ -118,7 +123,9 @@ fn panicking_timers_call_on_closures_and_thread_calls_do_not_kill_the_reactor() 
     let ran: Rc<RefCell<Vec<&'static str>>> = Rc::default();
     r.call_later(Duration::ZERO, |_| panic!("timer panics"));
     let x = ran.clone();
-    r.call_later(Duration::from_millis(1), move |_| x.borrow_mut().push("timer after"));
+    r.call_later(Duration::from_millis(1), move |_| {
+        x.borrow_mut().push("timer after")
+    });
     let x = ran.clone();
     let mut beats = 0;
     let lc = LoopingCall::start(&mut r, Duration::from_millis(1), true, move |_| {
@@ -140,7 +147,8 @@ fn panicking_timers_call_on_closures_and_thread_calls_do_not_kill_the_reactor() 
         },
     );
     // A closure delivered to connection b panics: b ends, a does not.
-    r.call_on(ids[1], |_, _| panic!("call_on closure panics")).unwrap();
+    r.call_on(ids[1], |_, _| panic!("call_on closure panics"))
+        .unwrap();
     let x = ran.clone();
     wait_for(&mut r, "the later work", move |r| {
         let x = x.borrow();
@@ -155,7 +163,10 @@ fn panicking_timers_call_on_closures_and_thread_calls_do_not_kill_the_reactor() 
     {
         let t = tally.borrow();
         let reason = &t.lost[&ids[1]][0];
-        assert!(matches!(reason, Reason::Panic(m) if m.contains("call_on")), "{reason}");
+        assert!(
+            matches!(reason, Reason::Panic(m) if m.contains("call_on")),
+            "{reason}"
+        );
     }
     assert_eq!(run_trip(&mut r, &mut a, b"alive"), b"alive");
     // And the reactor still stops normally.
@@ -208,7 +219,11 @@ fn a_panic_in_connection_made_or_connection_lost_is_contained() {
     let l3 = lost.clone();
     wait_for(&mut r, "both losses", move |_| l3.borrow().len() == 2);
     let lost = lost.borrow();
-    assert!(matches!(&lost[0], Reason::Panic(m) if m.contains("connection_made")), "{}", lost[0]);
+    assert!(
+        matches!(&lost[0], Reason::Panic(m) if m.contains("connection_made")),
+        "{}",
+        lost[0]
+    );
     assert!(lost[1].is_clean(), "{}", lost[1]);
     assert_eq!(r.handler_count(), 1, "only the listener is left");
 }

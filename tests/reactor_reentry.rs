@@ -66,7 +66,8 @@ impl Protocol for Nested {
                     // Delivered through the same dispatch: must not nest.
                     let me = p.downcast_mut::<Nested>().expect("our protocol");
                     me.enter("call_on");
-                    log.borrow_mut().push(format!("buffered {}", t.write_buffer_size() > 0));
+                    log.borrow_mut()
+                        .push(format!("buffered {}", t.write_buffer_size() > 0));
                     me.leave("call_on");
                 })
                 .unwrap();
@@ -227,6 +228,9 @@ fn a_stale_conn_id_is_gone_and_never_reaches_the_next_connection_in_its_slot() {
         wait_for(&mut r, "the second connection to go", move |r| !r.contains(new));
         t.join().unwrap()
     };
-    assert!(rest.is_empty(), "the stale id's writes reached the new connection: {rest:?}");
+    assert!(
+        rest.is_empty(),
+        "the stale id's writes reached the new connection: {rest:?}"
+    );
     assert!(got.borrow().is_empty());
 }

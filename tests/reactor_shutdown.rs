@@ -104,8 +104,15 @@ fn stop_delivers_pending_writes_then_closes_cleanly_and_run_returns() {
     s.tally.borrow().assert_exactly_once(CLIENTS);
     let log = s.log.borrow();
     assert_eq!(log[0], "stop");
-    assert_eq!(log[1], "trigger", "triggers run before connections close: {log:?}");
-    assert_eq!(log.iter().filter(|l| *l == "lost true").count(), CLIENTS, "{log:?}");
+    assert_eq!(
+        log[1], "trigger",
+        "triggers run before connections close: {log:?}"
+    );
+    assert_eq!(
+        log.iter().filter(|l| *l == "lost true").count(),
+        CLIENTS,
+        "{log:?}"
+    );
     // Nothing accepts any more.
     let e = TcpStream::connect(addr).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
@@ -122,7 +129,9 @@ fn a_connection_that_never_drains_is_aborted_at_the_shutdown_timeout() {
     let mut stuck = client(s.addr);
     let tally = s.tally.clone();
     let t2 = tally.clone();
-    common::wait_for(&mut s.r, "the stuck connection", move |_| !t2.borrow().made.is_empty());
+    common::wait_for(&mut s.r, "the stuck connection", move |_| {
+        !t2.borrow().made.is_empty()
+    });
     let stuck_id = *tally.borrow().made.keys().next().unwrap();
     // A second client reads normally.
     let addr = s.addr;
@@ -155,11 +164,19 @@ fn a_connection_that_never_drains_is_aborted_at_the_shutdown_timeout() {
         "{}",
         t.lost[&stuck_id][0]
     );
-    let others: Vec<&Reason> = t.lost.iter().filter(|(id, _)| **id != stuck_id).map(|(_, v)| &v[0]).collect();
+    let others: Vec<&Reason> = t
+        .lost
+        .iter()
+        .filter(|(id, _)| **id != stuck_id)
+        .map(|(_, v)| &v[0])
+        .collect();
     assert!(others[0].is_clean(), "{}", others[0]);
     // The abort is a reset, not an orderly end of the stream.
     let mut sink = Vec::new();
-    assert!(stuck.read_to_end(&mut sink).is_err(), "the stuck client saw a clean close");
+    assert!(
+        stuck.read_to_end(&mut sink).is_err(),
+        "the stuck client saw a clean close"
+    );
     assert!(sink.len() < STUCK);
 }
 

@@ -128,7 +128,11 @@ fn a_thousand_connections_closed_every_way_are_made_and_lost_exactly_once() {
     let t = tally.borrow();
     t.assert_exactly_once(total);
     let clean = t.lost.values().filter(|v| v[0].is_clean()).count();
-    let aborted = t.lost.values().filter(|v| matches!(v[0], Reason::Aborted)).count();
+    let aborted = t
+        .lost
+        .values()
+        .filter(|v| matches!(v[0], Reason::Aborted))
+        .count();
     assert_eq!(aborted, total / MODES.len(), "aborts seen as Reason::Aborted");
     // Client close, server close and half-close are all orderly.
     assert!(clean >= 3 * total / MODES.len(), "clean closes: {clean}");

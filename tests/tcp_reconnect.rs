@@ -45,9 +45,11 @@ impl Protocol for Server {
 
 fn listen(r: &mut Reactor, port: u16, hellos: &Rc<RefCell<Vec<ConnId>>>) -> ListeningPort {
     let h = hellos.clone();
-    listen_tcp(r, ("127.0.0.1:".to_string() + &port.to_string()).as_str(), move |_: &Address| {
-        Server { hellos: h.clone() }
-    })
+    listen_tcp(
+        r,
+        ("127.0.0.1:".to_string() + &port.to_string()).as_str(),
+        move |_: &Address| Server { hellos: h.clone() },
+    )
     .expect("listen again on the same port")
 }
 
@@ -63,7 +65,11 @@ fn reconnects_after_the_server_comes_back_and_after_a_lost_connection() {
         .factor(2.0)
         .jitter(0.0)
         .on_failed(move |_, _, reason| {
-            assert_eq!(reason.io_kind(), Some(std::io::ErrorKind::ConnectionRefused), "{reason}");
+            assert_eq!(
+                reason.io_kind(),
+                Some(std::io::ErrorKind::ConnectionRefused),
+                "{reason}"
+            );
             s2.borrow_mut().failed += 1;
         })
         .on_lost(move |_, _, _| s3.borrow_mut().lost += 1);
@@ -110,7 +116,9 @@ fn reconnects_after_the_server_comes_back_and_after_a_lost_connection() {
     let s = seen.clone();
     wait_for(&mut r, "the second loss", move |_| s.borrow().lost == 2);
     // Nothing left that could reconnect: no timer, only the listener.
-    wait_for(&mut r, "the client to settle", |r| r.timer_count() == 0 && r.handler_count() == 1);
+    wait_for(&mut r, "the client to settle", |r| {
+        r.timer_count() == 0 && r.handler_count() == 1
+    });
     r.run_pending().unwrap();
     assert_eq!(hellos.borrow().len(), 2);
     assert_eq!(seen.borrow().made, 2);

@@ -43,7 +43,10 @@ fn start_echo() -> (Child, SocketAddr, thread::JoinHandle<Vec<String>>) {
         other => {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("twistor echo did not log its address: {other:?}; log: {:?}", logs.join());
+            panic!(
+                "twistor echo did not log its address: {other:?}; log: {:?}",
+                logs.join()
+            );
         }
     }
 }

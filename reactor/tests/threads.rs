@@ -60,7 +60,11 @@ fn call_from_thread_runs_every_call_on_the_loop_thread_in_order() {
     assert_eq!(*wrong_thread.lock().unwrap(), 0, "calls ran off the loop thread");
     for k in 0..THREADS {
         let mine: Vec<usize> = seen.iter().filter(|(s, _)| *s == k).map(|(_, i)| *i).collect();
-        assert_eq!(mine, (0..CALLS).collect::<Vec<_>>(), "order of thread {k}'s calls");
+        assert_eq!(
+            mine,
+            (0..CALLS).collect::<Vec<_>>(),
+            "order of thread {k}'s calls"
+        );
     }
 }
 

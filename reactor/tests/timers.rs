@@ -67,7 +67,10 @@ fn cancel_reset_and_delay() {
     assert!(delayed.delay(&mut r, 2 * S));
     assert_eq!(delayed.deadline(&r), Some(start + 4 * S));
     r.advance(S);
-    assert!(fired.borrow().is_empty(), "the postponed timer must not fire at 1 s");
+    assert!(
+        fired.borrow().is_empty(),
+        "the postponed timer must not fire at 1 s"
+    );
     r.advance(10 * S);
     assert_eq!(tags(&fired), vec![2, 4, 3]);
     let at: Vec<Duration> = fired.borrow().iter().map(|(_, t)| *t - start).collect();
@@ -180,7 +183,10 @@ fn a_hundred_thousand_pending_timers_cost_o1_per_turn() {
         r.advance(Duration::from_millis(10));
     }
     let work = r.timer_work() - before;
-    assert!(work <= 2 * 1000, "{work} heap entries examined in 1,000 idle steps");
+    assert!(
+        work <= 2 * 1000,
+        "{work} heap entries examined in 1,000 idle steps"
+    );
 
     // Real clock: 1,000 loop turns with the same load.
     let mut real = Reactor::new().unwrap();

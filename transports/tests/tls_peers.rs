@@ -463,3 +463,38 @@ fn a_failed_handshake_is_a_failed_connection_attempt() {
         "{events:?}"
     );
 }
+
+#[test]
+fn tls_over_a_unix_socket_by_wrapping_the_factories() {
+    use twistor_transports::tls::{TlsClientFactory, TlsServerFactory};
+    use twistor_transports::{connect_unix, listen_unix};
+    let dir = temp_dir();
+    let path = dir.join("tls.sock");
+    let (server_config, fp) = ServerConfigBuilder::self_signed(&["localhost"]).unwrap();
+    let mut r = Reactor::new().unwrap();
+    let served = Rc::new(RefCell::new(Seen::default()));
+    let s = served.clone();
+    let server_factory = TlsServerFactory::new(
+        move |_: &Address| EchoLine(s.clone()),
+        server_config,
+        TlsOptions::default(),
+    );
+    let _port = listen_unix(&mut r, &path, server_factory).unwrap();
+    let client_config = ClientConfigBuilder::new().pinned(&fp).build().unwrap();
+    let got = Rc::new(RefCell::new(Seen::default()));
+    let g = got.clone();
+    let client_factory = TlsClientFactory::new(
+        move |_: &Address| LineClient(g.clone()),
+        client_config,
+        "localhost",
+        TlsOptions::default(),
+    );
+    connect_unix(&mut r, &path, client_factory);
+    let done = r.run_until(WAIT, |_| got.borrow().lost.is_some()).unwrap();
+    assert!(done);
+    assert_eq!(got.borrow().data, b"hello from twistor\n");
+    assert_eq!(got.borrow().version, "TLSv1.3");
+    assert!(got.borrow().lost.as_ref().unwrap().is_clean());
+    assert_eq!(served.borrow().data, b"hello from twistor\n");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -739,6 +739,10 @@ impl Protocol for TlsProtocol {
                 st: &mut self.st,
             };
             call(&mut *self.app, &mut view);
+        } else if t.reactor().is_stopping() {
+            // The reactor is shutting down: a handshake in progress has no
+            // application to close it, so close it here.
+            self.close_lower(t, None);
         } else if !self.st.failed {
             self.early_calls.push(call);
         }
