@@ -270,6 +270,7 @@ struct Producer {
     left: usize,
     peak: Rc<RefCell<usize>>,
     paused: bool,
+    pause_count: Rc<RefCell<usize>>,
 }
 impl Producer {
     fn produce(&mut self, t: &mut dyn Transport) {
@@ -300,6 +301,7 @@ impl Protocol for Producer {
     fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
     fn pause_writing(&mut self, _: &mut dyn Transport) {
         self.paused = true;
+        *self.pause_count.borrow_mut() += 1;
     }
     fn resume_writing(&mut self, t: &mut dyn Transport) {
         self.paused = false;
@@ -346,23 +348,32 @@ fn flow_control_crosses_the_layer_and_memory_stays_bounded() {
         pauses: pauses.clone(),
         eof: eof.clone(),
     };
+    let writer_pauses = Rc::new(RefCell::new(0));
     let producer = Producer {
         left: TOTAL,
         peak: peak.clone(),
         paused: false,
+        pause_count: writer_pauses.clone(),
     };
     let (cl, _) = client_layer(Box::new(reader), cc, "localhost");
     let (sl, _) = server_layer(Box::new(producer), sc, TlsOptions::default());
     let mut pair = MemoryPair::new(Box::new(cl), Box::new(sl)).unwrap();
     pair.pump();
     let mut rounds = 0;
-    while *got.borrow() < TOTAL && rounds < 10_000 {
+    // A paused reader hears of close_notify only after it resumes.
+    while !*eof.borrow() && rounds < 10_000 {
         rounds += 1;
         pair.with_client(|_, t| t.resume_reading());
     }
     assert_eq!(*got.borrow(), TOTAL);
     assert!(*eof.borrow(), "close_notify not seen");
     assert!(*pauses.borrow() >= 16, "the reader never paused");
+    // The reader's pauses reached the writer through both layers.
+    assert!(
+        *writer_pauses.borrow() >= 16,
+        "the writer was paused {} times",
+        writer_pauses.borrow()
+    );
     assert!(pair.is_closed());
     // The producer never held more than its own limit plus one chunk, and
     // the layer kept nothing unbounded.

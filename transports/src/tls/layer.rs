@@ -442,7 +442,9 @@ impl TlsProtocol {
             if !self.deliver(lower) {
                 return rest.len();
             }
-            if self.st.failed || self.lost || rest.is_empty() || self.peer_closed {
+            // After the application's lose_connection, input is dropped
+            // (as a closing TCP transport stops reading).
+            if self.st.failed || self.lost || self.st.close_requested || rest.is_empty() || self.peer_closed {
                 return 0;
             }
             match self.conn.read_tls(&mut rest) {
@@ -491,7 +493,7 @@ impl TlsProtocol {
         if !self.tls_up || !self.st.made {
             return true;
         }
-        while self.st.app_reading && !self.st.failed && !self.lost {
+        while self.st.app_reading && !self.st.failed && !self.lost && !self.st.close_requested {
             let chunk = match self.conn.reader().into_first_chunk() {
                 Ok(c) if !c.is_empty() => c,
                 _ => break,
@@ -504,13 +506,13 @@ impl TlsProtocol {
             self.app.data_received(&mut view, chunk);
             io::BufRead::consume(&mut self.conn.reader(), n);
         }
-        if self.st.failed || self.lost {
+        if self.st.failed || self.lost || self.st.close_requested {
             return true;
         }
         if self.has_plaintext() {
             return false;
         }
-        if self.peer_closed && !self.eof_delivered {
+        if self.peer_closed && !self.eof_delivered && self.st.app_reading {
             self.eof_delivered = true;
             let mut view = TlsTransport {
                 lower: &mut *lower,
