@@ -10,6 +10,13 @@ use twistor_reactor::{Protocol, Transport};
 use super::layer::{client_connection, server_connection, TlsOptions, TlsProtocol};
 
 /// Which side of the handshake a connection plays.
+///
+/// ```
+/// use twistor_transports::tls::{ClientConfigBuilder, TlsRole, TofuStore};
+/// let config = ClientConfigBuilder::new().tofu(TofuStore::in_memory()).build().unwrap();
+/// let role = TlsRole::Client { config, server_name: "mail.example.org".into() };
+/// # let _ = role;
+/// ```
 #[derive(Debug, Clone)]
 pub enum TlsRole {
     /// Answer a ClientHello with this configuration.
