@@ -4,11 +4,14 @@
 //! `RUST_LOG` (default `info`).
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use twistor::prelude::*;
-use twistor::transports::ListenAddr;
+use twistor::protocols::Echo;
+use twistor::transports::tls::{self, Passphrase};
+use twistor::transports::{listen_udp, ListenAddr, UdpEcho};
 
 #[derive(Parser)]
 #[command(
@@ -23,7 +26,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve echo: every byte received is sent back.
+    /// Serve echo: every byte (or datagram) received is sent back.
+    ///
+    /// With no flags: TCP on port 1234, every interface (IPv6 and IPv4).
     Echo(EchoArgs),
 }
 
@@ -32,18 +37,29 @@ struct EchoArgs {
     /// Interface to listen on [default: every interface, IPv6 and IPv4]
     #[arg(long)]
     host: Option<IpAddr>,
-    /// Port to listen on (0 picks a free one, logged at start)
+    /// Port to listen on, for TCP and UDP alike (0 picks a free one, logged at start)
     #[arg(long, short, default_value_t = 1234)]
     port: u16,
-}
-
-/// Echo every byte back.
-struct Echo;
-
-impl Protocol for Echo {
-    fn data_received(&mut self, t: &mut dyn Transport, data: &[u8]) {
-        t.write(data);
-    }
+    /// Also serve UDP echo on the same port number
+    #[arg(long)]
+    udp: bool,
+    /// Serve no TCP (with --udp: UDP only)
+    #[arg(long, requires = "udp")]
+    no_tcp: bool,
+    /// Serve TCP echo over TLS [default certificate: a temporary self-signed one,
+    /// whose SHA-256 fingerprint is logged]
+    #[arg(long)]
+    tls: bool,
+    /// Certificate chain, PEM (with --tls)
+    #[arg(long, requires = "tls", requires = "key")]
+    cert: Option<PathBuf>,
+    /// Private key, PEM: PKCS#8, PKCS#1 or SEC1, or encrypted PKCS#8 (with --tls)
+    /// [default passphrase source: asked on the terminal]
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// File whose first line is the key's passphrase (with --key)
+    #[arg(long, requires = "key")]
+    passphrase_file: Option<PathBuf>,
 }
 
 fn listen_addr(host: Option<IpAddr>, port: u16) -> ListenAddr {
@@ -55,9 +71,38 @@ fn listen_addr(host: Option<IpAddr>, port: u16) -> ListenAddr {
 
 fn echo(args: EchoArgs) -> std::io::Result<()> {
     let mut reactor = Reactor::new()?;
-    let addr = listen_addr(args.host, args.port);
-    let port = listen_tcp(&mut reactor, addr, |_: &Address| Echo)?;
-    log::info!("TCP echo on {}", port.local_addr());
+    let mut port = args.port;
+    if !args.no_tcp {
+        let addr = listen_addr(args.host, port);
+        let listening = if args.tls {
+            let config = match (&args.cert, &args.key) {
+                (Some(cert), Some(key)) => {
+                    let pass = match &args.passphrase_file {
+                        Some(f) => Passphrase::File(f.clone()),
+                        None => Passphrase::Prompt,
+                    };
+                    tls::load_server_config(cert, key, &pass)?
+                }
+                _ => {
+                    let (config, fingerprint) = tls::generate_self_signed(&["localhost"])?;
+                    log::info!("generated a temporary self-signed certificate for localhost");
+                    log::info!("its SHA-256 fingerprint: {fingerprint}");
+                    config
+                }
+            };
+            tls::listen_tls(&mut reactor, addr, |_: &Address| Echo, config)?
+        } else {
+            listen_tcp(&mut reactor, addr, |_: &Address| Echo)?
+        };
+        let kind = if args.tls { "TLS" } else { "TCP" };
+        log::info!("{kind} echo on {}", listening.local_addr());
+        // With --port 0, UDP takes the same number as TCP got.
+        port = listening.port();
+    }
+    if args.udp {
+        let udp = listen_udp(&mut reactor, listen_addr(args.host, port), UdpEcho::new())?;
+        log::info!("UDP echo on {}", udp.local_addr());
+    }
     reactor.run()?;
     log::info!("stopped");
     Ok(())

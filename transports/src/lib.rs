@@ -12,8 +12,8 @@
 //!   the same Protocol/Transport API as TCP.
 //! - [`process`]: child processes (`spawn_process`) with a
 //!   `ProcessProtocol` over non-blocking pipes.
-//! - [`tls`]: TLS as a layer over any stream (`listen_tls`, `connect_tls`,
-//!   `start_tls`) on rustls.
+//! - [`tls`]: TLS as a layer over any stream transport (`listen_tls`,
+//!   `connect_tls`, `start_tls`).
 //!
 //! ```no_run
 //! use twistor_reactor::{Protocol, Reactor, Transport};
