@@ -647,3 +647,31 @@ fn write_eof_sends_close_notify_and_keeps_reading() {
     assert!(pair.is_closed());
     assert!(clog.borrow().lost[0].is_clean(), "{:?}", clog.borrow().lost);
 }
+
+#[test]
+fn one_huge_write_is_sent_whole() {
+    // 80 MiB in one callback: more records than one write_tls round moves.
+    const SIZE: usize = 80 << 20;
+    let (sc, cc) = configs();
+    struct Huge;
+    impl Protocol for Huge {
+        fn connection_made(&mut self, t: &mut dyn Transport) {
+            t.write(&vec![7u8; SIZE]);
+            t.lose_connection();
+        }
+        fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+    }
+    let got = Rc::new(RefCell::new(0usize));
+    struct Count(Rc<RefCell<usize>>);
+    impl Protocol for Count {
+        fn data_received(&mut self, _: &mut dyn Transport, d: &[u8]) {
+            *self.0.borrow_mut() += d.len();
+        }
+    }
+    let (cl, _) = client_layer(Box::new(Count(got.clone())), cc, "localhost");
+    let (sl, _) = server_layer(Box::new(Huge), sc, TlsOptions::default());
+    let mut pair = MemoryPair::new(Box::new(cl), Box::new(sl)).unwrap();
+    pair.pump();
+    assert_eq!(*got.borrow(), SIZE);
+    assert!(pair.is_closed());
+}

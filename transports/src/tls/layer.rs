@@ -397,13 +397,12 @@ impl TlsProtocol {
     }
 
     fn write_tls(&mut self, lower: &mut dyn Transport) {
-        // Bounded: each round moves what rustls holds into `lower`.
-        for _ in 0..64 {
-            if !self.conn.wants_write() {
-                break;
-            }
-            if self.conn.write_tls(&mut Lower(lower)).is_err() {
-                break;
+        // Each round moves up to 64 records into `lower`, which takes
+        // everything: the loop ends when rustls holds nothing.
+        while self.conn.wants_write() {
+            match self.conn.write_tls(&mut Lower(lower)) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
             }
         }
     }
