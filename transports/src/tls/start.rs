@@ -7,7 +7,8 @@ use std::sync::Arc;
 use rustls::{ClientConfig, ServerConfig};
 use twistor_reactor::{Protocol, Transport};
 
-use super::layer::{client_connection, server_connection, TlsOptions, TlsProtocol};
+use super::layer::{client_connection, server_connection, TlsProtocol};
+use super::options::TlsOptions;
 
 /// Which side of the handshake a connection plays.
 ///

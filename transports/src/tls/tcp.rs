@@ -9,7 +9,7 @@ use rustls::{ClientConfig, ServerConfig};
 use twistor_reactor::{ClientFactory, Connector, Factory, Reactor};
 
 use super::factory::{TlsClientFactory, TlsServerFactory};
-use super::layer::TlsOptions;
+use super::options::TlsOptions;
 use crate::tcp::{
     connect_tcp_with, listen_tcp_with, ConnectOptions, ListenAddr, ListenOptions, ListeningPort,
 };
