@@ -529,7 +529,10 @@ impl TlsProtocol {
             f(&mut *self.app, &mut view);
         }
         for call in std::mem::take(&mut self.early_calls) {
-            call(&mut *self.app, &mut view);
+            // The application may itself wrap a protocol: let it route too.
+            if let Some(call) = self.app.route_call(&mut view, call) {
+                call(&mut *self.app, &mut view);
+            }
         }
     }
 
@@ -701,7 +704,10 @@ impl Protocol for TlsProtocol {
                 lower: &mut *t,
                 st: &mut self.st,
             };
-            call(&mut *self.app, &mut view);
+            // The application may itself wrap a protocol: let it route too.
+            if let Some(call) = self.app.route_call(&mut view, call) {
+                call(&mut *self.app, &mut view);
+            }
         } else if t.reactor().is_stopping() {
             // The reactor is shutting down: a handshake in progress has no
             // application to close it, so close it here.
