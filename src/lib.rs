@@ -42,7 +42,10 @@ pub use twistor_transports::{
 pub mod prelude {
     pub use twistor_reactor::{
         Address, ClientFactory, ConnId, Connector, DatagramProtocol, DatagramTransport, DelayedCall, Factory,
-        LoopingCall, Protocol, Reactor, Reason, Transport,
+        Interface, LoopingCall, Protocol, Reactor, Reason, Transport,
     };
-    pub use twistor_transports::{connect_tcp, listen_tcp, ReconnectingClientFactory};
+    pub use twistor_transports::{
+        connect_tcp, connect_tls, connect_udp, connect_unix, listen_tcp, listen_tls, listen_udp, listen_unix,
+        spawn_process, start_tls, ProcessProtocol, ProcessTransport, ReconnectingClientFactory,
+    };
 }

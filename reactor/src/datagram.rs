@@ -46,6 +46,32 @@ pub trait DatagramProtocol: std::any::Any {
     }
 }
 
+impl dyn DatagramProtocol {
+    /// Downcast to the concrete protocol type (e.g. in a closure given to a
+    /// UDP port's `call`).
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use twistor_reactor::{DatagramProtocol, DatagramTransport};
+    /// struct Counter(u32);
+    /// impl DatagramProtocol for Counter {
+    ///     fn datagram_received(&mut self, _: &mut dyn DatagramTransport, _: &[u8], _: SocketAddr) {
+    ///         self.0 += 1;
+    ///     }
+    /// }
+    /// let mut p: Box<dyn DatagramProtocol> = Box::new(Counter(3));
+    /// assert_eq!(p.downcast_mut::<Counter>().unwrap().0, 3);
+    /// ```
+    pub fn downcast_mut<T: DatagramProtocol>(&mut self) -> Option<&mut T> {
+        (self as &mut dyn std::any::Any).downcast_mut::<T>()
+    }
+
+    /// Downcast to the concrete protocol type.
+    pub fn downcast_ref<T: DatagramProtocol>(&self) -> Option<&T> {
+        (self as &dyn std::any::Any).downcast_ref::<T>()
+    }
+}
+
 /// Which local interface multicast traffic uses.
 ///
 /// IPv4 names an interface by one of its addresses, IPv6 by its index

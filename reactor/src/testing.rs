@@ -10,6 +10,7 @@
 //!   under the real stream machinery ([`open_stream`]),
 //!   so flow control, half-close, `call_on` and layers such as TLS behave
 //!   exactly as over TCP.
+//! - [`FakeDatagramTransport`]: records what a `DatagramProtocol` sends.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -18,6 +19,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use mio::{Interest, Registry, Token};
+
+mod datagram;
+pub use datagram::FakeDatagramTransport;
 
 use crate::{
     open_stream, Address, ConnId, Protocol, Reactor, Ready, Reason, StreamIo, StreamOptions, Transport,

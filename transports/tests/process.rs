@@ -316,14 +316,16 @@ fn stop_terminates_then_kills_children() {
     let (b, log_b) = rec();
     let mut cmd = Command::new("sh");
     // Ignores SIGTERM (an ignored signal stays ignored across exec).
-    cmd.args(["-c", "trap '' TERM; exec sleep 30"]);
+    cmd.args(["-c", "trap '' TERM; echo ready; exec sleep 30"]);
     let opts = ProcessOptions {
         kill_grace: Duration::from_millis(200),
         ..ProcessOptions::default()
     };
     let stubborn = spawn_command(&mut r, b, cmd, opts).unwrap();
-    // Let both start before stopping.
-    r.call_later(Duration::from_millis(100), |r| r.stop());
+    // Stop once the stubborn one ignores SIGTERM (a signal before its trap
+    // would simply kill it).
+    assert!(r.run_until(WAIT, |_| log_b.borrow().out == b"ready\n").unwrap());
+    r.call_soon(|r| r.stop());
     let t0 = Instant::now();
     r.run().unwrap();
     assert!(
@@ -371,8 +373,10 @@ fn a_panicking_protocol_closes_the_pipes_and_the_child_is_still_reaped() {
 
 #[test]
 fn stdin_water_marks_raise_pause_and_resume_writing() {
+    /// Writes 1 MiB to a stopped child (so the pipe must fill), and lets the
+    /// child run once told to pause.
     struct Pump {
-        paused: Rc<RefCell<(usize, usize, bool)>>,
+        state: Rc<RefCell<(usize, usize, Vec<u8>)>>,
     }
     impl ProcessProtocol for Pump {
         fn connection_made(&mut self, t: &mut dyn ProcessTransport) {
@@ -380,32 +384,29 @@ fn stdin_water_marks_raise_pause_and_resume_writing() {
             t.write(&vec![b'x'; 1 << 20]);
             t.close_stdin();
         }
-        fn pause_writing(&mut self, _: &mut dyn ProcessTransport) {
-            self.paused.borrow_mut().0 += 1;
+        fn pause_writing(&mut self, t: &mut dyn ProcessTransport) {
+            self.state.borrow_mut().0 += 1;
+            t.signal_process(libc::SIGCONT).unwrap();
         }
         fn resume_writing(&mut self, _: &mut dyn ProcessTransport) {
-            self.paused.borrow_mut().1 += 1;
+            self.state.borrow_mut().1 += 1;
         }
-        fn process_ended(&mut self, _: &mut dyn ProcessTransport, s: ExitStatus) {
-            self.paused.borrow_mut().2 = s.success();
+        fn out_received(&mut self, _: &mut dyn ProcessTransport, data: &[u8]) {
+            self.state.borrow_mut().2.extend_from_slice(data);
         }
     }
     let mut r = Reactor::new().unwrap();
-    let state = Rc::new(RefCell::new((0, 0, false)));
-    let child = spawn_process(
-        &mut r,
-        Pump {
-            paused: state.clone(),
-        },
-        "wc",
-        ["-c"],
-        None,
-        None,
-    )
-    .unwrap();
+    let state = Rc::new(RefCell::new((0, 0, Vec::new())));
+    let pump = Pump { state: state.clone() };
+    let child = spawn_process(&mut r, pump, "wc", ["-c"], None, None).unwrap();
+    // Stopped before the loop runs (and so before anything is written): it
+    // cannot read until pause_writing lets it go.
+    child.signal_process(libc::SIGSTOP).unwrap();
     assert!(r.run_until(WAIT, |_| child.has_ended()).unwrap());
-    let (paused, resumed, ok) = *state.borrow();
-    assert_eq!((paused, resumed, ok), (1, 1, true));
+    assert!(child.status().unwrap().success());
+    let (paused, resumed, out) = &*state.borrow();
+    assert_eq!((*paused, *resumed), (1, 1));
+    assert_eq!(String::from_utf8_lossy(out).trim(), (1 << 20).to_string());
 }
 
 #[test]

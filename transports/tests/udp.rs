@@ -467,3 +467,68 @@ fn bad_addresses_and_taken_ports_are_clear_errors() {
     assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
     assert!(e.to_string().contains(&first.local_addr().to_string()), "{e}");
 }
+
+/// Runs `nc` with `args`, feeding it `input`; returns its stdout once it
+/// exits (None: no `nc` here).
+fn run_nc(r: &mut Reactor, args: &[&str], input: &'static [u8]) -> Option<Vec<u8>> {
+    use std::process::ExitStatus;
+    use twistor_transports::process::{spawn_process, ProcessProtocol, ProcessTransport};
+    if std::process::Command::new("nc").arg("-h").output().is_err() {
+        return None;
+    }
+    struct Nc(&'static [u8], Rc<RefCell<(Vec<u8>, bool)>>);
+    impl ProcessProtocol for Nc {
+        fn connection_made(&mut self, t: &mut dyn ProcessTransport) {
+            t.write(self.0);
+            t.close_stdin();
+        }
+        fn out_received(&mut self, _: &mut dyn ProcessTransport, data: &[u8]) {
+            self.1.borrow_mut().0.extend_from_slice(data);
+        }
+        fn process_ended(&mut self, _: &mut dyn ProcessTransport, _: ExitStatus) {
+            self.1.borrow_mut().1 = true;
+        }
+    }
+    let out = Rc::new(RefCell::new((Vec::new(), false)));
+    spawn_process(r, Nc(input, out.clone()), "nc", args, None, None).unwrap();
+    assert!(
+        r.run_until(WAIT, |_| out.borrow().1).unwrap(),
+        "nc did not finish"
+    );
+    let got = out.borrow().0.clone();
+    Some(got)
+}
+
+#[test]
+fn nc_talks_to_the_udp_echo() {
+    let mut r = Reactor::new().unwrap();
+    // A bare port, as in the lab: nc's "localhost" may be ::1 or 127.0.0.1.
+    let port = listen_udp(&mut r, 0u16, UdpEcho::new()).unwrap();
+    let p = port.local_addr().port().to_string();
+    // -w1: nc leaves one second after the last datagram.
+    match run_nc(&mut r, &["-u", "-w1", "localhost", &p], b"hello nc\n") {
+        Some(out) => assert_eq!(out, b"hello nc\n"),
+        None => eprintln!("SKIPPED: nc is not installed"),
+    }
+}
+
+#[test]
+fn a_dual_stack_socket_connects_to_an_ipv4_peer() {
+    let mut r = Reactor::new().unwrap();
+    let friend = peer("127.0.0.1:0");
+    let to = friend.local_addr().unwrap();
+    let (mut p, log) = rec();
+    p.on_start = Some(Box::new(move |t| {
+        t.connect(to).unwrap();
+        assert_eq!(t.peer(), Some(to));
+        t.write(b"via [::]").unwrap();
+    }));
+    let port = listen_udp(&mut r, 0u16, p).unwrap();
+    let n = port.local_addr().port();
+    let (data, from) = run_until_reply(&mut r, &friend);
+    assert_eq!((data.as_slice(), from.port()), (&b"via [::]"[..], n));
+    friend.send_to(b"back", from).unwrap();
+    assert!(r.run_until(WAIT, |_| log.borrow().datagrams.len() == 1).unwrap());
+    // Reported as the plain IPv4 address it was connected to.
+    assert_eq!(log.borrow().datagrams[0], (b"back".to_vec(), to));
+}

@@ -373,3 +373,45 @@ fn reconnecting_through_the_connector_works() {
     assert_eq!(counts.borrow().made, 2);
     assert_eq!(records.borrow().len(), 2);
 }
+
+#[test]
+fn nc_talks_to_the_unix_echo() {
+    use std::process::ExitStatus;
+    use twistor_transports::process::{spawn_process, ProcessProtocol, ProcessTransport};
+    if std::process::Command::new("nc").arg("-h").output().is_err() {
+        eprintln!("SKIPPED: nc is not installed");
+        return;
+    }
+    struct Nc(Rc<RefCell<(Vec<u8>, bool)>>);
+    impl ProcessProtocol for Nc {
+        fn connection_made(&mut self, t: &mut dyn ProcessTransport) {
+            t.write(b"hello over a path\n");
+            t.close_stdin();
+        }
+        fn out_received(&mut self, _: &mut dyn ProcessTransport, data: &[u8]) {
+            self.0.borrow_mut().0.extend_from_slice(data);
+        }
+        fn process_ended(&mut self, _: &mut dyn ProcessTransport, _: ExitStatus) {
+            self.0.borrow_mut().1 = true;
+        }
+    }
+    let path = sock_path("nc");
+    let mut r = Reactor::new().unwrap();
+    let (f, records, _) = echo_factory();
+    let _port = listen_unix(&mut r, &path, f).unwrap();
+    let out = Rc::new(RefCell::new((Vec::new(), false)));
+    // -N: shut the socket down at the end of input, so the server sees EOF.
+    let p = path.to_str().unwrap();
+    spawn_process(&mut r, Nc(out.clone()), "nc", ["-U", "-N", p], None, None).unwrap();
+    assert!(
+        r.run_until(WAIT, |_| out.borrow().1).unwrap(),
+        "nc did not finish"
+    );
+    assert_eq!(out.borrow().0, b"hello over a path\n");
+    assert!(r
+        .run_until(WAIT, |_| records
+            .borrow()
+            .iter()
+            .all(|l| l.borrow().lost.len() == 1))
+        .unwrap());
+}

@@ -109,6 +109,18 @@ pub trait ProcessProtocol: std::any::Any {
     fn resume_writing(&mut self, t: &mut dyn ProcessTransport) {}
 }
 
+impl dyn ProcessProtocol {
+    /// Downcast to the concrete protocol type (e.g. in [`Process::call`]).
+    pub fn downcast_mut<T: ProcessProtocol>(&mut self) -> Option<&mut T> {
+        (self as &mut dyn std::any::Any).downcast_mut::<T>()
+    }
+
+    /// Downcast to the concrete protocol type.
+    pub fn downcast_ref<T: ProcessProtocol>(&self) -> Option<&T> {
+        (self as &dyn std::any::Any).downcast_ref::<T>()
+    }
+}
+
 /// The child process as seen from a [`ProcessProtocol`] callback (Twisted's
 /// `IProcessTransport`).
 ///
@@ -244,6 +256,48 @@ impl Process {
     /// Send `signal` to the child (`ESRCH` once it has been reaped).
     pub fn signal_process(&self, signal: i32) -> io::Result<()> {
         pipes::signal(self.pid, self.status(), signal)
+    }
+
+    /// Run `f` against the protocol and its transport after the current
+    /// callback returns (the process version of [`Reactor::call_on`]).
+    /// Dropped once the process has ended.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use twistor_reactor::Reactor;
+    /// use twistor_transports::process::{spawn_process, ProcessProtocol, ProcessTransport};
+    ///
+    /// #[derive(Default)]
+    /// struct Lines(usize);
+    /// impl ProcessProtocol for Lines {
+    ///     fn out_received(&mut self, _: &mut dyn ProcessTransport, data: &[u8]) {
+    ///         self.0 += data.iter().filter(|&&b| b == b'\n').count();
+    ///     }
+    /// }
+    ///
+    /// let mut r = Reactor::new().unwrap();
+    /// let child = spawn_process(&mut r, Lines::default(), "cat", [""; 0], None, None).unwrap();
+    /// child.write(&mut r, b"one\ntwo\n");
+    /// // Ask the protocol how many lines it has seen, until it has both.
+    /// let seen = std::rc::Rc::new(std::cell::Cell::new(0));
+    /// r.run_until(Duration::from_secs(10), |r| {
+    ///     let s = seen.clone();
+    ///     child.call(r, move |p, _| s.set(p.downcast_mut::<Lines>().unwrap().0));
+    ///     seen.get() == 2
+    /// })
+    /// .unwrap();
+    /// assert_eq!(seen.get(), 2);
+    /// child.close_stdin(&mut r);
+    /// r.run_until(Duration::from_secs(10), |_| child.has_ended()).unwrap();
+    /// assert!(child.status().unwrap().success());
+    /// ```
+    pub fn call(
+        &self,
+        r: &mut Reactor,
+        f: impl FnOnce(&mut dyn ProcessProtocol, &mut dyn ProcessTransport) + 'static,
+    ) {
+        let core = self.core.clone();
+        r.call_soon(move |r| pipes::call(r, &core, f));
     }
 
     /// The id of the stream that runs pipe `which`, while it is open.

@@ -355,6 +355,18 @@ fn deliver(
     }
 }
 
+/// Run `f` against the protocol from the reactor (a `Process::call`).
+pub(super) fn call(
+    r: &mut Reactor,
+    core: &Rc<RefCell<Core>>,
+    f: impl FnOnce(&mut dyn ProcessProtocol, &mut dyn ProcessTransport),
+) {
+    if core.try_borrow().is_ok_and(|c| c.info.ended) {
+        return;
+    }
+    deliver(core, Ctx::Reactor(r), f);
+}
+
 /// The reaper collected the exit status.
 pub(super) fn exited(r: &mut Reactor, core: &Rc<RefCell<Core>>, status: ExitStatus) {
     if let Ok(mut c) = core.try_borrow_mut() {

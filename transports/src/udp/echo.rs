@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use twistor_reactor::{DatagramProtocol, DatagramTransport};
 
 /// Sends every datagram back to where it came from, logging each one at
-/// `info` level (`received "..." from ADDR`). The protocol behind
+/// `debug` level (`received "..." from ADDR`). The protocol behind
 /// `twistor echo --udp`.
 ///
 /// ```
@@ -34,7 +34,7 @@ impl UdpEcho {
 
 impl DatagramProtocol for UdpEcho {
     fn datagram_received(&mut self, t: &mut dyn DatagramTransport, data: &[u8], from: SocketAddr) {
-        log::info!("received {:?} from {from}", String::from_utf8_lossy(data));
+        log::debug!("received {:?} from {from}", String::from_utf8_lossy(data));
         match t.send_to(data, from) {
             Ok(()) => self.echoed += 1,
             Err(e) => log::warn!("echo to {from} failed: {e}"),
