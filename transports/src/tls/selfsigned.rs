@@ -12,7 +12,10 @@ fn gen(names: &[&str]) -> io::Result<rcgen::CertifiedKey> {
     let alt: Vec<String> = names.iter().map(|s| s.to_string()).collect();
     let mut params = rcgen::CertificateParams::new(alt).map_err(err)?;
     let mut dn = rcgen::DistinguishedName::new();
-    dn.push(rcgen::DnType::CommonName, names.first().copied().unwrap_or("twistor"));
+    dn.push(
+        rcgen::DnType::CommonName,
+        names.first().copied().unwrap_or("twistor"),
+    );
     params.distinguished_name = dn;
     let key_pair = rcgen::KeyPair::generate().map_err(err)?;
     let cert = params.self_signed(&key_pair).map_err(err)?;
