@@ -156,9 +156,12 @@ fn notifications_raised_inside_a_callback_arrive_after_it_returns() {
     assert_eq!(log.iter().filter(|l| *l == "resume:start").count(), 1);
 }
 
+/// What reached a [`Sink`], by connection.
+type Got = Rc<RefCell<Vec<(ConnId, Vec<u8>)>>>;
+
 /// Records what reaches it.
 struct Sink {
-    got: Rc<RefCell<Vec<(ConnId, Vec<u8>)>>>,
+    got: Got,
 }
 
 impl Protocol for Sink {
@@ -171,7 +174,7 @@ impl Protocol for Sink {
 fn a_stale_conn_id_is_gone_and_never_reaches_the_next_connection_in_its_slot() {
     let mut r = common::reactor();
     let ids: Rc<RefCell<Vec<ConnId>>> = Rc::default();
-    let got: Rc<RefCell<Vec<(ConnId, Vec<u8>)>>> = Rc::default();
+    let got: Got = Rc::default();
     let (i2, g2) = (ids.clone(), got.clone());
     /// Sink that reports its id once made.
     struct Announce {

@@ -206,3 +206,57 @@ fn remote_stop_and_run_again() {
     r.run().unwrap();
     assert_eq!(*nested.borrow(), Some(true));
 }
+
+#[test]
+fn a_connection_started_while_stopping_is_told_to_stop_too() {
+    // A shutdown trigger (say, a goodbye to a monitoring server) starts a
+    // connection after stop() began. It must be shut down like the rest,
+    // not left to hold run() until the shutdown deadline.
+    let mut r = common::reactor();
+    r.set_shutdown_timeout(common::WAIT);
+    let outside = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = outside.local_addr().unwrap().port();
+    let outcome: Rc<RefCell<Vec<String>>> = Rc::default();
+    let o2 = outcome.clone();
+    r.add_shutdown_trigger(move |r| {
+        r.call_soon(move |r| {
+            struct Goodbye(Rc<RefCell<Vec<String>>>);
+            impl Protocol for Goodbye {
+                fn connection_made(&mut self, t: &mut dyn Transport) {
+                    self.0.borrow_mut().push("made".into());
+                    t.write(b"goodbye");
+                }
+                fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+                fn connection_lost(&mut self, _: &mut dyn Transport, reason: &Reason) {
+                    self.0.borrow_mut().push(format!("lost {reason}"));
+                }
+            }
+            struct F(Rc<RefCell<Vec<String>>>);
+            impl Factory for F {
+                fn build_protocol(&mut self, _: &Address) -> Option<Box<dyn Protocol>> {
+                    Some(Box::new(Goodbye(self.0.clone())))
+                }
+            }
+            impl ClientFactory for F {
+                fn client_connection_failed(&mut self, _: &mut Reactor, _: &Connector, reason: &Reason) {
+                    self.0.borrow_mut().push(format!("failed {reason}"));
+                }
+            }
+            connect_tcp(r, "127.0.0.1", port, F(o2.clone()));
+        });
+    });
+    r.call_later(Duration::ZERO, |r| r.stop());
+    let start = Instant::now();
+    r.run().unwrap();
+    let took = start.elapsed();
+    assert!(
+        took < common::WAIT / 2,
+        "run() was held for {took:?} by a late connection"
+    );
+    let outcome = outcome.borrow();
+    // Either the attempt was cancelled, or the connection closed cleanly.
+    let ok = matches!(outcome.as_slice(), [f] if f.starts_with("failed"))
+        || matches!(outcome.as_slice(), [m, l] if m == "made" && l.contains("closed cleanly"));
+    assert!(ok, "{outcome:?}");
+    drop(outside);
+}

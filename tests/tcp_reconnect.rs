@@ -145,3 +145,25 @@ fn max_retries_gives_up_after_exactly_that_many_attempts() {
     r.run_pending().unwrap();
     assert_eq!(*failed.borrow(), 4);
 }
+
+#[test]
+fn stopping_the_reactor_ends_the_reconnecting_without_a_pending_retry() {
+    let mut r = common::reactor();
+    let hellos: Rc<RefCell<Vec<ConnId>>> = Rc::default();
+    let listener = listen(&mut r, 0, &hellos);
+    let seen: Rc<RefCell<Seen>> = Rc::default();
+    let (s1, s2) = (seen.clone(), seen.clone());
+    let factory = ReconnectingClientFactory::new(move |_: &Address| Hello(s1.clone()))
+        .initial_delay(Duration::from_millis(1))
+        .jitter(0.0)
+        .on_lost(move |_, _, _| s2.borrow_mut().lost += 1);
+    connect_tcp(&mut r, "127.0.0.1", listener.port(), factory);
+    let h = hellos.clone();
+    wait_for(&mut r, "the hello", move |_| h.borrow().len() == 1);
+    r.call_later(Duration::ZERO, |r| r.stop());
+    r.run().unwrap();
+    // The loss was reported once, and no retry was left behind.
+    assert_eq!(seen.borrow().lost, 1);
+    assert_eq!(seen.borrow().made, 1);
+    assert_eq!(r.timer_count(), 0, "a retry was scheduled while stopping");
+}

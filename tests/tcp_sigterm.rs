@@ -12,8 +12,8 @@ use std::thread;
 use common::{client, round_trip, WAIT};
 
 /// Start `twistor echo` on a free loopback port; returns the child, the
-/// bound address it logged, and a thread collecting the rest of its log.
-fn start_echo() -> (Child, SocketAddr, thread::JoinHandle<Vec<String>>) {
+/// bound address it logged, and the lines of its log as they come.
+fn start_echo() -> (Child, SocketAddr, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_twistor"))
         .args(["echo", "--host", "127.0.0.1", "--port", "0"])
         .env("RUST_LOG", "info")
@@ -23,32 +23,36 @@ fn start_echo() -> (Child, SocketAddr, thread::JoinHandle<Vec<String>>) {
         .spawn()
         .expect("start twistor echo");
     let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let logs = thread::spawn(move || {
-        let mut lines = Vec::new();
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Some(rest) = line.split("TCP echo on ").nth(1) {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(rest.trim().parse::<SocketAddr>().ok());
-                }
-            }
-            lines.push(line);
+    let (tx, lines) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
         }
-        lines
     });
-    match rx.recv_timeout(WAIT) {
-        Ok(Some(addr)) => (child, addr, logs),
-        other => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "twistor echo did not log its address: {other:?}; log: {:?}",
-                logs.join()
-            );
+    let mut seen = Vec::new();
+    while let Ok(line) = lines.recv_timeout(WAIT) {
+        if let Some(rest) = line.split("TCP echo on ").nth(1) {
+            if let Ok(addr) = rest.trim().parse::<SocketAddr>() {
+                return (child, addr, lines);
+            }
         }
+        seen.push(line);
     }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("twistor echo did not log its address; log: {seen:?}");
+}
+
+/// Wait for a log line containing `what`.
+fn wait_log(lines: &mpsc::Receiver<String>, what: &str) {
+    let mut seen = Vec::new();
+    while let Ok(line) = lines.recv_timeout(WAIT) {
+        if line.contains(what) {
+            return;
+        }
+        seen.push(line);
+    }
+    panic!("no log line with {what:?}; log: {seen:?}");
 }
 
 /// Wait for the child to exit, with a bound.
@@ -89,11 +93,7 @@ fn sigterm_stops_twistor_echo_with_a_clean_close_and_exit_status_0() {
     }
     let status = wait_exit(child);
     assert!(status.success(), "exit status: {status:?}");
-    let logs = logs.join().unwrap();
-    assert!(
-        logs.iter().any(|l| l.contains("SIGTERM")),
-        "the signal is logged: {logs:?}"
-    );
+    wait_log(&logs, "SIGTERM");
     // The port is released.
     let e = std::net::TcpStream::connect(addr).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);

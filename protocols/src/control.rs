@@ -20,7 +20,21 @@ use std::time::Duration;
 
 use twistor_reactor::{Address, ConnId, Reactor, Reason, TlsInfo, Transport, Upgrade};
 
-/// What a framing's state must offer its [`Control`].
+/// What a framing's state must offer its [`Control`]. Implemented by
+/// [`LineState`](crate::LineState) and [`StringState`](crate::StringState);
+/// a new framing built on [`Control`] implements it for its own state.
+///
+/// ```
+/// use twistor_protocols::FramingState;
+/// #[derive(Default)]
+/// struct MyState { discard: bool }
+/// impl FramingState for MyState {
+///     fn discard_input(&mut self) { self.discard = true }
+/// }
+/// let mut st = MyState::default();
+/// st.discard_input();
+/// assert!(st.discard);
+/// ```
 pub trait FramingState {
     /// Drop every buffered input byte once the current callback returns and
     /// stop delivering what is left of the current chunk.
@@ -62,14 +76,30 @@ pub struct Control<'a, S: FramingState> {
 }
 
 impl<'a, S: FramingState> Control<'a, S> {
-    pub(crate) fn new(t: &'a mut dyn Transport, st: &'a mut S) -> Self {
+    /// A control over `t` and `st`: how a framing of your own (one with its
+    /// own [`FramingState`]) hands its handler the same kind of handle.
+    ///
+    /// ```
+    /// use twistor_protocols::{Control, FramingState};
+    /// use twistor_reactor::{testing::StringTransport, Transport};
+    /// struct Words { discard: bool }
+    /// impl FramingState for Words {
+    ///     fn discard_input(&mut self) { self.discard = true }
+    /// }
+    /// let mut t = StringTransport::new();
+    /// let mut st = Words { discard: false };
+    /// let mut c = Control::new(&mut t, &mut st);
+    /// c.write(b"hi");
+    /// c.clear_buffer();
+    /// assert!(c.state().discard);
+    /// ```
+    pub fn new(t: &'a mut dyn Transport, st: &'a mut S) -> Self {
         Control { t, st }
     }
 
-    /// The transport below, for code that wants a plain `&mut dyn
-    /// Transport` (a `Control` is one too).
-    pub fn transport(&mut self) -> &mut dyn Transport {
-        self.t
+    /// The framing's state.
+    pub fn state(&mut self) -> &mut S {
+        self.st
     }
 
     /// Discard every input byte the framing still holds (the rest of the
@@ -77,7 +107,21 @@ impl<'a, S: FramingState> Control<'a, S> {
     /// that arrives later is framed as usual.
     ///
     /// [`upgrade`](Transport::upgrade) (hence `start_tls`) does this by
-    /// itself.
+    /// itself. (Twisted's `clearLineBuffer`.)
+    ///
+    /// ```
+    /// use twistor_protocols::{LineControl, LineReceiver};
+    /// use twistor_reactor::{testing::StringTransport, Protocol};
+    /// let mut p = LineReceiver::new(|c: &mut LineControl<'_>, line: &[u8]| {
+    ///     c.send_line(line);
+    ///     if line == b"RESET" {
+    ///         c.clear_buffer(); // forget everything pipelined after it
+    ///     }
+    /// });
+    /// let mut t = StringTransport::new();
+    /// p.data_received(&mut t, b"RESET\r\nlost\r\n");
+    /// assert_eq!(t.value(), b"RESET\r\n");
+    /// ```
     pub fn clear_buffer(&mut self) {
         self.st.discard_input();
     }

@@ -41,6 +41,15 @@ pub struct LimitConnections<F: Factory> {
 
 /// A live count of a [`LimitConnections`] factory's connections (readable
 /// after the factory has moved into a listener).
+///
+/// ```
+/// use twistor_protocols::{Echo, LimitConnections};
+/// use twistor_reactor::{Address, Factory};
+/// let mut f = LimitConnections::new(|_: &Address| Echo, 10);
+/// let counter = f.counter(); // keep this; give `f` to listen_tcp
+/// let _p = f.build_protocol(&Address::Unknown);
+/// assert_eq!(counter.get(), 1);
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct ConnectionCounter(Rc<Cell<usize>>);
 

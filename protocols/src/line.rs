@@ -33,6 +33,10 @@ use crate::control::{Control, FramingState};
 
 /// Default maximum line length in bytes, delimiter excluded (Twisted's
 /// `LineReceiver.MAX_LENGTH`).
+///
+/// ```
+/// assert_eq!(twistor_protocols::DEFAULT_MAX_LINE_LENGTH, 16384);
+/// ```
 pub const DEFAULT_MAX_LINE_LENGTH: usize = 16 * 1024;
 
 /// The handle a [`LineHandler`]'s callbacks receive: the transport (it is a
@@ -52,7 +56,17 @@ pub const DEFAULT_MAX_LINE_LENGTH: usize = 16 * 1024;
 /// ```
 pub type LineControl<'a> = Control<'a, LineState>;
 
-/// The line framing's state, reached through a [`LineControl`].
+/// The line framing's state, reached through a [`LineControl`]'s methods
+/// (`set_raw_mode`, `set_delimiter`, `set_max_length`...).
+///
+/// ```
+/// use twistor_protocols::{LineControl, LineReceiver};
+/// use twistor_reactor::testing::StringTransport;
+/// fn on_line(_: &mut LineControl<'_>, _: &[u8]) {}
+/// let mut p = LineReceiver::new(on_line);
+/// let raw = p.with_handler(&mut StringTransport::new(), |_, c| c.is_raw_mode());
+/// assert!(!raw);
+/// ```
 #[derive(Debug, Clone)]
 pub struct LineState {
     delimiter: Vec<u8>,
@@ -119,6 +133,31 @@ impl Control<'_, LineState> {
     /// next chunk on is split into lines. From inside
     /// `raw_data_received`, use [`set_line_mode_with`](Self::set_line_mode_with)
     /// to hand back the part of the chunk you did not consume.
+    ///
+    /// ```
+    /// # use twistor_protocols::{LineControl, LineHandler, LineReceiver};
+    /// # use twistor_reactor::{testing::StringTransport, Protocol};
+    /// /// Raw mode until a chunk ends with "END".
+    /// #[derive(Default)]
+    /// struct Until { lines: usize }
+    /// impl LineHandler for Until {
+    ///     fn line_received(&mut self, c: &mut LineControl<'_>, _: &[u8]) {
+    ///         self.lines += 1;
+    ///         c.set_raw_mode();
+    ///     }
+    ///     fn raw_data_received(&mut self, c: &mut LineControl<'_>, data: &[u8]) {
+    ///         if data.ends_with(b"END") {
+    ///             c.set_line_mode();
+    ///         }
+    ///     }
+    /// }
+    /// let mut p = LineReceiver::new(Until::default());
+    /// let mut t = StringTransport::new();
+    /// p.data_received(&mut t, b"go\r\n");
+    /// p.data_received(&mut t, b"raw\r\nEND");
+    /// p.data_received(&mut t, b"a line\r\n");
+    /// assert_eq!(p.handler().lines, 2);
+    /// ```
     pub fn set_line_mode(&mut self) {
         self.st.raw = false;
     }
@@ -177,6 +216,22 @@ impl Control<'_, LineState> {
 
     /// Change the delimiter for the lines that follow.
     ///
+    /// ```
+    /// # use twistor_protocols::{LineControl, LineReceiver};
+    /// # use twistor_reactor::{testing::StringTransport, Protocol};
+    /// // The first line picks the delimiter for the rest.
+    /// let mut p = LineReceiver::new(|c: &mut LineControl<'_>, line: &[u8]| {
+    ///     if line == b"UNIX" {
+    ///         c.set_delimiter(b"\n");
+    ///     } else {
+    ///         c.send_line(line);
+    ///     }
+    /// });
+    /// let mut t = StringTransport::new();
+    /// p.data_received(&mut t, b"UNIX\r\nsome\nlines\n");
+    /// assert_eq!(t.value(), b"some\nlines\n");
+    /// ```
+    ///
     /// # Panics
     /// If `delimiter` is empty.
     pub fn set_delimiter(&mut self, delimiter: &[u8]) {
@@ -190,7 +245,21 @@ impl Control<'_, LineState> {
         self.st.max_length
     }
 
-    /// Change the maximum line length.
+    /// Change the maximum line length (e.g. after a login).
+    ///
+    /// ```
+    /// # use twistor_protocols::{LineControl, LineReceiver};
+    /// # use twistor_reactor::{testing::StringTransport, Protocol};
+    /// let mut p = LineReceiver::new(|c: &mut LineControl<'_>, line: &[u8]| {
+    ///     if line == b"login" {
+    ///         c.set_max_length(c.max_length() * 4);
+    ///     }
+    /// })
+    /// .with_max_length(8);
+    /// let mut t = StringTransport::new();
+    /// p.data_received(&mut t, b"login\r\nsixteen-byte-line\r\n");
+    /// assert!(!t.disconnecting());
+    /// ```
     pub fn set_max_length(&mut self, max: usize) {
         self.st.max_length = max;
     }
@@ -324,7 +393,18 @@ pub struct LineReceiver<H: LineHandler> {
 
 impl<H: LineHandler> LineReceiver<H> {
     /// Wrap `handler`, with the `\r\n` delimiter and the default maximum line
-    /// length.
+    /// length; `with_delimiter` and `with_max_length` change them.
+    ///
+    /// ```
+    /// use twistor_protocols::{LineControl, LineReceiver};
+    /// use twistor_reactor::{testing::StringTransport, Protocol};
+    /// let mut p = LineReceiver::new(|c: &mut LineControl<'_>, line: &[u8]| c.send_line(line))
+    ///     .with_delimiter(b"\0")
+    ///     .with_max_length(255);
+    /// let mut t = StringTransport::new();
+    /// p.data_received(&mut t, b"one\0two\0");
+    /// assert_eq!(t.value(), b"one\0two\0");
+    /// ```
     pub fn new(handler: H) -> Self {
         LineReceiver {
             handler,
@@ -357,7 +437,8 @@ impl<H: LineHandler> LineReceiver<H> {
         self
     }
 
-    /// The handler.
+    /// The handler (see [`set_raw_mode`](LineControl::set_raw_mode) for an
+    /// example).
     pub fn handler(&self) -> &H {
         &self.handler
     }
@@ -370,6 +451,14 @@ impl<H: LineHandler> LineReceiver<H> {
 
     /// Input received and not delivered yet (a partial line, or lines held
     /// back while reading is paused).
+    ///
+    /// ```
+    /// # use twistor_protocols::{LineControl, LineReceiver};
+    /// # use twistor_reactor::{testing::StringTransport, Protocol};
+    /// let mut p = LineReceiver::new(|_: &mut LineControl<'_>, _: &[u8]| {});
+    /// p.data_received(&mut StringTransport::new(), b"done\r\npart");
+    /// assert_eq!(p.buffered(), b"part");
+    /// ```
     pub fn buffered(&self) -> &[u8] {
         &self.buf
     }

@@ -24,6 +24,10 @@ use std::time::{Duration, Instant};
 use twistor_reactor::{Address, Factory, Protocol, ProtocolCall, Reason, Transport};
 
 /// Default number of addresses a [`RateLimiter`] tracks.
+///
+/// ```
+/// assert_eq!(twistor_protocols::DEFAULT_MAX_TRACKED, 10_000);
+/// ```
 pub const DEFAULT_MAX_TRACKED: usize = 10_000;
 
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +67,18 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// `rate` tokens per second, up to `burst` saved up. Negative or NaN
     /// values count as zero.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use twistor_protocols::RateLimiter;
+    /// // 10 requests per minute, bursts of 5; remember at most 1,000
+    /// // addresses; key IPv6 clients by their /56.
+    /// let mut l = RateLimiter::new(10.0 / 60.0, 5.0)
+    ///     .with_max_tracked(1000)
+    ///     .with_ipv6_prefix(56);
+    /// assert!(l.try_acquire("2001:db8:0:1::1".parse().unwrap(), Instant::now()).is_ok());
+    /// assert_eq!(l.tracked(), 1);
+    /// ```
     pub fn new(rate: f64, burst: f64) -> RateLimiter {
         let clean = |x: f64| if x.is_nan() || x < 0.0 { 0.0 } else { x };
         RateLimiter {
@@ -111,6 +127,7 @@ impl RateLimiter {
     /// assert!(bw.try_acquire_n(ip, Instant::now(), 5000.0).is_err());
     /// ```
     pub fn try_acquire_n(&mut self, ip: IpAddr, now: Instant, n: f64) -> Result<(), Duration> {
+        let n = if n.is_nan() || n < 0.0 { 0.0 } else { n };
         let key = self.key(ip);
         if !self.buckets.contains_key(&key) && self.buckets.len() >= self.max_tracked {
             self.evict(now);
@@ -212,12 +229,29 @@ pub struct LimitConnectionRate<F: Factory> {
 
 impl<F: Factory> LimitConnectionRate<F> {
     /// Limit `inner`'s connections per address with `limiter`.
+    ///
+    /// ```
+    /// use twistor_protocols::{Echo, LimitConnectionRate, RateLimiter};
+    /// use twistor_reactor::Address;
+    /// // At most 5 new connections per address per second, bursts of 20.
+    /// let f = LimitConnectionRate::new(|_: &Address| Echo, RateLimiter::new(5.0, 20.0));
+    /// assert_eq!(f.limiter().borrow().tracked(), 0);
+    /// ```
     pub fn new(inner: F, limiter: RateLimiter) -> Self {
         Self::shared(inner, Rc::new(RefCell::new(limiter)))
     }
 
     /// Like [`new`](Self::new), with a limiter shared with other factories
     /// or protocols (e.g. two listeners counting against one budget).
+    ///
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc};
+    /// use twistor_protocols::{Daytime, Echo, LimitConnectionRate, RateLimiter};
+    /// use twistor_reactor::Address;
+    /// let budget = Rc::new(RefCell::new(RateLimiter::new(1.0, 10.0)));
+    /// let _echo = LimitConnectionRate::shared(|_: &Address| Echo, budget.clone());
+    /// let _daytime = LimitConnectionRate::shared(|_: &Address| Daytime, budget);
+    /// ```
     pub fn shared(inner: F, limiter: Rc<RefCell<RateLimiter>>) -> Self {
         LimitConnectionRate {
             inner,

@@ -27,6 +27,13 @@ use twistor_reactor::{Protocol, Reason, Transport};
 use crate::control::{Control, FramingState};
 
 /// What a [`Framing`] found at the start of the buffered input.
+///
+/// ```
+/// use twistor_protocols::{Framing, Parse, Prefixed};
+/// assert_eq!(Prefixed::<1>::parse(b"\x02hi!", 255), Parse::Frame { start: 1, len: 2, end: 3 });
+/// assert_eq!(Prefixed::<1>::parse(b"\x02h", 255), Parse::Incomplete);
+/// assert_eq!(Prefixed::<1>::parse(b"\x09", 8), Parse::TooLong(9));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parse {
     /// A whole frame: the payload is `buf[start..start + len]`, and the
@@ -92,6 +99,13 @@ pub trait Framing: 'static {
 
 /// [`StringControl::send_string`] was given a string its framing cannot
 /// carry (more than 255 bytes with a 1-byte prefix...).
+///
+/// ```
+/// use twistor_protocols::{Framing, Prefixed, StringTooLong};
+/// use twistor_reactor::testing::StringTransport;
+/// let err = Prefixed::<1>::encode(&mut StringTransport::new(), &[0; 300]).unwrap_err();
+/// assert_eq!(err, StringTooLong { len: 300, max: 255 });
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StringTooLong {
     /// The string's length.
@@ -114,7 +128,16 @@ impl Error for StringTooLong {}
 
 type EncodeFn = fn(&mut dyn Transport, &[u8]) -> Result<(), StringTooLong>;
 
-/// A string framing's state, reached through a [`StringControl`].
+/// A string framing's state, reached through a [`StringControl`]'s
+/// methods.
+///
+/// ```
+/// use twistor_protocols::{NetstringReceiver, StringControl};
+/// use twistor_reactor::testing::StringTransport;
+/// fn ignore(_: &mut StringControl<'_>, _: &[u8]) {}
+/// let mut p = NetstringReceiver::new(ignore).with_max_length(10);
+/// assert_eq!(p.with_handler(&mut StringTransport::new(), |_, c| c.max_length()), 10);
+/// ```
 #[derive(Debug, Clone)]
 pub struct StringState {
     max_length: usize,
@@ -159,6 +182,21 @@ impl Control<'_, StringState> {
     }
 
     /// Change the maximum payload length accepted from the peer.
+    ///
+    /// ```
+    /// use twistor_protocols::{Int32StringReceiver, StringControl};
+    /// use twistor_reactor::{testing::StringTransport, Protocol};
+    /// // Small frames until the peer says hello, then up to 1 MiB.
+    /// let mut p = Int32StringReceiver::new(|c: &mut StringControl<'_>, s: &[u8]| {
+    ///     if s == b"hello" {
+    ///         c.set_max_length(1 << 20);
+    ///     }
+    /// })
+    /// .with_max_length(16);
+    /// let mut t = StringTransport::new();
+    /// p.data_received(&mut t, b"\0\0\0\x05hello\0\0\x01\0");
+    /// assert!(!t.disconnecting());
+    /// ```
     pub fn set_max_length(&mut self, max: usize) {
         self.st.max_length = max;
     }
@@ -272,7 +310,19 @@ pub struct StringReceiver<F: Framing, H: StringHandler> {
 }
 
 impl<F: Framing, H: StringHandler> StringReceiver<F, H> {
-    /// Wrap `handler`, with the framing's default maximum length.
+    /// Wrap `handler`, with the framing's default maximum length
+    /// (`with_max_length` changes it).
+    ///
+    /// ```
+    /// use twistor_protocols::{NetstringReceiver, StringControl};
+    /// use twistor_reactor::{testing::StringTransport, Protocol};
+    /// let mut p = NetstringReceiver::new(|_: &mut StringControl<'_>, _: &[u8]| {})
+    ///     .with_max_length(3);
+    /// let mut t = StringTransport::new();
+    /// p.data_received(&mut t, b"3:abc,4:");
+    /// assert!(t.disconnecting()); // 4 > 3
+    /// assert!(p.buffered().is_empty());
+    /// ```
     pub fn new(handler: H) -> Self {
         StringReceiver {
             handler,

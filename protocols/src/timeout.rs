@@ -4,7 +4,7 @@
 //! is cheap.
 //!
 //! - [`IdleTimeout<P>`] wraps any protocol: the timer restarts whenever data
-//!   arrives, and when it fires the connection is closed with
+//!   arrives (or the write buffer drains), and when it fires the connection is closed with
 //!   [`Reason::TimedOut`] (or your action runs instead).
 //! - [`TimeoutMixin`] is for a protocol that manages its own timeout, as in
 //!   Twisted: `set_timeout`, `reset_timeout`, and an overridable
@@ -19,7 +19,8 @@ use twistor_reactor::{DelayedCall, Protocol, ProtocolCall, Reason, Transport};
 type TimeoutAction<P> = Box<dyn FnMut(&mut P, &mut dyn Transport)>;
 
 /// Wraps a protocol and closes its connection after `period` without
-/// incoming data (Twisted's `TimeoutProtocol`). Every callback is forwarded,
+/// traffic (Twisted's `TimeoutProtocol`): incoming data restarts the timer,
+/// and so does `resume_writing` (a slow reader draining a big response). Every callback is forwarded,
 /// `call_on` included, so `p.downcast_mut::<P>()` still finds the inner
 /// protocol.
 ///
@@ -79,6 +80,13 @@ impl<P: Protocol> IdleTimeout<P> {
     }
 
     /// The wrapped protocol.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use twistor_protocols::{IdleTimeout, Qotd};
+    /// let p = IdleTimeout::new(Qotd::default(), Duration::from_secs(5));
+    /// let _quote: &Qotd = p.inner();
+    /// ```
     pub fn inner(&self) -> &P {
         &self.inner
     }
@@ -92,10 +100,17 @@ impl<P: Protocol> IdleTimeout<P> {
         let id = t.id();
         let due = self.due.clone();
         self.call = Some(t.reactor().call_later(self.period, move |r| {
-            // The wrapper hears it in route_call, whatever layers sit
-            // above it (TLS routes calls down to it).
+            // The wrapper hears it in route_call, whatever layers sit above
+            // it and route calls down. A layer that runs calls straight
+            // against its protocol (no routing) hands the closure the
+            // wrapper itself: the downcast catches that case. The flag makes
+            // sure it fires once either way.
             due.set(true);
-            let _ = r.call_on(id, |_, _| {});
+            let _ = r.call_on(id, |p, t| {
+                if let Some(me) = p.downcast_mut::<IdleTimeout<P>>() {
+                    me.check_due(t);
+                }
+            });
         }));
     }
 
@@ -103,6 +118,12 @@ impl<P: Protocol> IdleTimeout<P> {
         match self.call {
             Some(c) if c.reset(t.reactor(), self.period) => {}
             _ => self.arm(t),
+        }
+    }
+
+    fn check_due(&mut self, t: &mut dyn Transport) {
+        if self.due.replace(false) {
+            self.fire(t);
         }
     }
 
@@ -143,19 +164,26 @@ impl<P: Protocol> Protocol for IdleTimeout<P> {
         self.inner.pause_writing(t);
     }
     fn resume_writing(&mut self, t: &mut dyn Transport) {
+        // The peer is reading what we send: that is traffic too.
+        self.reset(t);
         self.inner.resume_writing(t);
     }
     fn route_call(&mut self, t: &mut dyn Transport, call: ProtocolCall) -> Option<ProtocolCall> {
-        if self.due.replace(false) {
-            self.fire(t);
-        }
+        self.check_due(t);
         let call = self.inner.route_call(t, call)?;
         call(&mut self.inner, t);
         None
     }
 }
 
-/// The state a [`TimeoutMixin`] protocol keeps: a field of your protocol.
+/// The state a [`TimeoutMixin`] protocol keeps: a field of your protocol
+/// (see [`TimeoutMixin`] for a whole example).
+///
+/// ```
+/// use twistor_protocols::Timeout;
+/// let t = Timeout::default();
+/// assert_eq!(t.period(), None); // no timeout until set_timeout
+/// ```
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Timeout {
     call: Option<DelayedCall>,

@@ -118,6 +118,24 @@ fn idle_timeout_action_can_keep_the_connection_and_rearms() {
 }
 
 #[test]
+fn idle_timeout_counts_a_draining_write_buffer_as_traffic() {
+    let (server, _) = Recorder::new();
+    let mut pair = MemoryPair::new(Box::new(Stubborn), Box::new(IdleTimeout::new(server, 10 * S))).unwrap();
+    pair.pump();
+    pair.advance(6 * S);
+    pair.with_server(|_, t| t.write(&vec![0; 1 << 20])); // pause_writing
+    pair.advance(3 * S);
+    pair.with_client(|_, t| t.resume_reading()); // drains: resume_writing at 9 s
+    pair.advance(8 * S);
+    assert!(
+        !pair.is_closed(),
+        "without the reset it would have closed at 10 s"
+    );
+    pair.advance(2 * S);
+    assert!(pair.is_closed());
+}
+
+#[test]
 fn lost_connection_cancels_the_idle_timer() {
     let (client, _) = Recorder::new();
     let (server, _) = Recorder::new();

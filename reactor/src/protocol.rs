@@ -82,9 +82,32 @@ pub trait Protocol: Any {
     /// Route a closure from [`Reactor::call_on`] to the right protocol.
     ///
     /// Plain protocols keep the default, which returns the call so that it
-    /// runs against `self`. A layer that wraps another protocol (TLS) runs it
-    /// against the wrapped protocol with its own transport view and returns
-    /// `None`.
+    /// runs against `self`. A layer that wraps another protocol (TLS, an
+    /// idle timeout, a connection counter) passes the call on to the wrapped
+    /// protocol's own `route_call` (with the layer's transport view), runs
+    /// what comes back against the wrapped protocol, and returns `None`.
+    /// Layers nest that way, so the call reaches the innermost protocol and
+    /// every layer on the way sees it.
+    ///
+    /// ```
+    /// use twistor_reactor::{Protocol, ProtocolCall, Transport};
+    ///
+    /// /// A layer that counts the bytes its protocol receives.
+    /// struct Counting<P: Protocol> { inner: P, bytes: usize }
+    ///
+    /// impl<P: Protocol> Protocol for Counting<P> {
+    ///     fn data_received(&mut self, t: &mut dyn Transport, data: &[u8]) {
+    ///         self.bytes += data.len();
+    ///         self.inner.data_received(t, data);
+    ///     }
+    ///     fn route_call(&mut self, t: &mut dyn Transport, call: ProtocolCall) -> Option<ProtocolCall> {
+    ///         let call = self.inner.route_call(t, call)?;
+    ///         call(&mut self.inner, t);
+    ///         None
+    ///     }
+    ///     // ... and every other callback forwarded the same way.
+    /// }
+    /// ```
     fn route_call(&mut self, t: &mut dyn Transport, call: ProtocolCall) -> Option<ProtocolCall> {
         let _ = t;
         Some(call)

@@ -381,6 +381,12 @@ impl Reactor {
                 } else {
                     slot.handler = Some(h);
                     self.flush_deferred(id);
+                    if matches!(self.state, State::Stopping { .. }) {
+                        // Registered after stop() began (by a trigger, a
+                        // timer, a reconnect): it stops like the rest
+                        // rather than holding run() until the deadline.
+                        self.call_soon(move |r| r.with_handler(id, |h, r| h.shutdown(r, id)));
+                    }
                 }
                 Ok(id)
             }
@@ -686,9 +692,15 @@ impl Reactor {
         if self.install_signals && self.signals.is_none() {
             match signal_hook_mio::v1_0::Signals::new([libc::SIGINT, libc::SIGTERM]) {
                 Ok(mut s) => {
-                    self.poll
-                        .registry()
-                        .register(&mut s, SIGNAL_TOKEN, mio::Interest::READABLE)?;
+                    if let Err(e) =
+                        self.poll
+                            .registry()
+                            .register(&mut s, SIGNAL_TOKEN, mio::Interest::READABLE)
+                    {
+                        self.state = State::Idle;
+                        return Err(e);
+                    }
+                    signal_default::handling(true);
                     self.signals = Some(s);
                 }
                 Err(e) => log::warn!("cannot install signal handlers: {e}"),
@@ -697,6 +709,8 @@ impl Reactor {
         let res = self.run_loop(None);
         if let Some(mut s) = self.signals.take() {
             let _ = self.poll.registry().deregister(&mut s);
+            drop(s);
+            signal_default::handling(false);
         }
         self.state = State::Idle;
         self.stop_requested = false;
@@ -959,6 +973,52 @@ impl Reactor {
         };
         let res = catch_unwind(AssertUnwindSafe(|| f(&mut *h, self)));
         self.put_back(id, h, res);
+    }
+}
+
+/// Keeps SIGINT / SIGTERM terminating the process while no reactor is
+/// running with its signal handlers.
+///
+/// signal-hook leaves its process-wide handler in place when the last
+/// action for a signal is removed, so once `run()` returned the signals
+/// would be ignored: Ctrl-C would no longer end a program that goes on
+/// after its reactor stopped. A conditional default action, armed only
+/// while no reactor handles the signals, restores the usual behaviour.
+mod signal_default {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    struct Guard {
+        running: Mutex<usize>,
+        default_on: Arc<AtomicBool>,
+    }
+
+    fn guard() -> &'static Guard {
+        static GUARD: OnceLock<Guard> = OnceLock::new();
+        GUARD.get_or_init(|| {
+            let default_on = Arc::new(AtomicBool::new(false));
+            for sig in [libc::SIGINT, libc::SIGTERM] {
+                if let Err(e) = signal_hook::flag::register_conditional_default(sig, default_on.clone()) {
+                    log::warn!("cannot keep the default action of signal {sig}: {e}");
+                }
+            }
+            Guard {
+                running: Mutex::new(0),
+                default_on,
+            }
+        })
+    }
+
+    /// A reactor starts (`true`) or stops (`false`) handling the signals.
+    pub(super) fn handling(on: bool) {
+        let g = guard();
+        let mut n = g.running.lock().unwrap_or_else(|e| e.into_inner());
+        if on {
+            *n += 1;
+        } else {
+            *n = n.saturating_sub(1);
+        }
+        g.default_on.store(*n == 0, Ordering::SeqCst);
     }
 }
 

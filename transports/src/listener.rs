@@ -56,6 +56,8 @@ pub(crate) struct Listener<A: Acceptor> {
     paused: Rc<Cell<bool>>,
     /// Connections refused over `max_connections` since the last log line.
     refused: u64,
+    /// Inside a descriptor-exhaustion episode (logged once, at its start).
+    exhausted: bool,
     what: String,
 }
 
@@ -68,6 +70,7 @@ impl<A: Acceptor> Listener<A> {
             live: Rc::new(Cell::new(0)),
             paused: Rc::new(Cell::new(false)),
             refused: 0,
+            exhausted: false,
             what,
         }
     }
@@ -140,16 +143,28 @@ impl<A: Acceptor> Handler for Listener<A> {
         }
         for _ in 0..ACCEPT_BUDGET {
             match self.acceptor.accept() {
-                Ok((stream, addr)) => self.serve(r, stream, addr),
+                Ok((stream, addr)) => {
+                    if self.exhausted {
+                        self.exhausted = false;
+                        log::info!("{}: accepting again", self.what);
+                    }
+                    self.serve(r, stream, addr)
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if is_exhaustion(&e) => {
                     // The pending connection stays in the backlog; try again
                     // after a pause rather than spinning on a full table.
-                    log::warn!(
-                        "{}: accept failed: {e}; pausing accepts for {} ms",
-                        self.what,
-                        ACCEPT_BACKOFF.as_millis()
-                    );
+                    // Logged once per episode: the retries would flood the log.
+                    if self.exhausted {
+                        log::debug!("{}: accept failed again: {e}", self.what);
+                    } else {
+                        self.exhausted = true;
+                        log::warn!(
+                            "{}: accept failed: {e}; retrying every {} ms until it clears",
+                            self.what,
+                            ACCEPT_BACKOFF.as_millis()
+                        );
+                    }
                     self.paused.set(true);
                     let paused = self.paused.clone();
                     r.call_later(ACCEPT_BACKOFF, move |r| {

@@ -162,6 +162,14 @@ impl ReconnectingClientFactory {
         if self.state.stopped.get() {
             return;
         }
+        if r.is_stopping() {
+            // The reactor is shutting down: a retry would only fail again.
+            log::debug!(
+                "not reconnecting to {}: the reactor is stopping",
+                connector.destination()
+            );
+            return;
+        }
         self.retries += 1;
         if let Some(max) = self.max_retries {
             if self.retries > max {

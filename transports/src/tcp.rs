@@ -491,14 +491,16 @@ fn make_connector(s: &Shared) -> Connector {
     )
 }
 fn start_attempt(r: &mut Reactor, s: &Shared) {
-    if r.is_stopping() {
-        // No new attempts once stop() has begun (a retrying factory would
-        // otherwise keep the reactor from ever finishing its stop).
-        log::debug!("not connecting to {}: the reactor is stopping", s.borrow().host);
-        return;
-    }
     if s.borrow().pending.is_some() {
         log::debug!("connect() while an attempt is in progress: ignored");
+        return;
+    }
+    if r.is_stopping() {
+        // No new attempts once stop() has begun, but the attempt still
+        // ends in exactly one outcome: it fails, as an aborted one would.
+        log::debug!("not connecting to {}: the reactor is stopping", s.borrow().host);
+        let factory = s.borrow().factory.clone();
+        report_failed(r, &factory, &make_connector(s), Reason::Aborted);
         return;
     }
     let connector = make_connector(s);

@@ -236,3 +236,66 @@ fn ca_bundles_from_a_file_or_a_directory() {
     assert!(load_certs(dir.join("missing.pem")).is_err());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn certificate_facts_match_what_openssl_says() {
+    if !have_openssl() {
+        return;
+    }
+    let dir = temp_dir();
+    lab_cert(&dir, "x");
+    let der = load_certs(dir.join("domain.crt")).unwrap().remove(0);
+    let facts = twistor_transports::tls::cert_facts(&der).unwrap();
+    assert_eq!(facts.subject_cn.as_deref(), Some("localhost"));
+    let out = Command::new("openssl")
+        .args([
+            "x509",
+            "-noout",
+            "-serial",
+            "-fingerprint",
+            "-sha256",
+            "-in",
+            "domain.crt",
+        ])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    let serial = text
+        .lines()
+        .find_map(|l| l.strip_prefix("serial="))
+        .unwrap()
+        .trim()
+        .to_string();
+    let fp: String = text
+        .lines()
+        .find_map(|l| l.split_once("fingerprint=").map(|(_, f)| f.replace(':', "")))
+        .unwrap();
+    assert_eq!(
+        facts.serial.trim_start_matches('0'),
+        serial.trim_start_matches('0')
+    );
+    assert_eq!(facts.sha256_fingerprint, fp.trim());
+    let year = std::time::Duration::from_secs(365 * 24 * 3600);
+    let span = facts.not_after.duration_since(facts.not_before).unwrap();
+    assert!(
+        span >= year - std::time::Duration::from_secs(60)
+            && span <= year + std::time::Duration::from_secs(60)
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn system_roots_load_where_the_system_has_a_bundle() {
+    if !Path::new("/etc/ssl/certs/ca-certificates.crt").exists()
+        && std::env::var_os("SSL_CERT_FILE").is_none()
+    {
+        eprintln!("SKIPPED: no system CA bundle on this machine");
+        return;
+    }
+    let roots = twistor_transports::tls::system_roots().unwrap();
+    assert!(roots.len() > 10, "only {} roots", roots.len());
+    assert!(twistor_transports::tls::ClientConfigBuilder::new()
+        .build()
+        .is_ok());
+}

@@ -270,6 +270,7 @@ struct Producer {
     left: usize,
     peak: Rc<RefCell<usize>>,
     paused: bool,
+    pause_count: Rc<RefCell<usize>>,
 }
 impl Producer {
     fn produce(&mut self, t: &mut dyn Transport) {
@@ -300,6 +301,7 @@ impl Protocol for Producer {
     fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
     fn pause_writing(&mut self, _: &mut dyn Transport) {
         self.paused = true;
+        *self.pause_count.borrow_mut() += 1;
     }
     fn resume_writing(&mut self, t: &mut dyn Transport) {
         self.paused = false;
@@ -346,23 +348,32 @@ fn flow_control_crosses_the_layer_and_memory_stays_bounded() {
         pauses: pauses.clone(),
         eof: eof.clone(),
     };
+    let writer_pauses = Rc::new(RefCell::new(0));
     let producer = Producer {
         left: TOTAL,
         peak: peak.clone(),
         paused: false,
+        pause_count: writer_pauses.clone(),
     };
     let (cl, _) = client_layer(Box::new(reader), cc, "localhost");
     let (sl, _) = server_layer(Box::new(producer), sc, TlsOptions::default());
     let mut pair = MemoryPair::new(Box::new(cl), Box::new(sl)).unwrap();
     pair.pump();
     let mut rounds = 0;
-    while *got.borrow() < TOTAL && rounds < 10_000 {
+    // A paused reader hears of close_notify only after it resumes.
+    while !*eof.borrow() && rounds < 10_000 {
         rounds += 1;
         pair.with_client(|_, t| t.resume_reading());
     }
     assert_eq!(*got.borrow(), TOTAL);
     assert!(*eof.borrow(), "close_notify not seen");
     assert!(*pauses.borrow() >= 16, "the reader never paused");
+    // The reader's pauses reached the writer through both layers.
+    assert!(
+        *writer_pauses.borrow() >= 16,
+        "the writer was paused {} times",
+        writer_pauses.borrow()
+    );
     assert!(pair.is_closed());
     // The producer never held more than its own limit plus one chunk, and
     // the layer kept nothing unbounded.
@@ -531,4 +542,136 @@ fn alpn_is_negotiated() {
     let a = alpn.clone();
     pair.with_client(move |_, t| *a.borrow_mut() = t.tls_info().unwrap().alpn.clone());
     assert_eq!(alpn.borrow().as_deref(), Some(&b"h2"[..]));
+}
+
+/// Writes more than the pipe holds, then closes.
+struct Flood;
+impl Protocol for Flood {
+    fn connection_made(&mut self, t: &mut dyn Transport) {
+        t.write(&vec![b'z'; 1 << 20]);
+        t.lose_connection();
+    }
+    fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+}
+
+/// Never reads: pauses at once.
+struct Stubborn;
+impl Protocol for Stubborn {
+    fn connection_made(&mut self, t: &mut dyn Transport) {
+        t.pause_reading();
+    }
+    fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+}
+
+#[test]
+fn shutdown_timeout_aborts_a_close_the_peer_never_reads() {
+    let (sc, cc) = configs();
+    let lost = Rc::new(RefCell::new(None));
+    struct FloodAndRecord(Flood, Rc<RefCell<Option<Reason>>>);
+    impl Protocol for FloodAndRecord {
+        fn connection_made(&mut self, t: &mut dyn Transport) {
+            self.0.connection_made(t)
+        }
+        fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+        fn connection_lost(&mut self, _: &mut dyn Transport, reason: &Reason) {
+            *self.1.borrow_mut() = Some(reason.clone());
+        }
+    }
+    let opts = TlsOptions {
+        shutdown_timeout: Some(Duration::from_secs(5)),
+        ..TlsOptions::default()
+    };
+    let (cl, _) = client_layer(Box::new(Stubborn), cc, "localhost");
+    let (sl, _) = server_layer(Box::new(FloodAndRecord(Flood, lost.clone())), sc, opts);
+    let mut pair = MemoryPair::new(Box::new(cl), Box::new(sl)).unwrap();
+    pair.pump();
+    assert!(
+        pair.reactor.contains(pair.server),
+        "closed although the data cannot have been delivered"
+    );
+    pair.advance(Duration::from_secs(4));
+    assert!(pair.reactor.contains(pair.server));
+    pair.advance(Duration::from_secs(2));
+    assert!(!pair.reactor.contains(pair.server));
+    assert!(
+        matches!(*lost.borrow(), Some(Reason::TimedOut)),
+        "{:?}",
+        lost.borrow()
+    );
+}
+
+#[test]
+fn trust_on_first_use_refuses_a_changed_certificate() {
+    let store = twistor_transports::tls::TofuStore::in_memory();
+    let cc = ClientConfigBuilder::new().tofu(store.clone()).build().unwrap();
+    // The same certificate twice, then a different one for the same name.
+    let (first, _) = ServerConfigBuilder::self_signed(&["capsule.test"]).unwrap();
+    let (second, _) = ServerConfigBuilder::self_signed(&["capsule.test"]).unwrap();
+    let mut outcomes = Vec::new();
+    for sc in [first.clone(), first, second] {
+        let (cl, failed) = client_layer(Box::new(Recorder::new().0), cc.clone(), "capsule.test");
+        let (sl, _) = server_layer(Box::new(Echo), sc, TlsOptions::default());
+        let mut pair = MemoryPair::new(Box::new(cl), Box::new(sl)).unwrap();
+        pair.pump();
+        let f = failed.borrow().clone();
+        outcomes.push(f);
+    }
+    assert!(outcomes[0].is_none(), "{:?}", outcomes[0]);
+    assert!(outcomes[1].is_none(), "{:?}", outcomes[1]);
+    let msg = tls_message(&outcomes[2]);
+    assert!(msg.contains("changed"), "{msg}");
+    assert!(store.get("capsule.test").is_some());
+}
+
+#[test]
+fn write_eof_sends_close_notify_and_keeps_reading() {
+    let (sc, cc) = configs();
+    let (client, clog) = Recorder::new();
+    /// Answers the peer's close_notify with a last word, then closes.
+    struct LastWord;
+    impl Protocol for LastWord {
+        fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+        fn eof_received(&mut self, t: &mut dyn Transport) -> bool {
+            t.write(b"goodbye");
+            t.lose_connection();
+            true
+        }
+    }
+    let (cl, _) = client_layer(Box::new(client), cc, "localhost");
+    let (sl, _) = server_layer(Box::new(LastWord), sc, TlsOptions::default());
+    let mut pair = MemoryPair::new(Box::new(cl), Box::new(sl)).unwrap();
+    pair.pump();
+    pair.with_client(|_, t| t.write_eof());
+    assert_eq!(clog.borrow().data, b"goodbye");
+    assert_eq!(clog.borrow().eofs, 1);
+    assert!(pair.is_closed());
+    assert!(clog.borrow().lost[0].is_clean(), "{:?}", clog.borrow().lost);
+}
+
+#[test]
+fn one_huge_write_is_sent_whole() {
+    // 80 MiB in one callback: more records than one write_tls round moves.
+    const SIZE: usize = 80 << 20;
+    let (sc, cc) = configs();
+    struct Huge;
+    impl Protocol for Huge {
+        fn connection_made(&mut self, t: &mut dyn Transport) {
+            t.write(&vec![7u8; SIZE]);
+            t.lose_connection();
+        }
+        fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+    }
+    let got = Rc::new(RefCell::new(0usize));
+    struct Count(Rc<RefCell<usize>>);
+    impl Protocol for Count {
+        fn data_received(&mut self, _: &mut dyn Transport, d: &[u8]) {
+            *self.0.borrow_mut() += d.len();
+        }
+    }
+    let (cl, _) = client_layer(Box::new(Count(got.clone())), cc, "localhost");
+    let (sl, _) = server_layer(Box::new(Huge), sc, TlsOptions::default());
+    let mut pair = MemoryPair::new(Box::new(cl), Box::new(sl)).unwrap();
+    pair.pump();
+    assert_eq!(*got.borrow(), SIZE);
+    assert!(pair.is_closed());
 }

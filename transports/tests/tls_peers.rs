@@ -238,7 +238,7 @@ fn python_ssl_client_echoes() {
 
 const PY_SERVER: &str = r#"
 import socket, ssl, sys
-cert, key = sys.argv[1], sys.argv[2]
+cert, key, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(cert, key)
 srv = socket.socket()
@@ -256,7 +256,11 @@ with ctx.wrap_socket(conn, server_side=True) as s:
             break
         got += chunk
     s.sendall(b"py: " + got)
-    s.unwrap()
+    if mode == "clean":
+        s.unwrap()
+    else:
+        # Close the TCP connection without close_notify.
+        s.shutdown(socket.SHUT_RDWR)
 print("DONE", flush=True)
 "#;
 
@@ -279,10 +283,10 @@ impl Protocol for LineClient {
     }
 }
 
-#[test]
-fn twistor_client_against_python_ssl_server() {
+/// Run the Python server in `mode`; what did twistor's client see?
+fn against_python_server(mode: &str) -> Option<Seen> {
     if !have("python3") {
-        return;
+        return None;
     }
     let dir = temp_dir();
     let _ = cert_files(&dir);
@@ -292,6 +296,7 @@ fn twistor_client_against_python_ssl_server() {
             PY_SERVER,
             dir.join("cert.pem").to_str().unwrap(),
             dir.join("key.pem").to_str().unwrap(),
+            mode,
         ])
         .stdout(Stdio::piped())
         .spawn()
@@ -328,14 +333,32 @@ fn twistor_client_against_python_ssl_server() {
     assert!(done, "connection did not end: {:?}", seen.borrow());
     let seen = seen.borrow().clone();
     assert_eq!(seen.data, b"py: hello from twistor\n");
-    assert!(
-        seen.eof,
-        "close_notify from python did not arrive as eof_received"
-    );
-    assert!(seen.lost.as_ref().unwrap().is_clean(), "{:?}", seen.lost);
     assert_eq!(rx.recv_timeout(WAIT).unwrap(), "DONE");
     let _ = child.wait();
     std::fs::remove_dir_all(dir).unwrap();
+    Some(seen)
+}
+
+#[test]
+fn twistor_client_against_python_ssl_server() {
+    if let Some(seen) = against_python_server("clean") {
+        assert!(
+            seen.eof,
+            "close_notify from python did not arrive as eof_received"
+        );
+        assert!(seen.lost.as_ref().unwrap().is_clean(), "{:?}", seen.lost);
+    }
+}
+
+#[test]
+fn python_server_closing_without_close_notify_is_truncation() {
+    if let Some(seen) = against_python_server("truncate") {
+        assert!(!seen.eof, "a bare close arrived as eof_received");
+        match &seen.lost {
+            Some(Reason::Tls(m)) => assert!(m.starts_with("truncated"), "{m}"),
+            other => panic!("expected truncation, got {other:?}"),
+        }
+    }
 }
 
 /// A raw TCP client: sends `send` on connect, records what it gets and why
@@ -462,4 +485,99 @@ fn a_failed_handshake_is_a_failed_connection_attempt() {
         events[0].contains("certificate verification failed"),
         "{events:?}"
     );
+}
+
+#[test]
+fn tls_over_a_unix_socket_by_wrapping_the_factories() {
+    use twistor_transports::tls::{TlsClientFactory, TlsServerFactory};
+    use twistor_transports::{connect_unix, listen_unix};
+    let dir = temp_dir();
+    let path = dir.join("tls.sock");
+    let (server_config, fp) = ServerConfigBuilder::self_signed(&["localhost"]).unwrap();
+    let mut r = Reactor::new().unwrap();
+    let served = Rc::new(RefCell::new(Seen::default()));
+    let s = served.clone();
+    let server_factory = TlsServerFactory::new(
+        move |_: &Address| EchoLine(s.clone()),
+        server_config,
+        TlsOptions::default(),
+    );
+    let _port = listen_unix(&mut r, &path, server_factory).unwrap();
+    let client_config = ClientConfigBuilder::new().pinned(&fp).build().unwrap();
+    let got = Rc::new(RefCell::new(Seen::default()));
+    let g = got.clone();
+    let client_factory = TlsClientFactory::new(
+        move |_: &Address| LineClient(g.clone()),
+        client_config,
+        "localhost",
+        TlsOptions::default(),
+    );
+    connect_unix(&mut r, &path, client_factory);
+    let done = r.run_until(WAIT, |_| got.borrow().lost.is_some()).unwrap();
+    assert!(done);
+    assert_eq!(got.borrow().data, b"hello from twistor\n");
+    assert_eq!(got.borrow().version, "TLSv1.3");
+    assert!(got.borrow().lost.as_ref().unwrap().is_clean());
+    assert_eq!(served.borrow().data, b"hello from twistor\n");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+const PY_WAIT_CLOSE: &str = r#"
+import socket, ssl, sys
+port, cafile = int(sys.argv[1]), sys.argv[2]
+ctx = ssl.create_default_context(cafile=cafile)
+with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
+    with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+        s.sendall(b"stop now\n")
+        got = b""
+        try:
+            while True:
+                chunk = s.recv(1024)
+                if not chunk:
+                    print("CLOSE_NOTIFY", got.decode().strip())
+                    break
+                got += chunk
+        except ssl.SSLError as e:
+            print("TRUNCATED", e)
+"#;
+
+/// Echoes, then stops the reactor.
+struct EchoThenStop;
+impl Protocol for EchoThenStop {
+    fn data_received(&mut self, t: &mut dyn Transport, d: &[u8]) {
+        t.write(d);
+        t.reactor().stop();
+    }
+}
+
+#[test]
+fn stopping_the_reactor_sends_close_notify() {
+    if !have("python3") {
+        return;
+    }
+    let dir = temp_dir();
+    let config = cert_files(&dir);
+    let mut r = Reactor::new().unwrap();
+    r.set_install_signal_handlers(false);
+    let port = listen_tls(&mut r, "127.0.0.1:0", |_: &Address| EchoThenStop, config).unwrap();
+    let rx = spawn(
+        &r,
+        Command::new("python3")
+            .args([
+                "-c",
+                PY_WAIT_CLOSE,
+                &port.port().to_string(),
+                dir.join("cert.pem").to_str().unwrap(),
+            ])
+            .stdin(Stdio::null()),
+    );
+    r.run().unwrap();
+    let out = rx.recv_timeout(WAIT).expect("python client did not finish");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("CLOSE_NOTIFY stop now"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(dir).unwrap();
 }

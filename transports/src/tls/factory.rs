@@ -8,7 +8,8 @@ use std::sync::Arc;
 use rustls::{ClientConfig, ServerConfig};
 use twistor_reactor::{Address, ClientFactory, Connector, Factory, Protocol, Reactor, Reason};
 
-use super::layer::{Outcome, TlsOptions, TlsProtocol};
+use super::layer::{Outcome, TlsProtocol};
+use super::options::TlsOptions;
 
 /// Wraps a factory so each protocol it builds runs over the server side of
 /// TLS. The configuration is the listener's, shared by its connections.

@@ -98,6 +98,11 @@ pub fn certs_from_pem(pem: &[u8]) -> io::Result<Vec<CertificateDer<'static>>> {
 }
 
 /// All certificates in a PEM file.
+///
+/// ```no_run
+/// let chain = twistor_transports::tls::load_certs("domain.crt").unwrap();
+/// println!("{} certificate(s)", chain.len());
+/// ```
 pub fn load_certs(path: impl AsRef<Path>) -> io::Result<Vec<CertificateDer<'static>>> {
     let path = path.as_ref();
     let pem = std::fs::read(path)
@@ -191,6 +196,13 @@ fn decrypt_pkcs8(block: &str, passphrase: &Passphrase) -> io::Result<PrivateKeyD
 }
 
 /// The private key in a PEM file (see [`key_from_pem`]).
+///
+/// ```no_run
+/// use twistor_transports::tls::{load_key, Passphrase};
+/// // Asks "Enter PEM pass phrase:" if the key is encrypted.
+/// let key = load_key("domain.key", &Passphrase::Prompt).unwrap();
+/// # let _ = key;
+/// ```
 pub fn load_key(path: impl AsRef<Path>, passphrase: &Passphrase) -> io::Result<PrivateKeyDer<'static>> {
     let path = path.as_ref();
     let pem = std::fs::read(path)
@@ -200,6 +212,12 @@ pub fn load_key(path: impl AsRef<Path>, passphrase: &Passphrase) -> io::Result<P
 
 /// CA certificates from a PEM bundle file, or from every `*.pem` / `*.crt`
 /// file of a directory (like jetforce's `--tls-cafile` / `--tls-capath`).
+///
+/// ```no_run
+/// use twistor_transports::tls::{load_ca, ClientAuth};
+/// let mode = ClientAuth::Required(load_ca("/etc/my-ca/").unwrap());
+/// # let _ = mode;
+/// ```
 pub fn load_ca(path: impl AsRef<Path>) -> io::Result<Vec<CertificateDer<'static>>> {
     let path = path.as_ref();
     if !path.is_dir() {
@@ -234,6 +252,11 @@ pub fn load_ca(path: impl AsRef<Path>) -> io::Result<Vec<CertificateDer<'static>
 /// The system's trusted roots, read from the usual bundle locations
 /// (`SSL_CERT_FILE` first, then Debian/Ubuntu, Fedora/RHEL, openSUSE and
 /// Alpine paths, then `SSL_CERT_DIR` or `/etc/ssl/certs`).
+///
+/// ```no_run
+/// let roots = twistor_transports::tls::system_roots().unwrap();
+/// println!("{} trusted roots", roots.len());
+/// ```
 pub fn system_roots() -> io::Result<Vec<CertificateDer<'static>>> {
     let mut files: Vec<PathBuf> = std::env::var_os("SSL_CERT_FILE")
         .map(PathBuf::from)

@@ -23,46 +23,8 @@ use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerCon
 use twistor_reactor::{DelayedCall, Protocol, ProtocolCall, Reason, Transport};
 
 use super::info::session_info;
+use super::options::TlsOptions;
 use super::view::{TlsTransport, ViewState};
-
-/// How long a peer has to complete the handshake before the connection is
-/// closed with [`Reason::TimedOut`]: 30 s, half of asyncio's 60 s. That is
-/// plenty for a slow link, and cuts off a client that connects and sends
-/// nothing or dribbles its ClientHello (slowloris) twice as fast.
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How long a closing connection may take to flush its last bytes and its
-/// close_notify before it is aborted with [`Reason::TimedOut`]: 30 s,
-/// asyncio's value. It bounds what a peer that stops reading can hold.
-pub const DEFAULT_TLS_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The knobs of one TLS layer.
-///
-/// ```
-/// use std::time::Duration;
-/// use twistor_transports::tls::TlsOptions;
-/// let opts = TlsOptions {
-///     handshake_timeout: Some(Duration::from_secs(5)),
-///     ..TlsOptions::default()
-/// };
-/// assert_eq!(opts.shutdown_timeout, Some(twistor_transports::tls::DEFAULT_TLS_SHUTDOWN_TIMEOUT));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TlsOptions {
-    /// Limit on the handshake ([`DEFAULT_HANDSHAKE_TIMEOUT`]); `None` for none.
-    pub handshake_timeout: Option<Duration>,
-    /// Limit on closing ([`DEFAULT_TLS_SHUTDOWN_TIMEOUT`]); `None` for none.
-    pub shutdown_timeout: Option<Duration>,
-}
-
-impl Default for TlsOptions {
-    fn default() -> Self {
-        TlsOptions {
-            handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
-            shutdown_timeout: Some(DEFAULT_TLS_SHUTDOWN_TIMEOUT),
-        }
-    }
-}
 
 /// What a client connector wants to know about a connection's layer: did
 /// the application ever get `connection_made`, and how did it end.
@@ -397,13 +359,12 @@ impl TlsProtocol {
     }
 
     fn write_tls(&mut self, lower: &mut dyn Transport) {
-        // Bounded: each round moves what rustls holds into `lower`.
-        for _ in 0..64 {
-            if !self.conn.wants_write() {
-                break;
-            }
-            if self.conn.write_tls(&mut Lower(lower)).is_err() {
-                break;
+        // Each round moves up to 64 records into `lower`, which takes
+        // everything: the loop ends when rustls holds nothing.
+        while self.conn.wants_write() {
+            match self.conn.write_tls(&mut Lower(lower)) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
             }
         }
     }
@@ -442,7 +403,9 @@ impl TlsProtocol {
             if !self.deliver(lower) {
                 return rest.len();
             }
-            if self.st.failed || self.lost || rest.is_empty() || self.peer_closed {
+            // After the application's lose_connection, input is dropped
+            // (as a closing TCP transport stops reading).
+            if self.st.failed || self.lost || self.st.close_requested || rest.is_empty() || self.peer_closed {
                 return 0;
             }
             match self.conn.read_tls(&mut rest) {
@@ -491,7 +454,7 @@ impl TlsProtocol {
         if !self.tls_up || !self.st.made {
             return true;
         }
-        while self.st.app_reading && !self.st.failed && !self.lost {
+        while self.st.app_reading && !self.st.failed && !self.lost && !self.st.close_requested {
             let chunk = match self.conn.reader().into_first_chunk() {
                 Ok(c) if !c.is_empty() => c,
                 _ => break,
@@ -504,13 +467,13 @@ impl TlsProtocol {
             self.app.data_received(&mut view, chunk);
             io::BufRead::consume(&mut self.conn.reader(), n);
         }
-        if self.st.failed || self.lost {
+        if self.st.failed || self.lost || self.st.close_requested {
             return true;
         }
         if self.has_plaintext() {
             return false;
         }
-        if self.peer_closed && !self.eof_delivered {
+        if self.peer_closed && !self.eof_delivered && self.st.app_reading {
             self.eof_delivered = true;
             let mut view = TlsTransport {
                 lower: &mut *lower,
@@ -566,7 +529,10 @@ impl TlsProtocol {
             f(&mut *self.app, &mut view);
         }
         for call in std::mem::take(&mut self.early_calls) {
-            call(&mut *self.app, &mut view);
+            // The application may itself wrap a protocol: let it route too.
+            if let Some(call) = self.app.route_call(&mut view, call) {
+                call(&mut *self.app, &mut view);
+            }
         }
     }
 
@@ -738,7 +704,14 @@ impl Protocol for TlsProtocol {
                 lower: &mut *t,
                 st: &mut self.st,
             };
-            call(&mut *self.app, &mut view);
+            // The application may itself wrap a protocol: let it route too.
+            if let Some(call) = self.app.route_call(&mut view, call) {
+                call(&mut *self.app, &mut view);
+            }
+        } else if t.reactor().is_stopping() {
+            // The reactor is shutting down: a handshake in progress has no
+            // application to close it, so close it here.
+            self.close_lower(t, None);
         } else if !self.st.failed {
             self.early_calls.push(call);
         }

@@ -70,6 +70,7 @@ mod factory;
 mod info;
 mod keys;
 mod layer;
+mod options;
 mod prompt;
 mod selfsigned;
 mod server_config;
@@ -84,7 +85,8 @@ pub use info::{cert_facts, sha256_fingerprint};
 pub use keys::{
     certs_from_pem, is_encrypted_key, key_from_pem, load_ca, load_certs, load_key, system_roots, Passphrase,
 };
-pub use layer::{TlsOptions, TlsProtocol, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_TLS_SHUTDOWN_TIMEOUT};
+pub use layer::TlsProtocol;
+pub use options::{TlsOptions, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_TLS_SHUTDOWN_TIMEOUT};
 pub use selfsigned::{generate_self_signed_cert, generate_self_signed_pem};
 pub use server_config::{load_server_config, ClientAuth, ServerConfigBuilder};
 pub use start::{start_tls, TlsRole};

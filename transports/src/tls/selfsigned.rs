@@ -5,10 +5,21 @@ use std::io;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
+/// The subject CN is the first name, so tools such as `openssl s_client`
+/// show what the certificate is for.
 fn gen(names: &[&str]) -> io::Result<rcgen::CertifiedKey> {
-    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-    rcgen::generate_simple_self_signed(names)
-        .map_err(|e| io::Error::other(format!("cannot generate a certificate: {e}")))
+    let err = |e: rcgen::Error| io::Error::other(format!("cannot generate a certificate: {e}"));
+    let alt: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let mut params = rcgen::CertificateParams::new(alt).map_err(err)?;
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(
+        rcgen::DnType::CommonName,
+        names.first().copied().unwrap_or("twistor"),
+    );
+    params.distinguished_name = dn;
+    let key_pair = rcgen::KeyPair::generate().map_err(err)?;
+    let cert = params.self_signed(&key_pair).map_err(err)?;
+    Ok(rcgen::CertifiedKey { cert, key_pair })
 }
 
 /// A new self-signed certificate (ECDSA P-256) for `names` and its key.
@@ -17,6 +28,8 @@ fn gen(names: &[&str]) -> io::Result<rcgen::CertifiedKey> {
 /// use twistor_transports::tls::generate_self_signed_cert;
 /// let (chain, _key) = generate_self_signed_cert(&["localhost", "127.0.0.1"]).unwrap();
 /// assert_eq!(chain.len(), 1);
+/// let facts = twistor_transports::tls::cert_facts(&chain[0]).unwrap();
+/// assert_eq!(facts.subject_cn.as_deref(), Some("localhost"));
 /// ```
 pub fn generate_self_signed_cert(
     names: &[&str],

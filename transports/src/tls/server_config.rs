@@ -26,6 +26,19 @@ fn tls_err(e: rustls::Error) -> io::Error {
 }
 
 /// What a server asks of its clients' certificates.
+///
+/// ```
+/// use twistor_transports::tls::{generate_self_signed_cert, ClientAuth, ServerConfigBuilder};
+/// let (ca, _) = generate_self_signed_cert(&["my ca"]).unwrap();
+/// let (config, _) = ServerConfigBuilder::self_signed(&["localhost"]).unwrap();
+/// # let _ = config;
+/// // Members only: a client certificate issued by our CA is required.
+/// let mode = ClientAuth::Required(ca);
+/// # let _ = mode;
+/// // Gemini: any certificate, self-signed included, identifies the client.
+/// let mode = ClientAuth::Any;
+/// # let _ = mode;
+/// ```
 #[derive(Debug, Clone, Default)]
 pub enum ClientAuth {
     /// Do not ask for one (the default).

@@ -7,9 +7,17 @@ use std::sync::Arc;
 use rustls::{ClientConfig, ServerConfig};
 use twistor_reactor::{Protocol, Transport};
 
-use super::layer::{client_connection, server_connection, TlsOptions, TlsProtocol};
+use super::layer::{client_connection, server_connection, TlsProtocol};
+use super::options::TlsOptions;
 
 /// Which side of the handshake a connection plays.
+///
+/// ```
+/// use twistor_transports::tls::{ClientConfigBuilder, TlsRole, TofuStore};
+/// let config = ClientConfigBuilder::new().tofu(TofuStore::in_memory()).build().unwrap();
+/// let role = TlsRole::Client { config, server_name: "mail.example.org".into() };
+/// # let _ = role;
+/// ```
 #[derive(Debug, Clone)]
 pub enum TlsRole {
     /// Answer a ClientHello with this configuration.

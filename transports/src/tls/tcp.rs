@@ -9,7 +9,7 @@ use rustls::{ClientConfig, ServerConfig};
 use twistor_reactor::{ClientFactory, Connector, Factory, Reactor};
 
 use super::factory::{TlsClientFactory, TlsServerFactory};
-use super::layer::TlsOptions;
+use super::options::TlsOptions;
 use crate::tcp::{
     connect_tcp_with, listen_tcp_with, ConnectOptions, ListenAddr, ListenOptions, ListeningPort,
 };
@@ -47,6 +47,18 @@ pub fn listen_tls(
 }
 
 /// [`listen_tls`] with TLS and listener options.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use twistor_reactor::{testing::Recorder, Reactor};
+/// use twistor_transports::tls::{generate_self_signed, listen_tls_with, TlsOptions};
+/// use twistor_transports::ListenOptions;
+/// let (config, _) = generate_self_signed(&["localhost"]).unwrap();
+/// let tls = TlsOptions { handshake_timeout: Some(Duration::from_secs(5)), ..TlsOptions::default() };
+/// let opts = ListenOptions { max_connections: Some(1000), ..ListenOptions::default() };
+/// let mut r = Reactor::new().unwrap();
+/// listen_tls_with(&mut r, 1965, |_: &_| Recorder::new().0, config, tls, opts).unwrap();
+/// ```
 pub fn listen_tls_with(
     r: &mut Reactor,
     addr: impl Into<ListenAddr>,
@@ -99,6 +111,17 @@ pub fn connect_tls(
 }
 
 /// [`connect_tls`] with TLS and connection options.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use twistor_reactor::{testing::Recorder, Reactor};
+/// use twistor_transports::tls::{connect_tls_with, ClientConfigBuilder, TlsOptions, TofuStore};
+/// use twistor_transports::ConnectOptions;
+/// let config = ClientConfigBuilder::new().tofu(TofuStore::open("known_hosts").unwrap()).build().unwrap();
+/// let opts = ConnectOptions { timeout: Duration::from_secs(10), ..ConnectOptions::default() };
+/// let mut r = Reactor::new().unwrap();
+/// connect_tls_with(&mut r, "localhost", 1965, |_: &_| Recorder::new().0, config, TlsOptions::default(), opts);
+/// ```
 pub fn connect_tls_with(
     r: &mut Reactor,
     host: &str,

@@ -1,0 +1,184 @@
+//! `connect_tcp` over real loopback: the connect timeout, cancelling an
+//! attempt, host names resolved off the loop, and a bare-port listener
+//! reachable over both IPv4 and IPv6. Every attempt ends in exactly one of
+//! `connection_made` or `client_connection_failed`.
+
+mod common;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use common::{client, round_trip, wait_for};
+use twistor::prelude::*;
+use twistor::transports::{connect_tcp_with, listen_tcp_with, ConnectOptions, ListenOptions};
+
+/// What happened to each attempt, by attempt number.
+type Outcomes = Rc<RefCell<Vec<(usize, String)>>>;
+
+struct Probe {
+    n: usize,
+    out: Outcomes,
+}
+
+impl Protocol for Probe {
+    fn connection_made(&mut self, t: &mut dyn Transport) {
+        self.out.borrow_mut().push((self.n, "made".into()));
+        t.write(b"ping");
+    }
+    fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+}
+
+struct ProbeFactory {
+    n: usize,
+    out: Outcomes,
+}
+
+impl Factory for ProbeFactory {
+    fn build_protocol(&mut self, _: &Address) -> Option<Box<dyn Protocol>> {
+        Some(Box::new(Probe {
+            n: self.n,
+            out: self.out.clone(),
+        }))
+    }
+}
+
+impl ClientFactory for ProbeFactory {
+    fn client_connection_failed(&mut self, _: &mut Reactor, _: &Connector, reason: &Reason) {
+        let what = match reason {
+            Reason::TimedOut => "timed out".to_string(),
+            Reason::Aborted => "aborted".to_string(),
+            other => format!("failed: {other}"),
+        };
+        self.out.borrow_mut().push((self.n, what));
+    }
+}
+
+/// A listening socket whose accept queue fills after one connection: a
+/// listener with backlog 0 in a reactor that never runs. Further SYNs are
+/// dropped, so connects to it hang until their timeout.
+fn full_backlog() -> (Reactor, u16) {
+    let mut idle = common::reactor();
+    let opts = ListenOptions {
+        backlog: 0,
+        ..ListenOptions::default()
+    };
+    let port = listen_tcp_with(
+        &mut idle,
+        "127.0.0.1:0",
+        |_: &Address| Probe {
+            n: usize::MAX,
+            out: Rc::default(),
+        },
+        opts,
+    )
+    .unwrap();
+    (idle, port.port())
+}
+
+fn outcomes_of(out: &Outcomes, n: usize) -> Vec<String> {
+    out.borrow()
+        .iter()
+        .filter(|(i, _)| *i == n)
+        .map(|(_, s)| s.clone())
+        .collect()
+}
+
+#[test]
+fn a_connect_that_hangs_times_out_exactly_once() {
+    const ATTEMPTS: usize = 4;
+    let (_idle, port) = full_backlog();
+    let mut r = common::reactor();
+    let out: Outcomes = Rc::default();
+    let opts = ConnectOptions {
+        timeout: Duration::from_millis(300),
+        ..ConnectOptions::default()
+    };
+    for n in 0..ATTEMPTS {
+        let f = ProbeFactory { n, out: out.clone() };
+        connect_tcp_with(&mut r, "127.0.0.1", port, f, opts.clone());
+    }
+    let o = out.clone();
+    wait_for(&mut r, "every attempt to end", move |_| {
+        o.borrow().len() >= ATTEMPTS
+    });
+    // No timer or socket is left that could report again.
+    let o = out.clone();
+    wait_for(&mut r, "the attempts to settle", move |r| {
+        r.timer_count() == 0 && r.handler_count() == o.borrow().iter().filter(|(_, s)| s == "made").count()
+    });
+    r.run_pending().unwrap();
+    let mut timed_out = 0;
+    for n in 0..ATTEMPTS {
+        let got = outcomes_of(&out, n);
+        assert_eq!(got.len(), 1, "attempt {n}: {got:?}");
+        assert!(got[0] == "made" || got[0] == "timed out", "attempt {n}: {got:?}");
+        timed_out += usize::from(got[0] == "timed out");
+    }
+    assert!(timed_out >= ATTEMPTS - 2, "{:?}", out.borrow());
+}
+
+#[test]
+fn stop_connecting_cancels_a_pending_attempt_once() {
+    let (_idle, port) = full_backlog();
+    let mut r = common::reactor();
+    let out: Outcomes = Rc::default();
+    // Fill the queue first, so the second attempt hangs.
+    let f = ProbeFactory {
+        n: 0,
+        out: out.clone(),
+    };
+    connect_tcp(&mut r, "127.0.0.1", port, f);
+    let o = out.clone();
+    wait_for(&mut r, "the first connection", move |_| !o.borrow().is_empty());
+    let f = ProbeFactory {
+        n: 1,
+        out: out.clone(),
+    };
+    let connector = connect_tcp(&mut r, "127.0.0.1", port, f);
+    // Let the attempt start, then cancel it.
+    wait_for(&mut r, "the second attempt to start", |r| r.handler_count() == 2);
+    assert!(outcomes_of(&out, 1).is_empty(), "the second attempt did not hang");
+    connector.stop_connecting(&mut r);
+    connector.stop_connecting(&mut r);
+    let o = out.clone();
+    wait_for(&mut r, "the cancellation", move |_| {
+        !outcomes_of(&o, 1).is_empty()
+    });
+    wait_for(&mut r, "the attempt to settle", |r| r.timer_count() == 0);
+    r.run_pending().unwrap();
+    assert_eq!(outcomes_of(&out, 0), vec!["made"]);
+    assert_eq!(outcomes_of(&out, 1), vec!["aborted"]);
+}
+
+struct Echo;
+
+impl Protocol for Echo {
+    fn data_received(&mut self, t: &mut dyn Transport, data: &[u8]) {
+        t.write(data);
+    }
+}
+
+#[test]
+fn a_bare_port_listens_on_ipv4_and_ipv6_and_localhost_resolves_off_the_loop() {
+    let mut r = common::reactor();
+    let port = listen_tcp(&mut r, 0u16, |_: &Address| Echo).unwrap();
+    assert!(port.port() != 0, "port 0 reports the bound port");
+    let p = port.port();
+    for ip in ["127.0.0.1", "::1"] {
+        let addr = std::net::SocketAddr::new(ip.parse().unwrap(), p);
+        let mut c = client(addr);
+        let back = common::in_thread(&mut r, move || round_trip(&mut c, b"dual"));
+        assert_eq!(back, b"dual", "over {ip}");
+    }
+    // A host name: looked up on the thread pool, then connected.
+    let out: Outcomes = Rc::default();
+    let f = ProbeFactory {
+        n: 0,
+        out: out.clone(),
+    };
+    connect_tcp(&mut r, "localhost", p, f);
+    let o = out.clone();
+    wait_for(&mut r, "the connection by name", move |_| !o.borrow().is_empty());
+    assert_eq!(outcomes_of(&out, 0), vec!["made"]);
+}

@@ -1,0 +1,72 @@
+//! Listener limits over real TCP: `max_connections` closes connections
+//! over the limit at once (never building a protocol for them) and admits
+//! new ones as soon as a live one ends; a taken port is a clear error.
+
+mod common;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use common::{client, in_thread, round_trip, wait_for};
+use twistor::prelude::*;
+use twistor::transports::{listen_tcp_with, ListenOptions};
+
+struct Echo;
+
+impl Protocol for Echo {
+    fn data_received(&mut self, t: &mut dyn Transport, data: &[u8]) {
+        t.write(data);
+    }
+}
+
+#[test]
+fn max_connections_refuses_the_excess_and_admits_again_when_one_ends() {
+    let mut r = common::reactor();
+    let built = Rc::new(RefCell::new(0));
+    let b2 = built.clone();
+    let opts = ListenOptions {
+        max_connections: Some(2),
+        ..ListenOptions::default()
+    };
+    let addr = listen_tcp_with(
+        &mut r,
+        "127.0.0.1:0",
+        move |_: &Address| {
+            *b2.borrow_mut() += 1;
+            Echo
+        },
+        opts,
+    )
+    .unwrap()
+    .local_addr();
+    let a = client(addr);
+    let mut b = client(addr);
+    let (mut a2, mut b2) = (a.try_clone().unwrap(), b.try_clone().unwrap());
+    assert_eq!(in_thread(&mut r, move || round_trip(&mut a2, b"a")), b"a");
+    assert_eq!(in_thread(&mut r, move || round_trip(&mut b2, b"b")), b"b");
+    // The third is over the limit: closed at once, no protocol built.
+    let mut c = client(addr);
+    let got = in_thread(&mut r, move || common::read_to_eof(&mut c));
+    assert!(got.is_empty());
+    assert_eq!(*built.borrow(), 2);
+    // One ends; a new connection is admitted.
+    a.shutdown(std::net::Shutdown::Both).unwrap();
+    let mut a3 = a.try_clone().unwrap();
+    assert!(in_thread(&mut r, move || common::read_to_eof(&mut a3)).is_empty());
+    wait_for(&mut r, "the first connection to go", |r| r.handler_count() == 2);
+    let mut d = client(addr);
+    assert_eq!(in_thread(&mut r, move || round_trip(&mut d, b"d")), b"d");
+    assert_eq!(*built.borrow(), 3);
+    assert_eq!(in_thread(&mut r, move || round_trip(&mut b, b"b")), b"b");
+}
+
+#[test]
+fn listening_on_a_taken_port_is_a_clear_error() {
+    let mut r = common::reactor();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let e = listen_tcp(&mut r, addr, |_: &Address| Echo).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
+    assert!(e.to_string().contains(&addr.to_string()), "{e}");
+    assert_eq!(r.handler_count(), 0);
+}

@@ -1,0 +1,46 @@
+//! The knobs of a TLS layer and their defaults: how long a handshake and a
+//! close may take.
+
+use std::time::Duration;
+
+#[cfg(doc)]
+use twistor_reactor::Reason;
+
+/// How long a peer has to complete the handshake before the connection is
+/// closed with [`Reason::TimedOut`]: 30 s, half of asyncio's 60 s. That is
+/// plenty for a slow link, and cuts off a client that connects and sends
+/// nothing or dribbles its ClientHello (slowloris) twice as fast.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a closing connection may take to flush its last bytes and its
+/// close_notify before it is aborted with [`Reason::TimedOut`]: 30 s,
+/// asyncio's value. It bounds what a peer that stops reading can hold.
+pub const DEFAULT_TLS_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The knobs of one TLS layer.
+///
+/// ```
+/// use std::time::Duration;
+/// use twistor_transports::tls::TlsOptions;
+/// let opts = TlsOptions {
+///     handshake_timeout: Some(Duration::from_secs(5)),
+///     ..TlsOptions::default()
+/// };
+/// assert_eq!(opts.shutdown_timeout, Some(twistor_transports::tls::DEFAULT_TLS_SHUTDOWN_TIMEOUT));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// Limit on the handshake ([`DEFAULT_HANDSHAKE_TIMEOUT`]); `None` for none.
+    pub handshake_timeout: Option<Duration>,
+    /// Limit on closing ([`DEFAULT_TLS_SHUTDOWN_TIMEOUT`]); `None` for none.
+    pub shutdown_timeout: Option<Duration>,
+}
+
+impl Default for TlsOptions {
+    fn default() -> Self {
+        TlsOptions {
+            handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
+            shutdown_timeout: Some(DEFAULT_TLS_SHUTDOWN_TIMEOUT),
+        }
+    }
+}
