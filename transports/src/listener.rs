@@ -113,10 +113,14 @@ impl<A: Acceptor> Listener<A> {
             on_lost: Some(Box::new(move |_, _| live.set(live.get() - 1))),
             ..StreamOptions::default()
         };
-        if let Err(e) = open_stream(r, stream, proto, opts) {
-            // open_stream dropped the options, and with them the hook.
-            self.live.set(self.live.get().saturating_sub(1));
-            log::warn!("{}: cannot register a connection from {addr}: {e}", self.what);
+        match open_stream(r, stream, proto, opts) {
+            // connection_made now, as Twisted does inside its accept loop.
+            Ok(id) => r.dispatch_now(id, Ready::NONE),
+            Err(e) => {
+                // open_stream dropped the options, and with them the hook.
+                self.live.set(self.live.get().saturating_sub(1));
+                log::warn!("{}: cannot register a connection from {addr}: {e}", self.what);
+            }
         }
     }
 }
@@ -148,7 +152,11 @@ impl<A: Acceptor> Handler for Listener<A> {
                         self.exhausted = false;
                         log::info!("{}: accepting again", self.what);
                     }
-                    self.serve(r, stream, addr)
+                    self.serve(r, stream, addr);
+                    if !r.contains(id) {
+                        // The new protocol stopped this listener.
+                        return;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if is_exhaustion(&e) => {
