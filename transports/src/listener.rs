@@ -100,7 +100,7 @@ impl<A: Acceptor> Listener<A> {
                 log::error!(
                     "{}: build_protocol panicked for {addr}: {}",
                     self.what,
-                    panic_text(&*p)
+                    twistor_reactor::panic_message(&*p)
                 );
                 return;
             }
@@ -123,13 +123,6 @@ impl<A: Acceptor> Listener<A> {
             }
         }
     }
-}
-
-fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic".into())
 }
 
 /// Errors that mean "out of resources": back off instead of retrying hot.
