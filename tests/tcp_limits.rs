@@ -70,3 +70,42 @@ fn listening_on_a_taken_port_is_a_clear_error() {
     assert!(e.to_string().contains(&addr.to_string()), "{e}");
     assert_eq!(r.handler_count(), 0);
 }
+
+/// Serves one connection, then stops its listener from `connection_made`.
+struct OnlyOne {
+    port: Rc<RefCell<Option<twistor::ListeningPort>>>,
+}
+
+impl Protocol for OnlyOne {
+    fn connection_made(&mut self, t: &mut dyn Transport) {
+        if let Some(port) = self.port.borrow_mut().take() {
+            port.stop_listening(t.reactor());
+        }
+    }
+    fn data_received(&mut self, t: &mut dyn Transport, data: &[u8]) {
+        t.write(data);
+    }
+}
+
+#[test]
+fn stop_listening_in_connection_made_stops_before_the_next_accept() {
+    let mut r = common::reactor();
+    let built = Rc::new(RefCell::new(0));
+    let port: Rc<RefCell<Option<twistor::ListeningPort>>> = Rc::default();
+    let (b2, p2) = (built.clone(), port.clone());
+    let listening = twistor::listen_tcp(&mut r, "127.0.0.1:0", move |_: &Address| {
+        *b2.borrow_mut() += 1;
+        OnlyOne { port: p2.clone() }
+    })
+    .unwrap();
+    let addr = listening.local_addr();
+    *port.borrow_mut() = Some(listening);
+    // Five connections wait in the backlog before the loop first runs, so
+    // one accept event sees them all.
+    let clients: Vec<_> = (0..5).map(|_| client(addr)).collect();
+    let mut first = clients[0].try_clone().unwrap();
+    assert_eq!(in_thread(&mut r, move || round_trip(&mut first, b"x")), b"x");
+    wait_for(&mut r, "the listener to go", |r| r.handler_count() == 1);
+    assert_eq!(*built.borrow(), 1, "protocols built after the listener stopped");
+    drop(clients);
+}

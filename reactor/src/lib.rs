@@ -50,7 +50,7 @@ pub use protocol::{
     CertFacts, ClientFactory, Connector, Factory, Protocol, ProtocolCall, TlsInfo, Transport, Upgrade,
 };
 pub use reactor::{Handler, Reactor, Ready, DEFAULT_SHUTDOWN_TIMEOUT, READ_BUFFER_SIZE};
-pub use reason::Reason;
+pub use reason::{panic_message, Reason};
 pub use stream::{
     open_stream, LostHook, StreamIo, StreamOptions, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER,
     DEFAULT_READ_BUDGET,

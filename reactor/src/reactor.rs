@@ -449,6 +449,13 @@ impl Reactor {
         }
     }
 
+    /// Deliver readiness to `id` now, unless it is running (then after it
+    /// returns). For a transport that must run a new handler at once: a
+    /// listener calls it so `connection_made` runs inside its accept loop.
+    pub fn dispatch_now(&mut self, id: ConnId, ready: Ready) {
+        self.dispatch(id, Pending::Ready(ready));
+    }
+
     fn dispatch(&mut self, id: ConnId, work: Pending) {
         let Some(slot) = self.slots.get_mut(id.index()) else {
             return;

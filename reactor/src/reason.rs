@@ -85,8 +85,14 @@ impl fmt::Display for Reason {
     }
 }
 
-/// Turn a panic payload into a message.
-pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+/// The message of a panic payload caught with `catch_unwind`, for logs
+/// and [`Reason::Panic`].
+///
+/// ```
+/// let p = std::panic::catch_unwind(|| panic!("boom")).unwrap_err();
+/// assert_eq!(twistor_reactor::panic_message(&*p), "boom");
+/// ```
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = p.downcast_ref::<String>() {

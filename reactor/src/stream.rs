@@ -89,7 +89,10 @@ impl Default for StreamOptions {
 }
 
 /// Register `io` and run `protocol` over it. `connection_made` is called on
-/// the next loop turn. Returns the connection's id.
+/// the next loop turn, or at once if the caller follows with
+/// [`Reactor::dispatch_now`]`(id, Ready::NONE)` (listeners do, so that a
+/// protocol that stops its listener in `connection_made` stops it before
+/// the next connection is accepted, as in Twisted). Returns the connection's id.
 pub fn open_stream<S: StreamIo>(
     r: &mut Reactor,
     mut io: S,

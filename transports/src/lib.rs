@@ -34,6 +34,7 @@
 mod listener;
 pub mod process;
 pub mod reconnect;
+mod sock;
 pub mod tcp;
 pub mod tls;
 pub mod udp;

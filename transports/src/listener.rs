@@ -100,7 +100,7 @@ impl<A: Acceptor> Listener<A> {
                 log::error!(
                     "{}: build_protocol panicked for {addr}: {}",
                     self.what,
-                    panic_text(&*p)
+                    twistor_reactor::panic_message(&*p)
                 );
                 return;
             }
@@ -113,19 +113,16 @@ impl<A: Acceptor> Listener<A> {
             on_lost: Some(Box::new(move |_, _| live.set(live.get() - 1))),
             ..StreamOptions::default()
         };
-        if let Err(e) = open_stream(r, stream, proto, opts) {
-            // open_stream dropped the options, and with them the hook.
-            self.live.set(self.live.get().saturating_sub(1));
-            log::warn!("{}: cannot register a connection from {addr}: {e}", self.what);
+        match open_stream(r, stream, proto, opts) {
+            // connection_made now, as Twisted does inside its accept loop.
+            Ok(id) => r.dispatch_now(id, Ready::NONE),
+            Err(e) => {
+                // open_stream dropped the options, and with them the hook.
+                self.live.set(self.live.get().saturating_sub(1));
+                log::warn!("{}: cannot register a connection from {addr}: {e}", self.what);
+            }
         }
     }
-}
-
-fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic".into())
 }
 
 /// Errors that mean "out of resources": back off instead of retrying hot.
@@ -148,7 +145,11 @@ impl<A: Acceptor> Handler for Listener<A> {
                         self.exhausted = false;
                         log::info!("{}: accepting again", self.what);
                     }
-                    self.serve(r, stream, addr)
+                    self.serve(r, stream, addr);
+                    if !r.contains(id) {
+                        // The new protocol stopped this listener.
+                        return;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if is_exhaustion(&e) => {

@@ -5,19 +5,20 @@
 //! Protocol/Transport contract; this file only knows how to make sockets.
 
 use std::cell::RefCell;
-use std::io::{self, IoSlice, Read, Write};
+use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::time::Duration;
 
-use mio::{Interest, Registry, Token};
-use socket2::{Domain, Protocol as SockProto, SockRef, Socket, Type};
+use mio::Interest;
+use socket2::{Domain, Protocol as SockProto, Socket, Type};
 use twistor_reactor::{
     open_stream, Address, ClientFactory, ConnId, Connector, DelayedCall, Handler, Reactor, Ready, Reason,
-    StreamIo, StreamOptions, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER,
+    StreamOptions, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER,
 };
 
 use crate::listener::{Accepted, Acceptor, Listener};
+use crate::sock::SockIo;
 
 /// Default time a connection attempt may take (Twisted's default).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -197,7 +198,7 @@ impl Acceptor for TcpAcceptor {
     type Stream = TcpIo;
     fn accept(&mut self) -> io::Result<(TcpIo, Address)> {
         let (s, peer) = self.0.accept()?;
-        let io = TcpIo::new(s)?;
+        let io = tcp_io(s);
         Ok((io, Address::Inet(unmap(peer))))
     }
     fn deregister(&mut self, r: &Reactor) {
@@ -306,76 +307,22 @@ fn register_listener(
 
 // ----- the stream --------------------------------------------------------------------
 
-/// A connected TCP socket as a [`StreamIo`].
-pub(crate) struct TcpIo {
-    s: mio::net::TcpStream,
-    peer: Address,
-    host: Address,
-}
+/// A connected TCP socket as a [`StreamIo`](twistor_reactor::StreamIo).
+pub(crate) type TcpIo = SockIo<mio::net::TcpStream>;
 
-impl TcpIo {
-    pub(crate) fn new(s: mio::net::TcpStream) -> io::Result<TcpIo> {
-        // Nagle off by default: request/response protocols want it.
-        let _ = s.set_nodelay(true);
-        let peer = s
-            .peer_addr()
-            .map(|a| Address::Inet(unmap(a)))
-            .unwrap_or(Address::Unknown);
-        let host = s
-            .local_addr()
-            .map(|a| Address::Inet(unmap(a)))
-            .unwrap_or(Address::Unknown);
-        Ok(TcpIo { s, peer, host })
-    }
-}
-
-impl StreamIo for TcpIo {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.s.read(buf)
-    }
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        match bufs {
-            // One buffer (the usual case: small writes are coalesced into one
-            // chunk): send(2) skips writev's iovec copy-in and VFS layer.
-            [one] => self.s.write(one),
-            _ => self.s.write_vectored(bufs),
-        }
-    }
-    fn shutdown_write(&mut self) -> io::Result<()> {
-        match self.s.shutdown(std::net::Shutdown::Write) {
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
-            r => r,
-        }
-    }
-    fn register(&mut self, reg: &Registry, token: Token, interest: Interest) -> io::Result<()> {
-        reg.register(&mut self.s, token, interest)
-    }
-    fn reregister(&mut self, reg: &Registry, token: Token, interest: Interest) -> io::Result<()> {
-        reg.reregister(&mut self.s, token, interest)
-    }
-    fn deregister(&mut self, reg: &Registry) -> io::Result<()> {
-        reg.deregister(&mut self.s)
-    }
-    fn peer(&self) -> Address {
-        self.peer.clone()
-    }
-    fn host(&self) -> Address {
-        self.host.clone()
-    }
-    fn set_nodelay(&mut self, on: bool) -> io::Result<()> {
-        self.s.set_nodelay(on)
-    }
-    fn set_keepalive(&mut self, idle: Option<Duration>) -> io::Result<()> {
-        let sock = SockRef::from(&self.s);
-        match idle {
-            Some(t) => sock.set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(t)),
-            None => sock.set_keepalive(false),
-        }
-    }
-    fn prepare_abort(&mut self) {
-        // Linger 0: the close sends RST, as an abort should.
-        let _ = SockRef::from(&self.s).set_linger(Some(Duration::ZERO));
-    }
+/// Wrap a connected socket: Nagle off (request/response protocols want
+/// it), addresses read once.
+pub(crate) fn tcp_io(s: mio::net::TcpStream) -> TcpIo {
+    let _ = s.set_nodelay(true);
+    let peer = s
+        .peer_addr()
+        .map(|a| Address::Inet(unmap(a)))
+        .unwrap_or(Address::Unknown);
+    let host = s
+        .local_addr()
+        .map(|a| Address::Inet(unmap(a)))
+        .unwrap_or(Address::Unknown);
+    SockIo { s, peer, host }
 }
 
 // ----- connecting ------------------------------------------------------------------------
@@ -523,7 +470,10 @@ fn start_attempt(r: &mut Reactor, s: &Shared) {
     if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         factory.borrow_mut().started_connecting(r, &connector)
     })) {
-        log::error!("started_connecting panicked: {p:?}");
+        log::error!(
+            "started_connecting panicked: {}",
+            twistor_reactor::panic_message(&*p)
+        );
     }
     // A literal address needs no lookup; a name is resolved off the loop.
     let trimmed = host.trim_start_matches('[').trim_end_matches(']');
@@ -623,7 +573,10 @@ fn fail_attempt(r: &mut Reactor, s: &Shared, attempt: Option<u64>, reason: Reaso
             .borrow_mut()
             .client_connection_failed(r, &connector, &reason)
     })) {
-        log::error!("client_connection_failed panicked: {p:?}");
+        log::error!(
+            "client_connection_failed panicked: {}",
+            twistor_reactor::panic_message(&*p)
+        );
     }
 }
 
@@ -690,10 +643,7 @@ fn connected(r: &mut Reactor, s: &Shared, attempt: u64, sock: mio::net::TcpStrea
     };
     let connector = make_connector(s);
     timer.cancel(r);
-    let io = match TcpIo::new(sock) {
-        Ok(io) => io,
-        Err(e) => return report_failed(r, &factory, &connector, Reason::from_io(e)),
-    };
+    let io = tcp_io(sock);
     let peer = io.peer.clone();
     let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         factory.borrow_mut().build_protocol(&peer)
@@ -737,6 +687,9 @@ fn report_failed(r: &mut Reactor, factory: &SharedFactory, connector: &Connector
             .borrow_mut()
             .client_connection_failed(r, connector, &reason)
     })) {
-        log::error!("client_connection_failed panicked: {p:?}");
+        log::error!(
+            "client_connection_failed panicked: {}",
+            twistor_reactor::panic_message(&*p)
+        );
     }
 }

@@ -25,21 +25,22 @@
 
 use std::cell::RefCell;
 use std::ffi::OsStr;
-use std::io::{self, IoSlice, Read, Write};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use mio::net::{UnixListener, UnixStream};
-use mio::{Interest, Registry, Token};
+use mio::Interest;
 use socket2::{Domain, SockAddr, Socket, Type};
 use twistor_reactor::{
-    open_stream, Address, ClientFactory, ConnId, Connector, Factory, Reactor, Reason, StreamIo,
-    StreamOptions, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER,
+    open_stream, Address, ClientFactory, ConnId, Connector, Factory, Reactor, Reason, StreamOptions,
+    DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER,
 };
 
 use crate::listener::{Accepted, Acceptor, Listener};
+use crate::sock::SockIo;
 use crate::tcp::DEFAULT_BACKLOG;
 
 // ----- addresses -------------------------------------------------------------
@@ -157,49 +158,14 @@ fn address_of(a: io::Result<std::os::unix::net::SocketAddr>) -> Address {
 
 // ----- the stream ------------------------------------------------------------
 
-/// A connected Unix stream socket as a [`StreamIo`].
-struct UnixIo {
-    s: UnixStream,
-    peer: Address,
-    host: Address,
-}
+/// A connected Unix stream socket as a [`StreamIo`](twistor_reactor::StreamIo).
+type UnixIo = SockIo<UnixStream>;
 
-impl UnixIo {
-    fn new(s: UnixStream, peer: Option<Address>, host: Option<Address>) -> UnixIo {
-        let peer = peer.unwrap_or_else(|| address_of(s.peer_addr()));
-        let host = host.unwrap_or_else(|| address_of(s.local_addr()));
-        UnixIo { s, peer, host }
-    }
-}
-
-impl StreamIo for UnixIo {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.s.read(buf)
-    }
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.s.write_vectored(bufs)
-    }
-    fn shutdown_write(&mut self) -> io::Result<()> {
-        match self.s.shutdown(std::net::Shutdown::Write) {
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
-            r => r,
-        }
-    }
-    fn register(&mut self, reg: &Registry, token: Token, interest: Interest) -> io::Result<()> {
-        reg.register(&mut self.s, token, interest)
-    }
-    fn reregister(&mut self, reg: &Registry, token: Token, interest: Interest) -> io::Result<()> {
-        reg.reregister(&mut self.s, token, interest)
-    }
-    fn deregister(&mut self, reg: &Registry) -> io::Result<()> {
-        reg.deregister(&mut self.s)
-    }
-    fn peer(&self) -> Address {
-        self.peer.clone()
-    }
-    fn host(&self) -> Address {
-        self.host.clone()
-    }
+/// Wrap a connected socket; addresses not given are read from it.
+fn unix_io(s: UnixStream, peer: Option<Address>, host: Option<Address>) -> UnixIo {
+    let peer = peer.unwrap_or_else(|| address_of(s.peer_addr()));
+    let host = host.unwrap_or_else(|| address_of(s.local_addr()));
+    SockIo { s, peer, host }
 }
 
 // ----- listening -------------------------------------------------------------
@@ -294,7 +260,7 @@ impl Acceptor for UnixAcceptor {
     fn accept(&mut self) -> io::Result<(UnixIo, Address)> {
         let (s, peer) = self.l.accept()?;
         let peer = address_of(Ok(peer));
-        Ok((UnixIo::new(s, Some(peer.clone()), Some(self.host.clone())), peer))
+        Ok((unix_io(s, Some(peer.clone()), Some(self.host.clone())), peer))
     }
     fn deregister(&mut self, r: &Reactor) {
         let _ = r.registry().deregister(&mut self.l);
@@ -588,7 +554,7 @@ fn attempt(r: &mut Reactor, s: &Shared) {
         Err(e) => return failed(r, s, Reason::from_io(e)),
     };
     let peer = addr.to_address();
-    let io = UnixIo::new(stream, Some(peer.clone()), None);
+    let io = unix_io(stream, Some(peer.clone()), None);
     let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         factory.borrow_mut().build_protocol(&peer)
     }));

@@ -336,13 +336,7 @@ fn deliver(
         }
     }));
     if let Err(p) = res {
-        let msg = if let Some(s) = p.downcast_ref::<&str>() {
-            (*s).to_string()
-        } else if let Some(s) = p.downcast_ref::<String>() {
-            s.clone()
-        } else {
-            "non-string panic payload".to_string()
-        };
+        let msg = twistor_reactor::panic_message(&*p);
         log::error!(
             "pid {}: process protocol panicked: {msg}; closing its pipes",
             view.info.pid

@@ -302,7 +302,7 @@ impl UdpHandler {
             Err(p) => {
                 log::error!(
                     "{id}: datagram protocol panicked: {}; closing the socket",
-                    panic_msg(&*p)
+                    twistor_reactor::panic_message(&*p)
                 );
                 self.close(r, id);
                 false
@@ -325,7 +325,10 @@ impl UdpHandler {
             };
             let proto = &mut *self.proto;
             if let Err(p) = catch_unwind(AssertUnwindSafe(|| proto.stop_protocol(&mut view))) {
-                log::error!("{id}: stop_protocol panicked: {}", panic_msg(&*p));
+                log::error!(
+                    "{id}: stop_protocol panicked: {}",
+                    twistor_reactor::panic_message(&*p)
+                );
             }
         }
         self.st.closed = true;
@@ -430,16 +433,6 @@ impl Handler for UdpHandler {
 
     fn holds_shutdown(&self) -> bool {
         false
-    }
-}
-
-fn panic_msg(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_string()
     }
 }
 

@@ -1,0 +1,106 @@
+//! A connected mio stream socket as a [`StreamIo`]: the part TCP and Unix
+//! sockets share. What differs (TCP's Nagle, keepalive and abortive close)
+//! is the [`Socket`] trait's to say.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::time::Duration;
+
+use mio::{Interest, Registry, Token};
+use socket2::SockRef;
+use twistor_reactor::{Address, StreamIo};
+
+/// A stream socket type (mio's `TcpStream`, `UnixStream`).
+pub(crate) trait Socket: Read + Write + mio::event::Source + 'static {
+    fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()>;
+
+    fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        let _ = on;
+        Err(io::Error::new(io::ErrorKind::Unsupported, "not a TCP transport"))
+    }
+
+    fn set_keepalive(&self, idle: Option<Duration>) -> io::Result<()> {
+        let _ = idle;
+        Err(io::Error::new(io::ErrorKind::Unsupported, "not a TCP transport"))
+    }
+
+    fn prepare_abort(&self) {}
+}
+
+impl Socket for mio::net::TcpStream {
+    fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        mio::net::TcpStream::shutdown(self, how)
+    }
+
+    fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        mio::net::TcpStream::set_nodelay(self, on)
+    }
+
+    fn set_keepalive(&self, idle: Option<Duration>) -> io::Result<()> {
+        let sock = SockRef::from(self);
+        match idle {
+            Some(t) => sock.set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(t)),
+            None => sock.set_keepalive(false),
+        }
+    }
+
+    fn prepare_abort(&self) {
+        // Linger 0: the close sends RST, as an abort should.
+        let _ = SockRef::from(self).set_linger(Some(Duration::ZERO));
+    }
+}
+
+impl Socket for mio::net::UnixStream {
+    fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        mio::net::UnixStream::shutdown(self, how)
+    }
+}
+
+/// A connected socket and the addresses of its two ends.
+pub(crate) struct SockIo<S> {
+    pub(crate) s: S,
+    pub(crate) peer: Address,
+    pub(crate) host: Address,
+}
+
+impl<S: Socket> StreamIo for SockIo<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.s.read(buf)
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        // One buffer (the usual case) is a plain send: cheaper than writev.
+        match bufs {
+            [one] => self.s.write(one),
+            _ => self.s.write_vectored(bufs),
+        }
+    }
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        match self.s.shutdown(std::net::Shutdown::Write) {
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+            r => r,
+        }
+    }
+    fn register(&mut self, reg: &Registry, token: Token, interest: Interest) -> io::Result<()> {
+        reg.register(&mut self.s, token, interest)
+    }
+    fn reregister(&mut self, reg: &Registry, token: Token, interest: Interest) -> io::Result<()> {
+        reg.reregister(&mut self.s, token, interest)
+    }
+    fn deregister(&mut self, reg: &Registry) -> io::Result<()> {
+        reg.deregister(&mut self.s)
+    }
+    fn peer(&self) -> Address {
+        self.peer.clone()
+    }
+    fn host(&self) -> Address {
+        self.host.clone()
+    }
+    fn set_nodelay(&mut self, on: bool) -> io::Result<()> {
+        self.s.set_nodelay(on)
+    }
+    fn set_keepalive(&mut self, idle: Option<Duration>) -> io::Result<()> {
+        self.s.set_keepalive(idle)
+    }
+    fn prepare_abort(&mut self) {
+        self.s.prepare_abort()
+    }
+}
