@@ -1,13 +1,16 @@
 //! Flow control over real TCP: a producer writes 1 GiB to a client that
-//! reads in small bites (slower than the producer writes), producing only
-//! between `resume_writing` and `pause_writing`. The server's write buffer must stay
-//! bounded the whole time: the peak is asserted, not the wall time.
+//! reads only in bursts, each one after the producer was told to pause (so
+//! the reader is slower than the producer on any machine), producing only
+//! between `resume_writing` and `pause_writing`. The server's write buffer
+//! must stay bounded the whole time: the peak is asserted, not the wall time.
 
 mod common;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io::Read;
 use std::rc::Rc;
+use std::sync::mpsc;
+use std::time::Duration;
 
 use common::{client, wait_for};
 use twistor::prelude::*;
@@ -16,6 +19,9 @@ use twistor::prelude::*;
 const TOTAL: usize = 1 << 30;
 /// A chunk: a whole number of periods of the byte pattern.
 const CHUNK: usize = 251 * 256;
+/// What the reader takes after each pause: more than the kernel's loopback
+/// buffers hold, so each burst drains them and lets the producer resume.
+const BURST: usize = 16 << 20;
 
 #[derive(Default)]
 struct Stats {
@@ -38,6 +44,8 @@ struct Producer {
     chunk: Rc<Vec<u8>>,
     paused: bool,
     stats: Rc<Stats>,
+    /// Tells the reader about each pause; dropped with the connection.
+    pauses: Option<mpsc::Sender<()>>,
 }
 
 impl Producer {
@@ -71,6 +79,9 @@ impl Protocol for Producer {
         self.stats.observe(t);
         self.stats.pauses.set(self.stats.pauses.get() + 1);
         self.paused = true;
+        if let Some(tx) = &self.pauses {
+            let _ = tx.send(());
+        }
     }
     fn resume_writing(&mut self, t: &mut dyn Transport) {
         self.stats.observe(t);
@@ -86,26 +97,36 @@ fn a_slow_reader_keeps_the_write_buffer_bounded() {
     let stats: Rc<Stats> = Rc::default();
     let chunk: Rc<Vec<u8>> = Rc::new((0..CHUNK).map(|i| (i % 251) as u8).collect());
     let s2 = stats.clone();
+    let (tx, rx) = mpsc::channel();
+    let tx = Rc::new(RefCell::new(Some(tx)));
     let port = listen_tcp(&mut r, "127.0.0.1:0", move |_: &Address| Producer {
         chunk: chunk.clone(),
         paused: false,
         stats: s2.clone(),
+        pauses: tx.borrow_mut().take(),
     })
     .unwrap();
     let addr = port.local_addr();
-    // The reader takes small bites: much slower than the producer.
+    // The reader reads a burst after each pause (or, should a pause signal
+    // not come within the bound, anyway), in small bites, until EOF.
     let reader = std::thread::spawn(move || {
         let mut c = client(addr);
         let mut buf = vec![0u8; 4096];
         let mut got = 0usize;
         loop {
-            let n = c.read(&mut buf).expect("read");
-            if n == 0 {
-                return got;
+            if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(10)) {
+                eprintln!("no pause signal within 10 s: reading on");
             }
-            // Spot-check the stream: the byte at offset p is p % 251.
-            assert_eq!(buf[0] as usize, got % 251, "corrupt at offset {got}");
-            got += n;
+            let burst_end = got + BURST;
+            while got < burst_end {
+                let n = c.read(&mut buf).expect("read");
+                if n == 0 {
+                    return got;
+                }
+                // Spot-check the stream: the byte at offset p is p % 251.
+                assert_eq!(buf[0] as usize, got % 251, "corrupt at offset {got}");
+                got += n;
+            }
         }
     });
     let s3 = stats.clone();
