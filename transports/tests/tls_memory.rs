@@ -675,3 +675,51 @@ fn one_huge_write_is_sent_whole() {
     assert_eq!(*got.borrow(), SIZE);
     assert!(pair.is_closed());
 }
+
+/// Records what it receives, and swaps itself for `next` on "UP\n".
+struct Upgrader {
+    got: Rc<RefCell<Vec<u8>>>,
+    next: Option<Box<dyn Protocol>>,
+}
+impl Protocol for Upgrader {
+    fn data_received(&mut self, t: &mut dyn Transport, d: &[u8]) {
+        self.got.borrow_mut().extend_from_slice(d);
+        if d == b"UP\n" {
+            if let Some(next) = self.next.take() {
+                t.upgrade(Box::new(move |_old, _t| next));
+            }
+        }
+    }
+}
+
+#[test]
+fn input_after_an_upgrade_request_goes_to_the_new_protocol() {
+    let (sc, cc) = configs();
+    let (cl, _) = client_layer(Box::new(Recorder::new().0), cc, "localhost");
+    let old_got = Rc::new(RefCell::new(Vec::new()));
+    let (next, nlog) = Recorder::new();
+    let app = Upgrader {
+        got: old_got.clone(),
+        next: Some(Box::new(next)),
+    };
+    let (sl, _) = server_layer(Box::new(app), sc, TlsOptions::default());
+    let mut pair = MemoryPair::new(Box::new(cl), Box::new(sl)).unwrap();
+    pair.pump();
+    // Two records that reach the server in one read: the upgrade is asked
+    // for while handling the first one.
+    pair.reactor
+        .call_on(pair.client, |_, t| t.write(b"UP\n"))
+        .unwrap();
+    pair.reactor
+        .call_on(pair.client, |_, t| t.write(b"after"))
+        .unwrap();
+    pair.pump();
+    assert_eq!(*old_got.borrow(), b"UP\n", "the old protocol kept reading");
+    assert_eq!(nlog.borrow().data, b"after");
+    // And the connection goes on with the new protocol.
+    pair.reactor
+        .call_on(pair.client, |_, t| t.write(b" more"))
+        .unwrap();
+    pair.pump();
+    assert_eq!(nlog.borrow().data, b"after more");
+}

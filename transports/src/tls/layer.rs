@@ -454,7 +454,14 @@ impl TlsProtocol {
         if !self.tls_up || !self.st.made {
             return true;
         }
-        while self.st.app_reading && !self.st.failed && !self.lost && !self.st.close_requested {
+        // An upgrade asked for during a callback takes effect when it
+        // returns: what follows belongs to the new protocol, not this one.
+        while self.st.app_reading
+            && self.st.upgrade.is_none()
+            && !self.st.failed
+            && !self.lost
+            && !self.st.close_requested
+        {
             let chunk = match self.conn.reader().into_first_chunk() {
                 Ok(c) if !c.is_empty() => c,
                 _ => break,
@@ -473,7 +480,7 @@ impl TlsProtocol {
         if self.has_plaintext() {
             return false;
         }
-        if self.peer_closed && !self.eof_delivered && self.st.app_reading {
+        if self.peer_closed && !self.eof_delivered && self.st.app_reading && self.st.upgrade.is_none() {
             self.eof_delivered = true;
             let mut view = TlsTransport {
                 lower: &mut *lower,
@@ -550,6 +557,9 @@ impl TlsProtocol {
                 st: &mut self.st,
             };
             self.app = up(old, &mut view);
+            // Input held back while the swap was pending is the new
+            // protocol's: look at it again.
+            self.st.kick = true;
         }
         if self.lost {
             return;
