@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use twistor_reactor::testing::{MemoryPair, Recorder};
 use twistor_reactor::{Protocol, Reason, Transport};
-use twistor_transports::tls::rustls::{ClientConfig, ServerConfig};
+use twistor_transports::tls::rustls::{self, ClientConfig, ServerConfig};
 use twistor_transports::tls::{
     generate_self_signed_cert, sha256_fingerprint, ClientAuth, ClientConfigBuilder, ServerConfigBuilder,
     TlsOptions, TlsProtocol,
@@ -722,4 +722,70 @@ fn input_after_an_upgrade_request_goes_to_the_new_protocol() {
         .unwrap();
     pair.pump();
     assert_eq!(nlog.borrow().data, b"after more");
+}
+
+/// `chain` presented with someone else's key: what a peer that copied a
+/// certificate but does not hold its key can do.
+fn stolen(
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    other_key: &rustls::pki_types::PrivateKeyDer<'static>,
+) -> Arc<rustls::sign::SingleCertAndKey> {
+    let signer = rustls::crypto::ring::sign::any_supported_type(other_key).unwrap();
+    Arc::new(rustls::sign::CertifiedKey::new(chain, signer).into())
+}
+
+#[test]
+fn a_certificate_without_its_key_is_refused() {
+    let (_, other_key) = generate_self_signed_cert(&["other"]).unwrap();
+    // "Any client certificate": the client must still prove it holds the key.
+    let (client_chain, _) = generate_self_signed_cert(&["client"]).unwrap();
+    let (server_chain, server_key) = generate_self_signed_cert(&["localhost"]).unwrap();
+    let server_fp = sha256_fingerprint(&server_chain[0]);
+    let sc = ServerConfigBuilder::new()
+        .cert(server_chain.clone(), server_key)
+        .unwrap()
+        .client_auth(ClientAuth::Any)
+        .build()
+        .unwrap();
+    let mut cc: ClientConfig = (*ClientConfigBuilder::new().pinned(&server_fp).build().unwrap()).clone();
+    cc.client_auth_cert_resolver = stolen(client_chain, &other_key);
+    let (client, clog) = Recorder::new();
+    let (server, slog) = Recorder::new();
+    let (cl, _) = client_layer(Box::new(client), Arc::new(cc), "localhost");
+    let (sl, sfailed) = server_layer(Box::new(server), sc, TlsOptions::default());
+    let mut pair = MemoryPair::new(Box::new(cl), Box::new(sl)).unwrap();
+    pair.pump();
+    assert_eq!(
+        slog.borrow().made,
+        0,
+        "the server accepted a client without its key"
+    );
+    assert!(!pair.reactor.contains(pair.server));
+    let msg = tls_message(&sfailed.borrow());
+    assert!(msg.starts_with("handshake failed"), "{msg}");
+    // In TLS 1.3 the client is done before the server has checked it: it
+    // learns of the refusal from the alert.
+    let lost = clog.borrow().lost.clone();
+    let msg = tls_message(&lost.first().cloned());
+    assert!(msg.contains("alert"), "{msg}");
+
+    // A pinned fingerprint: the server must prove it holds the pinned
+    // certificate's key.
+    let (sc, _) = configs();
+    let mut sc: ServerConfig = (*sc).clone();
+    sc.cert_resolver = stolen(server_chain, &other_key);
+    let cc = ClientConfigBuilder::new().pinned(&server_fp).build().unwrap();
+    let (client, clog) = Recorder::new();
+    let (cl, cfailed) = client_layer(Box::new(client), cc, "localhost");
+    let (sl, _) = server_layer(Box::new(Echo), Arc::new(sc), TlsOptions::default());
+    let mut pair = MemoryPair::new(Box::new(cl), Box::new(sl)).unwrap();
+    pair.pump();
+    assert_eq!(
+        clog.borrow().made,
+        0,
+        "the client trusted a server without the pinned key"
+    );
+    assert!(!pair.reactor.contains(pair.client));
+    let msg = tls_message(&cfailed.borrow());
+    assert!(msg.starts_with("handshake failed"), "{msg}");
 }
