@@ -789,3 +789,53 @@ fn a_certificate_without_its_key_is_refused() {
     let msg = tls_message(&cfailed.borrow());
     assert!(msg.starts_with("handshake failed"), "{msg}");
 }
+
+/// Forwards everything to a TLS layer, but lets `call_on` reach the
+/// transport below it (to close it without close_notify).
+struct Below(TlsProtocol);
+impl Protocol for Below {
+    fn connection_made(&mut self, t: &mut dyn Transport) {
+        self.0.connection_made(t)
+    }
+    fn data_received(&mut self, t: &mut dyn Transport, d: &[u8]) {
+        self.0.data_received(t, d)
+    }
+    fn eof_received(&mut self, t: &mut dyn Transport) -> bool {
+        self.0.eof_received(t)
+    }
+    fn connection_lost(&mut self, t: &mut dyn Transport, reason: &Reason) {
+        self.0.connection_lost(t, reason)
+    }
+}
+
+#[test]
+fn shutdown_timeout_bounds_a_truncated_connection_the_peer_never_reads() {
+    let (sc, cc) = configs();
+    /// Writes more than the pipe holds and waits.
+    struct Talker;
+    impl Protocol for Talker {
+        fn connection_made(&mut self, t: &mut dyn Transport) {
+            t.write(&vec![b'z'; 1 << 20]);
+        }
+        fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+    }
+    let opts = TlsOptions {
+        shutdown_timeout: Some(Duration::from_secs(5)),
+        ..TlsOptions::default()
+    };
+    let (cl, _) = client_layer(Box::new(Stubborn), cc, "localhost");
+    let (sl, _) = server_layer(Box::new(Talker), sc, opts);
+    let mut pair = MemoryPair::new(Box::new(Below(cl)), Box::new(sl)).unwrap();
+    pair.pump();
+    assert!(pair.reactor.contains(pair.server));
+    // The client half-closes below TLS (no close_notify) and never reads.
+    pair.reactor.call_on(pair.client, |_, t| t.write_eof()).unwrap();
+    pair.pump();
+    pair.advance(Duration::from_secs(4));
+    assert!(pair.reactor.contains(pair.client), "the client went away");
+    pair.advance(Duration::from_secs(2));
+    assert!(
+        !pair.reactor.contains(pair.server),
+        "a truncated connection whose peer does not read is held forever"
+    );
+}

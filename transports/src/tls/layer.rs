@@ -643,6 +643,10 @@ impl Protocol for TlsProtocol {
         log::debug!("{}: {reason}", t.id());
         self.fail_reason.get_or_insert(Reason::Tls(reason.into()));
         self.st.failed = true;
+        // What is still queued below goes out, within the shutdown timeout:
+        // a peer that half-closes and stops reading cannot hold it forever.
+        let reason = self.fail_reason.clone();
+        self.close_lower(t, reason);
         false
     }
 
