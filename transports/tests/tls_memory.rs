@@ -839,3 +839,42 @@ fn shutdown_timeout_bounds_a_truncated_connection_the_peer_never_reads() {
         "a truncated connection whose peer does not read is held forever"
     );
 }
+
+#[test]
+fn trust_on_first_use_file_written_by_hand_is_honoured() {
+    let (chain, key) = generate_self_signed_cert(&["capsule.test"]).unwrap();
+    let fp = sha256_fingerprint(&chain[0]);
+    // As a person would write it: the name as they spell it, the
+    // fingerprint as `openssl x509 -fingerprint -sha256` prints it.
+    let colons: Vec<String> = fp
+        .as_bytes()
+        .chunks(2)
+        .map(|c| String::from_utf8_lossy(c).to_uppercase())
+        .collect();
+    let path = std::env::temp_dir().join(format!("twistor-tofu-{}-hand", std::process::id()));
+    std::fs::write(&path, format!("Capsule.Test {}\n", colons.join(":"))).unwrap();
+    let store = twistor_transports::tls::TofuStore::open(&path).unwrap();
+    let cc = ClientConfigBuilder::new().tofu(store).build().unwrap();
+    let genuine = ServerConfigBuilder::new()
+        .cert(chain, key)
+        .unwrap()
+        .build()
+        .unwrap();
+    let (impostor, _) = ServerConfigBuilder::self_signed(&["capsule.test"]).unwrap();
+    let mut outcomes = Vec::new();
+    for sc in [impostor, genuine] {
+        let (cl, failed) = client_layer(Box::new(Recorder::new().0), cc.clone(), "capsule.test");
+        let (sl, _) = server_layer(Box::new(Echo), sc, TlsOptions::default());
+        let mut pair = MemoryPair::new(Box::new(cl), Box::new(sl)).unwrap();
+        pair.pump();
+        let f = failed.borrow().clone();
+        outcomes.push(f);
+    }
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        tls_message(&outcomes[0]).contains("changed"),
+        "an impostor was trusted: {:?}",
+        outcomes[0]
+    );
+    assert!(outcomes[1].is_none(), "{:?}", outcomes[1]);
+}

@@ -87,9 +87,19 @@ impl ClientCertVerifier for AnyClientCert {
     }
 }
 
+/// A SHA-256 fingerprint in the one form compared: lowercase hex without
+/// colons (`openssl x509 -fingerprint` prints uppercase with colons).
+pub(crate) fn normal_fingerprint(fp: &str) -> String {
+    fp.chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase()
+}
+
 /// Known server fingerprints for trust on first use, by host name,
 /// optionally kept in a file (one `host fingerprint` pair per line, like
-/// a Gemini client's known_hosts).
+/// a Gemini client's known_hosts). Host names compare without regard to
+/// case; fingerprints are SHA-256 in hex, with or without colons.
 ///
 /// ```
 /// use twistor_transports::tls::TofuStore;
@@ -119,7 +129,7 @@ impl TofuStore {
                 for line in text.lines() {
                     let mut parts = line.split_whitespace();
                     if let (Some(h), Some(f)) = (parts.next(), parts.next()) {
-                        known.insert(h.to_string(), f.to_lowercase());
+                        known.insert(h.to_ascii_lowercase(), normal_fingerprint(f));
                     }
                 }
             }
@@ -134,12 +144,14 @@ impl TofuStore {
 
     /// The fingerprint remembered for `host`.
     pub fn get(&self, host: &str) -> Option<String> {
-        self.known.lock().ok()?.get(host).cloned()
+        self.known.lock().ok()?.get(&host.to_ascii_lowercase()).cloned()
     }
 
     /// Check `fingerprint` for `host`: trusted if it is the one remembered,
     /// remembered and trusted if `host` is new, refused otherwise.
     pub fn check(&self, host: &str, fingerprint: &str) -> Result<(), String> {
+        let (host, fingerprint) = (host.to_ascii_lowercase(), normal_fingerprint(fingerprint));
+        let (host, fingerprint) = (host.as_str(), fingerprint.as_str());
         let mut known = self.known.lock().map_err(|_| "TOFU store poisoned".to_string())?;
         match known.get(host) {
             Some(f) if f == fingerprint => Ok(()),
