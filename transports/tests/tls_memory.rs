@@ -878,3 +878,54 @@ fn trust_on_first_use_file_written_by_hand_is_honoured() {
     );
     assert!(outcomes[1].is_none(), "{:?}", outcomes[1]);
 }
+
+#[test]
+fn trust_on_first_use_remembers_only_a_server_that_proved_its_key() {
+    let store = twistor_transports::tls::TofuStore::in_memory();
+    let cc = ClientConfigBuilder::new().tofu(store.clone()).build().unwrap();
+    let (_, other_key) = generate_self_signed_cert(&["other"]).unwrap();
+    // First contact: someone shows a certificate without holding its key.
+    let (unproven, _) = generate_self_signed_cert(&["capsule.test"]).unwrap();
+    let (sc, _) = ServerConfigBuilder::self_signed(&["capsule.test"]).unwrap();
+    let mut sc: ServerConfig = (*sc).clone();
+    sc.cert_resolver = stolen(unproven, &other_key);
+    let (genuine, _) = ServerConfigBuilder::self_signed(&["capsule.test"]).unwrap();
+    let mut outcomes = Vec::new();
+    for sc in [Arc::new(sc), genuine] {
+        let (cl, failed) = client_layer(Box::new(Recorder::new().0), cc.clone(), "capsule.test");
+        let (sl, _) = server_layer(Box::new(Echo), sc, TlsOptions::default());
+        let mut pair = MemoryPair::new(Box::new(cl), Box::new(sl)).unwrap();
+        pair.pump();
+        let f = failed.borrow().clone();
+        outcomes.push(f);
+    }
+    assert!(outcomes[0].is_some(), "a server without its key was trusted");
+    assert!(
+        outcomes[1].is_none(),
+        "the unproven certificate was remembered: {:?}",
+        outcomes[1]
+    );
+}
+
+#[test]
+fn trust_on_first_use_remembers_a_tls12_server() {
+    let store = twistor_transports::tls::TofuStore::in_memory();
+    let cc = ClientConfigBuilder::new().tofu(store.clone()).build().unwrap();
+    let (chain, key) = generate_self_signed_cert(&["old.test"]).unwrap();
+    let fp = sha256_fingerprint(&chain[0]);
+    let sc = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let (client, clog) = Recorder::new();
+    let (cl, failed) = client_layer(Box::new(client), cc, "old.test");
+    let (sl, _) = server_layer(Box::new(Echo), Arc::new(sc), TlsOptions::default());
+    let mut pair = MemoryPair::new(Box::new(cl), Box::new(sl)).unwrap();
+    pair.pump();
+    assert!(failed.borrow().is_none(), "{:?}", failed.borrow());
+    assert_eq!(clog.borrow().made, 1);
+    pair.with_client(|_, t| assert_eq!(t.tls_info().unwrap().version, "TLSv1.2"));
+    assert_eq!(store.get("old.test"), Some(fp));
+}

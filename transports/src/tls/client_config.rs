@@ -142,10 +142,10 @@ impl ClientConfigBuilder {
             ServerTrust::Fingerprint(trust) => {
                 builder
                     .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(FingerprintVerifier {
+                    .with_custom_certificate_verifier(Arc::new(FingerprintVerifier::new(
                         trust,
-                        algs: self.provider.signature_verification_algorithms,
-                    }))
+                        self.provider.signature_verification_algorithms,
+                    )))
             }
         };
         let mut config = match self.client_cert {
