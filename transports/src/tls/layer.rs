@@ -85,7 +85,11 @@ pub(crate) fn server_connection(config: Arc<ServerConfig>) -> io::Result<Connect
 fn describe(e: &rustls::Error, handshaking: bool) -> String {
     let what = match e {
         rustls::Error::AlertReceived(a) => format!("received fatal alert: {a:?}"),
-        rustls::Error::InvalidCertificate(c) => format!("certificate verification failed: {c:?}"),
+        // A verifier's own message as written (rustls shows it as Debug).
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o)) => {
+            format!("certificate verification failed: {o}")
+        }
+        rustls::Error::InvalidCertificate(c) => format!("certificate verification failed: {c}"),
         rustls::Error::NoCertificatesPresented => "the peer presented no certificate".to_string(),
         other => format!("{other} (fatal alert sent)"),
     };
