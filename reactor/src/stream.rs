@@ -126,6 +126,7 @@ pub fn open_stream<S: StreamIo>(
                 writing_paused: false,
                 want_writable: false,
                 upgrade: None,
+                after_upgrade: Vec::new(),
             },
         }))
     })?;
@@ -239,6 +240,10 @@ struct State<S> {
     writing_paused: bool,
     want_writable: bool,
     upgrade: Option<Upgrade>,
+    /// Written after `upgrade` during the same callback: the new protocol's
+    /// to send (so that what follows `start_tls` is encrypted, never sent
+    /// in the clear).
+    after_upgrade: Vec<u8>,
 }
 
 struct StreamConn<S> {
@@ -258,6 +263,10 @@ impl<S: StreamIo> Transport for View<'_, S> {
         let st = &mut *self.st;
         if st.closed || st.abort || st.eof_sent || st.eof_pending {
             log::trace!("{}: write after close or write_eof ignored", self.id);
+            return;
+        }
+        if st.upgrade.is_some() {
+            st.after_upgrade.extend_from_slice(data);
             return;
         }
         st.out.push(data);
@@ -415,6 +424,20 @@ impl<S: StreamIo> StreamConn<S> {
                         let msg = panic_message(&*p);
                         log::error!("{id}: protocol upgrade panicked: {msg}");
                         self.close(r, id, Reason::Panic(msg));
+                        return;
+                    }
+                }
+                let held = std::mem::take(&mut self.st.after_upgrade);
+                if !held.is_empty() {
+                    // Written through the new protocol (a TLS layer holds
+                    // it until its handshake is done).
+                    let write: ProtocolCall = Box::new(move |_, t| t.write(&held));
+                    let ok = self.invoke(r, id, |p, t| {
+                        if let Some(call) = p.route_call(t, write) {
+                            call(p, t)
+                        }
+                    });
+                    if !ok {
                         return;
                     }
                 }

@@ -146,3 +146,55 @@ fn plaintext_sent_after_starttls_fails_the_handshake() {
         other => panic!("expected a TLS failure, got {other:?}"),
     }
 }
+
+/// Upgrades on `STARTTLS` and writes in the same callback, after
+/// `start_tls`.
+struct EagerServer {
+    config: Arc<ServerConfig>,
+}
+
+impl Protocol for EagerServer {
+    fn data_received(&mut self, t: &mut dyn Transport, data: &[u8]) {
+        if data.starts_with(b"STARTTLS\r\n") && t.tls_info().is_none() {
+            t.write(b"OK begin TLS\r\n");
+            start_tls(
+                t,
+                TlsRole::Server(self.config.clone()),
+                TlsOptions::default(),
+                |_, _| {},
+            )
+            .unwrap();
+            t.write(b"secret\r\n");
+        }
+    }
+}
+
+#[test]
+fn writes_after_start_tls_in_the_same_callback_are_encrypted() {
+    let (sc, cc) = configs();
+    // A peer that never does TLS sees the answer, and nothing written
+    // after start_tls.
+    let (raw, log) = Recorder::new();
+    let server = EagerServer { config: sc.clone() };
+    let mut pair = MemoryPair::new(Box::new(raw), Box::new(server)).unwrap();
+    pair.inject_to_server(b"STARTTLS\r\n");
+    pair.pump();
+    assert_eq!(
+        String::from_utf8_lossy(&log.borrow().data),
+        "OK begin TLS\r\n",
+        "plaintext leaked after start_tls"
+    );
+    // A peer that does TLS gets it once the handshake is done.
+    let got: Log = Default::default();
+    let client = Client {
+        buf: Vec::new(),
+        config: cc,
+        got: got.clone(),
+    };
+    let mut pair = MemoryPair::new(Box::new(client), Box::new(EagerServer { config: sc })).unwrap();
+    pair.pump();
+    assert_eq!(
+        *got.borrow(),
+        vec!["OK begin TLS".to_string(), "secret".to_string()]
+    );
+}
