@@ -357,7 +357,7 @@ impl TlsProtocol {
             Some(r) => lower.lose_connection_with(r),
             None => lower.lose_connection(),
         }
-        if let Some(d) = self.opts.shutdown_timeout {
+        if let (Some(d), None) = (self.opts.shutdown_timeout, &self.shutdown_timer) {
             self.shutdown_timer = Some(self.arm(lower, d, SHUTDOWN_EXPIRED));
         }
     }
@@ -408,8 +408,10 @@ impl TlsProtocol {
                 return rest.len();
             }
             // After the application's lose_connection, input is dropped
-            // (as a closing TCP transport stops reading).
-            if self.st.failed || self.lost || self.st.close_requested || rest.is_empty() || self.peer_closed {
+            // (as a closing TCP transport stops reading), once the
+            // handshake it waits for is done.
+            let closed_by_app = self.st.close_requested && self.tls_up;
+            if self.st.failed || self.lost || closed_by_app || rest.is_empty() || self.peer_closed {
                 return 0;
             }
             match self.conn.read_tls(&mut rest) {
@@ -583,12 +585,21 @@ impl TlsProtocol {
             }
         }
         self.write_tls(lower);
-        let close_now = self.st.close_requested
+        // A close asked for during the handshake (after start_tls) waits
+        // for it, within the handshake timeout, so that what was written
+        // goes out encrypted, then close_notify; unless the reactor stops.
+        let close_now = (self.st.close_requested && (self.tls_up || lower.reactor().is_stopping()))
             || (self.st.writes_closed && self.peer_closed && !self.keep_open)
             || (self.eof_delivered && !self.keep_open);
         if close_now && !self.lower_closing {
             let reason = self.st.close_reason.clone();
             self.close_lower(lower, reason);
+        } else if self.st.close_requested && !self.lower_closing && self.shutdown_timer.is_none() {
+            // Waiting for the handshake is part of closing: bounded by the
+            // shutdown timeout even without a handshake timeout.
+            if let Some(d) = self.opts.shutdown_timeout {
+                self.shutdown_timer = Some(self.arm(lower, d, SHUTDOWN_EXPIRED));
+            }
         }
         let want = (!self.tls_up || !self.st.made || self.st.app_reading)
             && self.inbuf.is_empty()

@@ -38,7 +38,9 @@ pub enum TlsRole {
 /// and it does not get it again. What it wrote before calling `start_tls`
 /// is sent in the clear; what it writes after, even in the same callback,
 /// is encrypted (held until the handshake completes), and from the next
-/// event on what it receives was decrypted. `on_handshake` runs
+/// event on what it receives was decrypted. A `lose_connection` made
+/// through the TLS transport before the handshake completes waits for it
+/// (within the timeouts), then sends what was written and close_notify. `on_handshake` runs
 /// against it when the handshake completes; a failed handshake ends the
 /// connection with a [`Reason::Tls`](twistor_reactor::Reason::Tls) or
 /// [`Reason::TimedOut`](twistor_reactor::Reason::TimedOut).
