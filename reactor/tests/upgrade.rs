@@ -1,6 +1,7 @@
 //! `Transport::upgrade` under the stream machinery: what the old protocol
-//! writes after asking for the swap, in the same callback, is the new
-//! protocol's to send (so a TLS layer encrypts it), and order is kept.
+//! writes (and a close it asks for) after asking for the swap, in the same
+//! callback, is the new protocol's to carry out (so a TLS layer encrypts
+//! it), and order is kept.
 
 use twistor_reactor::testing::{MemoryPair, Recorder};
 use twistor_reactor::{Protocol, ProtocolCall, Transport};
@@ -12,6 +13,8 @@ impl Protocol for Old {
         t.write(b"before ");
         t.upgrade(Box::new(|_old, _t| Box::new(Tagging)));
         t.write(b"after");
+        t.lose_connection();
+        assert!(t.is_closing());
     }
 }
 
@@ -26,10 +29,12 @@ impl Protocol for Tagging {
 }
 
 #[test]
-fn writes_after_upgrade_go_through_the_new_protocol_in_order() {
+fn writes_and_close_after_upgrade_go_through_the_new_protocol_in_order() {
     let (client, log) = Recorder::new();
     let mut pair = MemoryPair::new(Box::new(client), Box::new(Old)).unwrap();
     pair.inject_to_server(b"go");
     pair.pump();
     assert_eq!(String::from_utf8_lossy(&log.borrow().data), "before [new]after");
+    assert!(pair.is_closed());
+    assert!(log.borrow().lost[0].is_clean());
 }

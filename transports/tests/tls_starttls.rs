@@ -204,6 +204,8 @@ fn writes_after_start_tls_in_the_same_callback_are_encrypted() {
 struct HastyClient {
     config: Arc<ClientConfig>,
     opts: TlsOptions,
+    /// Close in the callback that called start_tls, not in a later one.
+    same_callback: bool,
     lost: Rc<RefCell<Option<Reason>>>,
 }
 
@@ -218,6 +220,11 @@ impl Protocol for HastyClient {
                 server_name: "localhost".into(),
             };
             start_tls(t, role, self.opts, |_, _| {}).unwrap();
+            if self.same_callback {
+                t.write(b"QUIT\r\n");
+                t.lose_connection();
+                return;
+            }
             let id = t.id();
             t.reactor()
                 .call_on(id, |_, t| {
@@ -235,6 +242,15 @@ impl Protocol for HastyClient {
 
 #[test]
 fn close_during_the_handshake_sends_what_was_written_then_close_notify() {
+    close_during_the_handshake(false);
+}
+
+#[test]
+fn close_right_after_start_tls_sends_what_was_written_then_close_notify() {
+    close_during_the_handshake(true);
+}
+
+fn close_during_the_handshake(same_callback: bool) {
     let (sc, cc) = configs();
     let commands: Log = Default::default();
     let server_lost = Rc::new(RefCell::new(None));
@@ -248,6 +264,7 @@ fn close_during_the_handshake_sends_what_was_written_then_close_notify() {
     let client = HastyClient {
         config: cc,
         opts: TlsOptions::default(),
+        same_callback,
         lost: client_lost.clone(),
     };
     let mut pair = MemoryPair::new(Box::new(client), Box::new(server)).unwrap();
@@ -281,6 +298,7 @@ fn close_during_a_stalled_handshake_is_bounded_without_a_handshake_timeout() {
     let client = HastyClient {
         config: cc,
         opts,
+        same_callback: false,
         lost: lost.clone(),
     };
     let mut pair = MemoryPair::new(Box::new(client), Box::new(Mute(false))).unwrap();
