@@ -932,6 +932,29 @@ fn trust_on_first_use_remembers_a_tls12_server() {
     pair.pump();
     assert!(failed.borrow().is_none(), "{:?}", failed.borrow());
     assert_eq!(clog.borrow().made, 1);
-    pair.with_client(|_, t| assert_eq!(t.tls_info().unwrap().version, "TLSv1.2"));
+    let version = Rc::new(RefCell::new(None));
+    let v = version.clone();
+    pair.with_client(move |_, t| *v.borrow_mut() = t.tls_info().map(|i| i.version.clone()));
+    assert_eq!(version.borrow().as_deref(), Some("TLSv1.2"));
     assert_eq!(store.get("old.test"), Some(fp));
+}
+
+#[test]
+fn a_client_connecting_by_address_sends_no_sni_and_gets_the_default_certificate() {
+    let (sc, fp) = ServerConfigBuilder::self_signed(&["localhost"]).unwrap();
+    let cc = ClientConfigBuilder::new().pinned(&fp).build().unwrap();
+    let (client, clog) = Recorder::new();
+    let (server, _) = Recorder::new();
+    let (cl, cfail) = client_layer(Box::new(client), cc, "127.0.0.1");
+    let (sl, _) = server_layer(Box::new(server), sc, TlsOptions::default());
+    let mut pair = MemoryPair::new(Box::new(cl), Box::new(sl)).unwrap();
+    pair.pump();
+    assert!(cfail.borrow().is_none(), "{:?}", cfail.borrow());
+    assert_eq!(clog.borrow().made, 1);
+    let sni = Rc::new(RefCell::new(Vec::new()));
+    let (s1, s2) = (sni.clone(), sni.clone());
+    pair.with_server(move |_, t| s1.borrow_mut().push(t.tls_info().map(|i| i.sni.clone())));
+    // The client reports the name it sent: none.
+    pair.with_client(move |_, t| s2.borrow_mut().push(t.tls_info().map(|i| i.sni.clone())));
+    assert_eq!(*sni.borrow(), vec![Some(None), Some(None)]);
 }
