@@ -267,6 +267,10 @@ pub trait Transport {
     /// Replace the protocol of this connection once the current callback
     /// returns: `start_tls` is built on this. Bytes already delivered to the
     /// old protocol stay with it; the layer sees only what arrives next.
+    /// What is written after this call in the same callback, and a
+    /// `lose_connection` or `write_eof` made then, go through the new
+    /// protocol once it is in place (a TLS layer encrypts the bytes and
+    /// closes with close_notify), after everything written before.
     fn upgrade(&mut self, upgrade: Upgrade);
 }
 

@@ -126,6 +126,7 @@ pub fn open_stream<S: StreamIo>(
                 writing_paused: false,
                 want_writable: false,
                 upgrade: None,
+                after_upgrade: AfterUpgrade::default(),
             },
         }))
     })?;
@@ -239,6 +240,41 @@ struct State<S> {
     writing_paused: bool,
     want_writable: bool,
     upgrade: Option<Upgrade>,
+    /// Asked for after `upgrade` during the same callback: the new
+    /// protocol's to carry out (so that what follows `start_tls` is
+    /// encrypted, never sent in the clear, and a close waits for TLS).
+    after_upgrade: AfterUpgrade,
+}
+
+/// Writes and closes asked for while an upgrade is pending.
+#[derive(Default)]
+struct AfterUpgrade {
+    data: Vec<u8>,
+    write_eof: bool,
+    /// `lose_connection` (with its reason, if one was given).
+    close: Option<Option<Reason>>,
+}
+
+impl AfterUpgrade {
+    /// What to run through the new protocol, if anything was asked for.
+    fn into_call(self) -> Option<ProtocolCall> {
+        if self.data.is_empty() && !self.write_eof && self.close.is_none() {
+            return None;
+        }
+        Some(Box::new(move |_, t| {
+            if !self.data.is_empty() {
+                t.write(&self.data);
+            }
+            if self.write_eof {
+                t.write_eof();
+            }
+            match self.close {
+                Some(Some(reason)) => t.lose_connection_with(reason),
+                Some(None) => t.lose_connection(),
+                None => {}
+            }
+        }))
+    }
 }
 
 struct StreamConn<S> {
@@ -260,14 +296,29 @@ impl<S: StreamIo> Transport for View<'_, S> {
             log::trace!("{}: write after close or write_eof ignored", self.id);
             return;
         }
+        if st.upgrade.is_some() {
+            let after = &mut st.after_upgrade;
+            if after.close.is_none() && !after.write_eof {
+                after.data.extend_from_slice(data);
+            }
+            return;
+        }
         st.out.push(data);
     }
 
     fn lose_connection(&mut self) {
+        if self.st.upgrade.is_some() {
+            self.st.after_upgrade.close.get_or_insert(None);
+            return;
+        }
         self.st.closing = true;
     }
 
     fn lose_connection_with(&mut self, reason: Reason) {
+        if self.st.upgrade.is_some() {
+            self.st.after_upgrade.close.get_or_insert(Some(reason));
+            return;
+        }
         if !self.st.closing && self.st.close_reason.is_none() {
             self.st.close_reason = Some(reason);
         }
@@ -279,6 +330,10 @@ impl<S: StreamIo> Transport for View<'_, S> {
     }
 
     fn write_eof(&mut self) {
+        if self.st.upgrade.is_some() {
+            self.st.after_upgrade.write_eof = true;
+            return;
+        }
         self.st.eof_pending = true;
     }
 
@@ -300,7 +355,7 @@ impl<S: StreamIo> Transport for View<'_, S> {
     }
 
     fn is_closing(&self) -> bool {
-        self.st.closing || self.st.abort || self.st.closed
+        self.st.closing || self.st.abort || self.st.closed || self.st.after_upgrade.close.is_some()
     }
 
     fn write_buffer_size(&self) -> usize {
@@ -415,6 +470,18 @@ impl<S: StreamIo> StreamConn<S> {
                         let msg = panic_message(&*p);
                         log::error!("{id}: protocol upgrade panicked: {msg}");
                         self.close(r, id, Reason::Panic(msg));
+                        return;
+                    }
+                }
+                // Carried out through the new protocol (a TLS layer holds
+                // writes until its handshake is done).
+                if let Some(held) = std::mem::take(&mut self.st.after_upgrade).into_call() {
+                    let ok = self.invoke(r, id, |p, t| {
+                        if let Some(call) = p.route_call(t, held) {
+                            call(p, t)
+                        }
+                    });
+                    if !ok {
                         return;
                     }
                 }

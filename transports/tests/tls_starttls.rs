@@ -146,3 +146,169 @@ fn plaintext_sent_after_starttls_fails_the_handshake() {
         other => panic!("expected a TLS failure, got {other:?}"),
     }
 }
+
+/// Upgrades on `STARTTLS` and writes in the same callback, after
+/// `start_tls`.
+struct EagerServer {
+    config: Arc<ServerConfig>,
+}
+
+impl Protocol for EagerServer {
+    fn data_received(&mut self, t: &mut dyn Transport, data: &[u8]) {
+        if data.starts_with(b"STARTTLS\r\n") && t.tls_info().is_none() {
+            t.write(b"OK begin TLS\r\n");
+            start_tls(
+                t,
+                TlsRole::Server(self.config.clone()),
+                TlsOptions::default(),
+                |_, _| {},
+            )
+            .unwrap();
+            t.write(b"secret\r\n");
+        }
+    }
+}
+
+#[test]
+fn writes_after_start_tls_in_the_same_callback_are_encrypted() {
+    let (sc, cc) = configs();
+    // A peer that never does TLS sees the answer, and nothing written
+    // after start_tls.
+    let (raw, log) = Recorder::new();
+    let server = EagerServer { config: sc.clone() };
+    let mut pair = MemoryPair::new(Box::new(raw), Box::new(server)).unwrap();
+    pair.inject_to_server(b"STARTTLS\r\n");
+    pair.pump();
+    assert_eq!(
+        String::from_utf8_lossy(&log.borrow().data),
+        "OK begin TLS\r\n",
+        "plaintext leaked after start_tls"
+    );
+    // A peer that does TLS gets it once the handshake is done.
+    let got: Log = Default::default();
+    let client = Client {
+        buf: Vec::new(),
+        config: cc,
+        got: got.clone(),
+    };
+    let mut pair = MemoryPair::new(Box::new(client), Box::new(EagerServer { config: sc })).unwrap();
+    pair.pump();
+    assert_eq!(
+        *got.borrow(),
+        vec!["OK begin TLS".to_string(), "secret".to_string()]
+    );
+}
+
+/// Upgrades on the server's answer and, before the handshake can have
+/// completed, writes a last command and closes.
+struct HastyClient {
+    config: Arc<ClientConfig>,
+    opts: TlsOptions,
+    /// Close in the callback that called start_tls, not in a later one.
+    same_callback: bool,
+    lost: Rc<RefCell<Option<Reason>>>,
+}
+
+impl Protocol for HastyClient {
+    fn connection_made(&mut self, t: &mut dyn Transport) {
+        t.write(b"STARTTLS\r\n");
+    }
+    fn data_received(&mut self, t: &mut dyn Transport, data: &[u8]) {
+        if data.starts_with(b"OK begin TLS") && t.tls_info().is_none() {
+            let role = TlsRole::Client {
+                config: self.config.clone(),
+                server_name: "localhost".into(),
+            };
+            start_tls(t, role, self.opts, |_, _| {}).unwrap();
+            if self.same_callback {
+                t.write(b"QUIT\r\n");
+                t.lose_connection();
+                return;
+            }
+            let id = t.id();
+            t.reactor()
+                .call_on(id, |_, t| {
+                    assert!(t.tls_info().is_none(), "the handshake is already done");
+                    t.write(b"QUIT\r\n");
+                    t.lose_connection();
+                })
+                .unwrap();
+        }
+    }
+    fn connection_lost(&mut self, _: &mut dyn Transport, reason: &Reason) {
+        *self.lost.borrow_mut() = Some(reason.clone());
+    }
+}
+
+#[test]
+fn close_during_the_handshake_sends_what_was_written_then_close_notify() {
+    close_during_the_handshake(false);
+}
+
+#[test]
+fn close_right_after_start_tls_sends_what_was_written_then_close_notify() {
+    close_during_the_handshake(true);
+}
+
+fn close_during_the_handshake(same_callback: bool) {
+    let (sc, cc) = configs();
+    let commands: Log = Default::default();
+    let server_lost = Rc::new(RefCell::new(None));
+    let client_lost = Rc::new(RefCell::new(None));
+    let server = Server {
+        buf: Vec::new(),
+        config: sc,
+        commands: commands.clone(),
+        lost: server_lost.clone(),
+    };
+    let client = HastyClient {
+        config: cc,
+        opts: TlsOptions::default(),
+        same_callback,
+        lost: client_lost.clone(),
+    };
+    let mut pair = MemoryPair::new(Box::new(client), Box::new(server)).unwrap();
+    pair.pump();
+    assert_eq!(*commands.borrow(), vec!["QUIT secure=true".to_string()]);
+    assert!(pair.is_closed());
+    let s = server_lost.borrow().clone();
+    assert!(s.as_ref().is_some_and(|r| r.is_clean()), "{s:?}");
+    let c = client_lost.borrow().clone();
+    assert!(c.as_ref().is_some_and(|r| r.is_clean()), "{c:?}");
+}
+
+/// Answers STARTTLS, then never says anything again.
+struct Mute(bool);
+impl Protocol for Mute {
+    fn data_received(&mut self, t: &mut dyn Transport, _: &[u8]) {
+        if !std::mem::replace(&mut self.0, true) {
+            t.write(b"OK begin TLS\r\n");
+        }
+    }
+}
+
+#[test]
+fn close_during_a_stalled_handshake_is_bounded_without_a_handshake_timeout() {
+    let (_, cc) = configs();
+    let lost = Rc::new(RefCell::new(None));
+    let opts = TlsOptions {
+        handshake_timeout: None,
+        shutdown_timeout: Some(std::time::Duration::from_secs(5)),
+    };
+    let client = HastyClient {
+        config: cc,
+        opts,
+        same_callback: false,
+        lost: lost.clone(),
+    };
+    let mut pair = MemoryPair::new(Box::new(client), Box::new(Mute(false))).unwrap();
+    pair.pump();
+    assert!(pair.reactor.contains(pair.client));
+    pair.advance(std::time::Duration::from_secs(6));
+    assert!(!pair.reactor.contains(pair.client), "the close never happened");
+    assert!(
+        matches!(*lost.borrow(), Some(Reason::TimedOut)),
+        "{:?}",
+        lost.borrow()
+    );
+}

@@ -12,7 +12,7 @@ use rustls::{ClientConfig, RootCertStore};
 
 use super::keys::{load_ca, load_certs, load_key, system_roots, Passphrase};
 use super::server_config::provider;
-use super::verify::{FingerprintVerifier, TofuStore, Trust};
+use super::verify::{normal_fingerprint, FingerprintVerifier, TofuStore, Trust};
 
 #[derive(Debug)]
 enum ServerTrust {
@@ -78,11 +78,7 @@ impl ClientConfigBuilder {
     /// (hex, colons allowed); names and issuers are not checked. Call again
     /// to allow several.
     pub fn pinned(mut self, fingerprint: &str) -> Self {
-        let fp: String = fingerprint
-            .chars()
-            .filter(|c| *c != ':')
-            .collect::<String>()
-            .to_lowercase();
+        let fp = normal_fingerprint(fingerprint);
         match &mut self.trust {
             ServerTrust::Fingerprint(Trust::Pinned(v)) => v.push(fp),
             _ => self.trust = ServerTrust::Fingerprint(Trust::Pinned(vec![fp])),
@@ -146,10 +142,10 @@ impl ClientConfigBuilder {
             ServerTrust::Fingerprint(trust) => {
                 builder
                     .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(FingerprintVerifier {
+                    .with_custom_certificate_verifier(Arc::new(FingerprintVerifier::new(
                         trust,
-                        algs: self.provider.signature_verification_algorithms,
-                    }))
+                        self.provider.signature_verification_algorithms,
+                    )))
             }
         };
         let mut config = match self.client_cert {

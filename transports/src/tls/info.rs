@@ -86,7 +86,10 @@ pub(crate) fn session_info(conn: &Connection, asked_sni: Option<&str>) -> TlsInf
         .unwrap_or_default();
     let sni = match conn {
         Connection::Server(s) => s.server_name().map(str::to_string),
-        Connection::Client(_) => asked_sni.map(str::to_string),
+        // No SNI is sent for an address.
+        Connection::Client(_) => asked_sni
+            .filter(|n| n.parse::<std::net::IpAddr>().is_err())
+            .map(str::to_string),
     };
     TlsInfo {
         version: version_name(conn.protocol_version()),

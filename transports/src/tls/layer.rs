@@ -85,7 +85,11 @@ pub(crate) fn server_connection(config: Arc<ServerConfig>) -> io::Result<Connect
 fn describe(e: &rustls::Error, handshaking: bool) -> String {
     let what = match e {
         rustls::Error::AlertReceived(a) => format!("received fatal alert: {a:?}"),
-        rustls::Error::InvalidCertificate(c) => format!("certificate verification failed: {c:?}"),
+        // A verifier's own message as written (rustls shows it as Debug).
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o)) => {
+            format!("certificate verification failed: {o}")
+        }
+        rustls::Error::InvalidCertificate(c) => format!("certificate verification failed: {c}"),
         rustls::Error::NoCertificatesPresented => "the peer presented no certificate".to_string(),
         other => format!("{other} (fatal alert sent)"),
     };
@@ -353,7 +357,7 @@ impl TlsProtocol {
             Some(r) => lower.lose_connection_with(r),
             None => lower.lose_connection(),
         }
-        if let Some(d) = self.opts.shutdown_timeout {
+        if let (Some(d), None) = (self.opts.shutdown_timeout, &self.shutdown_timer) {
             self.shutdown_timer = Some(self.arm(lower, d, SHUTDOWN_EXPIRED));
         }
     }
@@ -404,8 +408,10 @@ impl TlsProtocol {
                 return rest.len();
             }
             // After the application's lose_connection, input is dropped
-            // (as a closing TCP transport stops reading).
-            if self.st.failed || self.lost || self.st.close_requested || rest.is_empty() || self.peer_closed {
+            // (as a closing TCP transport stops reading), once the
+            // handshake it waits for is done.
+            let closed_by_app = self.st.close_requested && self.tls_up;
+            if self.st.failed || self.lost || closed_by_app || rest.is_empty() || self.peer_closed {
                 return 0;
             }
             match self.conn.read_tls(&mut rest) {
@@ -454,7 +460,14 @@ impl TlsProtocol {
         if !self.tls_up || !self.st.made {
             return true;
         }
-        while self.st.app_reading && !self.st.failed && !self.lost && !self.st.close_requested {
+        // An upgrade asked for during a callback takes effect when it
+        // returns: what follows belongs to the new protocol, not this one.
+        while self.st.app_reading
+            && self.st.upgrade.is_none()
+            && !self.st.failed
+            && !self.lost
+            && !self.st.close_requested
+        {
             let chunk = match self.conn.reader().into_first_chunk() {
                 Ok(c) if !c.is_empty() => c,
                 _ => break,
@@ -473,7 +486,7 @@ impl TlsProtocol {
         if self.has_plaintext() {
             return false;
         }
-        if self.peer_closed && !self.eof_delivered && self.st.app_reading {
+        if self.peer_closed && !self.eof_delivered && self.st.app_reading && self.st.upgrade.is_none() {
             self.eof_delivered = true;
             let mut view = TlsTransport {
                 lower: &mut *lower,
@@ -550,6 +563,9 @@ impl TlsProtocol {
                 st: &mut self.st,
             };
             self.app = up(old, &mut view);
+            // Input held back while the swap was pending is the new
+            // protocol's: look at it again.
+            self.st.kick = true;
         }
         if self.lost {
             return;
@@ -569,12 +585,21 @@ impl TlsProtocol {
             }
         }
         self.write_tls(lower);
-        let close_now = self.st.close_requested
+        // A close asked for during the handshake (after start_tls) waits
+        // for it, within the handshake timeout, so that what was written
+        // goes out encrypted, then close_notify; unless the reactor stops.
+        let close_now = (self.st.close_requested && (self.tls_up || lower.reactor().is_stopping()))
             || (self.st.writes_closed && self.peer_closed && !self.keep_open)
             || (self.eof_delivered && !self.keep_open);
         if close_now && !self.lower_closing {
             let reason = self.st.close_reason.clone();
             self.close_lower(lower, reason);
+        } else if self.st.close_requested && !self.lower_closing && self.shutdown_timer.is_none() {
+            // Waiting for the handshake is part of closing: bounded by the
+            // shutdown timeout even without a handshake timeout.
+            if let Some(d) = self.opts.shutdown_timeout {
+                self.shutdown_timer = Some(self.arm(lower, d, SHUTDOWN_EXPIRED));
+            }
         }
         let want = (!self.tls_up || !self.st.made || self.st.app_reading)
             && self.inbuf.is_empty()
@@ -633,6 +658,10 @@ impl Protocol for TlsProtocol {
         log::debug!("{}: {reason}", t.id());
         self.fail_reason.get_or_insert(Reason::Tls(reason.into()));
         self.st.failed = true;
+        // What is still queued below goes out, within the shutdown timeout:
+        // a peer that half-closes and stops reading cannot hold it forever.
+        let reason = self.fail_reason.clone();
+        self.close_lower(t, reason);
         false
     }
 

@@ -35,9 +35,12 @@ pub enum TlsRole {
 /// returns (Twisted's `startTLS`, asyncio's `start_tls`).
 ///
 /// The protocol stays the same object: it already had `connection_made`,
-/// and it does not get it again. From the next event on, what it writes is
-/// encrypted (writes made before the handshake completes are held and sent
-/// once it does) and what it receives was decrypted. `on_handshake` runs
+/// and it does not get it again. What it wrote before calling `start_tls`
+/// is sent in the clear; what it writes after, even in the same callback,
+/// is encrypted (held until the handshake completes), and from the next
+/// event on what it receives was decrypted. A `lose_connection` made
+/// through the TLS transport before the handshake completes waits for it
+/// (within the timeouts), then sends what was written and close_notify. `on_handshake` runs
 /// against it when the handshake completes; a failed handshake ends the
 /// connection with a [`Reason::Tls`](twistor_reactor::Reason::Tls) or
 /// [`Reason::TimedOut`](twistor_reactor::Reason::TimedOut).

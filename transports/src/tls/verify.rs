@@ -87,9 +87,19 @@ impl ClientCertVerifier for AnyClientCert {
     }
 }
 
+/// A SHA-256 fingerprint in the one form compared: lowercase hex without
+/// colons (`openssl x509 -fingerprint` prints uppercase with colons).
+pub(crate) fn normal_fingerprint(fp: &str) -> String {
+    fp.chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase()
+}
+
 /// Known server fingerprints for trust on first use, by host name,
 /// optionally kept in a file (one `host fingerprint` pair per line, like
-/// a Gemini client's known_hosts).
+/// a Gemini client's known_hosts). Host names compare without regard to
+/// case; fingerprints are SHA-256 in hex, with or without colons.
 ///
 /// ```
 /// use twistor_transports::tls::TofuStore;
@@ -119,7 +129,7 @@ impl TofuStore {
                 for line in text.lines() {
                     let mut parts = line.split_whitespace();
                     if let (Some(h), Some(f)) = (parts.next(), parts.next()) {
-                        known.insert(h.to_string(), f.to_lowercase());
+                        known.insert(h.to_ascii_lowercase(), normal_fingerprint(f));
                     }
                 }
             }
@@ -134,18 +144,31 @@ impl TofuStore {
 
     /// The fingerprint remembered for `host`.
     pub fn get(&self, host: &str) -> Option<String> {
-        self.known.lock().ok()?.get(host).cloned()
+        self.known.lock().ok()?.get(&host.to_ascii_lowercase()).cloned()
+    }
+
+    /// Whether `fingerprint` may be trusted for `host`, without remembering
+    /// anything: `Ok(true)` if it is the one remembered, `Ok(false)` if
+    /// `host` is new, an error if `host` has another one.
+    pub(crate) fn lookup(&self, host: &str, fingerprint: &str) -> Result<bool, String> {
+        let (host, fingerprint) = (host.to_ascii_lowercase(), normal_fingerprint(fingerprint));
+        let known = self.known.lock().map_err(|_| "TOFU store poisoned".to_string())?;
+        match known.get(&host) {
+            Some(f) if *f == fingerprint => Ok(true),
+            Some(f) => Err(changed(&host, f, &fingerprint)),
+            None => Ok(false),
+        }
     }
 
     /// Check `fingerprint` for `host`: trusted if it is the one remembered,
     /// remembered and trusted if `host` is new, refused otherwise.
     pub fn check(&self, host: &str, fingerprint: &str) -> Result<(), String> {
+        let (host, fingerprint) = (host.to_ascii_lowercase(), normal_fingerprint(fingerprint));
+        let (host, fingerprint) = (host.as_str(), fingerprint.as_str());
         let mut known = self.known.lock().map_err(|_| "TOFU store poisoned".to_string())?;
         match known.get(host) {
             Some(f) if f == fingerprint => Ok(()),
-            Some(f) => Err(format!(
-                "the certificate of {host} changed: trusted {f}, offered {fingerprint} (trust on first use)"
-            )),
+            Some(f) => Err(changed(host, f, fingerprint)),
             None => {
                 known.insert(host.to_string(), fingerprint.to_string());
                 if let Some(path) = &self.file {
@@ -165,6 +188,10 @@ impl TofuStore {
     }
 }
 
+fn changed(host: &str, trusted: &str, offered: &str) -> String {
+    format!("the certificate of {host} changed: trusted {trusted}, offered {offered} (trust on first use)")
+}
+
 /// How a client that does not use CA roots decides to trust a server.
 #[derive(Debug)]
 pub(crate) enum Trust {
@@ -175,10 +202,58 @@ pub(crate) enum Trust {
 }
 
 /// Client side: trust a server by its certificate's fingerprint.
+///
+/// With trust on first use, a new host's certificate is remembered only
+/// once the handshake signature made with its key has verified: a peer
+/// that shows a certificate without holding its key is not remembered.
 #[derive(Debug)]
 pub(crate) struct FingerprintVerifier {
-    pub trust: Trust,
-    pub algs: WebPkiSupportedAlgorithms,
+    trust: Trust,
+    algs: WebPkiSupportedAlgorithms,
+    /// New hosts' certificates (fingerprint, host) waiting for their
+    /// handshake signature.
+    pending: Mutex<Vec<(String, String)>>,
+}
+
+/// At most this many first-use certificates wait for their signature at
+/// once (handshakes that never get that far leave theirs behind).
+const MAX_PENDING: usize = 64;
+
+fn cert_error(message: String) -> Error {
+    Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
+        io::Error::other(message),
+    ))))
+}
+
+impl FingerprintVerifier {
+    pub(crate) fn new(trust: Trust, algs: WebPkiSupportedAlgorithms) -> FingerprintVerifier {
+        FingerprintVerifier {
+            trust,
+            algs,
+            pending: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The signature made with `cert`'s key verified: remember the
+    /// certificate for the new host it was shown for.
+    fn proven(&self, cert: &CertificateDer<'_>) -> Result<(), Error> {
+        let Trust::Tofu(store) = &self.trust else {
+            return Ok(());
+        };
+        let fp = sha256_fingerprint(cert);
+        let hosts: Vec<String> = match self.pending.lock() {
+            Ok(mut pending) => {
+                let (mine, rest): (Vec<_>, Vec<_>) = pending.drain(..).partition(|(f, _)| *f == fp);
+                *pending = rest;
+                mine.into_iter().map(|(_, h)| h).collect()
+            }
+            Err(_) => return Err(cert_error("TOFU store poisoned".into())),
+        };
+        for host in hosts {
+            store.check(&host, &fp).map_err(cert_error)?;
+        }
+        Ok(())
+    }
 }
 
 fn host_of(name: &ServerName<'_>) -> String {
@@ -202,19 +277,21 @@ impl ServerCertVerifier for FingerprintVerifier {
         let fp = sha256_fingerprint(end_entity);
         match &self.trust {
             Trust::Pinned(pins) if pins.contains(&fp) => Ok(ServerCertVerified::assertion()),
-            Trust::Pinned(_) => Err(Error::InvalidCertificate(CertificateError::Other(
-                rustls::OtherError(Arc::new(io::Error::other(format!(
-                    "fingerprint {fp} is not the pinned one"
-                )))),
-            ))),
-            Trust::Tofu(store) => store
-                .check(&host_of(server_name), &fp)
-                .map(|_| ServerCertVerified::assertion())
-                .map_err(|m| {
-                    Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
-                        io::Error::other(m),
-                    ))))
-                }),
+            Trust::Pinned(_) => Err(cert_error(format!("fingerprint {fp} is not the pinned one"))),
+            Trust::Tofu(store) => {
+                let host = host_of(server_name);
+                if !store.lookup(&host, &fp).map_err(cert_error)? {
+                    // New: remembered once the handshake signature proves
+                    // the server holds the key.
+                    if let Ok(mut pending) = self.pending.lock() {
+                        if pending.len() >= MAX_PENDING {
+                            pending.remove(0);
+                        }
+                        pending.push((fp, host));
+                    }
+                }
+                Ok(ServerCertVerified::assertion())
+            }
         }
     }
     fn verify_tls12_signature(
@@ -223,7 +300,9 @@ impl ServerCertVerifier for FingerprintVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(message, cert, dss, &self.algs)
+        let valid = verify_tls12_signature(message, cert, dss, &self.algs)?;
+        self.proven(cert)?;
+        Ok(valid)
     }
     fn verify_tls13_signature(
         &self,
@@ -231,7 +310,9 @@ impl ServerCertVerifier for FingerprintVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(message, cert, dss, &self.algs)
+        let valid = verify_tls13_signature(message, cert, dss, &self.algs)?;
+        self.proven(cert)?;
+        Ok(valid)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algs.supported_schemes()
