@@ -843,9 +843,14 @@ impl Reactor {
     }
 
     /// Note that `id` is dispatched this turn at `pos`, or return the
-    /// position it already has.
+    /// position it already has. A stale id (its slot now holds a newer
+    /// occupant) is never merged with, nor marks, the live one: it would
+    /// carry the new occupant's readiness off to be dropped as stale.
     fn mark(&mut self, id: ConnId, turn: u64, pos: usize) -> Option<usize> {
         let slot = self.slots.get_mut(id.index())?;
+        if slot.gen != id.generation() {
+            return None;
+        }
         if slot.mark == turn {
             return Some(slot.pos as usize);
         }
@@ -1062,6 +1067,39 @@ mod tests {
         fn shutdown(&mut self, r: &mut Reactor, id: ConnId) {
             r.remove(id)
         }
+    }
+
+    /// Counts the readiness it is given.
+    struct Count(std::rc::Rc<std::cell::Cell<u32>>);
+
+    impl Handler for Count {
+        fn ready(&mut self, _: &mut Reactor, _: ConnId, _: Ready) {
+            self.0.set(self.0.get() + 1);
+        }
+        fn shutdown(&mut self, r: &mut Reactor, id: ConnId) {
+            r.remove(id)
+        }
+    }
+
+    #[test]
+    fn a_stale_requeue_does_not_swallow_the_new_occupants_readiness() {
+        let mut r = Reactor::with_manual_clock().unwrap();
+        let old_runs = std::rc::Rc::new(std::cell::Cell::new(0));
+        let new_runs = std::rc::Rc::new(std::cell::Cell::new(0));
+        let o = old_runs.clone();
+        let old = r.insert_with(|_, _| Ok(Box::new(Count(o)))).unwrap();
+        // Requeued (say, at its fairness budget), then closed in the same
+        // turn; its slot goes to a new connection that asks for its first
+        // dispatch (as open_stream does for connection_made).
+        r.requeue(old, Ready::READABLE);
+        r.remove(old);
+        let n = new_runs.clone();
+        let new = r.insert_with(|_, _| Ok(Box::new(Count(n)))).unwrap();
+        assert_eq!(new.index(), old.index());
+        r.requeue(new, Ready::NONE);
+        r.run_pending().unwrap();
+        assert_eq!(old_runs.get(), 0);
+        assert_eq!(new_runs.get(), 1, "the new occupant was never dispatched");
     }
 
     #[test]
