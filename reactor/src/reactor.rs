@@ -619,7 +619,8 @@ impl Reactor {
 
     /// Run blocking `work` on a small thread pool and `done` with its result
     /// back on the loop thread (Twisted's `deferToThread`). If `work`
-    /// panics, `done` gets `Err` with the panic message.
+    /// panics, `done` gets `Err` with the panic message. Work still queued
+    /// when the reactor is dropped is skipped.
     ///
     /// ```
     /// let mut r = twistor_reactor::Reactor::new().unwrap();
@@ -638,6 +639,10 @@ impl Reactor {
         let remote = self.remote.handle();
         let pool = self.pool.get_or_insert_with(ThreadPool::new);
         pool.submit(Box::new(move || {
+            if remote.is_gone() {
+                // Nobody is left to want the result: skip the blocking work.
+                return;
+            }
             let res = catch_unwind(AssertUnwindSafe(work)).map_err(|p| panic_message(&*p));
             let boxed: Box<dyn std::any::Any + Send> = Box::new(res);
             let _ = remote.call(move |r| r.finish_deferred(key, boxed));
