@@ -17,7 +17,7 @@ use slab::Slab;
 
 use crate::reason::panic_message;
 use crate::threads::{Remote, RemoteQueue, ThreadPool};
-use crate::timer::{DelayedCall, TimerFn, Timers};
+use crate::timer::{later, DelayedCall, TimerFn, Timers};
 use crate::{ConnId, Gone, Protocol, ProtocolCall, Transport};
 
 /// Size of the reactor's shared read buffer: one buffer for every
@@ -286,7 +286,7 @@ impl Reactor {
         let now = self
             .manual_now
             .expect("advance() needs Reactor::with_manual_clock()");
-        let target = now + d;
+        let target = later(now, d);
         loop {
             self.run_queued();
             match self.timers.next_deadline() {
@@ -567,7 +567,7 @@ impl Reactor {
     /// assert!(!call.active(&r));
     /// ```
     pub fn call_later(&mut self, delay: Duration, f: impl FnOnce(&mut Reactor) + 'static) -> DelayedCall {
-        let deadline = self.now() + delay;
+        let deadline = later(self.now(), delay);
         self.timers.schedule(deadline, TimerFn::Once(Box::new(f)))
     }
 
@@ -741,7 +741,7 @@ impl Reactor {
             return Err(io::Error::other("the reactor is already running"));
         }
         self.state = State::Running;
-        let deadline = Instant::now() + timeout;
+        let deadline = later(Instant::now(), timeout);
         let res = self.run_loop(Some((deadline, &mut done)));
         self.state = State::Idle;
         self.stop_requested = false;
@@ -942,7 +942,7 @@ impl Reactor {
     fn begin_stop(&mut self) {
         log::debug!("stopping: {} handler(s)", self.slots.len());
         self.state = State::Stopping {
-            deadline: Instant::now() + self.shutdown_timeout,
+            deadline: later(Instant::now(), self.shutdown_timeout),
         };
         for f in std::mem::take(&mut self.shutdown_triggers) {
             if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(self))) {
