@@ -763,17 +763,23 @@ impl Reactor {
                 self.begin_stop();
             }
             if let State::Stopping { deadline } = self.state {
-                if !self
-                    .slots
-                    .iter()
-                    .any(|(_, s)| s.handler.as_ref().is_some_and(|h| h.holds_shutdown()))
-                {
+                if !self.holds_shutdown() {
                     self.finish_stop();
                     return Ok(());
                 }
                 if Instant::now() >= deadline {
                     log::warn!("shutdown timeout: aborting {} connection(s)", self.slots.len());
-                    self.abort_all();
+                    // An aborted connection's connection_lost may open
+                    // another (told to stop like the rest, but it cannot
+                    // drain now): abort those too, so that every connection
+                    // made is also lost. Bounded against a chain that never
+                    // ends; what remains is dropped by finish_stop.
+                    for _ in 0..8 {
+                        self.abort_all();
+                        if !self.holds_shutdown() {
+                            break;
+                        }
+                    }
                     self.finish_stop();
                     return Ok(());
                 }
@@ -954,6 +960,13 @@ impl Reactor {
             self.with_handler(id, |h, r| h.shutdown(r, id));
         }
         self.run_queued();
+    }
+
+    /// Whether a handler that `stop()` waits for is still registered.
+    fn holds_shutdown(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|(_, s)| s.handler.as_ref().is_some_and(|h| h.holds_shutdown()))
     }
 
     fn abort_all(&mut self) {
