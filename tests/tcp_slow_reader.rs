@@ -1,13 +1,16 @@
 //! Flow control over real TCP: a producer writes 1 GiB to a client that
-//! reads in small bites (slower than the producer writes), producing only
-//! between `resume_writing` and `pause_writing`. The server's write buffer must stay
-//! bounded the whole time: the peak is asserted, not the wall time.
+//! reads in small bites and, every 32 MiB, stops reading until the producer
+//! has been paused (so flow control is exercised however fast the machine
+//! reads), producing only between `resume_writing` and `pause_writing`. The
+//! server's write buffer must stay bounded the whole time: the peak is
+//! asserted, not the wall time.
 
 mod common;
 
 use std::cell::Cell;
 use std::io::Read;
 use std::rc::Rc;
+use std::sync::mpsc;
 
 use common::{client, wait_for};
 use twistor::prelude::*;
@@ -16,6 +19,11 @@ use twistor::prelude::*;
 const TOTAL: usize = 1 << 30;
 /// A chunk: a whole number of periods of the byte pattern.
 const CHUNK: usize = 251 * 256;
+/// The reader waits for a pause after each such block...
+const BLOCK: usize = 32 << 20;
+/// ...while this much at least is still to come (enough to fill the
+/// socket buffers and push the producer over its high-water mark).
+const TAIL: usize = 64 << 20;
 
 #[derive(Default)]
 struct Stats {
@@ -24,6 +32,8 @@ struct Stats {
     resumes: Cell<usize>,
     sent: Cell<usize>,
     high: Cell<usize>,
+    /// Tells the reader thread of each pause.
+    paused_tx: Option<mpsc::Sender<()>>,
 }
 
 impl Stats {
@@ -70,6 +80,9 @@ impl Protocol for Producer {
     fn pause_writing(&mut self, t: &mut dyn Transport) {
         self.stats.observe(t);
         self.stats.pauses.set(self.stats.pauses.get() + 1);
+        if let Some(tx) = &self.stats.paused_tx {
+            let _ = tx.send(());
+        }
         self.paused = true;
     }
     fn resume_writing(&mut self, t: &mut dyn Transport) {
@@ -83,7 +96,11 @@ impl Protocol for Producer {
 #[test]
 fn a_slow_reader_keeps_the_write_buffer_bounded() {
     let mut r = common::reactor();
-    let stats: Rc<Stats> = Rc::default();
+    let (paused_tx, paused_rx) = mpsc::channel();
+    let stats: Rc<Stats> = Rc::new(Stats {
+        paused_tx: Some(paused_tx),
+        ..Stats::default()
+    });
     let chunk: Rc<Vec<u8>> = Rc::new((0..CHUNK).map(|i| (i % 251) as u8).collect());
     let s2 = stats.clone();
     let port = listen_tcp(&mut r, "127.0.0.1:0", move |_: &Address| Producer {
@@ -93,12 +110,20 @@ fn a_slow_reader_keeps_the_write_buffer_bounded() {
     })
     .unwrap();
     let addr = port.local_addr();
-    // The reader takes small bites: much slower than the producer.
+    // The reader takes small bites, and after each block waits until the
+    // producer has been paused once more.
     let reader = std::thread::spawn(move || {
         let mut c = client(addr);
         let mut buf = vec![0u8; 4096];
         let mut got = 0usize;
+        let mut next_wait = BLOCK;
         loop {
+            if got >= next_wait && got + TAIL <= TOTAL {
+                paused_rx
+                    .recv_timeout(common::WAIT)
+                    .expect("the producer paused while the reader did not read");
+                next_wait += BLOCK;
+            }
             let n = c.read(&mut buf).expect("read");
             if n == 0 {
                 return got;
