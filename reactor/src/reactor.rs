@@ -17,7 +17,7 @@ use slab::Slab;
 
 use crate::reason::panic_message;
 use crate::threads::{Remote, RemoteQueue, ThreadPool};
-use crate::timer::{DelayedCall, TimerFn, Timers};
+use crate::timer::{later, DelayedCall, TimerFn, Timers};
 use crate::{ConnId, Gone, Protocol, ProtocolCall, Transport};
 
 /// Size of the reactor's shared read buffer: one buffer for every
@@ -286,7 +286,7 @@ impl Reactor {
         let now = self
             .manual_now
             .expect("advance() needs Reactor::with_manual_clock()");
-        let target = now + d;
+        let target = later(now, d);
         loop {
             self.run_queued();
             match self.timers.next_deadline() {
@@ -567,7 +567,7 @@ impl Reactor {
     /// assert!(!call.active(&r));
     /// ```
     pub fn call_later(&mut self, delay: Duration, f: impl FnOnce(&mut Reactor) + 'static) -> DelayedCall {
-        let deadline = self.now() + delay;
+        let deadline = later(self.now(), delay);
         self.timers.schedule(deadline, TimerFn::Once(Box::new(f)))
     }
 
@@ -619,7 +619,8 @@ impl Reactor {
 
     /// Run blocking `work` on a small thread pool and `done` with its result
     /// back on the loop thread (Twisted's `deferToThread`). If `work`
-    /// panics, `done` gets `Err` with the panic message.
+    /// panics, `done` gets `Err` with the panic message. Work still queued
+    /// when the reactor is dropped is skipped.
     ///
     /// ```
     /// let mut r = twistor_reactor::Reactor::new().unwrap();
@@ -638,6 +639,10 @@ impl Reactor {
         let remote = self.remote.handle();
         let pool = self.pool.get_or_insert_with(ThreadPool::new);
         pool.submit(Box::new(move || {
+            if remote.is_gone() {
+                // Nobody is left to want the result: skip the blocking work.
+                return;
+            }
             let res = catch_unwind(AssertUnwindSafe(work)).map_err(|p| panic_message(&*p));
             let boxed: Box<dyn std::any::Any + Send> = Box::new(res);
             let _ = remote.call(move |r| r.finish_deferred(key, boxed));
@@ -736,7 +741,7 @@ impl Reactor {
             return Err(io::Error::other("the reactor is already running"));
         }
         self.state = State::Running;
-        let deadline = Instant::now() + timeout;
+        let deadline = later(Instant::now(), timeout);
         let res = self.run_loop(Some((deadline, &mut done)));
         self.state = State::Idle;
         self.stop_requested = false;
@@ -758,17 +763,23 @@ impl Reactor {
                 self.begin_stop();
             }
             if let State::Stopping { deadline } = self.state {
-                if !self
-                    .slots
-                    .iter()
-                    .any(|(_, s)| s.handler.as_ref().is_some_and(|h| h.holds_shutdown()))
-                {
+                if !self.holds_shutdown() {
                     self.finish_stop();
                     return Ok(());
                 }
                 if Instant::now() >= deadline {
                     log::warn!("shutdown timeout: aborting {} connection(s)", self.slots.len());
-                    self.abort_all();
+                    // An aborted connection's connection_lost may open
+                    // another (told to stop like the rest, but it cannot
+                    // drain now): abort those too, so that every connection
+                    // made is also lost. Bounded against a chain that never
+                    // ends; what remains is dropped by finish_stop.
+                    for _ in 0..8 {
+                        self.abort_all();
+                        if !self.holds_shutdown() {
+                            break;
+                        }
+                    }
                     self.finish_stop();
                     return Ok(());
                 }
@@ -843,9 +854,14 @@ impl Reactor {
     }
 
     /// Note that `id` is dispatched this turn at `pos`, or return the
-    /// position it already has.
+    /// position it already has. A stale id (its slot now holds a newer
+    /// occupant) is never merged with, nor marks, the live one: it would
+    /// carry the new occupant's readiness off to be dropped as stale.
     fn mark(&mut self, id: ConnId, turn: u64, pos: usize) -> Option<usize> {
         let slot = self.slots.get_mut(id.index())?;
+        if slot.gen != id.generation() {
+            return None;
+        }
         if slot.mark == turn {
             return Some(slot.pos as usize);
         }
@@ -932,7 +948,7 @@ impl Reactor {
     fn begin_stop(&mut self) {
         log::debug!("stopping: {} handler(s)", self.slots.len());
         self.state = State::Stopping {
-            deadline: Instant::now() + self.shutdown_timeout,
+            deadline: later(Instant::now(), self.shutdown_timeout),
         };
         for f in std::mem::take(&mut self.shutdown_triggers) {
             if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(self))) {
@@ -944,6 +960,13 @@ impl Reactor {
             self.with_handler(id, |h, r| h.shutdown(r, id));
         }
         self.run_queued();
+    }
+
+    /// Whether a handler that `stop()` waits for is still registered.
+    fn holds_shutdown(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|(_, s)| s.handler.as_ref().is_some_and(|h| h.holds_shutdown()))
     }
 
     fn abort_all(&mut self) {
@@ -1062,6 +1085,39 @@ mod tests {
         fn shutdown(&mut self, r: &mut Reactor, id: ConnId) {
             r.remove(id)
         }
+    }
+
+    /// Counts the readiness it is given.
+    struct Count(std::rc::Rc<std::cell::Cell<u32>>);
+
+    impl Handler for Count {
+        fn ready(&mut self, _: &mut Reactor, _: ConnId, _: Ready) {
+            self.0.set(self.0.get() + 1);
+        }
+        fn shutdown(&mut self, r: &mut Reactor, id: ConnId) {
+            r.remove(id)
+        }
+    }
+
+    #[test]
+    fn a_stale_requeue_does_not_swallow_the_new_occupants_readiness() {
+        let mut r = Reactor::with_manual_clock().unwrap();
+        let old_runs = std::rc::Rc::new(std::cell::Cell::new(0));
+        let new_runs = std::rc::Rc::new(std::cell::Cell::new(0));
+        let o = old_runs.clone();
+        let old = r.insert_with(|_, _| Ok(Box::new(Count(o)))).unwrap();
+        // Requeued (say, at its fairness budget), then closed in the same
+        // turn; its slot goes to a new connection that asks for its first
+        // dispatch (as open_stream does for connection_made).
+        r.requeue(old, Ready::READABLE);
+        r.remove(old);
+        let n = new_runs.clone();
+        let new = r.insert_with(|_, _| Ok(Box::new(Count(n)))).unwrap();
+        assert_eq!(new.index(), old.index());
+        r.requeue(new, Ready::NONE);
+        r.run_pending().unwrap();
+        assert_eq!(old_runs.get(), 0);
+        assert_eq!(new_runs.get(), 1, "the new occupant was never dispatched");
     }
 
     #[test]

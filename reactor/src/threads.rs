@@ -97,6 +97,11 @@ impl Remote {
         Ok(())
     }
 
+    /// Whether the reactor has been dropped.
+    pub(crate) fn is_gone(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
     /// Ask the reactor to stop (as `stop()` would on the loop thread).
     pub fn stop(&self) -> Result<(), Gone> {
         if self.shared.closed.load(Ordering::Acquire) {
@@ -119,7 +124,9 @@ pub const POOL_THREADS: usize = 4;
 type Job = Box<dyn FnOnce() + Send>;
 
 /// A fixed pool of worker threads fed by one channel. Threads are started
-/// on first use and end when the reactor (the sender) is dropped.
+/// on first use and end when the reactor (the sender) is dropped: each
+/// finishes the job it is running, and jobs still queued are skipped
+/// (`defer_to_thread` checks that the reactor is still there).
 pub(crate) struct ThreadPool {
     tx: Option<mpsc::Sender<Job>>,
     workers: Vec<thread::JoinHandle<()>>,
@@ -159,8 +166,9 @@ impl ThreadPool {
 
 impl Drop for ThreadPool {
     fn drop(&mut self) {
-        // Closing the channel ends the workers once their current job is
-        // done; do not join (a blocking job must not hang the caller).
+        // Closing the channel ends the workers once the queue is empty (the
+        // jobs still in it find the reactor gone and return at once); do not
+        // join (a blocking job must not hang the caller).
         self.tx.take();
         self.workers.clear();
     }

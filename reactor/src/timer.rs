@@ -66,13 +66,13 @@ impl DelayedCall {
     /// Move the deadline to `delay` from now. Returns whether it was pending.
     pub fn reset(self, r: &mut Reactor, delay: Duration) -> bool {
         let now = r.now();
-        r.timers.set_deadline(self, now + delay)
+        r.timers.set_deadline(self, later(now, delay))
     }
 
     /// Postpone the deadline by `extra`. Returns whether it was pending.
     pub fn delay(self, r: &mut Reactor, extra: Duration) -> bool {
         match r.timers.deadline(self) {
-            Some(d) => r.timers.set_deadline(self, d + extra),
+            Some(d) => r.timers.set_deadline(self, later(d, extra)),
             None => false,
         }
     }
@@ -86,6 +86,16 @@ impl DelayedCall {
     pub fn deadline(self, r: &Reactor) -> Option<Instant> {
         r.timers.deadline(self)
     }
+}
+
+/// Stands for "never" when a delay does not fit the clock.
+const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `t + d`, or a time a century away when that overflows the clock: a
+/// delay of `Duration::MAX` (or one parsed from a peer's message) means
+/// "never" rather than a panic.
+pub(crate) fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d).or_else(|| t.checked_add(NEVER)).unwrap_or(t)
 }
 
 type HeapItem = Reverse<(Instant, u64, u32, u32)>;
@@ -254,7 +264,8 @@ impl Timers {
             e.deadline
         } else {
             let behind = now.duration_since(e.deadline).as_nanos() / interval.as_nanos();
-            e.deadline + interval * (behind as u32 + 1)
+            let beats = u32::try_from(behind + 1).unwrap_or(u32::MAX);
+            later(e.deadline, interval.checked_mul(beats).unwrap_or(Duration::MAX))
         };
         e.deadline = next;
         e.seq = seq;
@@ -313,7 +324,7 @@ impl LoopingCall {
         now: bool,
         f: impl FnMut(&mut Reactor) + 'static,
     ) -> LoopingCall {
-        let first = if now { r.now() } else { r.now() + interval };
+        let first = if now { r.now() } else { later(r.now(), interval) };
         let call = r.timers.schedule(
             first,
             TimerFn::Repeat {

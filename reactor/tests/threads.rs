@@ -122,3 +122,58 @@ fn defer_to_thread_works_off_the_loop_and_answers_on_it() {
     );
     assert!(panicked.borrow().as_deref().unwrap().contains("work failed"));
 }
+
+/// Sends on a channel when dropped: tells the test a job's closure is gone,
+/// whether it ran or was skipped.
+struct OnDrop(std::sync::mpsc::Sender<()>);
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
+#[test]
+fn work_still_queued_when_the_reactor_is_dropped_does_not_run() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+    let mut r = reactor();
+    // Occupy every worker until the gate opens.
+    let (started_tx, started_rx) = mpsc::channel();
+    let mut gates = Vec::new();
+    for _ in 0..POOL_THREADS {
+        let (gate_tx, gate_rx) = mpsc::channel::<()>();
+        gates.push(gate_tx);
+        let started = started_tx.clone();
+        r.defer_to_thread(
+            move || {
+                started.send(()).unwrap();
+                let _ = gate_rx.recv_timeout(WAIT);
+            },
+            |_, _| {},
+        );
+    }
+    for _ in 0..POOL_THREADS {
+        started_rx.recv_timeout(WAIT).expect("a worker started");
+    }
+    // Queued behind them: nobody is left to want its result.
+    let ran = Arc::new(AtomicBool::new(false));
+    let (gone_tx, gone_rx) = mpsc::channel();
+    let (ran2, guard) = (ran.clone(), OnDrop(gone_tx));
+    r.defer_to_thread(
+        move || {
+            let _guard = guard;
+            ran2.store(true, Ordering::SeqCst);
+        },
+        |_, _| {},
+    );
+    drop(r);
+    drop(gates);
+    gone_rx
+        .recv_timeout(WAIT)
+        .expect("the queued job was run or dropped");
+    assert!(
+        !ran.load(Ordering::SeqCst),
+        "blocking work ran for a reactor that is gone"
+    );
+}

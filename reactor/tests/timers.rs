@@ -230,3 +230,30 @@ fn a_hundred_thousand_pending_timers_cost_o1_per_turn() {
     assert!(order.windows(2).all(|w| w[0] <= w[1]));
     assert_eq!(order[0] - start, Duration::from_secs(60));
 }
+
+/// "Never" is a fair delay to ask for (a delay parsed from a peer's
+/// message, a shutdown timeout meaning "wait for ever"): it must not
+/// overflow the clock and panic.
+#[test]
+fn delays_too_large_for_the_clock_mean_never_instead_of_panicking() {
+    let (mut r, fired, _) = manual();
+    let a = tag(&mut r, &fired, Duration::MAX, 1);
+    let b = tag(&mut r, &fired, S, 2);
+    assert!(b.reset(&mut r, Duration::MAX));
+    let c = tag(&mut r, &fired, S, 3);
+    assert!(c.delay(&mut r, Duration::MAX));
+    let f = fired.clone();
+    let lc = LoopingCall::start(&mut r, Duration::MAX, true, move |_| {
+        f.borrow_mut().push((4, Instant::now()))
+    });
+    r.advance(Duration::from_secs(10 * 365 * 24 * 3600));
+    assert_eq!(tags(&fired), vec![4]);
+    assert!(a.active(&r) && b.active(&r) && c.active(&r) && lc.running(&r));
+    assert!(r.run_until(Duration::MAX, |_| true).unwrap());
+
+    let mut r = Reactor::new().unwrap();
+    r.set_install_signal_handlers(false);
+    r.set_shutdown_timeout(Duration::MAX);
+    r.call_later(Duration::ZERO, |r| r.stop());
+    r.run().unwrap();
+}
