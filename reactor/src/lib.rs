@@ -31,6 +31,10 @@
 //! ```
 #![warn(missing_docs)]
 
+// A ConnId's generation rides in the upper half of a mio token.
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!("twistor-reactor needs a 64-bit target");
+
 mod address;
 mod datagram;
 mod id;

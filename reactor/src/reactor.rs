@@ -849,8 +849,17 @@ impl Reactor {
     /// One loop turn that does not wait: dispatch whatever is ready or
     /// requeued and run queued work (and due timers, on the real clock).
     /// For tests and for embedding the reactor in another loop.
+    ///
+    /// Like `run`, it is refused while the loop is already running (from
+    /// inside a callback).
     pub fn run_pending(&mut self) -> io::Result<()> {
-        self.turn(Some(Duration::ZERO))
+        if self.state != State::Idle {
+            return Err(io::Error::other("the reactor is already running"));
+        }
+        self.state = State::Running;
+        let res = self.turn(Some(Duration::ZERO));
+        self.state = State::Idle;
+        res
     }
 
     /// Note that `id` is dispatched this turn at `pos`, or return the

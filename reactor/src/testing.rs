@@ -9,7 +9,8 @@
 //! - [`MemoryPair`]: two protocols connected in memory, with a pump. They run
 //!   under the real stream machinery ([`open_stream`]),
 //!   so flow control, half-close, `call_on` and layers such as TLS behave
-//!   exactly as over TCP.
+//!   as over TCP; one difference: an abort reaches the peer as a plain EOF
+//!   (as over a Unix socket), not as a reset.
 //! - [`FakeDatagramTransport`]: records what a `DatagramProtocol` sends.
 
 use std::cell::RefCell;
@@ -348,8 +349,9 @@ impl MemoryPair {
     }
 
     /// Move bytes both ways and run queued work until nothing more happens
-    /// (bounded: at most 100,000 rounds). Timers do not fire; use
-    /// [`advance`](MemoryPair::advance) for that.
+    /// (bounded: at most 100,000 rounds). On the manual clock timers do not
+    /// fire; use [`advance`](MemoryPair::advance) for that (on a real-clock
+    /// reactor given to [`MemoryPair::on`], due timers run as usual).
     pub fn pump(&mut self) {
         for _ in 0..100_000 {
             let before = self.fingerprint();

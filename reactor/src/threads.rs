@@ -54,12 +54,9 @@ impl RemoteQueue {
 
 impl Drop for RemoteQueue {
     fn drop(&mut self) {
+        let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
         self.shared.closed.store(true, Ordering::Release);
-        self.shared
-            .queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        q.clear();
     }
 }
 
@@ -83,11 +80,13 @@ impl Remote {
     /// Run `f` on the loop thread soon. Fails with [`Gone`] once the reactor
     /// has been dropped.
     pub fn call(&self, f: impl FnOnce(&mut Reactor) + Send + 'static) -> Result<(), Gone> {
-        if self.shared.closed.load(Ordering::Acquire) {
-            return Err(Gone);
-        }
         let was_empty = {
+            // Checked under the lock the reactor's drop takes too, so a call
+            // either lands before the queue is cleared or is refused.
             let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+            if self.shared.closed.load(Ordering::Acquire) {
+                return Err(Gone);
+            }
             q.push(Box::new(f));
             q.len() == 1
         };
