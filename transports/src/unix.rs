@@ -517,14 +517,20 @@ fn make_connector(s: &Shared) -> Connector {
     )
 }
 
+/// Tell the factory the attempt failed. When the factory is busy, because
+/// its own `started_connecting` called `stop_connecting` (as Twisted
+/// allows), it is told on the next loop turn, after that callback returns.
 fn failed(r: &mut Reactor, s: &Shared, reason: Reason) {
     let factory = s.borrow().factory.clone();
+    let Ok(mut f) = factory.try_borrow_mut() else {
+        let s = s.clone();
+        r.call_soon(move |r| failed(r, &s, reason));
+        return;
+    };
     let connector = make_connector(s);
     log::debug!("connection to {} failed: {reason}", connector.destination());
     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        factory
-            .borrow_mut()
-            .client_connection_failed(r, &connector, &reason)
+        f.client_connection_failed(r, &connector, &reason)
     }));
     if res.is_err() {
         log::error!("client_connection_failed panicked");
@@ -532,10 +538,11 @@ fn failed(r: &mut Reactor, s: &Shared, reason: Reason) {
 }
 
 fn attempt(r: &mut Reactor, s: &Shared) {
-    if !std::mem::replace(&mut s.borrow_mut().pending, false) {
+    if !s.borrow().pending {
         return; // stop_connecting came first
     }
     if r.is_stopping() {
+        s.borrow_mut().pending = false;
         return failed(r, s, Reason::Aborted);
     }
     let (addr, factory) = {
@@ -543,11 +550,15 @@ fn attempt(r: &mut Reactor, s: &Shared) {
         (st.addr.clone(), st.factory.clone())
     };
     let connector = make_connector(s);
+    // Still pending here, so that started_connecting may stop it.
     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         factory.borrow_mut().started_connecting(r, &connector)
     }));
     if res.is_err() {
         log::error!("started_connecting panicked");
+    }
+    if !std::mem::replace(&mut s.borrow_mut().pending, false) {
+        return; // started_connecting called stop_connecting
     }
     let stream = match connect_now(&addr) {
         Ok(stream) => stream,
