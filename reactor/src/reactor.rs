@@ -286,7 +286,7 @@ impl Reactor {
         let now = self
             .manual_now
             .expect("advance() needs Reactor::with_manual_clock()");
-        let target = now + d;
+        let target = crate::timer::after(now, d);
         loop {
             self.run_queued();
             match self.timers.next_deadline() {
@@ -567,7 +567,7 @@ impl Reactor {
     /// assert!(!call.active(&r));
     /// ```
     pub fn call_later(&mut self, delay: Duration, f: impl FnOnce(&mut Reactor) + 'static) -> DelayedCall {
-        let deadline = self.now() + delay;
+        let deadline = crate::timer::after(self.now(), delay);
         self.timers.schedule(deadline, TimerFn::Once(Box::new(f)))
     }
 
@@ -736,7 +736,7 @@ impl Reactor {
             return Err(io::Error::other("the reactor is already running"));
         }
         self.state = State::Running;
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::timer::after(Instant::now(), timeout);
         let res = self.run_loop(Some((deadline, &mut done)));
         self.state = State::Idle;
         self.stop_requested = false;
@@ -932,7 +932,7 @@ impl Reactor {
     fn begin_stop(&mut self) {
         log::debug!("stopping: {} handler(s)", self.slots.len());
         self.state = State::Stopping {
-            deadline: Instant::now() + self.shutdown_timeout,
+            deadline: crate::timer::after(Instant::now(), self.shutdown_timeout),
         };
         for f in std::mem::take(&mut self.shutdown_triggers) {
             if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(self))) {

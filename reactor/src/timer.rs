@@ -15,6 +15,15 @@ use slab::Slab;
 
 use crate::Reactor;
 
+/// Farther than any deadline that matters: what a delay too long for an
+/// `Instant` (say `Duration::MAX`, "never") saturates to.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `at + d`, saturating far in the future instead of panicking on overflow.
+pub(crate) fn after(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d).unwrap_or_else(|| at + FOREVER)
+}
+
 pub(crate) enum TimerFn {
     Once(Box<dyn FnOnce(&mut Reactor)>),
     Repeat {
@@ -66,13 +75,13 @@ impl DelayedCall {
     /// Move the deadline to `delay` from now. Returns whether it was pending.
     pub fn reset(self, r: &mut Reactor, delay: Duration) -> bool {
         let now = r.now();
-        r.timers.set_deadline(self, now + delay)
+        r.timers.set_deadline(self, after(now, delay))
     }
 
     /// Postpone the deadline by `extra`. Returns whether it was pending.
     pub fn delay(self, r: &mut Reactor, extra: Duration) -> bool {
         match r.timers.deadline(self) {
-            Some(d) => r.timers.set_deadline(self, d + extra),
+            Some(d) => r.timers.set_deadline(self, after(d, extra)),
             None => false,
         }
     }
@@ -254,7 +263,8 @@ impl Timers {
             e.deadline
         } else {
             let behind = now.duration_since(e.deadline).as_nanos() / interval.as_nanos();
-            e.deadline + interval * (behind as u32 + 1)
+            let beats = u32::try_from(behind + 1).unwrap_or(u32::MAX);
+            after(e.deadline, interval.saturating_mul(beats))
         };
         e.deadline = next;
         e.seq = seq;
@@ -313,7 +323,7 @@ impl LoopingCall {
         now: bool,
         f: impl FnMut(&mut Reactor) + 'static,
     ) -> LoopingCall {
-        let first = if now { r.now() } else { r.now() + interval };
+        let first = if now { r.now() } else { after(r.now(), interval) };
         let call = r.timers.schedule(
             first,
             TimerFn::Repeat {

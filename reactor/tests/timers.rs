@@ -230,3 +230,22 @@ fn a_hundred_thousand_pending_timers_cost_o1_per_turn() {
     assert!(order.windows(2).all(|w| w[0] <= w[1]));
     assert_eq!(order[0] - start, Duration::from_secs(60));
 }
+
+/// `Duration::MAX` means "never" to a user (an unbounded timeout or
+/// back-off): it is far in the future, not a panic inside the reactor.
+#[test]
+fn a_delay_too_long_for_an_instant_saturates() {
+    let (mut r, fired, _) = manual();
+    let never = tag(&mut r, &fired, Duration::MAX, 1);
+    let soon = tag(&mut r, &fired, S, 2);
+    assert!(never.active(&r));
+    assert!(soon.reset(&mut r, Duration::MAX));
+    assert!(never.delay(&mut r, Duration::MAX));
+    let beat = LoopingCall::start(&mut r, Duration::MAX, false, |_| {});
+    let fast = LoopingCall::start(&mut r, Duration::MAX, true, |_| {});
+    r.advance(Duration::from_secs(3600));
+    assert!(tags(&fired).is_empty());
+    assert!(never.active(&r) && soon.active(&r));
+    assert!(beat.stop(&mut r) && fast.stop(&mut r));
+    r.run_until(Duration::from_millis(1), |_| false).unwrap();
+}
