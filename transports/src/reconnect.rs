@@ -158,6 +158,15 @@ impl ReconnectingClientFactory {
         (x >> 11) as f64 / (1u64 << 53) as f64
     }
 
+    /// `d × k`, capped at `max_delay`; a product too large for a
+    /// `Duration` (a huge or unbounded `max_delay`, an infinite factor) is
+    /// the cap, where `Duration::mul_f64` would panic.
+    fn scaled(&self, d: Duration, k: f64) -> Duration {
+        Duration::try_from_secs_f64(d.as_secs_f64() * k)
+            .unwrap_or(self.max_delay)
+            .min(self.max_delay)
+    }
+
     fn retry(&mut self, r: &mut Reactor, connector: &Connector) {
         if self.state.stopped.get() {
             return;
@@ -179,8 +188,8 @@ impl ReconnectingClientFactory {
         }
         let base = self.delay;
         let spread = (self.next_random() * 2.0 - 1.0) * self.jitter;
-        let wait = base.mul_f64((1.0 + spread).max(0.0)).min(self.max_delay);
-        self.delay = base.mul_f64(self.factor).min(self.max_delay);
+        let wait = self.scaled(base, (1.0 + spread).max(0.0));
+        self.delay = self.scaled(base, self.factor);
         log::info!(
             "reconnecting to {} in {:.2} s",
             connector.destination(),
@@ -220,5 +229,41 @@ impl ClientFactory for ReconnectingClientFactory {
             f(r, connector, reason);
         }
         self.retry(r, connector);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use twistor_reactor::Transport;
+
+    struct Quiet;
+    impl Protocol for Quiet {
+        fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+    }
+
+    /// No cap on the delay (`Duration::MAX`) and a steep factor: the delay
+    /// saturates instead of overflowing, and every failure still schedules
+    /// a retry.
+    #[test]
+    fn an_unbounded_delay_saturates_instead_of_panicking() {
+        let mut r = Reactor::with_manual_clock().unwrap();
+        let connector = Connector::new("nowhere:1".into(), |_| {}, |_| {});
+        let mut f = ReconnectingClientFactory::new(|_: &_| Quiet)
+            .max_delay(Duration::MAX)
+            .factor(f64::INFINITY);
+        for n in 1..=3 {
+            f.client_connection_failed(&mut r, &connector, &Reason::Aborted);
+            assert_eq!(r.timer_count(), 1, "failure {n} scheduled no retry");
+            if let Some(call) = f.state.pending.take() {
+                call.cancel(&mut r);
+            }
+        }
+        assert_eq!(f.current_delay(), Duration::MAX);
+        let mut f = ReconnectingClientFactory::new(|_: &_| Quiet)
+            .initial_delay(Duration::MAX)
+            .max_delay(Duration::MAX);
+        f.client_connection_failed(&mut r, &connector, &Reason::Aborted);
+        assert_eq!(r.timer_count(), 1);
     }
 }
