@@ -260,3 +260,44 @@ fn stop_connecting_from_started_connecting_reports_the_failure_once() {
         );
     }
 }
+
+/// Stops the reactor as soon as its attempt has started.
+struct StopsTheReactor {
+    out: Outcomes,
+}
+
+impl Factory for StopsTheReactor {
+    fn build_protocol(&mut self, _: &Address) -> Option<Box<dyn Protocol>> {
+        Some(Box::new(Probe {
+            n: 0,
+            out: self.out.clone(),
+        }))
+    }
+}
+
+impl ClientFactory for StopsTheReactor {
+    fn started_connecting(&mut self, r: &mut Reactor, _: &Connector) {
+        r.stop();
+    }
+    fn client_connection_failed(&mut self, _: &mut Reactor, _: &Connector, reason: &Reason) {
+        self.out.borrow_mut().push((0, format!("failed: {reason:?}")));
+    }
+}
+
+#[test]
+fn a_reactor_stop_ends_an_attempt_at_any_stage_exactly_once() {
+    // "localhost" stops while the name is being looked up; an address
+    // while the socket is connecting.
+    for host in ["localhost", "127.0.0.1"] {
+        let mut r = common::reactor();
+        let port = live_server(&mut r);
+        let out: Outcomes = Rc::default();
+        connect_tcp(&mut r, host, port, StopsTheReactor { out: out.clone() });
+        r.run().unwrap();
+        assert_eq!(outcomes_of(&out, 0), vec!["failed: Aborted"], "to {host}");
+        // Nothing more arrives later (a lookup finishing, a timer).
+        r.run_until(Duration::from_millis(200), |_| false).unwrap();
+        assert_eq!(outcomes_of(&out, 0), vec!["failed: Aborted"], "to {host}");
+        assert_eq!(r.timer_count(), 0);
+    }
+}

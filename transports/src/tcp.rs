@@ -501,11 +501,26 @@ fn start_attempt(r: &mut Reactor, s: &Shared) {
             twistor_reactor::panic_message(&*p)
         );
     }
+    if s.borrow().attempt != attempt || s.borrow().pending.is_none() {
+        return; // started_connecting stopped it (and it was reported)
+    }
     // A literal address needs no lookup; a name is resolved off the loop.
     let trimmed = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = trimmed.parse::<IpAddr>() {
         try_addrs(r, s, attempt, vec![SocketAddr::new(ip, port)], None);
         return;
+    }
+    // While the name is looked up, a handler stands for the attempt, so
+    // that a reactor stop fails it (as it does a connecting socket) rather
+    // than leaving it unreported.
+    let s2 = s.clone();
+    match r.insert_with(|_, _| Ok(Box::new(Resolving { s: s2, attempt }))) {
+        Ok(id) => {
+            if let Some((h, _)) = s.borrow_mut().pending.as_mut() {
+                *h = Some(id);
+            }
+        }
+        Err(e) => return fail_attempt(r, s, Some(attempt), Reason::from_io(e)),
     }
     let s2 = s.clone();
     r.defer_to_thread(
@@ -527,6 +542,11 @@ fn start_attempt(r: &mut Reactor, s: &Shared) {
 fn try_addrs(r: &mut Reactor, s: &Shared, attempt: u64, mut addrs: Vec<SocketAddr>, last: Option<io::Error>) {
     if s.borrow().attempt != attempt || s.borrow().pending.is_none() {
         return;
+    }
+    // The handler of the previous step (the lookup's stand-in) is done.
+    let previous = s.borrow_mut().pending.as_mut().and_then(|(h, _)| h.take());
+    if let Some(id) = previous {
+        r.remove(id);
     }
     if addrs.is_empty() {
         let e = last.unwrap_or_else(|| io::Error::other("no address to connect to"));
@@ -637,6 +657,25 @@ impl Handler for Connecting {
         }
         connected(r, &self.s, self.attempt, sock);
     }
+
+    fn shutdown(&mut self, r: &mut Reactor, _: ConnId) {
+        fail_attempt(r, &self.s, Some(self.attempt), Reason::Aborted);
+    }
+
+    fn abort(&mut self, r: &mut Reactor, _: ConnId) {
+        fail_attempt(r, &self.s, Some(self.attempt), Reason::Aborted);
+    }
+}
+
+/// Stands for an attempt whose host name is being looked up: it has no
+/// socket yet, but a reactor stop must still end it.
+struct Resolving {
+    s: Shared,
+    attempt: u64,
+}
+
+impl Handler for Resolving {
+    fn ready(&mut self, _: &mut Reactor, _: ConnId, _: Ready) {}
 
     fn shutdown(&mut self, r: &mut Reactor, _: ConnId) {
         fail_attempt(r, &self.s, Some(self.attempt), Reason::Aborted);
