@@ -2,7 +2,7 @@
 //! jitter, like Twisted's class of the same name. Works with any connector
 //! (`connect_tcp`, `connect_unix`, `connect_tls`).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -52,6 +52,9 @@ pub struct ReconnectingClientFactory {
 struct State {
     stopped: Cell<bool>,
     pending: Cell<Option<DelayedCall>>,
+    /// The connector of the attempt in progress, from `started_connecting`
+    /// until the attempt ends (so the cycle through it never outlives it).
+    connecting: RefCell<Option<Connector>>,
 }
 
 /// Stops a [`ReconnectingClientFactory`] from outside (Twisted's
@@ -60,11 +63,17 @@ struct State {
 pub struct StopTrying(Rc<State>);
 
 impl StopTrying {
-    /// Stop reconnecting and cancel a scheduled retry.
+    /// Stop reconnecting: cancel a scheduled retry, and stop an attempt in
+    /// progress (it fails with `Reason::Aborted`), as Twisted's
+    /// `stopTrying` does. A connection already made is left alone.
     pub fn stop_trying(&self, r: &mut Reactor) {
         self.0.stopped.set(true);
         if let Some(call) = self.0.pending.take() {
             call.cancel(r);
+        }
+        let connecting = self.0.connecting.borrow_mut().take();
+        if let Some(c) = connecting {
+            c.stop_connecting(r);
         }
     }
 }
@@ -210,6 +219,7 @@ impl ReconnectingClientFactory {
 impl Factory for ReconnectingClientFactory {
     fn build_protocol(&mut self, addr: &Address) -> Option<Box<dyn Protocol>> {
         // Connected: the next loss starts over from the initial delay.
+        self.state.connecting.borrow_mut().take();
         self.retries = 0;
         self.delay = self.initial_delay;
         (self.build)(addr)
@@ -217,7 +227,12 @@ impl Factory for ReconnectingClientFactory {
 }
 
 impl ClientFactory for ReconnectingClientFactory {
+    fn started_connecting(&mut self, _: &mut Reactor, connector: &Connector) {
+        *self.state.connecting.borrow_mut() = Some(connector.clone());
+    }
+
     fn client_connection_failed(&mut self, r: &mut Reactor, connector: &Connector, reason: &Reason) {
+        self.state.connecting.borrow_mut().take();
         if let Some(f) = self.on_failed.as_mut() {
             f(r, connector, reason);
         }
@@ -240,6 +255,34 @@ mod tests {
     struct Quiet;
     impl Protocol for Quiet {
         fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+    }
+
+    /// `stop_trying` during an attempt stops that attempt too (Twisted's
+    /// `stopTrying` calls `stopConnecting`), and only that attempt.
+    #[test]
+    fn stop_trying_stops_the_attempt_in_progress() {
+        let mut r = Reactor::with_manual_clock().unwrap();
+        let stops = Rc::new(Cell::new(0));
+        let s2 = stops.clone();
+        let connector = Connector::new("nowhere:1".into(), |_| {}, move |_| s2.set(s2.get() + 1));
+        let mut f = ReconnectingClientFactory::new(|_: &_| Quiet);
+        let stopper = f.stopper();
+        // An attempt that ended is not stopped again.
+        f.started_connecting(&mut r, &connector);
+        f.client_connection_failed(&mut r, &connector, &Reason::TimedOut);
+        f.started_connecting(&mut r, &connector);
+        let _ = f.build_protocol(&Address::Unknown);
+        stopper.stop_trying(&mut r);
+        assert_eq!(stops.get(), 0);
+        // One in progress is.
+        let mut f = ReconnectingClientFactory::new(|_: &_| Quiet);
+        let stopper = f.stopper();
+        f.started_connecting(&mut r, &connector);
+        stopper.stop_trying(&mut r);
+        stopper.stop_trying(&mut r);
+        assert_eq!(stops.get(), 1);
+        f.client_connection_failed(&mut r, &connector, &Reason::Aborted);
+        assert_eq!(r.timer_count(), 0, "a retry was scheduled after stop_trying");
     }
 
     /// No cap on the delay (`Duration::MAX`) and a steep factor: the delay
