@@ -4,7 +4,8 @@
 //! When one side's write buffer goes over its high-water mark
 //! (`pause_writing`), the other side stops reading until it drains
 //! (`resume_writing`), so a slow receiver never makes the proxy buffer
-//! without bound.
+//! without bound. An EOF from one side is passed on as a half-close
+//! (`write_eof`), so a client that stops sending still gets its answer.
 //!
 //! ```text
 //! cargo run --example portforward -- 1234 localhost 8080   # the defaults
@@ -50,6 +51,13 @@ impl Protocol for Proxy {
     fn data_received(&mut self, t: &mut dyn Transport, data: &[u8]) {
         let data = data.to_vec();
         self.tell_peer(t, move |other| other.write(&data));
+    }
+
+    // Half-close: this side has finished sending, so the other side
+    // finishes too, once its buffer is flushed; the answer still flows back.
+    fn eof_received(&mut self, t: &mut dyn Transport) -> bool {
+        self.tell_peer(t, |other| other.write_eof());
+        true
     }
 
     fn connection_lost(&mut self, t: &mut dyn Transport, _: &Reason) {

@@ -182,3 +182,122 @@ fn a_bare_port_listens_on_ipv4_and_ipv6_and_localhost_resolves_off_the_loop() {
     wait_for(&mut r, "the connection by name", move |_| !o.borrow().is_empty());
     assert_eq!(outcomes_of(&out, 0), vec!["made"]);
 }
+
+/// A live echo server on loopback, in the test's own reactor.
+fn live_server(r: &mut Reactor) -> u16 {
+    listen_tcp(r, "127.0.0.1:0", |_: &Address| Echo).unwrap().port()
+}
+
+#[test]
+fn stop_connecting_before_the_attempt_starts_fails_it_and_it_never_connects() {
+    let mut r = common::reactor();
+    let port = live_server(&mut r);
+    let out: Outcomes = Rc::default();
+    let f = ProbeFactory {
+        n: 0,
+        out: out.clone(),
+    };
+    // Twisted: connectTCP(...).stopConnecting() fails the attempt at once.
+    let connector = connect_tcp(&mut r, "127.0.0.1", port, f);
+    connector.stop_connecting(&mut r);
+    connector.stop_connecting(&mut r);
+    assert_eq!(outcomes_of(&out, 0), vec!["aborted"]);
+    // Nothing is left that could connect or report later.
+    wait_for(&mut r, "the attempt to settle", |r| {
+        r.timer_count() == 0 && r.handler_count() == 1
+    });
+    r.run_pending().unwrap();
+    assert_eq!(outcomes_of(&out, 0), vec!["aborted"]);
+    // The connector still works: a new attempt connects.
+    connector.connect(&mut r);
+    let o = out.clone();
+    wait_for(&mut r, "the second attempt", move |_| o.borrow().len() == 2);
+    assert_eq!(outcomes_of(&out, 0), vec!["aborted", "made"]);
+}
+
+/// Stops its own attempt from `started_connecting`, as Twisted's docs for
+/// `startedConnecting` invite.
+struct StopsAtOnce {
+    out: Outcomes,
+}
+
+impl Factory for StopsAtOnce {
+    fn build_protocol(&mut self, _: &Address) -> Option<Box<dyn Protocol>> {
+        Some(Box::new(Probe {
+            n: 0,
+            out: self.out.clone(),
+        }))
+    }
+}
+
+impl ClientFactory for StopsAtOnce {
+    fn started_connecting(&mut self, r: &mut Reactor, connector: &Connector) {
+        self.out.borrow_mut().push((0, "started".into()));
+        connector.stop_connecting(r);
+    }
+    fn client_connection_failed(&mut self, _: &mut Reactor, _: &Connector, reason: &Reason) {
+        self.out.borrow_mut().push((0, format!("failed: {reason:?}")));
+    }
+}
+
+#[test]
+fn stop_connecting_from_started_connecting_reports_the_failure_once() {
+    let mut r = common::reactor();
+    let port = live_server(&mut r);
+    for host in ["127.0.0.1", "localhost"] {
+        let out: Outcomes = Rc::default();
+        connect_tcp(&mut r, host, port, StopsAtOnce { out: out.clone() });
+        let o = out.clone();
+        wait_for(&mut r, "the failure", move |_| o.borrow().len() >= 2);
+        wait_for(&mut r, "the attempt to settle", |r| {
+            r.timer_count() == 0 && r.handler_count() == 1
+        });
+        r.run_pending().unwrap();
+        assert_eq!(
+            outcomes_of(&out, 0),
+            vec!["started", "failed: Aborted"],
+            "to {host}"
+        );
+    }
+}
+
+/// Stops the reactor as soon as its attempt has started.
+struct StopsTheReactor {
+    out: Outcomes,
+}
+
+impl Factory for StopsTheReactor {
+    fn build_protocol(&mut self, _: &Address) -> Option<Box<dyn Protocol>> {
+        Some(Box::new(Probe {
+            n: 0,
+            out: self.out.clone(),
+        }))
+    }
+}
+
+impl ClientFactory for StopsTheReactor {
+    fn started_connecting(&mut self, r: &mut Reactor, _: &Connector) {
+        r.stop();
+    }
+    fn client_connection_failed(&mut self, _: &mut Reactor, _: &Connector, reason: &Reason) {
+        self.out.borrow_mut().push((0, format!("failed: {reason:?}")));
+    }
+}
+
+#[test]
+fn a_reactor_stop_ends_an_attempt_at_any_stage_exactly_once() {
+    // "localhost" stops while the name is being looked up; an address
+    // while the socket is connecting.
+    for host in ["localhost", "127.0.0.1"] {
+        let mut r = common::reactor();
+        let port = live_server(&mut r);
+        let out: Outcomes = Rc::default();
+        connect_tcp(&mut r, host, port, StopsTheReactor { out: out.clone() });
+        r.run().unwrap();
+        assert_eq!(outcomes_of(&out, 0), vec!["failed: Aborted"], "to {host}");
+        // Nothing more arrives later (a lookup finishing, a timer).
+        r.run_until(Duration::from_millis(200), |_| false).unwrap();
+        assert_eq!(outcomes_of(&out, 0), vec!["failed: Aborted"], "to {host}");
+        assert_eq!(r.timer_count(), 0);
+    }
+}

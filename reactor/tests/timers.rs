@@ -257,3 +257,22 @@ fn delays_too_large_for_the_clock_mean_never_instead_of_panicking() {
     r.call_later(Duration::ZERO, |r| r.stop());
     r.run().unwrap();
 }
+
+/// `Duration::MAX` means "never" to a user (an unbounded timeout or
+/// back-off): it is far in the future, not a panic inside the reactor.
+#[test]
+fn a_delay_too_long_for_an_instant_saturates() {
+    let (mut r, fired, _) = manual();
+    let never = tag(&mut r, &fired, Duration::MAX, 1);
+    let soon = tag(&mut r, &fired, S, 2);
+    assert!(never.active(&r));
+    assert!(soon.reset(&mut r, Duration::MAX));
+    assert!(never.delay(&mut r, Duration::MAX));
+    let beat = LoopingCall::start(&mut r, Duration::MAX, false, |_| {});
+    let fast = LoopingCall::start(&mut r, Duration::MAX, true, |_| {});
+    r.advance(Duration::from_secs(3600));
+    assert!(tags(&fired).is_empty());
+    assert!(never.active(&r) && soon.active(&r));
+    assert!(beat.stop(&mut r) && fast.stop(&mut r));
+    r.run_until(Duration::from_millis(1), |_| false).unwrap();
+}

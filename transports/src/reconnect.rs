@@ -2,7 +2,7 @@
 //! jitter, like Twisted's class of the same name. Works with any connector
 //! (`connect_tcp`, `connect_unix`, `connect_tls`).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -52,6 +52,9 @@ pub struct ReconnectingClientFactory {
 struct State {
     stopped: Cell<bool>,
     pending: Cell<Option<DelayedCall>>,
+    /// The connector of the attempt in progress, from `started_connecting`
+    /// until the attempt ends (so the cycle through it never outlives it).
+    connecting: RefCell<Option<Connector>>,
 }
 
 /// Stops a [`ReconnectingClientFactory`] from outside (Twisted's
@@ -60,11 +63,17 @@ struct State {
 pub struct StopTrying(Rc<State>);
 
 impl StopTrying {
-    /// Stop reconnecting and cancel a scheduled retry.
+    /// Stop reconnecting: cancel a scheduled retry, and stop an attempt in
+    /// progress (it fails with `Reason::Aborted`), as Twisted's
+    /// `stopTrying` does. A connection already made is left alone.
     pub fn stop_trying(&self, r: &mut Reactor) {
         self.0.stopped.set(true);
         if let Some(call) = self.0.pending.take() {
             call.cancel(r);
+        }
+        let connecting = self.0.connecting.borrow_mut().take();
+        if let Some(c) = connecting {
+            c.stop_connecting(r);
         }
     }
 }
@@ -158,6 +167,15 @@ impl ReconnectingClientFactory {
         (x >> 11) as f64 / (1u64 << 53) as f64
     }
 
+    /// `d × k`, capped at `max_delay`; a product too large for a
+    /// `Duration` (a huge or unbounded `max_delay`, an infinite factor) is
+    /// the cap, where `Duration::mul_f64` would panic.
+    fn scaled(&self, d: Duration, k: f64) -> Duration {
+        Duration::try_from_secs_f64(d.as_secs_f64() * k)
+            .unwrap_or(self.max_delay)
+            .min(self.max_delay)
+    }
+
     fn retry(&mut self, r: &mut Reactor, connector: &Connector) {
         if self.state.stopped.get() {
             return;
@@ -179,8 +197,8 @@ impl ReconnectingClientFactory {
         }
         let base = self.delay;
         let spread = (self.next_random() * 2.0 - 1.0) * self.jitter;
-        let wait = base.mul_f64((1.0 + spread).max(0.0)).min(self.max_delay);
-        self.delay = base.mul_f64(self.factor).min(self.max_delay);
+        let wait = self.scaled(base, (1.0 + spread).max(0.0));
+        self.delay = self.scaled(base, self.factor);
         log::info!(
             "reconnecting to {} in {:.2} s",
             connector.destination(),
@@ -201,6 +219,7 @@ impl ReconnectingClientFactory {
 impl Factory for ReconnectingClientFactory {
     fn build_protocol(&mut self, addr: &Address) -> Option<Box<dyn Protocol>> {
         // Connected: the next loss starts over from the initial delay.
+        self.state.connecting.borrow_mut().take();
         self.retries = 0;
         self.delay = self.initial_delay;
         (self.build)(addr)
@@ -208,7 +227,12 @@ impl Factory for ReconnectingClientFactory {
 }
 
 impl ClientFactory for ReconnectingClientFactory {
+    fn started_connecting(&mut self, _: &mut Reactor, connector: &Connector) {
+        *self.state.connecting.borrow_mut() = Some(connector.clone());
+    }
+
     fn client_connection_failed(&mut self, r: &mut Reactor, connector: &Connector, reason: &Reason) {
+        self.state.connecting.borrow_mut().take();
         if let Some(f) = self.on_failed.as_mut() {
             f(r, connector, reason);
         }
@@ -220,5 +244,69 @@ impl ClientFactory for ReconnectingClientFactory {
             f(r, connector, reason);
         }
         self.retry(r, connector);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use twistor_reactor::Transport;
+
+    struct Quiet;
+    impl Protocol for Quiet {
+        fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+    }
+
+    /// `stop_trying` during an attempt stops that attempt too (Twisted's
+    /// `stopTrying` calls `stopConnecting`), and only that attempt.
+    #[test]
+    fn stop_trying_stops_the_attempt_in_progress() {
+        let mut r = Reactor::with_manual_clock().unwrap();
+        let stops = Rc::new(Cell::new(0));
+        let s2 = stops.clone();
+        let connector = Connector::new("nowhere:1".into(), |_| {}, move |_| s2.set(s2.get() + 1));
+        let mut f = ReconnectingClientFactory::new(|_: &_| Quiet);
+        let stopper = f.stopper();
+        // An attempt that ended is not stopped again.
+        f.started_connecting(&mut r, &connector);
+        f.client_connection_failed(&mut r, &connector, &Reason::TimedOut);
+        f.started_connecting(&mut r, &connector);
+        let _ = f.build_protocol(&Address::Unknown);
+        stopper.stop_trying(&mut r);
+        assert_eq!(stops.get(), 0);
+        // One in progress is.
+        let mut f = ReconnectingClientFactory::new(|_: &_| Quiet);
+        let stopper = f.stopper();
+        f.started_connecting(&mut r, &connector);
+        stopper.stop_trying(&mut r);
+        stopper.stop_trying(&mut r);
+        assert_eq!(stops.get(), 1);
+        f.client_connection_failed(&mut r, &connector, &Reason::Aborted);
+        assert_eq!(r.timer_count(), 0, "a retry was scheduled after stop_trying");
+    }
+
+    /// No cap on the delay (`Duration::MAX`) and a steep factor: the delay
+    /// saturates instead of overflowing, and every failure still schedules
+    /// a retry.
+    #[test]
+    fn an_unbounded_delay_saturates_instead_of_panicking() {
+        let mut r = Reactor::with_manual_clock().unwrap();
+        let connector = Connector::new("nowhere:1".into(), |_| {}, |_| {});
+        let mut f = ReconnectingClientFactory::new(|_: &_| Quiet)
+            .max_delay(Duration::MAX)
+            .factor(f64::INFINITY);
+        for n in 1..=3 {
+            f.client_connection_failed(&mut r, &connector, &Reason::Aborted);
+            assert_eq!(r.timer_count(), 1, "failure {n} scheduled no retry");
+            if let Some(call) = f.state.pending.take() {
+                call.cancel(&mut r);
+            }
+        }
+        assert_eq!(f.current_delay(), Duration::MAX);
+        let mut f = ReconnectingClientFactory::new(|_: &_| Quiet)
+            .initial_delay(Duration::MAX)
+            .max_delay(Duration::MAX);
+        f.client_connection_failed(&mut r, &connector, &Reason::Aborted);
+        assert_eq!(r.timer_count(), 1);
     }
 }

@@ -362,6 +362,9 @@ struct ConnectState {
     factory: SharedFactory,
     /// Bumped for every attempt; callbacks of an older attempt do nothing.
     attempt: u64,
+    /// An attempt was asked for (`connect`) and has not started yet; a
+    /// `stop_connecting` before it starts clears this, and it never starts.
+    queued: bool,
     /// The attempt in progress: its socket handler (if connecting) and timer.
     pending: Option<(Option<ConnId>, DelayedCall)>,
 }
@@ -408,11 +411,37 @@ pub fn connect_tcp_with(
         opts,
         factory: Rc::new(RefCell::new(Box::new(factory))),
         attempt: 0,
+        queued: false,
         pending: None,
     }));
-    let s = shared.clone();
-    r.call_soon(move |r| start_attempt(r, &s));
+    queue_attempt(r, &shared);
     make_connector(&shared)
+}
+
+/// Ask for an attempt on the next loop turn, unless one is already asked
+/// for or in progress.
+fn queue_attempt(r: &mut Reactor, s: &Shared) {
+    {
+        let mut st = s.borrow_mut();
+        if st.queued || st.pending.is_some() {
+            log::debug!("connect() while an attempt is in progress: ignored");
+            return;
+        }
+        st.queued = true;
+    }
+    let s = s.clone();
+    r.call_soon(move |r| start_attempt(r, &s));
+}
+
+/// `stop_connecting`: fail the attempt asked for or in progress, if any.
+fn stop_attempt(r: &mut Reactor, s: &Shared) {
+    let queued = std::mem::replace(&mut s.borrow_mut().queued, false);
+    if queued {
+        let factory = s.borrow().factory.clone();
+        report_failed(r, &factory, &make_connector(s), Reason::Aborted);
+    } else {
+        fail_attempt(r, s, None, Reason::Aborted);
+    }
 }
 
 /// A handle on the shared state. Handles hold it alive: the state lives as
@@ -430,17 +459,14 @@ fn make_connector(s: &Shared) -> Connector {
     let (s1, s2) = (s.clone(), s.clone());
     Connector::new(
         dest,
-        move |r| {
-            let s = s1.clone();
-            r.call_soon(move |r| start_attempt(r, &s));
-        },
-        move |r| fail_attempt(r, &s2, None, Reason::Aborted),
+        move |r| queue_attempt(r, &s1),
+        move |r| stop_attempt(r, &s2),
     )
 }
+
 fn start_attempt(r: &mut Reactor, s: &Shared) {
-    if s.borrow().pending.is_some() {
-        log::debug!("connect() while an attempt is in progress: ignored");
-        return;
+    if !std::mem::replace(&mut s.borrow_mut().queued, false) {
+        return; // stop_connecting came first, and reported it
     }
     if r.is_stopping() {
         // No new attempts once stop() has begun, but the attempt still
@@ -475,11 +501,26 @@ fn start_attempt(r: &mut Reactor, s: &Shared) {
             twistor_reactor::panic_message(&*p)
         );
     }
+    if s.borrow().attempt != attempt || s.borrow().pending.is_none() {
+        return; // started_connecting stopped it (and it was reported)
+    }
     // A literal address needs no lookup; a name is resolved off the loop.
     let trimmed = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = trimmed.parse::<IpAddr>() {
         try_addrs(r, s, attempt, vec![SocketAddr::new(ip, port)], None);
         return;
+    }
+    // While the name is looked up, a handler stands for the attempt, so
+    // that a reactor stop fails it (as it does a connecting socket) rather
+    // than leaving it unreported.
+    let s2 = s.clone();
+    match r.insert_with(|_, _| Ok(Box::new(Resolving { s: s2, attempt }))) {
+        Ok(id) => {
+            if let Some((h, _)) = s.borrow_mut().pending.as_mut() {
+                *h = Some(id);
+            }
+        }
+        Err(e) => return fail_attempt(r, s, Some(attempt), Reason::from_io(e)),
     }
     let s2 = s.clone();
     r.defer_to_thread(
@@ -501,6 +542,11 @@ fn start_attempt(r: &mut Reactor, s: &Shared) {
 fn try_addrs(r: &mut Reactor, s: &Shared, attempt: u64, mut addrs: Vec<SocketAddr>, last: Option<io::Error>) {
     if s.borrow().attempt != attempt || s.borrow().pending.is_none() {
         return;
+    }
+    // The handler of the previous step (the lookup's stand-in) is done.
+    let previous = s.borrow_mut().pending.as_mut().and_then(|(h, _)| h.take());
+    if let Some(id) = previous {
+        r.remove(id);
     }
     if addrs.is_empty() {
         let e = last.unwrap_or_else(|| io::Error::other("no address to connect to"));
@@ -568,16 +614,7 @@ fn fail_attempt(r: &mut Reactor, s: &Shared, attempt: Option<u64>, reason: Reaso
         r.remove(id);
     }
     log::debug!("connection to {} failed: {reason}", connector.destination());
-    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        factory
-            .borrow_mut()
-            .client_connection_failed(r, &connector, &reason)
-    })) {
-        log::error!(
-            "client_connection_failed panicked: {}",
-            twistor_reactor::panic_message(&*p)
-        );
-    }
+    report_failed(r, &factory, &connector, reason);
 }
 
 /// The handler of a socket whose connect is in flight.
@@ -620,6 +657,25 @@ impl Handler for Connecting {
         }
         connected(r, &self.s, self.attempt, sock);
     }
+
+    fn shutdown(&mut self, r: &mut Reactor, _: ConnId) {
+        fail_attempt(r, &self.s, Some(self.attempt), Reason::Aborted);
+    }
+
+    fn abort(&mut self, r: &mut Reactor, _: ConnId) {
+        fail_attempt(r, &self.s, Some(self.attempt), Reason::Aborted);
+    }
+}
+
+/// Stands for an attempt whose host name is being looked up: it has no
+/// socket yet, but a reactor stop must still end it.
+struct Resolving {
+    s: Shared,
+    attempt: u64,
+}
+
+impl Handler for Resolving {
+    fn ready(&mut self, _: &mut Reactor, _: ConnId, _: Ready) {}
 
     fn shutdown(&mut self, r: &mut Reactor, _: ConnId) {
         fail_attempt(r, &self.s, Some(self.attempt), Reason::Aborted);
@@ -681,11 +737,17 @@ fn connected(r: &mut Reactor, s: &Shared, attempt: u64, sock: mio::net::TcpStrea
     }
 }
 
+/// Tell the factory the attempt failed. When the factory is busy, because
+/// its own `started_connecting` called `stop_connecting` (as Twisted
+/// allows), it is told on the next loop turn, after that callback returns.
 fn report_failed(r: &mut Reactor, factory: &SharedFactory, connector: &Connector, reason: Reason) {
+    let Ok(mut f) = factory.try_borrow_mut() else {
+        let (factory, connector) = (factory.clone(), connector.clone());
+        r.call_soon(move |r| report_failed(r, &factory, &connector, reason));
+        return;
+    };
     if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        factory
-            .borrow_mut()
-            .client_connection_failed(r, connector, &reason)
+        f.client_connection_failed(r, connector, &reason)
     })) {
         log::error!(
             "client_connection_failed panicked: {}",

@@ -12,8 +12,10 @@
 //!   and binding the path again fails with "address in use". By default
 //!   ([`UnixListenOptions::remove_stale`]) `listen_unix` then checks whether
 //!   anyone is listening there: if a connection is refused, the file is
-//!   stale, so it is removed and the bind retried. A live server's socket,
-//!   or a file that is not a socket, is never removed.
+//!   stale, so it is removed (only if it is still that same file: a server
+//!   starting at the same moment may have put its own socket there) and the
+//!   bind retried. A live server's socket, or a file that is not a socket,
+//!   is never removed.
 //! - **Removal.** The file is removed when the port stops listening
 //!   ([`UnixPort::stop_listening`], or the reactor stopping), unless it was
 //!   replaced by another file meanwhile.
@@ -251,8 +253,8 @@ impl UnixPort {
 struct UnixAcceptor {
     l: UnixListener,
     host: Address,
-    /// The socket file and its identity (device, inode) when bound.
-    file: Option<(PathBuf, u64, u64)>,
+    /// The socket file and its identity when bound.
+    file: Option<(PathBuf, FileId)>,
 }
 
 impl Acceptor for UnixAcceptor {
@@ -269,12 +271,12 @@ impl Acceptor for UnixAcceptor {
 
 impl Drop for UnixAcceptor {
     fn drop(&mut self) {
-        let Some((path, dev, ino)) = &self.file else {
+        let Some((path, id)) = &self.file else {
             return;
         };
         // Only our own socket: not a file someone put there since.
         match std::fs::symlink_metadata(path) {
-            Ok(m) if m.dev() == *dev && m.ino() == *ino => {
+            Ok(m) if file_id(&m) == *id => {
                 if let Err(e) = std::fs::remove_file(path) {
                     log::warn!("cannot remove socket file {}: {e}", path.display());
                 }
@@ -338,7 +340,7 @@ pub fn listen_unix_with(
     let file = match &addr {
         UnixAddr::Path(p) => {
             let m = std::fs::symlink_metadata(p)?;
-            Some((p.clone(), m.dev(), m.ino()))
+            Some((p.clone(), file_id(&m)))
         }
         UnixAddr::Abstract(_) => None,
     };
@@ -382,7 +384,7 @@ fn bind(addr: &UnixAddr, opts: &UnixListenOptions) -> io::Result<Socket> {
     let sock = match attempt() {
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
             let UnixAddr::Path(path) = addr else { return Err(e) };
-            check_stale(path)?;
+            let stale = check_stale(path)?;
             if !opts.remove_stale {
                 return Err(io::Error::new(
                     io::ErrorKind::AddrInUse,
@@ -392,8 +394,7 @@ fn bind(addr: &UnixAddr, opts: &UnixListenOptions) -> io::Result<Socket> {
                     ),
                 ));
             }
-            log::info!("removing stale socket file {}", path.display());
-            std::fs::remove_file(path)?;
+            remove_stale(path, stale)?;
             attempt()?
         }
         other => other?,
@@ -406,9 +407,40 @@ fn bind(addr: &UnixAddr, opts: &UnixListenOptions) -> io::Result<Socket> {
     Ok(sock)
 }
 
-/// Ok if `path` is a socket file nobody listens on; an error saying why not
-/// otherwise.
-fn check_stale(path: &Path) -> io::Result<()> {
+/// The identity of a file: device and inode, plus its change time, since
+/// a file system may give a new file the inode just freed (tmpfs does).
+type FileId = (u64, u64, i64, i64);
+
+fn file_id(m: &std::fs::Metadata) -> FileId {
+    (m.dev(), m.ino(), m.ctime(), m.ctime_nsec())
+}
+
+/// Remove the stale socket file `path`, unless it is no longer the file
+/// found stale: another server starting at the same time may have removed
+/// it and bound its own, live socket there in the meantime.
+fn remove_stale(path: &Path, stale: FileId) -> io::Result<()> {
+    let now = std::fs::symlink_metadata(path).map(|m| file_id(&m));
+    match now {
+        Ok(id) if id == stale => {
+            log::info!("removing stale socket file {}", path.display());
+            std::fs::remove_file(path)
+        }
+        // Gone already: someone else cleaned it up; bind will tell.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "{} was replaced while being checked (another server starting?)",
+                path.display()
+            ),
+        )),
+    }
+}
+
+/// The file's identity if `path` is a socket file nobody listens on; an
+/// error saying why not otherwise.
+fn check_stale(path: &Path) -> io::Result<FileId> {
     let m = std::fs::symlink_metadata(path)?;
     if !m.file_type().is_socket() {
         return Err(io::Error::new(
@@ -425,7 +457,7 @@ fn check_stale(path: &Path) -> io::Result<()> {
             io::ErrorKind::AddrInUse,
             format!("another server is listening on {}", path.display()),
         )),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(file_id(&m)),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::EINPROGRESS) => {
             Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
@@ -517,14 +549,20 @@ fn make_connector(s: &Shared) -> Connector {
     )
 }
 
+/// Tell the factory the attempt failed. When the factory is busy, because
+/// its own `started_connecting` called `stop_connecting` (as Twisted
+/// allows), it is told on the next loop turn, after that callback returns.
 fn failed(r: &mut Reactor, s: &Shared, reason: Reason) {
     let factory = s.borrow().factory.clone();
+    let Ok(mut f) = factory.try_borrow_mut() else {
+        let s = s.clone();
+        r.call_soon(move |r| failed(r, &s, reason));
+        return;
+    };
     let connector = make_connector(s);
     log::debug!("connection to {} failed: {reason}", connector.destination());
     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        factory
-            .borrow_mut()
-            .client_connection_failed(r, &connector, &reason)
+        f.client_connection_failed(r, &connector, &reason)
     }));
     if res.is_err() {
         log::error!("client_connection_failed panicked");
@@ -532,10 +570,11 @@ fn failed(r: &mut Reactor, s: &Shared, reason: Reason) {
 }
 
 fn attempt(r: &mut Reactor, s: &Shared) {
-    if !std::mem::replace(&mut s.borrow_mut().pending, false) {
+    if !s.borrow().pending {
         return; // stop_connecting came first
     }
     if r.is_stopping() {
+        s.borrow_mut().pending = false;
         return failed(r, s, Reason::Aborted);
     }
     let (addr, factory) = {
@@ -543,11 +582,15 @@ fn attempt(r: &mut Reactor, s: &Shared) {
         (st.addr.clone(), st.factory.clone())
     };
     let connector = make_connector(s);
+    // Still pending here, so that started_connecting may stop it.
     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         factory.borrow_mut().started_connecting(r, &connector)
     }));
     if res.is_err() {
         log::error!("started_connecting panicked");
+    }
+    if !std::mem::replace(&mut s.borrow_mut().pending, false) {
+        return; // started_connecting called stop_connecting
     }
     let stream = match connect_now(&addr) {
         Ok(stream) => stream,
@@ -591,4 +634,34 @@ fn connect_now(addr: &UnixAddr) -> io::Result<UnixStream> {
         Err(e) => return Err(e),
     }
     Ok(UnixStream::from_std(sock.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stale file replaced by another server's live socket between the
+    /// check and the removal is left alone: that server keeps its socket.
+    #[test]
+    fn a_stale_file_replaced_meanwhile_is_not_removed() {
+        let path = std::env::temp_dir().join(format!("twistor-unit-stale-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let stale = check_stale(&path).unwrap();
+        // Another server gets there first: its socket takes the path (a
+        // rename, so that its inode is certainly not the stale one's).
+        let aside = path.with_extension("new");
+        let _ = std::fs::remove_file(&aside);
+        let live = std::os::unix::net::UnixListener::bind(&aside).unwrap();
+        std::fs::rename(&aside, &path).unwrap();
+        let err = remove_stale(&path, stale).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+        assert!(path.exists(), "the live server's socket file was removed");
+        std::os::unix::net::UnixStream::connect(&path).expect("the live server is still reachable");
+        drop(live);
+        // The genuinely stale file is removed.
+        let stale = check_stale(&path).unwrap();
+        remove_stale(&path, stale).unwrap();
+        assert!(!path.exists());
+    }
 }

@@ -415,3 +415,42 @@ fn nc_talks_to_the_unix_echo() {
             .all(|l| l.borrow().lost.len() == 1))
         .unwrap());
 }
+
+/// Stops its own attempt from `started_connecting`, as Twisted's docs for
+/// `startedConnecting` invite.
+struct StopsAtOnce(Client);
+
+impl Factory for StopsAtOnce {
+    fn build_protocol(&mut self, a: &Address) -> Option<Box<dyn Protocol>> {
+        self.0.build_protocol(a)
+    }
+}
+
+impl ClientFactory for StopsAtOnce {
+    fn started_connecting(&mut self, r: &mut Reactor, connector: &Connector) {
+        connector.stop_connecting(r);
+    }
+    fn client_connection_failed(&mut self, r: &mut Reactor, c: &Connector, reason: &Reason) {
+        self.0.client_connection_failed(r, c, reason);
+    }
+}
+
+#[test]
+fn stop_connecting_from_started_connecting_fails_the_attempt_once() {
+    let mut r = Reactor::new().unwrap();
+    let (f, records, _) = echo_factory();
+    let port = listen_unix(&mut r, format!("@twistor-stop-{}", std::process::id()), f).unwrap();
+    let (c, counts) = client(b"x");
+    connect_unix(&mut r, port.local_addr().clone(), StopsAtOnce(c));
+    r.run_until(WAIT, |_| !counts.borrow().failed.is_empty()).unwrap();
+    // Give a wrongly made connection every chance to show up.
+    for _ in 0..3 {
+        r.run_pending().unwrap();
+    }
+    let c = counts.borrow();
+    assert_eq!(c.failed.len(), 1, "{:?}", c.failed);
+    assert!(matches!(c.failed[0], Reason::Aborted), "{:?}", c.failed[0]);
+    assert_eq!((c.made, c.lost, c.client_lost), (0, 0, 0));
+    assert!(records.borrow().is_empty(), "the server saw a connection");
+    port.stop_listening(&mut r);
+}
