@@ -18,6 +18,42 @@
 //!
 //! This crate knows nothing of TCP or TLS.
 //!
+//! ## Decisions, and why
+//!
+//! - **A running handler is out of its slot.** While a handler (a
+//!   connection, a listener) runs it is taken out of the slab, so it gets the
+//!   whole `&mut Reactor` with no aliasing and no `RefCell`. Work addressed
+//!   to it meanwhile ([`Reactor::call_on`], readiness) is queued and
+//!   delivered after it returns: that is how callbacks are never re-entered.
+//! - **Two levels of extension API.** [`Handler`] is the raw one (Twisted's
+//!   `FileDescriptor`, libuv's `uv_poll_t`); [`open_stream`] is the stream
+//!   machinery every byte stream shares, so TCP, Unix sockets, pipes and the
+//!   in-memory test pair behave identically: that is why it lives here and
+//!   not in the transports crate.
+//! - **Layers.** [`Transport::upgrade`] swaps a live connection's protocol
+//!   once the current callback returns (`start_tls` is built on it; what the
+//!   old protocol writes or closes after asking is carried out by the new
+//!   one). [`Protocol::route_call`] lets a wrapping protocol (TLS, a policy)
+//!   pass `call_on` closures to the protocol it wraps.
+//!   [`Transport::lose_connection_with`] lets a protocol say why it closed
+//!   (a limit, a timeout) instead of reporting a clean close.
+//! - **When `connection_made` runs.** For an accepted connection, inside the
+//!   accept loop (as Twisted does), so a protocol that stops its listener
+//!   there stops it before the next accept; for an outgoing connection or a
+//!   pipe, on the next loop turn.
+//! - **Fairness.** A connection reads until `WouldBlock` or 256 KiB
+//!   ([`DEFAULT_READ_BUDGET`]) per event, then is requeued behind the others.
+//! - **Timers** are a binary heap with lazy deletion: postponing a timer
+//!   (an idle timeout reset on every read) touches no heap entry, and a turn
+//!   with nothing due examines one or two entries however many are pending.
+//!   Deadlines too far away for the clock saturate (a century) rather than
+//!   overflow.
+//! - **Stopping** is Twisted's: stop accepting, shutdown triggers,
+//!   `lose_connection` everywhere, wait up to [`DEFAULT_SHUTDOWN_TIMEOUT`],
+//!   abort the rest. `run()` installs SIGINT/SIGTERM handlers that do the
+//!   same (a second signal aborts at once), and after `run()` returns the
+//!   default action (terminate) is back.
+//!
 //! ```
 //! use std::time::Duration;
 //! use twistor_reactor::Reactor;
