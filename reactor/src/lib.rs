@@ -74,6 +74,7 @@ compile_error!("twistor-reactor needs a 64-bit target");
 mod address;
 mod datagram;
 mod id;
+mod input;
 mod protocol;
 mod reactor;
 mod reason;
@@ -85,12 +86,14 @@ mod timer;
 pub use address::Address;
 pub use datagram::{DatagramProtocol, DatagramTransport, Interface};
 pub use id::{ConnId, Gone};
+pub use input::InputBuf;
 pub use mio;
 pub use protocol::{
-    CertFacts, ClientFactory, Connector, Factory, Protocol, ProtocolCall, TlsInfo, Transport, Upgrade,
+    swap_protocol, CertFacts, ClientFactory, Connector, Factory, Protocol, ProtocolCall, TlsInfo, Transport,
+    Upgrade,
 };
 pub use reactor::{Handler, Reactor, Ready, DEFAULT_SHUTDOWN_TIMEOUT, READ_BUFFER_SIZE};
-pub use reason::{panic_message, Reason};
+pub use reason::{catch_panic, panic_message, Reason};
 pub use stream::{
     open_stream, LostHook, StreamIo, StreamOptions, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER,
     DEFAULT_READ_BUDGET,

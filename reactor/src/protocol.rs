@@ -379,3 +379,50 @@ impl std::fmt::Debug for Connector {
         write!(f, "Connector({})", self.destination)
     }
 }
+
+/// Stands in for a protocol while [`swap_protocol`] replaces it.
+struct Detached;
+impl Protocol for Detached {
+    fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+}
+
+/// Apply an [`Upgrade`] to the protocol in `slot`: the one protocol swap,
+/// used by the stream machinery and by every layer that carries a protocol
+/// (TLS). The upgrade closure receives the current protocol and returns
+/// the new one, which takes its place.
+///
+/// A panic in the closure is caught (and logged under `what`) and returned
+/// as its message; the slot then holds an inert protocol that ignores
+/// everything, since the old one was moved into the closure. The caller
+/// should end the connection with [`Reason::Panic`].
+///
+/// ```
+/// use twistor_reactor::{swap_protocol, testing::StringTransport, Protocol, Transport};
+///
+/// struct Old;
+/// impl Protocol for Old {
+///     fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+/// }
+/// struct Shout(Box<dyn Protocol>);
+/// impl Protocol for Shout {
+///     fn data_received(&mut self, t: &mut dyn Transport, d: &[u8]) {
+///         t.write(&d.to_ascii_uppercase());
+///     }
+/// }
+///
+/// let mut t = StringTransport::new();
+/// let mut slot: Box<dyn Protocol> = Box::new(Old);
+/// swap_protocol(&mut slot, Box::new(|old, _t| Box::new(Shout(old))), &mut t, format_args!("upgrade")).unwrap();
+/// slot.data_received(&mut t, b"hi");
+/// assert_eq!(t.value(), b"HI");
+/// ```
+pub fn swap_protocol(
+    slot: &mut Box<dyn Protocol>,
+    upgrade: Upgrade,
+    t: &mut dyn Transport,
+    what: std::fmt::Arguments<'_>,
+) -> Result<(), String> {
+    let old = std::mem::replace(slot, Box::new(Detached));
+    *slot = crate::catch_panic(what, || upgrade(old, t))?;
+    Ok(())
+}

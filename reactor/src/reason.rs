@@ -101,3 +101,29 @@ pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         "non-string panic payload".to_string()
     }
 }
+
+/// Run user code, catching a panic: the one place twistor does so.
+///
+/// Every boundary where the toolkit calls code it did not write (a protocol
+/// callback, a factory, a timer, a hook) goes through this. A panic is
+/// logged at error level as "`what` panicked: message" and comes back as
+/// its message, for [`Reason::Panic`]; nothing is formatted unless it
+/// panics.
+///
+/// ```
+/// use twistor_reactor::catch_panic;
+/// assert_eq!(catch_panic(format_args!("adding"), || 1 + 1), Ok(2));
+/// let id = 7;
+/// let err = catch_panic(format_args!("connection {id}: data_received"), || -> u32 { panic!("boom") });
+/// assert_eq!(err, Err("boom".to_string()));
+/// ```
+pub fn catch_panic<R>(what: fmt::Arguments<'_>, f: impl FnOnce() -> R) -> Result<R, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => Ok(r),
+        Err(p) => {
+            let msg = panic_message(&*p);
+            log::error!("{what} panicked: {msg}");
+            Err(msg)
+        }
+    }
+}
