@@ -95,8 +95,8 @@ pub use protocol::{
 pub use reactor::{Handler, Reactor, Ready, DEFAULT_SHUTDOWN_TIMEOUT, READ_BUFFER_SIZE};
 pub use reason::{catch_panic, panic_message, Reason};
 pub use stream::{
-    open_stream, LostHook, StreamIo, StreamOptions, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER,
-    DEFAULT_READ_BUDGET,
+    open_stream, LostHook, StreamIo, StreamOptions, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HIGH_WATER,
+    DEFAULT_LOW_WATER, DEFAULT_MAX_WRITE_BUFFER, DEFAULT_READ_BUDGET,
 };
 pub use threads::{Remote, POOL_THREADS};
 pub use timer::{DelayedCall, LoopingCall};

@@ -27,6 +27,14 @@ pub const DEFAULT_LOW_WATER: usize = 16 * 1024;
 /// Default bytes read from one connection per readiness event before the
 /// others get a turn (the fairness budget).
 pub const DEFAULT_READ_BUDGET: usize = 256 * 1024;
+/// Default time a graceful close (`lose_connection`, `write_eof` after EOF)
+/// may spend flushing before the connection is aborted with
+/// [`Reason::TimedOut`].
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default hard cap on a write buffer. The water marks only advise; past
+/// this many buffered bytes the connection is aborted with
+/// [`Reason::Limit`], even if its protocol ignores `pause_writing`.
+pub const DEFAULT_MAX_WRITE_BUFFER: usize = 16 * 1024 * 1024;
 
 /// The byte-stream operations a transport provides to [`open_stream`].
 pub trait StreamIo: 'static {
@@ -73,6 +81,10 @@ pub struct StreamOptions {
     pub low_water: usize,
     /// Bytes read per readiness event before yielding to others.
     pub read_budget: usize,
+    /// How long a graceful close may take before it becomes an abort.
+    pub close_timeout: Duration,
+    /// Hard cap on buffered output (see [`DEFAULT_MAX_WRITE_BUFFER`]).
+    pub max_write_buffer: usize,
     /// Runs once when the connection ends.
     pub on_lost: Option<LostHook>,
 }
@@ -83,6 +95,8 @@ impl Default for StreamOptions {
             high_water: DEFAULT_HIGH_WATER,
             low_water: DEFAULT_LOW_WATER,
             read_budget: DEFAULT_READ_BUDGET,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            max_write_buffer: DEFAULT_MAX_WRITE_BUFFER,
             on_lost: None,
         }
     }
