@@ -12,7 +12,13 @@
 //!   [`LineHandler::line_length_exceeded`], which by default logs it and
 //!   closes the connection with [`Reason::Limit`]. If an override keeps the
 //!   connection open, the over-long line is skipped up to the next
-//!   delimiter. Memory per connection stays below the limit.
+//!   delimiter. Memory per connection stays below the limit, and once the
+//!   buffer drains an idle connection keeps at most
+//!   [`InputBuf::KEEP`] bytes of it, however long its last line was
+//!   ([`LineReceiver::buffer_capacity`]).
+//! - The delimiter is found with the `memchr` crate's SIMD search, and a
+//!   partial line is searched only once: each chunk's search starts where
+//!   the previous one stopped.
 //! - [`LineControl::set_raw_mode`] / [`LineControl::set_line_mode`] switch
 //!   framing in the middle of a chunk: the bytes after the line that asked
 //!   for raw mode go to `raw_data_received`, and the bytes a raw handler
@@ -27,7 +33,8 @@
 
 use std::mem;
 
-use twistor_reactor::{Protocol, Reason, Transport};
+use memchr::memmem::Finder;
+use twistor_reactor::{InputBuf, Protocol, Reason, Transport};
 
 use crate::control::{Control, FramingState};
 
@@ -69,7 +76,8 @@ pub type LineControl<'a> = Control<'a, LineState>;
 /// ```
 #[derive(Debug, Clone)]
 pub struct LineState {
-    delimiter: Vec<u8>,
+    /// Searches for the delimiter (and holds it: `finder.needle()`).
+    finder: Finder<'static>,
     max_length: usize,
     raw: bool,
     discard: bool,
@@ -100,7 +108,7 @@ impl Control<'_, LineState> {
     /// assert_eq!(t.value(), b"ok\n");
     /// ```
     pub fn send_line(&mut self, line: &[u8]) {
-        self.t.write_sequence(&[line, &self.st.delimiter]);
+        self.t.write_sequence(&[line, self.st.finder.needle()]);
     }
 
     /// Switch to raw mode: from the next byte on, input goes to
@@ -211,7 +219,7 @@ impl Control<'_, LineState> {
 
     /// The delimiter.
     pub fn delimiter(&self) -> &[u8] {
-        &self.st.delimiter
+        self.st.finder.needle()
     }
 
     /// Change the delimiter for the lines that follow.
@@ -236,7 +244,7 @@ impl Control<'_, LineState> {
     /// If `delimiter` is empty.
     pub fn set_delimiter(&mut self, delimiter: &[u8]) {
         assert!(!delimiter.is_empty(), "a line delimiter cannot be empty");
-        self.st.delimiter = delimiter.to_vec();
+        self.st.finder = Finder::new(delimiter).into_owned();
         self.st.scanned = 0;
     }
 
@@ -388,7 +396,10 @@ where
 pub struct LineReceiver<H: LineHandler> {
     handler: H,
     st: LineState,
-    buf: Vec<u8>,
+    buf: InputBuf,
+    /// Bytes the delimiter search has looked at, in total (each byte of a
+    /// long partial line is looked at once, not once per chunk).
+    searched: u64,
 }
 
 impl<H: LineHandler> LineReceiver<H> {
@@ -409,7 +420,7 @@ impl<H: LineHandler> LineReceiver<H> {
         LineReceiver {
             handler,
             st: LineState {
-                delimiter: b"\r\n".to_vec(),
+                finder: Finder::new(b"\r\n").into_owned(),
                 max_length: DEFAULT_MAX_LINE_LENGTH,
                 raw: false,
                 discard: false,
@@ -417,7 +428,8 @@ impl<H: LineHandler> LineReceiver<H> {
                 pushback: None,
                 scanned: 0,
             },
-            buf: Vec::new(),
+            buf: InputBuf::new(),
+            searched: 0,
         }
     }
 
@@ -427,7 +439,7 @@ impl<H: LineHandler> LineReceiver<H> {
     /// If `delimiter` is empty.
     pub fn with_delimiter(mut self, delimiter: &[u8]) -> Self {
         assert!(!delimiter.is_empty(), "a line delimiter cannot be empty");
-        self.st.delimiter = delimiter.to_vec();
+        self.st.finder = Finder::new(delimiter).into_owned();
         self
     }
 
@@ -460,7 +472,27 @@ impl<H: LineHandler> LineReceiver<H> {
     /// assert_eq!(p.buffered(), b"part");
     /// ```
     pub fn buffered(&self) -> &[u8] {
-        &self.buf
+        self.buf.as_slice()
+    }
+
+    /// Bytes of input buffer allocated right now: what this connection
+    /// costs while idle. Once the buffer drains, it is at most
+    /// [`InputBuf::KEEP`](twistor_reactor::InputBuf::KEEP), however long
+    /// the last line was.
+    ///
+    /// ```
+    /// # use twistor_protocols::{LineControl, LineReceiver};
+    /// # use twistor_reactor::{testing::StringTransport, InputBuf, Protocol};
+    /// let mut p = LineReceiver::new(|_: &mut LineControl<'_>, _: &[u8]| {});
+    /// let mut t = StringTransport::new();
+    /// for _ in 0..15 {
+    ///     p.data_received(&mut t, &[b'x'; 1000]); // one long line, in pieces
+    /// }
+    /// p.data_received(&mut t, b"\r\n");
+    /// assert!(p.buffer_capacity() <= InputBuf::KEEP);
+    /// ```
+    pub fn buffer_capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// Run `f` with the handler and a [`LineControl`] for this connection,
@@ -517,17 +549,27 @@ impl<H: LineHandler> LineReceiver<H> {
     /// Frame `data` (after what is buffered), then settle discards and
     /// hand-backs.
     fn process(&mut self, t: &mut dyn Transport, data: &[u8]) {
-        if self.buf.is_empty() {
-            let n = self.run(t, data);
-            self.buf.extend_from_slice(&data[n..]);
-        } else {
-            self.buf.extend_from_slice(data);
-            let mut work = mem::take(&mut self.buf);
-            let n = self.run(t, &work);
-            work.drain(..n);
-            self.buf = work;
-        }
+        let mut data = data;
         loop {
+            let mut handed_back = false;
+            InputBuf::feed(
+                self,
+                |s| &mut s.buf,
+                data,
+                |s, input| {
+                    let used = s.run(t, input);
+                    if !s.st.discard {
+                        if let Some(back) = s.st.pushback.take() {
+                            // Bytes a raw handler gave back go in front of
+                            // what it did not see yet.
+                            s.buf.unread(&back);
+                            s.st.scanned = 0;
+                            handed_back = true;
+                        }
+                    }
+                    used
+                },
+            );
             if self.st.discard {
                 if !self.buf.is_empty() || self.st.pushback.is_some() {
                     log::debug!("{}: discarding {} buffered byte(s)", t.id(), self.buf.len());
@@ -539,15 +581,10 @@ impl<H: LineHandler> LineReceiver<H> {
                 self.st.scanned = 0;
                 return;
             }
-            let Some(mut work) = self.st.pushback.take() else {
+            if !handed_back {
                 return;
-            };
-            work.extend_from_slice(&self.buf);
-            self.buf.clear();
-            self.st.scanned = 0;
-            let n = self.run(t, &work);
-            work.drain(..n);
-            self.buf = work;
+            }
+            data = &[];
         }
     }
 
@@ -569,9 +606,10 @@ impl<H: LineHandler> LineReceiver<H> {
                     .raw_data_received(&mut Control::new(t, &mut self.st), rest);
                 continue;
             }
-            let dlen = self.st.delimiter.len();
+            let dlen = self.st.finder.needle().len();
             let from = mem::take(&mut hint).min(rest.len());
-            match find(&rest[from..], &self.st.delimiter) {
+            self.searched += (rest.len() - from) as u64;
+            match self.st.finder.find(&rest[from..]) {
                 Some(i) => {
                     let line = &rest[..from + i];
                     pos += from + i + dlen;
@@ -608,24 +646,6 @@ impl<H: LineHandler> LineReceiver<H> {
     }
 }
 
-/// Where `needle` (not empty) first occurs in `hay`.
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    let (&first, tail) = needle.split_first()?;
-    let mut from = 0;
-    while let Some(off) = hay[from..].iter().position(|&b| b == first) {
-        let at = from + off;
-        let end = at + needle.len();
-        if end > hay.len() {
-            return None;
-        }
-        if &hay[at + 1..end] == tail {
-            return Some(at);
-        }
-        from = at + 1;
-    }
-    None
-}
-
 impl<H: LineHandler> Protocol for LineReceiver<H> {
     fn connection_made(&mut self, t: &mut dyn Transport) {
         self.with_handler(t, |h, c| h.connection_made(c));
@@ -640,7 +660,7 @@ impl<H: LineHandler> Protocol for LineReceiver<H> {
     }
 
     fn connection_lost(&mut self, t: &mut dyn Transport, reason: &Reason) {
-        self.buf = Vec::new();
+        drop(self.buf.take());
         self.handler
             .connection_lost(&mut Control::new(t, &mut self.st), reason);
     }
@@ -656,15 +676,35 @@ impl<H: LineHandler> Protocol for LineReceiver<H> {
 
 #[cfg(test)]
 mod tests {
-    use super::find;
+    use super::*;
+    use twistor_reactor::testing::StringTransport;
 
     #[test]
-    fn find_delimiters() {
-        assert_eq!(find(b"abc\r\n", b"\r\n"), Some(3));
-        assert_eq!(find(b"a\rb\r\n", b"\r\n"), Some(3));
-        assert_eq!(find(b"abc\r", b"\r\n"), None);
-        assert_eq!(find(b"", b"\n"), None);
-        assert_eq!(find(b"xaaa", b"aa"), Some(1));
-        assert_eq!(find(b"\n", b"\n"), Some(0));
+    fn a_long_partial_line_is_searched_once() {
+        // 16,000 bytes of one line, one byte at a time: searching the whole
+        // partial line again on each byte would look at 128 million bytes.
+        let mut t = StringTransport::new();
+        let mut p = LineReceiver::new(|_: &mut LineControl<'_>, _: &[u8]| {});
+        for i in 0..16_000 {
+            p.data_received(&mut t, if i % 2 == 0 { b"\r" } else { b"x" });
+        }
+        p.data_received(&mut t, b"\r\n");
+        assert!(!t.disconnecting());
+        assert!(p.buffered().is_empty());
+        assert!(p.searched <= 2 * 16_002, "searched {} bytes", p.searched);
+    }
+
+    #[test]
+    fn multi_byte_delimiters_across_chunks() {
+        let got = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let g = got.clone();
+        let mut p =
+            LineReceiver::new(move |_: &mut LineControl<'_>, l: &[u8]| g.borrow_mut().push(l.to_vec()))
+                .with_delimiter(b"\r\n\r\n");
+        let mut t = StringTransport::new();
+        for chunk in [&b"a\r\n"[..], b"\r", b"\nb\r\n\r", b"x\r\n\r\n"] {
+            p.data_received(&mut t, chunk);
+        }
+        assert_eq!(*got.borrow(), [b"a".to_vec(), b"b\r\n\rx".to_vec()]);
     }
 }

@@ -362,3 +362,40 @@ fn eof_drops_a_partial_line_and_closes() {
     assert_eq!(*got.borrow(), [b"one".to_vec()]);
     assert!(pair.is_closed());
 }
+
+#[test]
+fn an_idle_receiver_keeps_little_buffer_after_a_long_line() {
+    use twistor_reactor::InputBuf;
+    let mut t = StringTransport::new();
+    let mut p = LineReceiver::new(Log::default()).with_max_length(64 * 1024);
+    // One 60 KB line in 1 KB pieces: the buffer must grow to hold it...
+    for _ in 0..60 {
+        p.data_received(&mut t, &[b'x'; 1000]);
+    }
+    assert!(p.buffer_capacity() >= 60_000);
+    // ...and give the memory back once the line is delivered.
+    p.data_received(&mut t, b"\r\n");
+    assert_eq!(p.handler().ev.len(), 1);
+    assert!(p.buffered().is_empty());
+    assert!(
+        p.buffer_capacity() <= InputBuf::KEEP,
+        "an idle connection keeps {} bytes",
+        p.buffer_capacity()
+    );
+    // The same when the long line's end comes with a short partial line.
+    for _ in 0..60 {
+        p.data_received(&mut t, &[b'y'; 1000]);
+    }
+    p.data_received(&mut t, b"\r\npart");
+    assert_eq!(p.buffered(), b"part");
+    assert!(p.buffer_capacity() <= InputBuf::KEEP, "{}", p.buffer_capacity());
+    // And after lines held back while reading was paused.
+    let mut p = LineReceiver::new(|c: &mut LineControl<'_>, _: &[u8]| c.pause_reading());
+    let many = b"0123456789abcdef\r\n".repeat(3000);
+    p.data_received(&mut t, &many);
+    assert!(p.buffered().len() > 50_000);
+    while !p.buffered().is_empty() {
+        p.resume_reading(&mut t);
+    }
+    assert!(p.buffer_capacity() <= InputBuf::KEEP, "{}", p.buffer_capacity());
+}
