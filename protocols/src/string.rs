@@ -17,12 +17,17 @@
 //! logged. Both close the connection cleanly with [`Reason::Limit`] by
 //! default, after which the receiver ignores all further input: a broken
 //! stream cannot be resynchronised.
+//!
+//! Input is kept in a [`twistor_reactor::InputBuf`]: a frame that arrives
+//! whole in one chunk is delivered from the reactor's read buffer without
+//! a copy, and once the buffer drains an idle connection keeps at most
+//! [`InputBuf::KEEP`] bytes of it, however large its last frame was
+//! ([`StringReceiver::buffer_capacity`]).
 
 use std::error::Error;
 use std::fmt;
-use std::mem;
 
-use twistor_reactor::{Protocol, Reason, Transport};
+use twistor_reactor::{InputBuf, Protocol, Reason, Transport};
 
 use crate::control::{Control, FramingState};
 
@@ -305,7 +310,7 @@ where
 pub struct StringReceiver<F: Framing, H: StringHandler> {
     handler: H,
     st: StringState,
-    buf: Vec<u8>,
+    buf: InputBuf,
     _framing: std::marker::PhantomData<fn() -> F>,
 }
 
@@ -332,7 +337,7 @@ impl<F: Framing, H: StringHandler> StringReceiver<F, H> {
                 broken: false,
                 encode: F::encode,
             },
-            buf: Vec::new(),
+            buf: InputBuf::new(),
             _framing: std::marker::PhantomData,
         }
     }
@@ -355,7 +360,28 @@ impl<F: Framing, H: StringHandler> StringReceiver<F, H> {
 
     /// Input received and not delivered yet.
     pub fn buffered(&self) -> &[u8] {
-        &self.buf
+        self.buf.as_slice()
+    }
+
+    /// Bytes of input buffer allocated right now: what this connection
+    /// costs while idle. Once the buffer drains, it is at most
+    /// [`InputBuf::KEEP`](twistor_reactor::InputBuf::KEEP), however large
+    /// the last frame was.
+    ///
+    /// ```
+    /// use twistor_protocols::{Int32StringReceiver, StringControl};
+    /// use twistor_reactor::{testing::StringTransport, InputBuf, Protocol};
+    /// let mut p = Int32StringReceiver::new(|_: &mut StringControl<'_>, _: &[u8]| {});
+    /// let mut t = StringTransport::new();
+    /// p.data_received(&mut t, &60_000u32.to_be_bytes());
+    /// for _ in 0..60 {
+    ///     p.data_received(&mut t, &[0; 1000]); // one large frame, in pieces
+    /// }
+    /// assert!(p.buffered().is_empty());
+    /// assert!(p.buffer_capacity() <= InputBuf::KEEP);
+    /// ```
+    pub fn buffer_capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// Run `f` with the handler and a [`StringControl`], then deliver the
@@ -403,24 +429,13 @@ impl<F: Framing, H: StringHandler> StringReceiver<F, H> {
     }
 
     fn process(&mut self, t: &mut dyn Transport, data: &[u8]) {
-        if self.buf.is_empty() {
-            let n = self.run(t, data);
-            if !self.st.broken {
-                self.buf.extend_from_slice(&data[n..]);
-            }
-        } else {
-            self.buf.extend_from_slice(data);
-            let mut work = mem::take(&mut self.buf);
-            let n = self.run(t, &work);
-            work.drain(..n);
-            self.buf = work;
-        }
+        InputBuf::feed(self, |s| &mut s.buf, data, |s, input| s.run(t, input));
         if self.st.discard || self.st.broken {
             if self.st.discard && !self.buf.is_empty() {
                 log::debug!("{}: discarding {} buffered byte(s)", t.id(), self.buf.len());
             }
             self.st.discard = false;
-            self.buf = Vec::new();
+            drop(self.buf.take());
         }
     }
 
@@ -490,7 +505,7 @@ impl<F: Framing, H: StringHandler> Protocol for StringReceiver<F, H> {
     }
 
     fn connection_lost(&mut self, t: &mut dyn Transport, reason: &Reason) {
-        self.buf = Vec::new();
+        drop(self.buf.take());
         self.handler
             .connection_lost(&mut Control::new(t, &mut self.st), reason);
     }

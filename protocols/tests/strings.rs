@@ -250,3 +250,35 @@ fn an_impossible_frame_from_a_user_framing_closes() {
     assert!(matches!(t.close_reason(), Some(Reason::Limit(_))));
     assert!(p.handler().got.is_empty());
 }
+
+#[test]
+fn an_idle_receiver_keeps_little_buffer_after_a_large_frame() {
+    use twistor_reactor::InputBuf;
+    fn check<F: Framing>() {
+        let mut wire = StringTransport::new();
+        F::encode(&mut wire, &[7u8; 60_000]).unwrap();
+        F::encode(&mut wire, b"tail").unwrap();
+        let wire = wire.value().to_vec();
+        let mut t = StringTransport::new();
+        let mut p = StringReceiver::<F, Collect>::new(Collect::default()).with_max_length(64 * 1024);
+        // The large frame in 1 KB pieces, and a partial next frame.
+        let split = wire.len() - 3;
+        for chunk in wire[..split].chunks(1000) {
+            p.data_received(&mut t, chunk);
+        }
+        assert_eq!(p.handler().got.len(), 1);
+        assert!(!p.buffered().is_empty(), "a partial frame is held");
+        assert!(
+            p.buffer_capacity() <= InputBuf::KEEP,
+            "{}: a small tail keeps {} bytes",
+            F::NAME,
+            p.buffer_capacity()
+        );
+        p.data_received(&mut t, &wire[split..]);
+        assert_eq!(p.handler().got.len(), 2);
+        assert!(p.buffered().is_empty());
+        assert!(p.buffer_capacity() <= InputBuf::KEEP, "{}", p.buffer_capacity());
+    }
+    check::<Netstring>();
+    check::<Prefixed<4>>();
+}
