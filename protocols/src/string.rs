@@ -14,9 +14,15 @@
 //! [`StringReceiver::with_max_length`]). A frame that declares a longer
 //! payload goes to [`StringHandler::length_limit_exceeded`] as soon as its
 //! header is read, before any payload is buffered; a malformed header is
-//! logged. Both close the connection cleanly with [`Reason::Limit`] by
-//! default, after which the receiver ignores all further input: a broken
-//! stream cannot be resynchronised.
+//! logged.
+//!
+//! A framing error is final, as in Twisted (which closes the connection on
+//! a bad netstring): after an over-long or malformed header there is no way
+//! to know where the next frame starts, so reading on would interpret
+//! payload bytes as headers. The receiver drops every byte from then on and
+//! closes the connection cleanly with [`Reason::Limit`] and a log line.
+//! [`StringHandler::length_limit_exceeded`] runs first (to write an error
+//! message, say); if it leaves the connection open, the receiver closes it.
 //!
 //! Input is kept in a [`twistor_reactor::InputBuf`]: a frame that arrives
 //! whole in one chunk is delivered from the reactor's read buffer without
@@ -146,15 +152,36 @@ type EncodeFn = fn(&mut dyn Transport, &[u8]) -> Result<(), StringTooLong>;
 #[derive(Debug, Clone)]
 pub struct StringState {
     max_length: usize,
-    discard: bool,
-    /// A framing error happened: all further input is ignored.
-    broken: bool,
+    input: Input,
     encode: EncodeFn,
+}
+
+/// What a [`StringReceiver`] does with its input. Changed only through
+/// [`StringState::enter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Input {
+    /// Frames are parsed and delivered.
+    Framing,
+    /// The handler asked to drop what is buffered (`clear_buffer`,
+    /// STARTTLS): done when its callback returns, then back to framing.
+    Discard,
+    /// A framing error: the connection is closing and every byte is
+    /// dropped. Final: a framed stream cannot be resynchronised.
+    Broken,
+}
+
+impl StringState {
+    /// The one place the input state changes. Leaving `Broken` is refused.
+    fn enter(&mut self, next: Input) {
+        if self.input != Input::Broken {
+            self.input = next;
+        }
+    }
 }
 
 impl FramingState for StringState {
     fn discard_input(&mut self) {
-        self.discard = true;
+        self.enter(Input::Discard);
     }
 }
 
@@ -242,8 +269,27 @@ pub trait StringHandler: 'static {
 
     /// The peer announced a string of `length` bytes, more than the maximum
     /// (Twisted's `lengthLimitExceeded`). The default logs it and closes
-    /// with [`Reason::Limit`]. Either way the receiver ignores all further
-    /// input.
+    /// with [`Reason::Limit`]. Either way the receiver drops all further
+    /// input, and if an override leaves the connection open, the receiver
+    /// closes it (with [`Reason::Limit`]) when the override returns: the
+    /// stream cannot be resynchronised.
+    ///
+    /// ```
+    /// use twistor_protocols::{Int16StringReceiver, StringControl, StringHandler};
+    /// use twistor_reactor::{testing::StringTransport, Protocol, Reason, Transport};
+    /// struct Polite;
+    /// impl StringHandler for Polite {
+    ///     fn string_received(&mut self, _: &mut StringControl<'_>, _: &[u8]) {}
+    ///     fn length_limit_exceeded(&mut self, c: &mut StringControl<'_>, _: u64) {
+    ///         c.send_string(b"ERR too long").unwrap(); // then the receiver closes
+    ///     }
+    /// }
+    /// let mut p = Int16StringReceiver::new(Polite).with_max_length(100);
+    /// let mut t = StringTransport::new();
+    /// p.data_received(&mut t, b"\xff\xff");
+    /// assert_eq!(t.value(), b"\x00\x0cERR too long");
+    /// assert!(matches!(t.close_reason(), Some(Reason::Limit(_))));
+    /// ```
     fn length_limit_exceeded(&mut self, c: &mut StringControl<'_>, length: u64) {
         let max = c.max_length();
         log::warn!(
@@ -333,8 +379,7 @@ impl<F: Framing, H: StringHandler> StringReceiver<F, H> {
             handler,
             st: StringState {
                 max_length: F::DEFAULT_MAX_LENGTH,
-                discard: false,
-                broken: false,
+                input: Input::Framing,
                 encode: F::encode,
             },
             buf: InputBuf::new(),
@@ -430,19 +475,40 @@ impl<F: Framing, H: StringHandler> StringReceiver<F, H> {
 
     fn process(&mut self, t: &mut dyn Transport, data: &[u8]) {
         InputBuf::feed(self, |s| &mut s.buf, data, |s, input| s.run(t, input));
-        if self.st.discard || self.st.broken {
-            if self.st.discard && !self.buf.is_empty() {
-                log::debug!("{}: discarding {} buffered byte(s)", t.id(), self.buf.len());
+        match self.st.input {
+            Input::Framing => {}
+            Input::Discard => {
+                if !self.buf.is_empty() {
+                    log::debug!("{}: discarding {} buffered byte(s)", t.id(), self.buf.len());
+                }
+                drop(self.buf.take());
+                self.st.enter(Input::Framing);
             }
-            self.st.discard = false;
-            drop(self.buf.take());
+            Input::Broken => drop(self.buf.take()),
+        }
+    }
+
+    /// A framing error: from now on every byte is dropped, and the
+    /// connection closes with [`Reason::Limit`] (unless the handler closed
+    /// it already).
+    fn framing_error(&mut self, t: &mut dyn Transport, why: String) {
+        self.st.enter(Input::Broken);
+        if !t.is_closing() {
+            log::warn!(
+                "{}: {} from {}: {why}; closing (a {} stream cannot be resynchronised)",
+                t.id(),
+                F::NAME,
+                t.peer(),
+                F::NAME
+            );
+            t.lose_connection_with(Reason::Limit(format!("{}: {why}", F::NAME)));
         }
     }
 
     fn run(&mut self, t: &mut dyn Transport, input: &[u8]) -> usize {
         let mut pos = 0;
         loop {
-            if self.st.discard || self.st.broken || t.is_closing() || !t.is_reading() {
+            if self.st.input != Input::Framing || t.is_closing() || !t.is_reading() {
                 return pos;
             }
             let rest = &input[pos..];
@@ -459,31 +525,21 @@ impl<F: Framing, H: StringHandler> StringReceiver<F, H> {
                         .string_received(&mut Control::new(t, &mut self.st), s);
                 }
                 Parse::Frame { .. } => {
-                    self.st.broken = true;
-                    log::error!(
-                        "{}: the {} framing returned an impossible frame; closing",
-                        t.id(),
-                        F::NAME
-                    );
-                    t.lose_connection_with(Reason::Limit(format!("invalid {} frame", F::NAME)));
+                    log::error!("{}: the {} framing returned an impossible frame", t.id(), F::NAME);
+                    self.framing_error(t, "invalid frame (a bug in the framing)".into());
                     return input.len();
                 }
                 Parse::Incomplete => return pos,
                 Parse::TooLong(n) => {
-                    self.st.broken = true;
+                    self.st.enter(Input::Broken);
                     self.handler
                         .length_limit_exceeded(&mut Control::new(t, &mut self.st), n);
+                    let max = self.st.max_length;
+                    self.framing_error(t, format!("string longer than {max} bytes ({n} announced)"));
                     return input.len();
                 }
                 Parse::Malformed(why) => {
-                    self.st.broken = true;
-                    log::warn!(
-                        "{}: malformed {} from {}: {why}; closing",
-                        t.id(),
-                        F::NAME,
-                        t.peer()
-                    );
-                    t.lose_connection_with(Reason::Limit(format!("malformed {}: {why}", F::NAME)));
+                    self.framing_error(t, format!("malformed: {why}"));
                     return input.len();
                 }
             }

@@ -282,3 +282,51 @@ fn an_idle_receiver_keeps_little_buffer_after_a_large_frame() {
     check::<Netstring>();
     check::<Prefixed<4>>();
 }
+
+/// Records over-long announcements and leaves the connection open.
+#[derive(Default)]
+struct Lenient {
+    got: Vec<Vec<u8>>,
+    too_long: Vec<u64>,
+}
+
+impl StringHandler for Lenient {
+    fn string_received(&mut self, _: &mut StringControl<'_>, s: &[u8]) {
+        self.got.push(s.to_vec());
+    }
+    fn length_limit_exceeded(&mut self, c: &mut StringControl<'_>, length: u64) {
+        self.too_long.push(length);
+        c.write(b"too long\r\n");
+    }
+}
+
+#[test]
+fn a_framing_error_closes_even_when_the_hook_leaves_the_connection_open() {
+    // After an over-long length the payload's bytes would be read as frame
+    // headers: a length-prefixed stream cannot be resynchronised, so the
+    // receiver closes the connection itself rather than go on silently.
+    let mut t = StringTransport::new();
+    let mut p = Int16StringReceiver::new(Lenient::default()).with_max_length(4);
+    p.data_received(&mut t, b"\x00\x02ok\x00\x09");
+    assert_eq!(p.handler().too_long, [9]);
+    assert_eq!(t.value(), b"too long\r\n", "the hook ran first");
+    assert!(
+        matches!(t.close_reason(), Some(Reason::Limit(m)) if m.contains("4 bytes")),
+        "{:?}",
+        t.close_reason()
+    );
+    // Nothing after the error is delivered or kept.
+    p.data_received(&mut t, b"\x00\x01x");
+    assert_eq!(p.handler().got, [b"ok".to_vec()]);
+    assert!(p.buffered().is_empty());
+
+    // Over a connection: the peer sees the message, then the close.
+    let (client, record) = Recorder::new();
+    let server = NetstringReceiver::new(Lenient::default()).with_max_length(4);
+    let mut pair = MemoryPair::new(Box::new(client), Box::new(server)).unwrap();
+    pair.pump();
+    pair.with_client(|_, t| t.write(b"2:ok,99:"));
+    pair.pump();
+    assert!(pair.is_closed());
+    assert_eq!(record.borrow().data, b"too long\r\n");
+}
