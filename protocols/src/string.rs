@@ -387,7 +387,9 @@ impl<F: Framing, H: StringHandler> StringReceiver<F, H> {
         }
     }
 
-    /// Set the maximum payload length accepted from the peer.
+    /// Set the maximum payload length accepted from the peer. A frame is
+    /// buffered whole before delivery, so this bounds the memory a peer can
+    /// make the connection hold; `usize::MAX` lifts the bound.
     pub fn with_max_length(mut self, max: usize) -> Self {
         self.st.max_length = max;
         self
