@@ -117,6 +117,37 @@
 //! input. When a handler starts TLS (STARTTLS), whatever plaintext the
 //! framing still holds is discarded, never interpreted (see [`Control`]).
 //!
+//! ## Policies and TLS
+//!
+//! [`LimitConnections`] and [`LimitConnectionRate`] decide in
+//! `build_protocol`, when the listener accepts, so they refuse before TLS
+//! wherever they are put: wrap the application's factory and give it to
+//! `listen_tls` as usual, and a refused client costs an accept and a close,
+//! never a handshake (the TLS listener asks for the application's protocol
+//! before it starts the handshake, and closes the socket when it gets
+//! none). Only a refusal that talks (an overflow protocol,
+//! [`LimitConnectionRate::with_refusal`]) runs after a handshake, since
+//! that is the only way to reach a TLS client. [`IdleTimeout`] goes inside,
+//! next to the application, where it sees the plaintext traffic.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use twistor_protocols::{IdleTimeout, LimitConnectionRate, LimitConnections, LineControl, LineReceiver, RateLimiter};
+//! use twistor_reactor::{Address, Reactor};
+//! use twistor_transports::tls::{generate_self_signed, listen_tls};
+//!
+//! let mut r = Reactor::new()?;
+//! let (config, _) = generate_self_signed(&["localhost"])?;
+//! let app = |_: &Address| {
+//!     let echo = LineReceiver::new(|c: &mut LineControl<'_>, line: &[u8]| c.send_line(line));
+//!     IdleTimeout::new(echo, Duration::from_secs(60))
+//! };
+//! let policies = LimitConnections::new(LimitConnectionRate::new(app, RateLimiter::new(2.0, 20.0)), 1000);
+//! listen_tls(&mut r, 1234, policies, config)?;
+//! r.run()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! ## Twisted -> twistor
 //!
 //! | Twisted | twistor |

@@ -6,6 +6,14 @@
 //! protocol, e.g. one that writes "busy" and closes. The count goes down when
 //! a connection's `connection_lost` runs (or, failing that, when its protocol
 //! is dropped), so it never leaks.
+//!
+//! The check runs in `build_protocol`, when the listener accepts: a refused
+//! connection costs an accept and a close, and no TLS handshake wherever the
+//! wrapper sits (`listen_tls(r, port, LimitConnections::new(app, 1000),
+//! config)` refuses before TLS, because the TLS listener asks for the
+//! application's protocol at accept time). Over TLS, a connection counts
+//! from accept, handshake included, so slow handshakes hold slots too. An
+//! overflow protocol, having something to say, runs after the handshake.
 
 use std::cell::Cell;
 use std::rc::Rc;

@@ -4,8 +4,13 @@
 //! token from that address's bucket or says how long to wait. Protocols
 //! call it per request (a Gemini server answers `44 SLOW DOWN`);
 //! [`LimitConnectionRate`] wraps a factory to limit new connections per
-//! address. Time comes from the caller (`t.reactor().now()`), so the manual
-//! clock drives it in tests.
+//! address. Time comes from the caller (`t.reactor().now()` in a protocol),
+//! so the manual clock drives it in tests.
+//!
+//! [`LimitConnectionRate`] decides when the listener accepts, before any
+//! protocol is built: a refused client costs an accept and a close, and no
+//! TLS handshake even when the wrapper is given to `listen_tls` (see its
+//! docs for the composition).
 //!
 //! Memory is bounded: at most [`RateLimiter::with_max_tracked`] addresses
 //! are tracked. When the table is full, one pass over it makes room for an
@@ -24,7 +29,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use twistor_reactor::{Address, Factory, Protocol, ProtocolCall, Reason, Transport};
+use twistor_reactor::{Address, Factory, Protocol, Reason, Transport};
 
 /// Default number of addresses a [`RateLimiter`] tracks.
 ///
@@ -211,35 +216,63 @@ impl RateLimiter {
 }
 
 type RefusalFn = Rc<dyn Fn(&mut dyn Transport, Duration)>;
+type ClockFn = Rc<dyn Fn() -> Instant>;
 
 /// Wraps a factory and limits how often each IP address may connect, with a
-/// shared [`RateLimiter`]. A connection over the limit never reaches your
-/// protocol: it is closed with [`Reason::Limit`] (after your refusal
-/// message, if you set one). Non-IP connections (Unix sockets) are not
-/// limited.
+/// shared [`RateLimiter`].
+///
+/// The check runs in [`build_protocol`](Factory::build_protocol), when the
+/// listener accepts the connection: a refused connection is closed at once,
+/// your factory is not even asked for a protocol, and **no TLS handshake
+/// is made**, wherever the wrapper sits. `listen_tls(r, port,
+/// LimitConnectionRate::new(app, limiter), config)` is cheap: the TLS
+/// listener asks this factory for the application's protocol at accept
+/// time, before the handshake, and closes the socket when it gets none.
+///
+/// With [`with_refusal`](Self::with_refusal), a refused client is told why
+/// before the close; talking to it takes a connection, so over TLS that
+/// costs a handshake again. Leave it unset where refusals must be cheap.
+///
+/// Non-IP connections (Unix sockets) are not limited.
 ///
 /// ```
 /// use twistor_protocols::{Echo, LimitConnectionRate, RateLimiter};
-/// use twistor_reactor::{testing::StringTransport, Address, Factory, Transport};
+/// use twistor_reactor::{Address, Factory};
 ///
 /// // 1 connection per second per address, bursts of 2.
-/// let mut f = LimitConnectionRate::new(|_: &Address| Echo, RateLimiter::new(1.0, 2.0))
-///     .with_refusal(|t, wait| t.write(format!("slow down: {}s\r\n", wait.as_secs_f64().ceil()).as_bytes()));
-/// let mut t = StringTransport::new();
-/// for _ in 0..2 {
-///     let mut p = f.build_protocol(&t.peer()).unwrap();
-///     p.connection_made(&mut t);
-/// }
-/// assert!(!t.disconnecting());
-/// let mut p = f.build_protocol(&t.peer()).unwrap();
-/// p.connection_made(&mut t);
-/// assert_eq!(t.value(), b"slow down: 1s\r\n");
-/// assert!(t.disconnecting());
+/// let mut f = LimitConnectionRate::new(|_: &Address| Echo, RateLimiter::new(1.0, 2.0));
+/// let peer = Address::Inet("192.0.2.7:40000".parse().unwrap());
+/// assert!(f.build_protocol(&peer).is_some());
+/// assert!(f.build_protocol(&peer).is_some());
+/// assert!(f.build_protocol(&peer).is_none()); // refused: the listener closes it
+/// ```
+///
+/// Over TLS, the composition to write:
+///
+/// ```no_run
+/// use twistor_protocols::{Echo, IdleTimeout, LimitConnectionRate, LimitConnections, RateLimiter};
+/// use twistor_reactor::{Address, Reactor};
+/// use twistor_transports::tls::{generate_self_signed, listen_tls};
+/// use std::time::Duration;
+///
+/// let mut r = Reactor::new()?;
+/// let (config, _) = generate_self_signed(&["localhost"])?;
+/// let app = |_: &Address| IdleTimeout::new(Echo, Duration::from_secs(60));
+/// // Both policies refuse before the handshake: a refused client costs an
+/// // accept and a close, nothing more.
+/// let policies = LimitConnections::new(
+///     LimitConnectionRate::new(app, RateLimiter::new(1.0, 10.0)),
+///     1000,
+/// );
+/// listen_tls(&mut r, 1965, policies, config)?;
+/// r.run()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct LimitConnectionRate<F: Factory> {
     inner: F,
     limiter: Rc<RefCell<RateLimiter>>,
     refusal: Option<RefusalFn>,
+    clock: ClockFn,
 }
 
 impl<F: Factory> LimitConnectionRate<F> {
@@ -272,13 +305,54 @@ impl<F: Factory> LimitConnectionRate<F> {
             inner,
             limiter,
             refusal: None,
+            clock: Rc::new(Instant::now),
         }
     }
 
-    /// Before closing a refused connection, run `refusal` with its
-    /// transport and how long the address should wait.
+    /// Talk to a refused client before closing: `refusal` runs with its
+    /// transport and how long the address should wait, then the connection
+    /// closes with [`Reason::Limit`]. Your factory is not asked for a
+    /// protocol. Over TLS this runs after a handshake: a refusal you can
+    /// read costs one.
+    ///
+    /// ```
+    /// use twistor_protocols::{Echo, LimitConnectionRate, RateLimiter};
+    /// use twistor_reactor::{testing::StringTransport, Address, Factory, Transport};
+    ///
+    /// let mut f = LimitConnectionRate::new(|_: &Address| Echo, RateLimiter::new(1.0, 1.0))
+    ///     .with_refusal(|t, wait| t.write(format!("slow down: {}s\r\n", wait.as_secs_f64().ceil()).as_bytes()));
+    /// let mut t = StringTransport::new();
+    /// let _first = f.build_protocol(&t.peer()).unwrap();
+    /// let mut refused = f.build_protocol(&t.peer()).unwrap();
+    /// refused.connection_made(&mut t);
+    /// assert_eq!(t.value(), b"slow down: 1s\r\n");
+    /// assert!(t.disconnecting());
+    /// ```
     pub fn with_refusal(mut self, refusal: impl Fn(&mut dyn Transport, Duration) + 'static) -> Self {
         self.refusal = Some(Rc::new(refusal));
+        self
+    }
+
+    /// Read the time from `clock` instead of [`Instant::now`]. A factory
+    /// has no reactor at hand; a test on the manual clock passes its own.
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc, time::{Duration, Instant}};
+    /// use twistor_protocols::{Echo, LimitConnectionRate, RateLimiter};
+    /// use twistor_reactor::{Address, Factory};
+    ///
+    /// let now = Rc::new(Cell::new(Instant::now()));
+    /// let n = now.clone();
+    /// let mut f = LimitConnectionRate::new(|_: &Address| Echo, RateLimiter::new(1.0, 1.0))
+    ///     .with_clock(move || n.get());
+    /// let peer = Address::Inet("192.0.2.7:40000".parse().unwrap());
+    /// assert!(f.build_protocol(&peer).is_some());
+    /// assert!(f.build_protocol(&peer).is_none());
+    /// now.set(now.get() + Duration::from_secs(1));
+    /// assert!(f.build_protocol(&peer).is_some());
+    /// ```
+    pub fn with_clock(mut self, clock: impl Fn() -> Instant + 'static) -> Self {
+        self.clock = Rc::new(clock);
         self
     }
 
@@ -290,74 +364,36 @@ impl<F: Factory> LimitConnectionRate<F> {
 
 impl<F: Factory> Factory for LimitConnectionRate<F> {
     fn build_protocol(&mut self, addr: &Address) -> Option<Box<dyn Protocol>> {
-        let inner = self.inner.build_protocol(addr)?;
-        Some(Box::new(RateGate {
-            inner,
-            limiter: self.limiter.clone(),
-            refusal: self.refusal.clone(),
-            refused: false,
-        }))
-    }
-}
-
-/// Checks the limiter at `connection_made`; a refused connection's inner
-/// protocol sees nothing at all.
-struct RateGate {
-    inner: Box<dyn Protocol>,
-    limiter: Rc<RefCell<RateLimiter>>,
-    refusal: Option<RefusalFn>,
-    refused: bool,
-}
-
-impl Protocol for RateGate {
-    fn connection_made(&mut self, t: &mut dyn Transport) {
-        if let Some(ip) = t.peer().ip() {
-            let now = t.reactor().now();
+        if let Some(ip) = addr.ip() {
+            let now = (self.clock)();
             let res = self.limiter.borrow_mut().try_acquire(ip, now);
             if let Err(wait) = res {
-                self.refused = true;
-                log::debug!("{}: {ip} connects too often; refused (retry in {wait:?})", t.id());
-                if let Some(r) = &self.refusal {
-                    r(t, wait);
-                }
-                t.lose_connection_with(Reason::Limit(format!("{ip}: connection rate limit")));
-                return;
+                log::debug!("{addr}: connects too often; refused (retry in {wait:?})");
+                return self.refusal.as_ref().map(|refusal| {
+                    Box::new(Refused {
+                        refusal: refusal.clone(),
+                        wait,
+                    }) as Box<dyn Protocol>
+                });
             }
         }
-        self.inner.connection_made(t);
+        self.inner.build_protocol(addr)
     }
-    fn data_received(&mut self, t: &mut dyn Transport, data: &[u8]) {
-        if !self.refused {
-            self.inner.data_received(t, data);
-        }
+}
+
+/// A refused connection with a refusal to send: says it, then closes.
+struct Refused {
+    refusal: RefusalFn,
+    wait: Duration,
+}
+
+impl Protocol for Refused {
+    fn connection_made(&mut self, t: &mut dyn Transport) {
+        (self.refusal)(t, self.wait);
+        let who = t.peer();
+        t.lose_connection_with(Reason::Limit(format!("{who}: connection rate limit")));
     }
-    fn eof_received(&mut self, t: &mut dyn Transport) -> bool {
-        !self.refused && self.inner.eof_received(t)
-    }
-    fn connection_lost(&mut self, t: &mut dyn Transport, reason: &Reason) {
-        if !self.refused {
-            self.inner.connection_lost(t, reason);
-        }
-    }
-    fn pause_writing(&mut self, t: &mut dyn Transport) {
-        if !self.refused {
-            self.inner.pause_writing(t);
-        }
-    }
-    fn resume_writing(&mut self, t: &mut dyn Transport) {
-        if !self.refused {
-            self.inner.resume_writing(t);
-        }
-    }
-    fn route_call(&mut self, t: &mut dyn Transport, call: ProtocolCall) -> Option<ProtocolCall> {
-        if self.refused {
-            log::debug!("{}: call_on to a refused connection dropped", t.id());
-            return None;
-        }
-        let call = self.inner.route_call(t, call)?;
-        call(&mut *self.inner, t);
-        None
-    }
+    fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
 }
 
 #[cfg(test)]

@@ -324,6 +324,9 @@ fn rate_limiter_memory_is_bounded_and_evicts_refilled_buckets_first() {
 fn connection_rate_limit_refuses_then_refills() {
     let log_all = Rc::new(RefCell::new(Vec::new()));
     let l2 = log_all.clone();
+    let r = Reactor::with_manual_clock().unwrap();
+    let now = Rc::new(Cell::new(r.now()));
+    let n2 = now.clone();
     let mut f = LimitConnectionRate::new(
         move |_: &Address| {
             let (r, l) = Recorder::new();
@@ -332,33 +335,48 @@ fn connection_rate_limit_refuses_then_refills() {
         },
         RateLimiter::new(1.0, 2.0),
     )
-    .with_refusal(|t, wait| t.write(format!("wait {}ms\r\n", wait.as_millis()).as_bytes()));
+    .with_clock(move || n2.get());
     let peer = Address::Inet("192.0.2.9:5555".parse().unwrap());
-    let mut t = StringTransport::new().with_peer(peer.clone());
-    let mut protos: Vec<Box<dyn Protocol>> = Vec::new();
-    for _ in 0..3 {
-        let mut p = f.build_protocol(&peer).unwrap();
-        p.connection_made(&mut t);
-        protos.push(p);
-    }
-    let made: Vec<usize> = log_all.borrow().iter().map(|l| l.borrow().made).collect();
-    assert_eq!(made, [1, 1, 0], "the third connection never reaches its protocol");
-    assert_eq!(t.value(), b"wait 1000ms\r\n");
-    assert!(matches!(t.close_reason(), Some(Reason::Limit(_))));
-    // A refused connection's protocol hears nothing, not even its end.
-    protos[2].data_received(&mut t, b"ignored");
-    protos[2].connection_lost(&mut t, &Reason::ConnectionDone);
-    let third = log_all.borrow()[2].clone();
-    assert!(third.borrow().data.is_empty() && third.borrow().lost.is_empty());
-    // One second later the address may connect again.
-    t.reactor().advance(S);
-    let mut p = f.build_protocol(&peer).unwrap();
-    p.connection_made(&mut t);
-    assert_eq!(log_all.borrow()[3].borrow().made, 1);
+    assert!(f.build_protocol(&peer).is_some());
+    assert!(f.build_protocol(&peer).is_some());
+    assert!(
+        f.build_protocol(&peer).is_none(),
+        "refused at accept: the listener closes it before any TLS"
+    );
+    assert_eq!(log_all.borrow().len(), 2, "the app's factory never saw the third");
     // Another address is not affected.
     let other = Address::Inet("192.0.2.10:1".parse().unwrap());
-    let mut t2 = StringTransport::new().with_peer(other.clone());
-    let mut p = f.build_protocol(&other).unwrap();
-    p.connection_made(&mut t2);
-    assert!(!t2.disconnecting());
+    assert!(f.build_protocol(&other).is_some());
+    // Unix sockets are not limited.
+    for _ in 0..5 {
+        assert!(f.build_protocol(&Address::Unknown).is_some());
+    }
+    // One second later the address may connect again, once.
+    now.set(now.get() + S);
+    assert!(f.build_protocol(&peer).is_some());
+    assert!(f.build_protocol(&peer).is_none());
+}
+
+#[test]
+fn connection_rate_limit_refusal_message() {
+    let built = Rc::new(Cell::new(0));
+    let b = built.clone();
+    let mut f = LimitConnectionRate::new(
+        move |_: &Address| {
+            b.set(b.get() + 1);
+            Recorder::default()
+        },
+        RateLimiter::new(1.0, 1.0),
+    )
+    .with_refusal(|t, wait| t.write(format!("wait {}ms\r\n", wait.as_millis()).as_bytes()));
+    let peer = Address::Inet("192.0.2.9:5555".parse().unwrap());
+    let _first = f.build_protocol(&peer).unwrap();
+    let mut refused = f.build_protocol(&peer).expect("a protocol that says why");
+    assert_eq!(built.get(), 1, "not the app's protocol");
+    let mut t = StringTransport::new().with_peer(peer);
+    refused.connection_made(&mut t);
+    let text = String::from_utf8(t.value().to_vec()).unwrap();
+    assert!(text.starts_with("wait ") && text.ends_with("ms\r\n"), "{text:?}");
+    assert!(matches!(t.close_reason(), Some(Reason::Limit(_))));
+    refused.data_received(&mut t, b"ignored");
 }
