@@ -191,4 +191,4 @@ pub use prefixed::{Int16StringReceiver, Int32StringReceiver, Int8StringReceiver,
 pub use ratelimit::{LimitConnectionRate, RateLimiter, DEFAULT_MAX_TRACKED};
 pub use services::{Chargen, Daytime, Discard, Echo, Qotd};
 pub use string::{Framing, Parse, StringControl, StringHandler, StringReceiver, StringState, StringTooLong};
-pub use timeout::{IdleTimeout, Timeout, TimeoutMixin};
+pub use timeout::{IdleTimeout, TimedTransport, Timeout, TimeoutMixin};

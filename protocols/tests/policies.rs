@@ -380,3 +380,104 @@ fn connection_rate_limit_refusal_message() {
     assert!(matches!(t.close_reason(), Some(Reason::Limit(_))));
     refused.data_received(&mut t, b"ignored");
 }
+
+#[test]
+fn idle_timeout_counts_writes_as_traffic() {
+    // A server streaming to a quiet client (a download written from a timer
+    // or another connection through call_on): the client never sends.
+    let (client, client_log) = Recorder::new();
+    let (server, server_log) = Recorder::new();
+    let mut pair = MemoryPair::new(Box::new(client), Box::new(IdleTimeout::new(server, 10 * S))).unwrap();
+    pair.pump();
+    for _ in 0..5 {
+        pair.advance(6 * S);
+        pair.with_server(|_, t| t.write(b"chunk"));
+    }
+    assert!(
+        !pair.is_closed(),
+        "writes every 6 s keep a 10 s timeout away (Twisted's TimeoutProtocol)"
+    );
+    assert_eq!(client_log.borrow().data.len(), 25);
+    // An empty write is not traffic.
+    pair.advance(6 * S);
+    pair.with_server(|_, t| t.write(b""));
+    pair.advance(4 * S);
+    assert!(pair.is_closed());
+    assert!(matches!(server_log.borrow().lost[..], [Reason::TimedOut]));
+}
+
+#[test]
+fn idle_timeout_stops_counting_writes_to_a_peer_that_does_not_read() {
+    // Writes pile up past the high-water mark: the peer is not reading, and
+    // more writes must not keep its connection alive (only the buffer
+    // draining, resume_writing, counts then).
+    let (server, server_log) = Recorder::new();
+    let mut pair = MemoryPair::new(Box::new(Stubborn), Box::new(IdleTimeout::new(server, 10 * S))).unwrap();
+    pair.pump();
+    pair.with_server(|_, t| t.write(&vec![0; 1 << 20])); // over the high-water mark
+    assert_eq!(server_log.borrow().paused, 1);
+    for _ in 0..3 {
+        pair.advance(3 * S);
+        pair.with_server(|_, t| t.write(b"more"));
+    }
+    assert!(!server_closing(&mut pair));
+    pair.advance(S);
+    // (The close waits for a flush that cannot happen: the peer does not
+    // read. The transport's close deadline ends it; here it is closing.)
+    assert!(
+        server_closing(&mut pair),
+        "10 s after the last write made below the mark"
+    );
+    assert!(
+        server_log.borrow().lost.is_empty() || matches!(server_log.borrow().lost[..], [Reason::TimedOut])
+    );
+}
+
+/// Whether the server's transport is closing (or gone).
+fn server_closing(pair: &mut MemoryPair) -> bool {
+    let closing = Rc::new(Cell::new(true));
+    let c = closing.clone();
+    pair.with_server(move |_, t| c.set(t.is_closing()));
+    closing.get()
+}
+
+/// A TimeoutMixin protocol that streams through its timed transport view.
+#[derive(Default)]
+struct Streamer {
+    timeout: Timeout,
+}
+
+impl TimeoutMixin for Streamer {
+    fn timeout_state(&mut self) -> &mut Timeout {
+        &mut self.timeout
+    }
+}
+
+impl Protocol for Streamer {
+    fn connection_made(&mut self, t: &mut dyn Transport) {
+        self.set_timeout(t, Some(10 * S));
+    }
+    fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+}
+
+#[test]
+fn timeout_mixin_counts_writes_through_its_view() {
+    let (client, client_log) = Recorder::new();
+    let mut pair = MemoryPair::new(Box::new(client), Box::new(Streamer::default())).unwrap();
+    pair.pump();
+    for _ in 0..5 {
+        pair.advance(6 * S);
+        pair.with_server(|p, t| {
+            let s = p.downcast_mut::<Streamer>().unwrap();
+            let mut t = s.timed(t);
+            t.write(b"chunk");
+        });
+    }
+    assert!(!pair.is_closed(), "writes through timed() reset the timeout");
+    assert_eq!(client_log.borrow().data.len(), 25);
+    // A write straight to the transport does not.
+    pair.advance(6 * S);
+    pair.with_server(|_, t| t.write(b"raw"));
+    pair.advance(4 * S);
+    assert!(pair.is_closed());
+}
