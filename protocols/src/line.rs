@@ -23,7 +23,8 @@
 //!   framing in the middle of a chunk: the bytes after the line that asked
 //!   for raw mode go to `raw_data_received`, and the bytes a raw handler
 //!   hands back with [`LineControl::set_line_mode_with`] are split into lines
-//!   again.
+//!   again. Handing back the tail of the data it was given costs no copy,
+//!   so many short raw runs in one chunk stay linear in the chunk's size.
 //! - As in Twisted, lines still buffered are not delivered while the
 //!   transport is closing or reading is paused; they are delivered once
 //!   reading resumes through [`LineReceiver::resume_reading`] (or any
@@ -83,8 +84,14 @@ pub struct LineState {
     discard: bool,
     /// Inside an over-long line: drop bytes up to the next delimiter.
     skipping: bool,
-    /// Bytes a raw handler gave back with `set_line_mode_with`.
+    /// Bytes a raw handler gave back with `set_line_mode_with`, copied.
     pushback: Option<Vec<u8>>,
+    /// While `raw_data_received` runs: the address and length of the data
+    /// it was given, to recognise a hand-back of its own tail.
+    raw_window: Option<(usize, usize)>,
+    /// The raw handler gave back the last `n` bytes of its data: framed
+    /// again in place, without a copy.
+    handback: Option<usize>,
     /// How much of the buffered tail is known to hold no delimiter.
     scanned: usize,
 }
@@ -204,12 +211,25 @@ impl Control<'_, LineState> {
     /// ```
     pub fn set_line_mode_with(&mut self, rest: &[u8]) {
         self.st.raw = false;
-        if !rest.is_empty() {
-            self.st
-                .pushback
-                .get_or_insert_with(Vec::new)
-                .extend_from_slice(rest);
+        if rest.is_empty() {
+            return;
         }
+        // The usual case: the unconsumed tail of the data being delivered.
+        // Those bytes are still in the receiver's input, so it just goes
+        // back over them, whatever their number (copying them each time
+        // would make many small raw runs in one chunk quadratic).
+        if let Some((start, len)) = self.st.raw_window {
+            let at = rest.as_ptr() as usize;
+            let is_tail = at >= start && at + rest.len() == start + len;
+            if is_tail && self.st.handback.is_none() && self.st.pushback.is_none() {
+                self.st.handback = Some(rest.len());
+                return;
+            }
+        }
+        self.st
+            .pushback
+            .get_or_insert_with(Vec::new)
+            .extend_from_slice(rest);
     }
 
     /// Whether raw mode is on.
@@ -400,6 +420,8 @@ pub struct LineReceiver<H: LineHandler> {
     /// Bytes the delimiter search has looked at, in total (each byte of a
     /// long partial line is looked at once, not once per chunk).
     searched: u64,
+    /// Bytes handed back by raw handlers that had to be copied.
+    copied: u64,
 }
 
 impl<H: LineHandler> LineReceiver<H> {
@@ -426,10 +448,13 @@ impl<H: LineHandler> LineReceiver<H> {
                 discard: false,
                 skipping: false,
                 pushback: None,
+                raw_window: None,
+                handback: None,
                 scanned: 0,
             },
             buf: InputBuf::new(),
             searched: 0,
+            copied: 0,
         }
     }
 
@@ -560,6 +585,7 @@ impl<H: LineHandler> LineReceiver<H> {
                     let used = s.run(t, input);
                     if !s.st.discard {
                         if let Some(back) = s.st.pushback.take() {
+                            s.copied += back.len() as u64;
                             // Bytes a raw handler gave back go in front of
                             // what it did not see yet.
                             s.buf.unread(&back);
@@ -601,9 +627,22 @@ impl<H: LineHandler> LineReceiver<H> {
                 return pos;
             }
             if self.st.raw {
-                pos = input.len();
+                self.st.raw_window = Some((rest.as_ptr() as usize, rest.len()));
+                self.st.handback = None;
                 self.handler
                     .raw_data_received(&mut Control::new(t, &mut self.st), rest);
+                self.st.raw_window = None;
+                pos = input.len();
+                if let Some(n) = self.st.handback.take() {
+                    match self.st.pushback.as_mut() {
+                        // Go back over the tail it handed back.
+                        None => pos -= n,
+                        // More was handed back after it: keep the order.
+                        Some(more) => {
+                            more.splice(0..0, rest[rest.len() - n..].iter().copied());
+                        }
+                    }
+                }
                 continue;
             }
             let dlen = self.st.finder.needle().len();
@@ -692,6 +731,82 @@ mod tests {
         assert!(!t.disconnecting());
         assert!(p.buffered().is_empty());
         assert!(p.searched <= 2 * 16_002, "searched {} bytes", p.searched);
+    }
+
+    /// "n\r\n" is followed by n raw bytes, then lines again.
+    #[derive(Default)]
+    struct Chunks {
+        want: usize,
+        raw: usize,
+        lines: usize,
+    }
+
+    impl LineHandler for Chunks {
+        fn line_received(&mut self, c: &mut LineControl<'_>, line: &[u8]) {
+            self.lines += 1;
+            self.want = std::str::from_utf8(line).unwrap().parse().unwrap();
+            c.set_raw_mode();
+        }
+        fn raw_data_received(&mut self, c: &mut LineControl<'_>, data: &[u8]) {
+            let (mine, rest) = data.split_at(self.want.min(data.len()));
+            self.want -= mine.len();
+            self.raw += mine.len();
+            if self.want == 0 {
+                c.set_line_mode_with(rest);
+            }
+        }
+    }
+
+    #[test]
+    fn handing_back_the_rest_of_a_chunk_copies_nothing() {
+        // 4,000 small raw segments in one 44 KB chunk: copying what is
+        // handed back each time would copy 88 MB (quadratic in the chunk).
+        let chunk = b"8\r\n12345678".repeat(4000);
+        let mut t = StringTransport::new();
+        let mut p = LineReceiver::new(Chunks::default());
+        p.data_received(&mut t, &chunk);
+        assert_eq!((p.handler().lines, p.handler().raw), (4000, 32_000));
+        assert!(p.buffered().is_empty());
+        assert!(p.copied <= chunk.len() as u64, "copied {} bytes", p.copied);
+        // Split anywhere, the same.
+        let mut p = LineReceiver::new(Chunks::default());
+        for piece in chunk.chunks(1000) {
+            p.data_received(&mut t, piece);
+        }
+        assert_eq!((p.handler().lines, p.handler().raw), (4000, 32_000));
+        assert!(p.copied <= chunk.len() as u64, "copied {} bytes", p.copied);
+    }
+
+    #[test]
+    fn hand_backs_that_are_not_the_tail_are_copied_in_order() {
+        let got = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        struct H(std::rc::Rc<std::cell::RefCell<Vec<Vec<u8>>>>);
+        impl LineHandler for H {
+            fn line_received(&mut self, c: &mut LineControl<'_>, line: &[u8]) {
+                self.0.borrow_mut().push(line.to_vec());
+                if line == b"raw" {
+                    c.set_raw_mode();
+                }
+            }
+            fn raw_data_received(&mut self, c: &mut LineControl<'_>, data: &[u8]) {
+                self.0.borrow_mut().push(b"<raw>".to_vec());
+                // The tail, then bytes of its own, then a middle piece.
+                c.set_line_mode_with(&data[2..]);
+                c.set_line_mode_with(b"own\r\n");
+                c.set_line_mode_with(&data[..2]);
+            }
+        }
+        let mut p = LineReceiver::new(H(got.clone()));
+        let mut t = StringTransport::new();
+        p.data_received(&mut t, b"raw\r\nABt\r\n");
+        p.data_received(&mut t, b"\r\n");
+        let got: Vec<String> = got
+            .borrow()
+            .iter()
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect();
+        assert_eq!(got, ["raw", "<raw>", "t", "own", "AB"]);
+        assert_eq!(p.copied, 10, "the three hand-backs, once each");
     }
 
     #[test]
