@@ -110,6 +110,7 @@
 //! | netstring / prefixed string length | 99,999 bytes (255 for `Int8`) | [`StringReceiver::with_max_length`] |
 //! | idle time | none until you wrap | [`IdleTimeout::new`], [`TimeoutMixin::set_timeout`] |
 //! | connections per factory | none until you wrap | [`LimitConnections::new`] |
+//! | overflow connections at once | 64 ([`DEFAULT_MAX_OVERFLOW`]) | [`LimitConnections::with_max_overflow`] |
 //! | connection rate per address | none until you wrap | [`LimitConnectionRate::new`] |
 //! | addresses a rate limiter tracks | 10,000 ([`DEFAULT_MAX_TRACKED`]) | [`RateLimiter::with_max_tracked`] |
 //!
@@ -184,7 +185,7 @@ pub mod string;
 pub mod timeout;
 
 pub use control::{Control, FramingState};
-pub use limit::{ConnectionCounter, LimitConnections};
+pub use limit::{ConnectionCounter, LimitConnections, DEFAULT_MAX_OVERFLOW};
 pub use line::{LineControl, LineHandler, LineReceiver, LineState, DEFAULT_MAX_LINE_LENGTH};
 pub use netstring::{Netstring, NetstringReceiver};
 pub use prefixed::{Int16StringReceiver, Int32StringReceiver, Int8StringReceiver, Prefixed};

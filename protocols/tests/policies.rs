@@ -481,3 +481,33 @@ fn timeout_mixin_counts_writes_through_its_view() {
     pair.advance(4 * S);
     assert!(pair.is_closed());
 }
+
+#[test]
+fn connection_limit_bounds_overflow_connections_too() {
+    // Overflow connections used to be unbounded: past the cap every new
+    // client got the overflow protocol (after a TLS handshake, over TLS),
+    // so the cap did not bind at all. Now they have a cap of their own.
+    let mut f = LimitConnections::new(|_: &Address| Recorder::default(), 2)
+        .with_overflow(|_: &Address| Qotd::new("busy"))
+        .with_max_overflow(2);
+    let counter = f.counter();
+    let served: Vec<_> = (0..2)
+        .map(|_| f.build_protocol(&Address::Unknown).unwrap())
+        .collect();
+    let overflow: Vec<_> = (0..2)
+        .map(|_| f.build_protocol(&Address::Unknown).unwrap())
+        .collect();
+    assert_eq!(counter.get(), 2, "overflow connections are not counted as served");
+    assert!(
+        f.build_protocol(&Address::Unknown).is_none(),
+        "past max overflow connections, refused"
+    );
+    // An overflow connection that ends frees its place.
+    let mut overflow = overflow;
+    let (client, _) = Recorder::new();
+    let mut pair = MemoryPair::new(Box::new(client), overflow.pop().unwrap()).unwrap();
+    pair.pump();
+    assert!(pair.is_closed());
+    assert!(f.build_protocol(&Address::Unknown).is_some());
+    drop(served);
+}
