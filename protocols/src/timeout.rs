@@ -22,6 +22,11 @@
 //! timed out however much the protocol tries to write. Bytes sent with
 //! [`Reactor::write_to`](twistor_reactor::Reactor::write_to) bypass the
 //! protocol and are not seen; write through `call_on` instead.
+//!
+//! An idle timeout does not bound a peer that sends a byte now and then
+//! (a "slowloris" holding a request open). For a deadline on a whole
+//! request, use [`TimeoutMixin`]: `set_timeout` when the request starts,
+//! no `reset_timeout` until it is complete.
 
 use std::cell::Cell;
 use std::io;
