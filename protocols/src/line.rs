@@ -80,10 +80,8 @@ pub struct LineState {
     /// Searches for the delimiter (and holds it: `finder.needle()`).
     finder: Finder<'static>,
     max_length: usize,
-    raw: bool,
+    mode: Mode,
     discard: bool,
-    /// Inside an over-long line: drop bytes up to the next delimiter.
-    skipping: bool,
     /// Bytes a raw handler gave back with `set_line_mode_with`, copied.
     pushback: Option<Vec<u8>>,
     /// While `raw_data_received` runs: the address and length of the data
@@ -94,6 +92,31 @@ pub struct LineState {
     handback: Option<usize>,
     /// How much of the buffered tail is known to hold no delimiter.
     scanned: usize,
+}
+
+/// How a [`LineReceiver`] frames its input right now. Changed only
+/// through [`LineState::enter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Split input into lines.
+    Lines,
+    /// Inside an over-long line whose hook kept the connection: drop bytes
+    /// up to the next delimiter, then back to `Lines`.
+    Skipping,
+    /// Hand input to `raw_data_received` unsplit.
+    Raw,
+}
+
+impl LineState {
+    /// The one place the mode changes. Only line mode can find an
+    /// over-long line, so `Raw -> Skipping` is refused.
+    fn enter(&mut self, next: Mode) {
+        if (self.mode, next) == (Mode::Raw, Mode::Skipping) {
+            debug_assert!(false, "raw mode cannot skip an over-long line");
+            return;
+        }
+        self.mode = next;
+    }
 }
 
 impl FramingState for LineState {
@@ -140,8 +163,7 @@ impl Control<'_, LineState> {
     /// assert_eq!(p.handler().body, b"raw\r\nbytes");
     /// ```
     pub fn set_raw_mode(&mut self) {
-        self.st.raw = true;
-        self.st.skipping = false;
+        self.st.enter(Mode::Raw);
     }
 
     /// Switch back to line mode (Twisted's `setLineMode()`): input from the
@@ -174,7 +196,9 @@ impl Control<'_, LineState> {
     /// assert_eq!(p.handler().lines, 2);
     /// ```
     pub fn set_line_mode(&mut self) {
-        self.st.raw = false;
+        if self.st.mode == Mode::Raw {
+            self.st.enter(Mode::Lines);
+        }
     }
 
     /// Switch back to line mode, and split `rest` into lines before any
@@ -210,7 +234,7 @@ impl Control<'_, LineState> {
     /// assert_eq!(p.handler().got, [b"abc".to_vec(), b"next".to_vec()]);
     /// ```
     pub fn set_line_mode_with(&mut self, rest: &[u8]) {
-        self.st.raw = false;
+        self.set_line_mode();
         if rest.is_empty() {
             return;
         }
@@ -234,7 +258,7 @@ impl Control<'_, LineState> {
 
     /// Whether raw mode is on.
     pub fn is_raw_mode(&self) -> bool {
-        self.st.raw
+        self.st.mode == Mode::Raw
     }
 
     /// The delimiter.
@@ -444,9 +468,8 @@ impl<H: LineHandler> LineReceiver<H> {
             st: LineState {
                 finder: Finder::new(b"\r\n").into_owned(),
                 max_length: DEFAULT_MAX_LINE_LENGTH,
-                raw: false,
+                mode: Mode::Lines,
                 discard: false,
-                skipping: false,
                 pushback: None,
                 raw_window: None,
                 handback: None,
@@ -603,7 +626,9 @@ impl<H: LineHandler> LineReceiver<H> {
                 self.buf.clear();
                 self.st.pushback = None;
                 self.st.discard = false;
-                self.st.skipping = false;
+                if self.st.mode == Mode::Skipping {
+                    self.st.enter(Mode::Lines);
+                }
                 self.st.scanned = 0;
                 return;
             }
@@ -626,7 +651,7 @@ impl<H: LineHandler> LineReceiver<H> {
             if rest.is_empty() {
                 return pos;
             }
-            if self.st.raw {
+            if self.st.mode == Mode::Raw {
                 self.st.raw_window = Some((rest.as_ptr() as usize, rest.len()));
                 self.st.handback = None;
                 self.handler
@@ -652,7 +677,9 @@ impl<H: LineHandler> LineReceiver<H> {
                 Some(i) => {
                     let line = &rest[..from + i];
                     pos += from + i + dlen;
-                    if mem::take(&mut self.st.skipping) {
+                    if self.st.mode == Mode::Skipping {
+                        // The end of the over-long line.
+                        self.st.enter(Mode::Lines);
                         continue;
                     }
                     let max = self.st.max_length;
@@ -666,7 +693,7 @@ impl<H: LineHandler> LineReceiver<H> {
                 None => {
                     // A partial delimiter may end `rest`: keep it.
                     let keep = (dlen - 1).min(rest.len());
-                    if self.st.skipping {
+                    if self.st.mode == Mode::Skipping {
                         return input.len() - keep;
                     }
                     let max = self.st.max_length;
@@ -675,7 +702,7 @@ impl<H: LineHandler> LineReceiver<H> {
                         return pos;
                     }
                     // The line under way is over-long already.
-                    self.st.skipping = true;
+                    self.st.enter(Mode::Skipping);
                     pos = input.len() - keep;
                     self.handler
                         .line_length_exceeded(&mut Control::new(t, &mut self.st), &rest[..max + 1]);
