@@ -168,8 +168,8 @@
 //! | `stringReceived(s)` / `sendString(s)` | [`StringHandler::string_received`] / [`StringControl::send_string`] |
 //! | `lengthLimitExceeded(length)` | [`StringHandler::length_limit_exceeded`] |
 //! | `wire.Echo`, `Discard`, `Chargen`, `Daytime`, `QOTD` | [`Echo`], [`Discard`], [`Chargen`], [`Daytime`], [`Qotd`] |
-//! | `policies.TimeoutMixin`: `setTimeout`, `resetTimeout`, `timeoutConnection` | [`TimeoutMixin`]: `set_timeout`, `reset_timeout`, `timeout_connection` |
-//! | `policies.TimeoutFactory` / `TimeoutProtocol` | [`IdleTimeout`] |
+//! | `policies.TimeoutMixin`: `setTimeout`, `resetTimeout`, `timeoutConnection` | [`TimeoutMixin`]: `set_timeout`, `reset_timeout`, `timeout_connection`; writes through [`TimeoutMixin::timed`] reset it |
+//! | `policies.TimeoutFactory` / `TimeoutProtocol` (reset on reads and writes) | [`IdleTimeout`] (reset on reads, writes and a draining write buffer) |
 //! | `policies.LimitTotalConnectionsFactory` (`connectionLimit`, `overflowProtocol`) | [`LimitConnections`] (`new(f, max)`, `with_overflow`) |
 //! | (no Twisted equivalent: a token bucket per client address) | [`RateLimiter`], [`LimitConnectionRate`] |
 #![warn(missing_docs)]
