@@ -110,12 +110,44 @@
 //! | netstring / prefixed string length | 99,999 bytes (255 for `Int8`) | [`StringReceiver::with_max_length`] |
 //! | idle time | none until you wrap | [`IdleTimeout::new`], [`TimeoutMixin::set_timeout`] |
 //! | connections per factory | none until you wrap | [`LimitConnections::new`] |
+//! | overflow connections at once | 64 ([`DEFAULT_MAX_OVERFLOW`]) | [`LimitConnections::with_max_overflow`] |
 //! | connection rate per address | none until you wrap | [`LimitConnectionRate::new`] |
 //! | addresses a rate limiter tracks | 10,000 ([`DEFAULT_MAX_TRACKED`]) | [`RateLimiter::with_max_tracked`] |
 //!
 //! Framings never buffer more than their limit, and never panic on any
 //! input. When a handler starts TLS (STARTTLS), whatever plaintext the
 //! framing still holds is discarded, never interpreted (see [`Control`]).
+//!
+//! ## Policies and TLS
+//!
+//! [`LimitConnections`] and [`LimitConnectionRate`] decide in
+//! `build_protocol`, when the listener accepts, so they refuse before TLS
+//! wherever they are put: wrap the application's factory and give it to
+//! `listen_tls` as usual, and a refused client costs an accept and a close,
+//! never a handshake (the TLS listener asks for the application's protocol
+//! before it starts the handshake, and closes the socket when it gets
+//! none). Only a refusal that talks (an overflow protocol,
+//! [`LimitConnectionRate::with_refusal`]) runs after a handshake, since
+//! that is the only way to reach a TLS client. [`IdleTimeout`] goes inside,
+//! next to the application, where it sees the plaintext traffic.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use twistor_protocols::{IdleTimeout, LimitConnectionRate, LimitConnections, LineControl, LineReceiver, RateLimiter};
+//! use twistor_reactor::{Address, Reactor};
+//! use twistor_transports::tls::{generate_self_signed, listen_tls};
+//!
+//! let mut r = Reactor::new()?;
+//! let (config, _) = generate_self_signed(&["localhost"])?;
+//! let app = |_: &Address| {
+//!     let echo = LineReceiver::new(|c: &mut LineControl<'_>, line: &[u8]| c.send_line(line));
+//!     IdleTimeout::new(echo, Duration::from_secs(60))
+//! };
+//! let policies = LimitConnections::new(LimitConnectionRate::new(app, RateLimiter::new(2.0, 20.0)), 1000);
+//! listen_tls(&mut r, 1234, policies, config)?;
+//! r.run()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! ## Twisted -> twistor
 //!
@@ -136,8 +168,8 @@
 //! | `stringReceived(s)` / `sendString(s)` | [`StringHandler::string_received`] / [`StringControl::send_string`] |
 //! | `lengthLimitExceeded(length)` | [`StringHandler::length_limit_exceeded`] |
 //! | `wire.Echo`, `Discard`, `Chargen`, `Daytime`, `QOTD` | [`Echo`], [`Discard`], [`Chargen`], [`Daytime`], [`Qotd`] |
-//! | `policies.TimeoutMixin`: `setTimeout`, `resetTimeout`, `timeoutConnection` | [`TimeoutMixin`]: `set_timeout`, `reset_timeout`, `timeout_connection` |
-//! | `policies.TimeoutFactory` / `TimeoutProtocol` | [`IdleTimeout`] |
+//! | `policies.TimeoutMixin`: `setTimeout`, `resetTimeout`, `timeoutConnection` | [`TimeoutMixin`]: `set_timeout`, `reset_timeout`, `timeout_connection`; writes through [`TimeoutMixin::timed`] reset it |
+//! | `policies.TimeoutFactory` / `TimeoutProtocol` (reset on reads and writes) | [`IdleTimeout`] (reset on reads, writes and a draining write buffer) |
 //! | `policies.LimitTotalConnectionsFactory` (`connectionLimit`, `overflowProtocol`) | [`LimitConnections`] (`new(f, max)`, `with_overflow`) |
 //! | (no Twisted equivalent: a token bucket per client address) | [`RateLimiter`], [`LimitConnectionRate`] |
 #![warn(missing_docs)]
@@ -153,11 +185,11 @@ pub mod string;
 pub mod timeout;
 
 pub use control::{Control, FramingState};
-pub use limit::{ConnectionCounter, LimitConnections};
+pub use limit::{ConnectionCounter, LimitConnections, DEFAULT_MAX_OVERFLOW};
 pub use line::{LineControl, LineHandler, LineReceiver, LineState, DEFAULT_MAX_LINE_LENGTH};
 pub use netstring::{Netstring, NetstringReceiver};
 pub use prefixed::{Int16StringReceiver, Int32StringReceiver, Int8StringReceiver, Prefixed};
 pub use ratelimit::{LimitConnectionRate, RateLimiter, DEFAULT_MAX_TRACKED};
 pub use services::{Chargen, Daytime, Discard, Echo, Qotd};
 pub use string::{Framing, Parse, StringControl, StringHandler, StringReceiver, StringState, StringTooLong};
-pub use timeout::{IdleTimeout, Timeout, TimeoutMixin};
+pub use timeout::{IdleTimeout, TimedTransport, Timeout, TimeoutMixin};

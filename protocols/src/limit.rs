@@ -3,9 +3,20 @@
 //!
 //! [`LimitConnections`] wraps a [`Factory`]: past the cap, new connections
 //! are refused (the listener closes them at once) or handed to an overflow
-//! protocol, e.g. one that writes "busy" and closes. The count goes down when
+//! protocol, e.g. one that writes "busy" and closes. Overflow connections
+//! have a cap of their own ([`DEFAULT_MAX_OVERFLOW`],
+//! [`LimitConnections::with_max_overflow`]); past it they are refused too,
+//! so the limit binds however many clients arrive. The count goes down when
 //! a connection's `connection_lost` runs (or, failing that, when its protocol
 //! is dropped), so it never leaks.
+//!
+//! The check runs in `build_protocol`, when the listener accepts: a refused
+//! connection costs an accept and a close, and no TLS handshake wherever the
+//! wrapper sits (`listen_tls(r, port, LimitConnections::new(app, 1000),
+//! config)` refuses before TLS, because the TLS listener asks for the
+//! application's protocol at accept time). Over TLS, a connection counts
+//! from accept, handshake included, so slow handshakes hold slots too. An
+//! overflow protocol, having something to say, runs after the handshake.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -13,6 +24,16 @@ use std::rc::Rc;
 use twistor_reactor::{Address, Factory, Protocol, ProtocolCall, Reason, Transport};
 
 type OverflowFn = Box<dyn FnMut(&Address) -> Option<Box<dyn Protocol>>>;
+
+/// Default number of connections a [`LimitConnections`] factory serves at
+/// once with its overflow protocol, beyond its cap. An overflow protocol
+/// says "busy" and closes, so a few are plenty; each may hold a socket (and
+/// over TLS, a handshake) for a while.
+///
+/// ```
+/// assert_eq!(twistor_protocols::DEFAULT_MAX_OVERFLOW, 64);
+/// ```
+pub const DEFAULT_MAX_OVERFLOW: usize = 64;
 
 /// Wraps a factory and allows at most `max` of its connections at once.
 ///
@@ -36,6 +57,8 @@ pub struct LimitConnections<F: Factory> {
     max: usize,
     active: Rc<Cell<usize>>,
     overflow: Option<OverflowFn>,
+    max_overflow: usize,
+    overflow_active: Rc<Cell<usize>>,
     warned: bool,
 }
 
@@ -68,12 +91,17 @@ impl<F: Factory> LimitConnections<F> {
             max,
             active: Rc::new(Cell::new(0)),
             overflow: None,
+            max_overflow: DEFAULT_MAX_OVERFLOW,
+            overflow_active: Rc::new(Cell::new(0)),
             warned: false,
         }
     }
 
     /// Serve connections over the limit with `overflow`'s protocol instead
-    /// of refusing them (Twisted's `overflowProtocol`). They are not counted.
+    /// of refusing them (Twisted's `overflowProtocol`). They do not count
+    /// against the limit, but against their own cap
+    /// ([`with_max_overflow`](Self::with_max_overflow)), past which they are
+    /// refused.
     ///
     /// ```
     /// use twistor_protocols::{Echo, LimitConnections, Qotd};
@@ -84,6 +112,26 @@ impl<F: Factory> LimitConnections<F> {
     /// ```
     pub fn with_overflow<P: Protocol>(mut self, mut overflow: impl FnMut(&Address) -> P + 'static) -> Self {
         self.overflow = Some(Box::new(move |a| Some(Box::new(overflow(a)))));
+        self
+    }
+
+    /// Serve at most `n` overflow connections at once (default
+    /// [`DEFAULT_MAX_OVERFLOW`]); past that, refuse.
+    ///
+    /// ```
+    /// use twistor_protocols::{Echo, LimitConnections, Qotd};
+    /// use twistor_reactor::{Address, Factory};
+    /// let mut f = LimitConnections::new(|_: &Address| Echo, 0)
+    ///     .with_overflow(|_: &Address| Qotd::new("busy"))
+    ///     .with_max_overflow(1);
+    /// let busy = f.build_protocol(&Address::Unknown);
+    /// assert!(busy.is_some());
+    /// assert!(f.build_protocol(&Address::Unknown).is_none());
+    /// drop(busy); // (normally: its connection_lost)
+    /// assert!(f.build_protocol(&Address::Unknown).is_some());
+    /// ```
+    pub fn with_max_overflow(mut self, n: usize) -> Self {
+        self.max_overflow = n;
         self
     }
 
@@ -110,15 +158,20 @@ impl<F: Factory> Factory for LimitConnections<F> {
             } else {
                 log::debug!("{addr}: over the connection limit ({}); refused", self.max);
             }
-            return self.overflow.as_mut().and_then(|f| f(addr));
+            let overflow = self.overflow.as_mut()?;
+            if self.overflow_active.get() >= self.max_overflow {
+                log::debug!(
+                    "{addr}: overflow connections at their cap ({}); refused",
+                    self.max_overflow
+                );
+                return None;
+            }
+            let inner = overflow(addr)?;
+            return Some(Box::new(Counted::new(inner, &self.overflow_active)));
         }
         self.warned = false;
         let inner = self.inner.build_protocol(addr)?;
-        self.active.set(self.active.get() + 1);
-        Some(Box::new(Counted {
-            inner,
-            active: Some(self.active.clone()),
-        }))
+        Some(Box::new(Counted::new(inner, &self.active)))
     }
 }
 
@@ -129,6 +182,15 @@ struct Counted {
 }
 
 impl Counted {
+    /// Count `inner` in `active` until it ends.
+    fn new(inner: Box<dyn Protocol>, active: &Rc<Cell<usize>>) -> Counted {
+        active.set(active.get() + 1);
+        Counted {
+            inner,
+            active: Some(active.clone()),
+        }
+    }
+
     fn release(&mut self) {
         if let Some(a) = self.active.take() {
             a.set(a.get().saturating_sub(1));

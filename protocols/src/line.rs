@@ -12,12 +12,19 @@
 //!   [`LineHandler::line_length_exceeded`], which by default logs it and
 //!   closes the connection with [`Reason::Limit`]. If an override keeps the
 //!   connection open, the over-long line is skipped up to the next
-//!   delimiter. Memory per connection stays below the limit.
+//!   delimiter. Memory per connection stays below the limit, and once the
+//!   buffer drains an idle connection keeps at most
+//!   [`InputBuf::KEEP`] bytes of it, however long its last line was
+//!   ([`LineReceiver::buffer_capacity`]).
+//! - The delimiter is found with the `memchr` crate's SIMD search, and a
+//!   partial line is searched only once: each chunk's search starts where
+//!   the previous one stopped.
 //! - [`LineControl::set_raw_mode`] / [`LineControl::set_line_mode`] switch
 //!   framing in the middle of a chunk: the bytes after the line that asked
 //!   for raw mode go to `raw_data_received`, and the bytes a raw handler
 //!   hands back with [`LineControl::set_line_mode_with`] are split into lines
-//!   again.
+//!   again. Handing back the tail of the data it was given costs no copy,
+//!   so many short raw runs in one chunk stay linear in the chunk's size.
 //! - As in Twisted, lines still buffered are not delivered while the
 //!   transport is closing or reading is paused; they are delivered once
 //!   reading resumes through [`LineReceiver::resume_reading`] (or any
@@ -27,7 +34,8 @@
 
 use std::mem;
 
-use twistor_reactor::{Protocol, Reason, Transport};
+use memchr::memmem::Finder;
+use twistor_reactor::{InputBuf, Protocol, Reason, Transport};
 
 use crate::control::{Control, FramingState};
 
@@ -69,16 +77,46 @@ pub type LineControl<'a> = Control<'a, LineState>;
 /// ```
 #[derive(Debug, Clone)]
 pub struct LineState {
-    delimiter: Vec<u8>,
+    /// Searches for the delimiter (and holds it: `finder.needle()`).
+    finder: Finder<'static>,
     max_length: usize,
-    raw: bool,
+    mode: Mode,
     discard: bool,
-    /// Inside an over-long line: drop bytes up to the next delimiter.
-    skipping: bool,
-    /// Bytes a raw handler gave back with `set_line_mode_with`.
+    /// Bytes a raw handler gave back with `set_line_mode_with`, copied.
     pushback: Option<Vec<u8>>,
+    /// While `raw_data_received` runs: the address and length of the data
+    /// it was given, to recognise a hand-back of its own tail.
+    raw_window: Option<(usize, usize)>,
+    /// The raw handler gave back the last `n` bytes of its data: framed
+    /// again in place, without a copy.
+    handback: Option<usize>,
     /// How much of the buffered tail is known to hold no delimiter.
     scanned: usize,
+}
+
+/// How a [`LineReceiver`] frames its input right now. Changed only
+/// through [`LineState::enter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Split input into lines.
+    Lines,
+    /// Inside an over-long line whose hook kept the connection: drop bytes
+    /// up to the next delimiter, then back to `Lines`.
+    Skipping,
+    /// Hand input to `raw_data_received` unsplit.
+    Raw,
+}
+
+impl LineState {
+    /// The one place the mode changes. Only line mode can find an
+    /// over-long line, so `Raw -> Skipping` is refused.
+    fn enter(&mut self, next: Mode) {
+        if (self.mode, next) == (Mode::Raw, Mode::Skipping) {
+            debug_assert!(false, "raw mode cannot skip an over-long line");
+            return;
+        }
+        self.mode = next;
+    }
 }
 
 impl FramingState for LineState {
@@ -100,7 +138,7 @@ impl Control<'_, LineState> {
     /// assert_eq!(t.value(), b"ok\n");
     /// ```
     pub fn send_line(&mut self, line: &[u8]) {
-        self.t.write_sequence(&[line, &self.st.delimiter]);
+        self.t.write_sequence(&[line, self.st.finder.needle()]);
     }
 
     /// Switch to raw mode: from the next byte on, input goes to
@@ -125,8 +163,7 @@ impl Control<'_, LineState> {
     /// assert_eq!(p.handler().body, b"raw\r\nbytes");
     /// ```
     pub fn set_raw_mode(&mut self) {
-        self.st.raw = true;
-        self.st.skipping = false;
+        self.st.enter(Mode::Raw);
     }
 
     /// Switch back to line mode (Twisted's `setLineMode()`): input from the
@@ -159,7 +196,9 @@ impl Control<'_, LineState> {
     /// assert_eq!(p.handler().lines, 2);
     /// ```
     pub fn set_line_mode(&mut self) {
-        self.st.raw = false;
+        if self.st.mode == Mode::Raw {
+            self.st.enter(Mode::Lines);
+        }
     }
 
     /// Switch back to line mode, and split `rest` into lines before any
@@ -195,23 +234,36 @@ impl Control<'_, LineState> {
     /// assert_eq!(p.handler().got, [b"abc".to_vec(), b"next".to_vec()]);
     /// ```
     pub fn set_line_mode_with(&mut self, rest: &[u8]) {
-        self.st.raw = false;
-        if !rest.is_empty() {
-            self.st
-                .pushback
-                .get_or_insert_with(Vec::new)
-                .extend_from_slice(rest);
+        self.set_line_mode();
+        if rest.is_empty() {
+            return;
         }
+        // The usual case: the unconsumed tail of the data being delivered.
+        // Those bytes are still in the receiver's input, so it just goes
+        // back over them, whatever their number (copying them each time
+        // would make many small raw runs in one chunk quadratic).
+        if let Some((start, len)) = self.st.raw_window {
+            let at = rest.as_ptr() as usize;
+            let is_tail = at >= start && at + rest.len() == start + len;
+            if is_tail && self.st.handback.is_none() && self.st.pushback.is_none() {
+                self.st.handback = Some(rest.len());
+                return;
+            }
+        }
+        self.st
+            .pushback
+            .get_or_insert_with(Vec::new)
+            .extend_from_slice(rest);
     }
 
     /// Whether raw mode is on.
     pub fn is_raw_mode(&self) -> bool {
-        self.st.raw
+        self.st.mode == Mode::Raw
     }
 
     /// The delimiter.
     pub fn delimiter(&self) -> &[u8] {
-        &self.st.delimiter
+        self.st.finder.needle()
     }
 
     /// Change the delimiter for the lines that follow.
@@ -236,7 +288,7 @@ impl Control<'_, LineState> {
     /// If `delimiter` is empty.
     pub fn set_delimiter(&mut self, delimiter: &[u8]) {
         assert!(!delimiter.is_empty(), "a line delimiter cannot be empty");
-        self.st.delimiter = delimiter.to_vec();
+        self.st.finder = Finder::new(delimiter).into_owned();
         self.st.scanned = 0;
     }
 
@@ -388,7 +440,12 @@ where
 pub struct LineReceiver<H: LineHandler> {
     handler: H,
     st: LineState,
-    buf: Vec<u8>,
+    buf: InputBuf,
+    /// Bytes the delimiter search has looked at, in total (each byte of a
+    /// long partial line is looked at once, not once per chunk).
+    searched: u64,
+    /// Bytes handed back by raw handlers that had to be copied.
+    copied: u64,
 }
 
 impl<H: LineHandler> LineReceiver<H> {
@@ -409,15 +466,18 @@ impl<H: LineHandler> LineReceiver<H> {
         LineReceiver {
             handler,
             st: LineState {
-                delimiter: b"\r\n".to_vec(),
+                finder: Finder::new(b"\r\n").into_owned(),
                 max_length: DEFAULT_MAX_LINE_LENGTH,
-                raw: false,
+                mode: Mode::Lines,
                 discard: false,
-                skipping: false,
                 pushback: None,
+                raw_window: None,
+                handback: None,
                 scanned: 0,
             },
-            buf: Vec::new(),
+            buf: InputBuf::new(),
+            searched: 0,
+            copied: 0,
         }
     }
 
@@ -427,7 +487,7 @@ impl<H: LineHandler> LineReceiver<H> {
     /// If `delimiter` is empty.
     pub fn with_delimiter(mut self, delimiter: &[u8]) -> Self {
         assert!(!delimiter.is_empty(), "a line delimiter cannot be empty");
-        self.st.delimiter = delimiter.to_vec();
+        self.st.finder = Finder::new(delimiter).into_owned();
         self
     }
 
@@ -460,7 +520,27 @@ impl<H: LineHandler> LineReceiver<H> {
     /// assert_eq!(p.buffered(), b"part");
     /// ```
     pub fn buffered(&self) -> &[u8] {
-        &self.buf
+        self.buf.as_slice()
+    }
+
+    /// Bytes of input buffer allocated right now: what this connection
+    /// costs while idle. Once the buffer drains, it is at most
+    /// [`InputBuf::KEEP`](twistor_reactor::InputBuf::KEEP), however long
+    /// the last line was.
+    ///
+    /// ```
+    /// # use twistor_protocols::{LineControl, LineReceiver};
+    /// # use twistor_reactor::{testing::StringTransport, InputBuf, Protocol};
+    /// let mut p = LineReceiver::new(|_: &mut LineControl<'_>, _: &[u8]| {});
+    /// let mut t = StringTransport::new();
+    /// for _ in 0..15 {
+    ///     p.data_received(&mut t, &[b'x'; 1000]); // one long line, in pieces
+    /// }
+    /// p.data_received(&mut t, b"\r\n");
+    /// assert!(p.buffer_capacity() <= InputBuf::KEEP);
+    /// ```
+    pub fn buffer_capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// Run `f` with the handler and a [`LineControl`] for this connection,
@@ -517,17 +597,28 @@ impl<H: LineHandler> LineReceiver<H> {
     /// Frame `data` (after what is buffered), then settle discards and
     /// hand-backs.
     fn process(&mut self, t: &mut dyn Transport, data: &[u8]) {
-        if self.buf.is_empty() {
-            let n = self.run(t, data);
-            self.buf.extend_from_slice(&data[n..]);
-        } else {
-            self.buf.extend_from_slice(data);
-            let mut work = mem::take(&mut self.buf);
-            let n = self.run(t, &work);
-            work.drain(..n);
-            self.buf = work;
-        }
+        let mut data = data;
         loop {
+            let mut handed_back = false;
+            InputBuf::feed(
+                self,
+                |s| &mut s.buf,
+                data,
+                |s, input| {
+                    let used = s.run(t, input);
+                    if !s.st.discard {
+                        if let Some(back) = s.st.pushback.take() {
+                            s.copied += back.len() as u64;
+                            // Bytes a raw handler gave back go in front of
+                            // what it did not see yet.
+                            s.buf.unread(&back);
+                            s.st.scanned = 0;
+                            handed_back = true;
+                        }
+                    }
+                    used
+                },
+            );
             if self.st.discard {
                 if !self.buf.is_empty() || self.st.pushback.is_some() {
                     log::debug!("{}: discarding {} buffered byte(s)", t.id(), self.buf.len());
@@ -535,19 +626,16 @@ impl<H: LineHandler> LineReceiver<H> {
                 self.buf.clear();
                 self.st.pushback = None;
                 self.st.discard = false;
-                self.st.skipping = false;
+                if self.st.mode == Mode::Skipping {
+                    self.st.enter(Mode::Lines);
+                }
                 self.st.scanned = 0;
                 return;
             }
-            let Some(mut work) = self.st.pushback.take() else {
+            if !handed_back {
                 return;
-            };
-            work.extend_from_slice(&self.buf);
-            self.buf.clear();
-            self.st.scanned = 0;
-            let n = self.run(t, &work);
-            work.drain(..n);
-            self.buf = work;
+            }
+            data = &[];
         }
     }
 
@@ -563,19 +651,35 @@ impl<H: LineHandler> LineReceiver<H> {
             if rest.is_empty() {
                 return pos;
             }
-            if self.st.raw {
-                pos = input.len();
+            if self.st.mode == Mode::Raw {
+                self.st.raw_window = Some((rest.as_ptr() as usize, rest.len()));
+                self.st.handback = None;
                 self.handler
                     .raw_data_received(&mut Control::new(t, &mut self.st), rest);
+                self.st.raw_window = None;
+                pos = input.len();
+                if let Some(n) = self.st.handback.take() {
+                    match self.st.pushback.as_mut() {
+                        // Go back over the tail it handed back.
+                        None => pos -= n,
+                        // More was handed back after it: keep the order.
+                        Some(more) => {
+                            more.splice(0..0, rest[rest.len() - n..].iter().copied());
+                        }
+                    }
+                }
                 continue;
             }
-            let dlen = self.st.delimiter.len();
+            let dlen = self.st.finder.needle().len();
             let from = mem::take(&mut hint).min(rest.len());
-            match find(&rest[from..], &self.st.delimiter) {
+            self.searched += (rest.len() - from) as u64;
+            match self.st.finder.find(&rest[from..]) {
                 Some(i) => {
                     let line = &rest[..from + i];
                     pos += from + i + dlen;
-                    if mem::take(&mut self.st.skipping) {
+                    if self.st.mode == Mode::Skipping {
+                        // The end of the over-long line.
+                        self.st.enter(Mode::Lines);
                         continue;
                     }
                     let max = self.st.max_length;
@@ -589,7 +693,7 @@ impl<H: LineHandler> LineReceiver<H> {
                 None => {
                     // A partial delimiter may end `rest`: keep it.
                     let keep = (dlen - 1).min(rest.len());
-                    if self.st.skipping {
+                    if self.st.mode == Mode::Skipping {
                         return input.len() - keep;
                     }
                     let max = self.st.max_length;
@@ -598,7 +702,7 @@ impl<H: LineHandler> LineReceiver<H> {
                         return pos;
                     }
                     // The line under way is over-long already.
-                    self.st.skipping = true;
+                    self.st.enter(Mode::Skipping);
                     pos = input.len() - keep;
                     self.handler
                         .line_length_exceeded(&mut Control::new(t, &mut self.st), &rest[..max + 1]);
@@ -606,24 +710,6 @@ impl<H: LineHandler> LineReceiver<H> {
             }
         }
     }
-}
-
-/// Where `needle` (not empty) first occurs in `hay`.
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    let (&first, tail) = needle.split_first()?;
-    let mut from = 0;
-    while let Some(off) = hay[from..].iter().position(|&b| b == first) {
-        let at = from + off;
-        let end = at + needle.len();
-        if end > hay.len() {
-            return None;
-        }
-        if &hay[at + 1..end] == tail {
-            return Some(at);
-        }
-        from = at + 1;
-    }
-    None
 }
 
 impl<H: LineHandler> Protocol for LineReceiver<H> {
@@ -640,7 +726,7 @@ impl<H: LineHandler> Protocol for LineReceiver<H> {
     }
 
     fn connection_lost(&mut self, t: &mut dyn Transport, reason: &Reason) {
-        self.buf = Vec::new();
+        drop(self.buf.take());
         self.handler
             .connection_lost(&mut Control::new(t, &mut self.st), reason);
     }
@@ -656,15 +742,111 @@ impl<H: LineHandler> Protocol for LineReceiver<H> {
 
 #[cfg(test)]
 mod tests {
-    use super::find;
+    use super::*;
+    use twistor_reactor::testing::StringTransport;
 
     #[test]
-    fn find_delimiters() {
-        assert_eq!(find(b"abc\r\n", b"\r\n"), Some(3));
-        assert_eq!(find(b"a\rb\r\n", b"\r\n"), Some(3));
-        assert_eq!(find(b"abc\r", b"\r\n"), None);
-        assert_eq!(find(b"", b"\n"), None);
-        assert_eq!(find(b"xaaa", b"aa"), Some(1));
-        assert_eq!(find(b"\n", b"\n"), Some(0));
+    fn a_long_partial_line_is_searched_once() {
+        // 16,000 bytes of one line, one byte at a time: searching the whole
+        // partial line again on each byte would look at 128 million bytes.
+        let mut t = StringTransport::new();
+        let mut p = LineReceiver::new(|_: &mut LineControl<'_>, _: &[u8]| {});
+        for i in 0..16_000 {
+            p.data_received(&mut t, if i % 2 == 0 { b"\r" } else { b"x" });
+        }
+        p.data_received(&mut t, b"\r\n");
+        assert!(!t.disconnecting());
+        assert!(p.buffered().is_empty());
+        assert!(p.searched <= 2 * 16_002, "searched {} bytes", p.searched);
+    }
+
+    /// "n\r\n" is followed by n raw bytes, then lines again.
+    #[derive(Default)]
+    struct Chunks {
+        want: usize,
+        raw: usize,
+        lines: usize,
+    }
+
+    impl LineHandler for Chunks {
+        fn line_received(&mut self, c: &mut LineControl<'_>, line: &[u8]) {
+            self.lines += 1;
+            self.want = std::str::from_utf8(line).unwrap().parse().unwrap();
+            c.set_raw_mode();
+        }
+        fn raw_data_received(&mut self, c: &mut LineControl<'_>, data: &[u8]) {
+            let (mine, rest) = data.split_at(self.want.min(data.len()));
+            self.want -= mine.len();
+            self.raw += mine.len();
+            if self.want == 0 {
+                c.set_line_mode_with(rest);
+            }
+        }
+    }
+
+    #[test]
+    fn handing_back_the_rest_of_a_chunk_copies_nothing() {
+        // 4,000 small raw segments in one 44 KB chunk: copying what is
+        // handed back each time would copy 88 MB (quadratic in the chunk).
+        let chunk = b"8\r\n12345678".repeat(4000);
+        let mut t = StringTransport::new();
+        let mut p = LineReceiver::new(Chunks::default());
+        p.data_received(&mut t, &chunk);
+        assert_eq!((p.handler().lines, p.handler().raw), (4000, 32_000));
+        assert!(p.buffered().is_empty());
+        assert!(p.copied <= chunk.len() as u64, "copied {} bytes", p.copied);
+        // Split anywhere, the same.
+        let mut p = LineReceiver::new(Chunks::default());
+        for piece in chunk.chunks(1000) {
+            p.data_received(&mut t, piece);
+        }
+        assert_eq!((p.handler().lines, p.handler().raw), (4000, 32_000));
+        assert!(p.copied <= chunk.len() as u64, "copied {} bytes", p.copied);
+    }
+
+    #[test]
+    fn hand_backs_that_are_not_the_tail_are_copied_in_order() {
+        let got = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        struct H(std::rc::Rc<std::cell::RefCell<Vec<Vec<u8>>>>);
+        impl LineHandler for H {
+            fn line_received(&mut self, c: &mut LineControl<'_>, line: &[u8]) {
+                self.0.borrow_mut().push(line.to_vec());
+                if line == b"raw" {
+                    c.set_raw_mode();
+                }
+            }
+            fn raw_data_received(&mut self, c: &mut LineControl<'_>, data: &[u8]) {
+                self.0.borrow_mut().push(b"<raw>".to_vec());
+                // The tail, then bytes of its own, then a middle piece.
+                c.set_line_mode_with(&data[2..]);
+                c.set_line_mode_with(b"own\r\n");
+                c.set_line_mode_with(&data[..2]);
+            }
+        }
+        let mut p = LineReceiver::new(H(got.clone()));
+        let mut t = StringTransport::new();
+        p.data_received(&mut t, b"raw\r\nABt\r\n");
+        p.data_received(&mut t, b"\r\n");
+        let got: Vec<String> = got
+            .borrow()
+            .iter()
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect();
+        assert_eq!(got, ["raw", "<raw>", "t", "own", "AB"]);
+        assert_eq!(p.copied, 10, "the three hand-backs, once each");
+    }
+
+    #[test]
+    fn multi_byte_delimiters_across_chunks() {
+        let got = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let g = got.clone();
+        let mut p =
+            LineReceiver::new(move |_: &mut LineControl<'_>, l: &[u8]| g.borrow_mut().push(l.to_vec()))
+                .with_delimiter(b"\r\n\r\n");
+        let mut t = StringTransport::new();
+        for chunk in [&b"a\r\n"[..], b"\r", b"\nb\r\n\r", b"x\r\n\r\n"] {
+            p.data_received(&mut t, chunk);
+        }
+        assert_eq!(*got.borrow(), [b"a".to_vec(), b"b\r\n\rx".to_vec()]);
     }
 }

@@ -47,8 +47,12 @@ impl<const N: usize> Framing for Prefixed<N> {
         if len > max_length as u64 {
             return Parse::TooLong(len);
         }
+        // len <= max_length, so it fits in usize; the end may not (an
+        // 8-byte prefix with no limit).
+        let Some(end) = N.checked_add(len as usize) else {
+            return Parse::TooLong(len);
+        };
         let len = len as usize;
-        let end = N + len;
         if buf.len() < end {
             return Parse::Incomplete;
         }

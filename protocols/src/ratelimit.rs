@@ -4,13 +4,21 @@
 //! token from that address's bucket or says how long to wait. Protocols
 //! call it per request (a Gemini server answers `44 SLOW DOWN`);
 //! [`LimitConnectionRate`] wraps a factory to limit new connections per
-//! address. Time comes from the caller (`t.reactor().now()`), so the manual
-//! clock drives it in tests.
+//! address. Time comes from the caller (`t.reactor().now()` in a protocol),
+//! so the manual clock drives it in tests.
+//!
+//! [`LimitConnectionRate`] decides when the listener accepts, before any
+//! protocol is built: a refused client costs an accept and a close, and no
+//! TLS handshake even when the wrapper is given to `listen_tls` (see its
+//! docs for the composition).
 //!
 //! Memory is bounded: at most [`RateLimiter::with_max_tracked`] addresses
-//! are tracked. When the table is full, buckets that have refilled (which
-//! are exactly like a fresh bucket, so forgetting them loses nothing) are
-//! dropped first, then the longest-idle ones. IPv4-mapped IPv6 addresses
+//! are tracked. When the table is full, one pass over it makes room for an
+//! eighth of it at once: buckets that have refilled (which are exactly like
+//! a fresh bucket, so forgetting them loses nothing) are dropped first,
+//! then those closest to refilled. The next eighth of new addresses need no
+//! pass, so a flood of new addresses costs a small constant per address
+//! (amortised), not a scan of the table each. IPv4-mapped IPv6 addresses
 //! count as IPv4, and IPv6 addresses are keyed by their /64 network by
 //! default, since one host usually holds a whole /64
 //! ([`RateLimiter::with_ipv6_prefix`]).
@@ -21,7 +29,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use twistor_reactor::{Address, Factory, Protocol, ProtocolCall, Reason, Transport};
+use twistor_reactor::{Address, Factory, Protocol, Reason, Transport};
 
 /// Default number of addresses a [`RateLimiter`] tracks.
 ///
@@ -62,6 +70,8 @@ pub struct RateLimiter {
     max_tracked: usize,
     ipv6_prefix: u8,
     buckets: HashMap<IpAddr, Bucket>,
+    /// Buckets looked at by eviction, in total (the cost of making room).
+    examined: u64,
 }
 
 impl RateLimiter {
@@ -87,6 +97,7 @@ impl RateLimiter {
             max_tracked: DEFAULT_MAX_TRACKED,
             ipv6_prefix: 64,
             buckets: HashMap::new(),
+            examined: 0,
         }
     }
 
@@ -168,63 +179,100 @@ impl RateLimiter {
         }
     }
 
-    /// Make room: drop refilled buckets (no information lost), then, if
-    /// that freed less than an eighth of the table, the longest-idle ones.
+    /// Make room for at least an eighth of the table, in one pass: drop
+    /// every refilled bucket (exactly like a fresh one: nothing is lost),
+    /// then, if that is not enough, the buckets closest to refilled (the
+    /// least is lost). The next eighth of new addresses then need no pass,
+    /// so the cost per new address is a small constant however the
+    /// buckets refill.
     fn evict(&mut self, now: Instant) {
         let (rate, burst) = (self.rate, self.burst);
-        let before = self.buckets.len();
-        self.buckets.retain(|_, b| {
-            let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
-            b.tokens + elapsed * rate < burst
-        });
         let want = (self.max_tracked / 8).max(1);
+        let before = self.buckets.len();
+        self.examined += before as u64;
+        // Tokens each bucket still misses, refilled ones dropped.
+        let mut missing: Vec<(f64, Instant, IpAddr)> = Vec::new();
+        self.buckets.retain(|k, b| {
+            let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
+            let m = burst - (b.tokens + elapsed * rate);
+            if m > 0.0 {
+                missing.push((m, b.last, *k));
+                true
+            } else {
+                false
+            }
+        });
         let freed = before - self.buckets.len();
-        if freed >= want || self.buckets.len() < self.max_tracked {
-            return;
+        let n = want.saturating_sub(freed).min(missing.len());
+        if n > 0 {
+            // The n that miss the fewest tokens (the older one on a tie).
+            missing.select_nth_unstable_by(n - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            for (_, _, k) in &missing[..n] {
+                self.buckets.remove(k);
+            }
+            log::debug!("rate limiter full: forgot {n} address(es) not yet refilled");
         }
-        let mut ages: Vec<(Instant, IpAddr)> = self.buckets.iter().map(|(k, b)| (b.last, *k)).collect();
-        let n = (want - freed).min(ages.len());
-        if n == 0 {
-            return;
-        }
-        ages.select_nth_unstable(n - 1);
-        for (_, k) in &ages[..n] {
-            self.buckets.remove(k);
-        }
-        log::debug!("rate limiter full: forgot {n} idle address(es)");
     }
 }
 
 type RefusalFn = Rc<dyn Fn(&mut dyn Transport, Duration)>;
+type ClockFn = Rc<dyn Fn() -> Instant>;
 
 /// Wraps a factory and limits how often each IP address may connect, with a
-/// shared [`RateLimiter`]. A connection over the limit never reaches your
-/// protocol: it is closed with [`Reason::Limit`] (after your refusal
-/// message, if you set one). Non-IP connections (Unix sockets) are not
-/// limited.
+/// shared [`RateLimiter`].
+///
+/// The check runs in [`build_protocol`](Factory::build_protocol), when the
+/// listener accepts the connection: a refused connection is closed at once,
+/// your factory is not even asked for a protocol, and **no TLS handshake
+/// is made**, wherever the wrapper sits. `listen_tls(r, port,
+/// LimitConnectionRate::new(app, limiter), config)` is cheap: the TLS
+/// listener asks this factory for the application's protocol at accept
+/// time, before the handshake, and closes the socket when it gets none.
+///
+/// With [`with_refusal`](Self::with_refusal), a refused client is told why
+/// before the close; talking to it takes a connection, so over TLS that
+/// costs a handshake again. Leave it unset where refusals must be cheap.
+///
+/// Non-IP connections (Unix sockets) are not limited.
 ///
 /// ```
 /// use twistor_protocols::{Echo, LimitConnectionRate, RateLimiter};
-/// use twistor_reactor::{testing::StringTransport, Address, Factory, Transport};
+/// use twistor_reactor::{Address, Factory};
 ///
 /// // 1 connection per second per address, bursts of 2.
-/// let mut f = LimitConnectionRate::new(|_: &Address| Echo, RateLimiter::new(1.0, 2.0))
-///     .with_refusal(|t, wait| t.write(format!("slow down: {}s\r\n", wait.as_secs_f64().ceil()).as_bytes()));
-/// let mut t = StringTransport::new();
-/// for _ in 0..2 {
-///     let mut p = f.build_protocol(&t.peer()).unwrap();
-///     p.connection_made(&mut t);
-/// }
-/// assert!(!t.disconnecting());
-/// let mut p = f.build_protocol(&t.peer()).unwrap();
-/// p.connection_made(&mut t);
-/// assert_eq!(t.value(), b"slow down: 1s\r\n");
-/// assert!(t.disconnecting());
+/// let mut f = LimitConnectionRate::new(|_: &Address| Echo, RateLimiter::new(1.0, 2.0));
+/// let peer = Address::Inet("192.0.2.7:40000".parse().unwrap());
+/// assert!(f.build_protocol(&peer).is_some());
+/// assert!(f.build_protocol(&peer).is_some());
+/// assert!(f.build_protocol(&peer).is_none()); // refused: the listener closes it
+/// ```
+///
+/// Over TLS, the composition to write:
+///
+/// ```no_run
+/// use twistor_protocols::{Echo, IdleTimeout, LimitConnectionRate, LimitConnections, RateLimiter};
+/// use twistor_reactor::{Address, Reactor};
+/// use twistor_transports::tls::{generate_self_signed, listen_tls};
+/// use std::time::Duration;
+///
+/// let mut r = Reactor::new()?;
+/// let (config, _) = generate_self_signed(&["localhost"])?;
+/// let app = |_: &Address| IdleTimeout::new(Echo, Duration::from_secs(60));
+/// // Both policies refuse before the handshake: a refused client costs an
+/// // accept and a close, nothing more.
+/// let policies = LimitConnections::new(
+///     LimitConnectionRate::new(app, RateLimiter::new(1.0, 10.0)),
+///     1000,
+/// );
+/// listen_tls(&mut r, 1965, policies, config)?;
+/// r.run()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct LimitConnectionRate<F: Factory> {
     inner: F,
     limiter: Rc<RefCell<RateLimiter>>,
     refusal: Option<RefusalFn>,
+    clock: ClockFn,
 }
 
 impl<F: Factory> LimitConnectionRate<F> {
@@ -257,13 +305,54 @@ impl<F: Factory> LimitConnectionRate<F> {
             inner,
             limiter,
             refusal: None,
+            clock: Rc::new(Instant::now),
         }
     }
 
-    /// Before closing a refused connection, run `refusal` with its
-    /// transport and how long the address should wait.
+    /// Talk to a refused client before closing: `refusal` runs with its
+    /// transport and how long the address should wait, then the connection
+    /// closes with [`Reason::Limit`]. Your factory is not asked for a
+    /// protocol. Over TLS this runs after a handshake: a refusal you can
+    /// read costs one.
+    ///
+    /// ```
+    /// use twistor_protocols::{Echo, LimitConnectionRate, RateLimiter};
+    /// use twistor_reactor::{testing::StringTransport, Address, Factory, Transport};
+    ///
+    /// let mut f = LimitConnectionRate::new(|_: &Address| Echo, RateLimiter::new(1.0, 1.0))
+    ///     .with_refusal(|t, wait| t.write(format!("slow down: {}s\r\n", wait.as_secs_f64().ceil()).as_bytes()));
+    /// let mut t = StringTransport::new();
+    /// let _first = f.build_protocol(&t.peer()).unwrap();
+    /// let mut refused = f.build_protocol(&t.peer()).unwrap();
+    /// refused.connection_made(&mut t);
+    /// assert_eq!(t.value(), b"slow down: 1s\r\n");
+    /// assert!(t.disconnecting());
+    /// ```
     pub fn with_refusal(mut self, refusal: impl Fn(&mut dyn Transport, Duration) + 'static) -> Self {
         self.refusal = Some(Rc::new(refusal));
+        self
+    }
+
+    /// Read the time from `clock` instead of [`Instant::now`]. A factory
+    /// has no reactor at hand; a test on the manual clock passes its own.
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc, time::{Duration, Instant}};
+    /// use twistor_protocols::{Echo, LimitConnectionRate, RateLimiter};
+    /// use twistor_reactor::{Address, Factory};
+    ///
+    /// let now = Rc::new(Cell::new(Instant::now()));
+    /// let n = now.clone();
+    /// let mut f = LimitConnectionRate::new(|_: &Address| Echo, RateLimiter::new(1.0, 1.0))
+    ///     .with_clock(move || n.get());
+    /// let peer = Address::Inet("192.0.2.7:40000".parse().unwrap());
+    /// assert!(f.build_protocol(&peer).is_some());
+    /// assert!(f.build_protocol(&peer).is_none());
+    /// now.set(now.get() + Duration::from_secs(1));
+    /// assert!(f.build_protocol(&peer).is_some());
+    /// ```
+    pub fn with_clock(mut self, clock: impl Fn() -> Instant + 'static) -> Self {
+        self.clock = Rc::new(clock);
         self
     }
 
@@ -275,79 +364,81 @@ impl<F: Factory> LimitConnectionRate<F> {
 
 impl<F: Factory> Factory for LimitConnectionRate<F> {
     fn build_protocol(&mut self, addr: &Address) -> Option<Box<dyn Protocol>> {
-        let inner = self.inner.build_protocol(addr)?;
-        Some(Box::new(RateGate {
-            inner,
-            limiter: self.limiter.clone(),
-            refusal: self.refusal.clone(),
-            refused: false,
-        }))
-    }
-}
-
-/// Checks the limiter at `connection_made`; a refused connection's inner
-/// protocol sees nothing at all.
-struct RateGate {
-    inner: Box<dyn Protocol>,
-    limiter: Rc<RefCell<RateLimiter>>,
-    refusal: Option<RefusalFn>,
-    refused: bool,
-}
-
-impl Protocol for RateGate {
-    fn connection_made(&mut self, t: &mut dyn Transport) {
-        if let Some(ip) = t.peer().ip() {
-            let now = t.reactor().now();
+        if let Some(ip) = addr.ip() {
+            let now = (self.clock)();
             let res = self.limiter.borrow_mut().try_acquire(ip, now);
             if let Err(wait) = res {
-                self.refused = true;
-                log::debug!("{}: {ip} connects too often; refused (retry in {wait:?})", t.id());
-                if let Some(r) = &self.refusal {
-                    r(t, wait);
-                }
-                t.lose_connection_with(Reason::Limit(format!("{ip}: connection rate limit")));
-                return;
+                log::debug!("{addr}: connects too often; refused (retry in {wait:?})");
+                return self.refusal.as_ref().map(|refusal| {
+                    Box::new(Refused {
+                        refusal: refusal.clone(),
+                        wait,
+                    }) as Box<dyn Protocol>
+                });
             }
         }
-        self.inner.connection_made(t);
+        self.inner.build_protocol(addr)
     }
-    fn data_received(&mut self, t: &mut dyn Transport, data: &[u8]) {
-        if !self.refused {
-            self.inner.data_received(t, data);
-        }
+}
+
+/// A refused connection with a refusal to send: says it, then closes.
+struct Refused {
+    refusal: RefusalFn,
+    wait: Duration,
+}
+
+impl Protocol for Refused {
+    fn connection_made(&mut self, t: &mut dyn Transport) {
+        (self.refusal)(t, self.wait);
+        let who = t.peer();
+        t.lose_connection_with(Reason::Limit(format!("{who}: connection rate limit")));
     }
-    fn eof_received(&mut self, t: &mut dyn Transport) -> bool {
-        !self.refused && self.inner.eof_received(t)
-    }
-    fn connection_lost(&mut self, t: &mut dyn Transport, reason: &Reason) {
-        if !self.refused {
-            self.inner.connection_lost(t, reason);
-        }
-    }
-    fn pause_writing(&mut self, t: &mut dyn Transport) {
-        if !self.refused {
-            self.inner.pause_writing(t);
-        }
-    }
-    fn resume_writing(&mut self, t: &mut dyn Transport) {
-        if !self.refused {
-            self.inner.resume_writing(t);
-        }
-    }
-    fn route_call(&mut self, t: &mut dyn Transport, call: ProtocolCall) -> Option<ProtocolCall> {
-        if self.refused {
-            log::debug!("{}: call_on to a refused connection dropped", t.id());
-            return None;
-        }
-        let call = self.inner.route_call(t, call)?;
-        call(&mut *self.inner, t);
-        None
-    }
+    fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
+
+    /// A steady stream of new addresses, one per millisecond, each taking
+    /// its only token, with buckets refilling after `refill_ms`. Returns the
+    /// buckets eviction examined per new address.
+    fn examined_per_insert(refill_ms: Option<u64>, inserts: u32) -> f64 {
+        let max = 1000;
+        let rate = refill_ms.map_or(0.0, |ms| 1000.0 / ms as f64);
+        let mut l = RateLimiter::new(rate, 1.0).with_max_tracked(max);
+        let t0 = Instant::now();
+        for i in 0..inserts {
+            let now = t0 + Duration::from_millis(u64::from(i));
+            assert!(l.try_acquire(IpAddr::V4(Ipv4Addr::from(i)), now).is_ok());
+            assert!(l.tracked() <= max, "the table outgrew its cap");
+        }
+        l.examined as f64 / f64::from(inserts)
+    }
+
+    #[test]
+    fn eviction_is_amortised_constant_per_new_address() {
+        // Buckets refilling just as the table fills up (999 ms, 1 s) used to
+        // free one entry per full scan of the table: 1,000 buckets examined
+        // per new address.
+        for refill_ms in [
+            None,
+            Some(1),
+            Some(500),
+            Some(999),
+            Some(1000),
+            Some(1001),
+            Some(1500),
+            Some(60_000),
+        ] {
+            let per = examined_per_insert(refill_ms, 100_000);
+            assert!(
+                per < 20.0,
+                "refill after {refill_ms:?} ms: {per:.1} buckets examined per new address"
+            );
+        }
+    }
 
     #[test]
     fn keys() {

@@ -14,15 +14,26 @@
 //! [`StringReceiver::with_max_length`]). A frame that declares a longer
 //! payload goes to [`StringHandler::length_limit_exceeded`] as soon as its
 //! header is read, before any payload is buffered; a malformed header is
-//! logged. Both close the connection cleanly with [`Reason::Limit`] by
-//! default, after which the receiver ignores all further input: a broken
-//! stream cannot be resynchronised.
+//! logged.
+//!
+//! A framing error is final, as in Twisted (which closes the connection on
+//! a bad netstring): after an over-long or malformed header there is no way
+//! to know where the next frame starts, so reading on would interpret
+//! payload bytes as headers. The receiver drops every byte from then on and
+//! closes the connection cleanly with [`Reason::Limit`] and a log line.
+//! [`StringHandler::length_limit_exceeded`] runs first (to write an error
+//! message, say); if it leaves the connection open, the receiver closes it.
+//!
+//! Input is kept in a [`twistor_reactor::InputBuf`]: a frame that arrives
+//! whole in one chunk is delivered from the reactor's read buffer without
+//! a copy, and once the buffer drains an idle connection keeps at most
+//! [`InputBuf::KEEP`] bytes of it, however large its last frame was
+//! ([`StringReceiver::buffer_capacity`]).
 
 use std::error::Error;
 use std::fmt;
-use std::mem;
 
-use twistor_reactor::{Protocol, Reason, Transport};
+use twistor_reactor::{InputBuf, Protocol, Reason, Transport};
 
 use crate::control::{Control, FramingState};
 
@@ -141,15 +152,36 @@ type EncodeFn = fn(&mut dyn Transport, &[u8]) -> Result<(), StringTooLong>;
 #[derive(Debug, Clone)]
 pub struct StringState {
     max_length: usize,
-    discard: bool,
-    /// A framing error happened: all further input is ignored.
-    broken: bool,
+    input: Input,
     encode: EncodeFn,
+}
+
+/// What a [`StringReceiver`] does with its input. Changed only through
+/// [`StringState::enter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Input {
+    /// Frames are parsed and delivered.
+    Framing,
+    /// The handler asked to drop what is buffered (`clear_buffer`,
+    /// STARTTLS): done when its callback returns, then back to framing.
+    Discard,
+    /// A framing error: the connection is closing and every byte is
+    /// dropped. Final: a framed stream cannot be resynchronised.
+    Broken,
+}
+
+impl StringState {
+    /// The one place the input state changes. Leaving `Broken` is refused.
+    fn enter(&mut self, next: Input) {
+        if self.input != Input::Broken {
+            self.input = next;
+        }
+    }
 }
 
 impl FramingState for StringState {
     fn discard_input(&mut self) {
-        self.discard = true;
+        self.enter(Input::Discard);
     }
 }
 
@@ -237,8 +269,27 @@ pub trait StringHandler: 'static {
 
     /// The peer announced a string of `length` bytes, more than the maximum
     /// (Twisted's `lengthLimitExceeded`). The default logs it and closes
-    /// with [`Reason::Limit`]. Either way the receiver ignores all further
-    /// input.
+    /// with [`Reason::Limit`]. Either way the receiver drops all further
+    /// input, and if an override leaves the connection open, the receiver
+    /// closes it (with [`Reason::Limit`]) when the override returns: the
+    /// stream cannot be resynchronised.
+    ///
+    /// ```
+    /// use twistor_protocols::{Int16StringReceiver, StringControl, StringHandler};
+    /// use twistor_reactor::{testing::StringTransport, Protocol, Reason, Transport};
+    /// struct Polite;
+    /// impl StringHandler for Polite {
+    ///     fn string_received(&mut self, _: &mut StringControl<'_>, _: &[u8]) {}
+    ///     fn length_limit_exceeded(&mut self, c: &mut StringControl<'_>, _: u64) {
+    ///         c.send_string(b"ERR too long").unwrap(); // then the receiver closes
+    ///     }
+    /// }
+    /// let mut p = Int16StringReceiver::new(Polite).with_max_length(100);
+    /// let mut t = StringTransport::new();
+    /// p.data_received(&mut t, b"\xff\xff");
+    /// assert_eq!(t.value(), b"\x00\x0cERR too long");
+    /// assert!(matches!(t.close_reason(), Some(Reason::Limit(_))));
+    /// ```
     fn length_limit_exceeded(&mut self, c: &mut StringControl<'_>, length: u64) {
         let max = c.max_length();
         log::warn!(
@@ -305,7 +356,7 @@ where
 pub struct StringReceiver<F: Framing, H: StringHandler> {
     handler: H,
     st: StringState,
-    buf: Vec<u8>,
+    buf: InputBuf,
     _framing: std::marker::PhantomData<fn() -> F>,
 }
 
@@ -328,16 +379,17 @@ impl<F: Framing, H: StringHandler> StringReceiver<F, H> {
             handler,
             st: StringState {
                 max_length: F::DEFAULT_MAX_LENGTH,
-                discard: false,
-                broken: false,
+                input: Input::Framing,
                 encode: F::encode,
             },
-            buf: Vec::new(),
+            buf: InputBuf::new(),
             _framing: std::marker::PhantomData,
         }
     }
 
-    /// Set the maximum payload length accepted from the peer.
+    /// Set the maximum payload length accepted from the peer. A frame is
+    /// buffered whole before delivery, so this bounds the memory a peer can
+    /// make the connection hold; `usize::MAX` lifts the bound.
     pub fn with_max_length(mut self, max: usize) -> Self {
         self.st.max_length = max;
         self
@@ -355,7 +407,28 @@ impl<F: Framing, H: StringHandler> StringReceiver<F, H> {
 
     /// Input received and not delivered yet.
     pub fn buffered(&self) -> &[u8] {
-        &self.buf
+        self.buf.as_slice()
+    }
+
+    /// Bytes of input buffer allocated right now: what this connection
+    /// costs while idle. Once the buffer drains, it is at most
+    /// [`InputBuf::KEEP`](twistor_reactor::InputBuf::KEEP), however large
+    /// the last frame was.
+    ///
+    /// ```
+    /// use twistor_protocols::{Int32StringReceiver, StringControl};
+    /// use twistor_reactor::{testing::StringTransport, InputBuf, Protocol};
+    /// let mut p = Int32StringReceiver::new(|_: &mut StringControl<'_>, _: &[u8]| {});
+    /// let mut t = StringTransport::new();
+    /// p.data_received(&mut t, &60_000u32.to_be_bytes());
+    /// for _ in 0..60 {
+    ///     p.data_received(&mut t, &[0; 1000]); // one large frame, in pieces
+    /// }
+    /// assert!(p.buffered().is_empty());
+    /// assert!(p.buffer_capacity() <= InputBuf::KEEP);
+    /// ```
+    pub fn buffer_capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// Run `f` with the handler and a [`StringControl`], then deliver the
@@ -403,31 +476,41 @@ impl<F: Framing, H: StringHandler> StringReceiver<F, H> {
     }
 
     fn process(&mut self, t: &mut dyn Transport, data: &[u8]) {
-        if self.buf.is_empty() {
-            let n = self.run(t, data);
-            if !self.st.broken {
-                self.buf.extend_from_slice(&data[n..]);
+        InputBuf::feed(self, |s| &mut s.buf, data, |s, input| s.run(t, input));
+        match self.st.input {
+            Input::Framing => {}
+            Input::Discard => {
+                if !self.buf.is_empty() {
+                    log::debug!("{}: discarding {} buffered byte(s)", t.id(), self.buf.len());
+                }
+                drop(self.buf.take());
+                self.st.enter(Input::Framing);
             }
-        } else {
-            self.buf.extend_from_slice(data);
-            let mut work = mem::take(&mut self.buf);
-            let n = self.run(t, &work);
-            work.drain(..n);
-            self.buf = work;
+            Input::Broken => drop(self.buf.take()),
         }
-        if self.st.discard || self.st.broken {
-            if self.st.discard && !self.buf.is_empty() {
-                log::debug!("{}: discarding {} buffered byte(s)", t.id(), self.buf.len());
-            }
-            self.st.discard = false;
-            self.buf = Vec::new();
+    }
+
+    /// A framing error: from now on every byte is dropped, and the
+    /// connection closes with [`Reason::Limit`] (unless the handler closed
+    /// it already).
+    fn framing_error(&mut self, t: &mut dyn Transport, why: String) {
+        self.st.enter(Input::Broken);
+        if !t.is_closing() {
+            log::warn!(
+                "{}: {} from {}: {why}; closing (a {} stream cannot be resynchronised)",
+                t.id(),
+                F::NAME,
+                t.peer(),
+                F::NAME
+            );
+            t.lose_connection_with(Reason::Limit(format!("{}: {why}", F::NAME)));
         }
     }
 
     fn run(&mut self, t: &mut dyn Transport, input: &[u8]) -> usize {
         let mut pos = 0;
         loop {
-            if self.st.discard || self.st.broken || t.is_closing() || !t.is_reading() {
+            if self.st.input != Input::Framing || t.is_closing() || !t.is_reading() {
                 return pos;
             }
             let rest = &input[pos..];
@@ -444,31 +527,21 @@ impl<F: Framing, H: StringHandler> StringReceiver<F, H> {
                         .string_received(&mut Control::new(t, &mut self.st), s);
                 }
                 Parse::Frame { .. } => {
-                    self.st.broken = true;
-                    log::error!(
-                        "{}: the {} framing returned an impossible frame; closing",
-                        t.id(),
-                        F::NAME
-                    );
-                    t.lose_connection_with(Reason::Limit(format!("invalid {} frame", F::NAME)));
+                    log::error!("{}: the {} framing returned an impossible frame", t.id(), F::NAME);
+                    self.framing_error(t, "invalid frame (a bug in the framing)".into());
                     return input.len();
                 }
                 Parse::Incomplete => return pos,
                 Parse::TooLong(n) => {
-                    self.st.broken = true;
+                    self.st.enter(Input::Broken);
                     self.handler
                         .length_limit_exceeded(&mut Control::new(t, &mut self.st), n);
+                    let max = self.st.max_length;
+                    self.framing_error(t, format!("string longer than {max} bytes ({n} announced)"));
                     return input.len();
                 }
                 Parse::Malformed(why) => {
-                    self.st.broken = true;
-                    log::warn!(
-                        "{}: malformed {} from {}: {why}; closing",
-                        t.id(),
-                        F::NAME,
-                        t.peer()
-                    );
-                    t.lose_connection_with(Reason::Limit(format!("malformed {}: {why}", F::NAME)));
+                    self.framing_error(t, format!("malformed: {why}"));
                     return input.len();
                 }
             }
@@ -490,7 +563,7 @@ impl<F: Framing, H: StringHandler> Protocol for StringReceiver<F, H> {
     }
 
     fn connection_lost(&mut self, t: &mut dyn Transport, reason: &Reason) {
-        self.buf = Vec::new();
+        drop(self.buf.take());
         self.handler
             .connection_lost(&mut Control::new(t, &mut self.st), reason);
     }

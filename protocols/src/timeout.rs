@@ -4,25 +4,66 @@
 //! is cheap.
 //!
 //! - [`IdleTimeout<P>`] wraps any protocol: the timer restarts whenever data
-//!   arrives (or the write buffer drains), and when it fires the connection is closed with
-//!   [`Reason::TimedOut`] (or your action runs instead).
+//!   arrives, the protocol writes, or the write buffer drains, and when it
+//!   fires the connection is closed with [`Reason::TimedOut`] (or your
+//!   action runs instead).
 //! - [`TimeoutMixin`] is for a protocol that manages its own timeout, as in
-//!   Twisted: `set_timeout`, `reset_timeout`, and an overridable
-//!   `timeout_connection`.
+//!   Twisted: `set_timeout`, `reset_timeout`, an overridable
+//!   `timeout_connection`, and [`TimeoutMixin::timed`], a transport view
+//!   whose writes restart the timeout.
+//!
+//! ## What counts as traffic
+//!
+//! As in Twisted's `TimeoutProtocol`, writes count as well as reads: a
+//! server streaming a long download to a client that sends nothing is not
+//! idle. A write counts while the write buffer is at or below its
+//! high-water mark; past it the peer is not keeping up, and only the buffer
+//! draining (`resume_writing`) counts, so a peer that stops reading is still
+//! timed out however much the protocol tries to write. Bytes sent with
+//! [`Reactor::write_to`](twistor_reactor::Reactor::write_to) bypass the
+//! protocol and are not seen; write through `call_on` instead.
+//!
+//! An idle timeout does not bound a peer that sends a byte now and then
+//! (a "slowloris" holding a request open). For a deadline on a whole
+//! request, use [`TimeoutMixin`]: `set_timeout` when the request starts,
+//! no `reset_timeout` until it is complete.
 
 use std::cell::Cell;
+use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 
-use twistor_reactor::{DelayedCall, Protocol, ProtocolCall, Reason, Transport};
+use twistor_reactor::{
+    Address, ConnId, DelayedCall, Protocol, ProtocolCall, Reactor, Reason, TlsInfo, Transport, Upgrade,
+};
 
 type TimeoutAction<P> = Box<dyn FnMut(&mut P, &mut dyn Transport)>;
 
 /// Wraps a protocol and closes its connection after `period` without
 /// traffic (Twisted's `TimeoutProtocol`): incoming data restarts the timer,
-/// and so does `resume_writing` (a slow reader draining a big response). Every callback is forwarded,
-/// `call_on` included, so `p.downcast_mut::<P>()` still finds the inner
-/// protocol.
+/// so do the protocol's writes, and so does `resume_writing` (a slow reader
+/// draining a big response); see [what counts](self#what-counts-as-traffic).
+/// Every callback is forwarded, `call_on` included, so
+/// `p.downcast_mut::<P>()` still finds the inner protocol.
+///
+/// A protocol that streams from a timer or from another connection (through
+/// `call_on`) keeps its connection alive with its writes:
+///
+/// ```
+/// use std::time::Duration;
+/// use twistor_protocols::{Discard, IdleTimeout};
+/// use twistor_reactor::testing::{MemoryPair, Recorder};
+///
+/// let (client, _) = Recorder::new(); // sends nothing
+/// let server = IdleTimeout::new(Discard, Duration::from_secs(10));
+/// let mut pair = MemoryPair::new(Box::new(client), Box::new(server)).unwrap();
+/// pair.pump();
+/// for _ in 0..3 {
+///     pair.advance(Duration::from_secs(8));
+///     pair.with_server(|_, t| t.write(b"next chunk"));
+/// }
+/// assert!(!pair.is_closed());
+/// ```
 ///
 /// ```
 /// use std::time::Duration;
@@ -50,7 +91,7 @@ pub struct IdleTimeout<P: Protocol> {
 }
 
 impl<P: Protocol> IdleTimeout<P> {
-    /// Close `inner`'s connection after `period` without incoming data.
+    /// Close `inner`'s connection after `period` without traffic.
     pub fn new(inner: P, period: Duration) -> Self {
         IdleTimeout {
             inner,
@@ -63,7 +104,8 @@ impl<P: Protocol> IdleTimeout<P> {
 
     /// Run `action` instead of closing when the timeout fires (Twisted's
     /// `timeoutConnection` override). If it leaves the connection open, the
-    /// timer starts again with the next incoming data.
+    /// timer starts again with the next traffic; what the action itself
+    /// writes (a keepalive probe) does not count.
     ///
     /// ```
     /// use std::time::Duration;
@@ -121,6 +163,19 @@ impl<P: Protocol> IdleTimeout<P> {
         }
     }
 
+    /// Run `f` with the inner protocol and a view of `t` that notes writes;
+    /// restart the timer if one counted.
+    fn noting<R>(&mut self, t: &mut dyn Transport, f: impl FnOnce(&mut P, &mut dyn Transport) -> R) -> R {
+        let mut view = TimedTransport::new(t, None);
+        let out = f(&mut self.inner, &mut view);
+        let active = view.active;
+        drop(view);
+        if active && !t.is_closing() {
+            self.reset(t);
+        }
+        out
+    }
+
     fn check_due(&mut self, t: &mut dyn Transport) {
         if self.due.replace(false) {
             self.fire(t);
@@ -152,7 +207,7 @@ impl<P: Protocol> Protocol for IdleTimeout<P> {
         self.inner.data_received(t, data);
     }
     fn eof_received(&mut self, t: &mut dyn Transport) -> bool {
-        self.inner.eof_received(t)
+        self.noting(t, |p, t| p.eof_received(t))
     }
     fn connection_lost(&mut self, t: &mut dyn Transport, reason: &Reason) {
         if let Some(c) = self.call.take() {
@@ -170,10 +225,18 @@ impl<P: Protocol> Protocol for IdleTimeout<P> {
     }
     fn route_call(&mut self, t: &mut dyn Transport, call: ProtocolCall) -> Option<ProtocolCall> {
         self.check_due(t);
-        let call = self.inner.route_call(t, call)?;
-        call(&mut self.inner, t);
+        // Timers and other connections reach the protocol this way: what
+        // it writes from here (a stream's next chunk) is traffic.
+        self.noting(t, |p, t| {
+            if let Some(call) = p.route_call(t, call) {
+                call(p, t);
+            }
+        });
         None
     }
+    // data_received, resume_writing and connection_made restart the timer
+    // themselves, at the same instant as any write they make; in
+    // pause_writing the buffer is past the mark, so writes do not count.
 }
 
 /// The state a [`TimeoutMixin`] protocol keeps: a field of your protocol
@@ -281,5 +344,184 @@ pub trait TimeoutMixin: Protocol + Sized {
         if let (Some(c), Some(period)) = (st.call, st.period) {
             c.reset(t.reactor(), period);
         }
+    }
+
+    /// A view of `t` whose writes restart the running timeout (when the
+    /// view is dropped, once however many writes were made), following
+    /// the [rules](self#what-counts-as-traffic) `IdleTimeout` follows.
+    /// Write through it wherever sending is activity: a download's chunks,
+    /// a reply. It borrows only `t`, so `self` stays free to use.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use twistor_protocols::{Timeout, TimeoutMixin};
+    /// use twistor_reactor::testing::{MemoryPair, Recorder};
+    /// use twistor_reactor::{Protocol, Transport};
+    ///
+    /// #[derive(Default)]
+    /// struct Ticker { timeout: Timeout, n: u32 }
+    /// impl TimeoutMixin for Ticker {
+    ///     fn timeout_state(&mut self) -> &mut Timeout { &mut self.timeout }
+    /// }
+    /// impl Ticker {
+    ///     fn tick(&mut self, t: &mut dyn Transport) {
+    ///         let mut t = self.timed(t);
+    ///         self.n += 1;
+    ///         t.write(format!("tick {}\r\n", self.n).as_bytes());
+    ///     }
+    /// }
+    /// impl Protocol for Ticker {
+    ///     fn connection_made(&mut self, t: &mut dyn Transport) {
+    ///         self.set_timeout(t, Some(Duration::from_secs(10)));
+    ///     }
+    ///     fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+    /// }
+    ///
+    /// let (client, log) = Recorder::new();
+    /// let mut pair = MemoryPair::new(Box::new(client), Box::new(Ticker::default())).unwrap();
+    /// pair.pump();
+    /// for _ in 0..3 {
+    ///     pair.advance(Duration::from_secs(8));
+    ///     pair.with_server(|p, t| p.downcast_mut::<Ticker>().unwrap().tick(t));
+    /// }
+    /// assert!(!pair.is_closed(), "each tick restarted the 10 s timeout");
+    /// assert_eq!(log.borrow().data, b"tick 1\r\ntick 2\r\ntick 3\r\n");
+    /// ```
+    fn timed<'a>(&mut self, t: &'a mut dyn Transport) -> TimedTransport<'a> {
+        let st = *self.timeout_state();
+        TimedTransport::new(t, st.call.zip(st.period))
+    }
+}
+
+/// A transport view that notes writes as activity for a timeout, made by
+/// [`TimeoutMixin::timed`] (and used inside [`IdleTimeout`]). It forwards
+/// everything to the transport it wraps.
+///
+/// A write counts when it is not empty and the write buffer is at or below
+/// its high-water mark (see [what counts](self#what-counts-as-traffic)).
+/// When the view is dropped after a counted write, the timeout it came
+/// with restarts from now.
+///
+/// ```
+/// use twistor_protocols::{Timeout, TimeoutMixin};
+/// use twistor_reactor::{testing::StringTransport, Protocol, Transport};
+/// #[derive(Default)]
+/// struct P { timeout: Timeout }
+/// impl TimeoutMixin for P {
+///     fn timeout_state(&mut self) -> &mut Timeout { &mut self.timeout }
+/// }
+/// impl Protocol for P {
+///     fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+/// }
+/// let mut t = StringTransport::new();
+/// let mut p = P::default();
+/// p.timed(&mut t).write(b"hello"); // no timeout set: just a write
+/// assert_eq!(t.value(), b"hello");
+/// ```
+pub struct TimedTransport<'a> {
+    t: &'a mut dyn Transport,
+    /// The timer to restart on drop after a counted write.
+    restart: Option<(DelayedCall, Duration)>,
+    /// A write counted.
+    active: bool,
+}
+
+impl<'a> TimedTransport<'a> {
+    fn new(t: &'a mut dyn Transport, restart: Option<(DelayedCall, Duration)>) -> Self {
+        TimedTransport {
+            t,
+            restart,
+            active: false,
+        }
+    }
+
+    fn note(&mut self, len: usize) {
+        if len > 0 && !self.active {
+            let (high, _) = self.t.write_buffer_limits();
+            self.active = self.t.write_buffer_size() <= high;
+        }
+    }
+}
+
+impl Drop for TimedTransport<'_> {
+    fn drop(&mut self) {
+        // Not while unwinding from a panic in the protocol: that connection
+        // is about to end, and its timer with it.
+        if self.active && !std::thread::panicking() {
+            if let Some((call, period)) = self.restart {
+                call.reset(self.t.reactor(), period);
+            }
+        }
+    }
+}
+
+impl Transport for TimedTransport<'_> {
+    fn write(&mut self, data: &[u8]) {
+        self.note(data.len());
+        self.t.write(data)
+    }
+    fn write_sequence(&mut self, bufs: &[&[u8]]) {
+        self.note(bufs.iter().map(|b| b.len()).sum());
+        self.t.write_sequence(bufs)
+    }
+    fn lose_connection(&mut self) {
+        self.t.lose_connection()
+    }
+    fn lose_connection_with(&mut self, reason: Reason) {
+        self.t.lose_connection_with(reason)
+    }
+    fn abort_connection(&mut self) {
+        self.t.abort_connection()
+    }
+    fn write_eof(&mut self) {
+        self.t.write_eof()
+    }
+    fn can_write_eof(&self) -> bool {
+        self.t.can_write_eof()
+    }
+    fn pause_reading(&mut self) {
+        self.t.pause_reading()
+    }
+    fn resume_reading(&mut self) {
+        self.t.resume_reading()
+    }
+    fn is_reading(&self) -> bool {
+        self.t.is_reading()
+    }
+    fn is_closing(&self) -> bool {
+        self.t.is_closing()
+    }
+    fn write_buffer_size(&self) -> usize {
+        self.t.write_buffer_size()
+    }
+    fn set_write_buffer_limits(&mut self, high: usize, low: usize) {
+        self.t.set_write_buffer_limits(high, low)
+    }
+    fn write_buffer_limits(&self) -> (usize, usize) {
+        self.t.write_buffer_limits()
+    }
+    fn peer(&self) -> Address {
+        self.t.peer()
+    }
+    fn host(&self) -> Address {
+        self.t.host()
+    }
+    fn id(&self) -> ConnId {
+        self.t.id()
+    }
+    fn reactor(&mut self) -> &mut Reactor {
+        self.t.reactor()
+    }
+    fn set_nodelay(&mut self, on: bool) -> io::Result<()> {
+        self.t.set_nodelay(on)
+    }
+    fn set_keepalive(&mut self, idle: Option<Duration>) -> io::Result<()> {
+        self.t.set_keepalive(idle)
+    }
+    fn tls_info(&self) -> Option<&TlsInfo> {
+        self.t.tls_info()
+    }
+    fn upgrade(&mut self, upgrade: Upgrade) {
+        self.t.upgrade(upgrade)
     }
 }

@@ -362,3 +362,116 @@ fn eof_drops_a_partial_line_and_closes() {
     assert_eq!(*got.borrow(), [b"one".to_vec()]);
     assert!(pair.is_closed());
 }
+
+#[test]
+fn an_idle_receiver_keeps_little_buffer_after_a_long_line() {
+    use twistor_reactor::InputBuf;
+    let mut t = StringTransport::new();
+    let mut p = LineReceiver::new(Log::default()).with_max_length(64 * 1024);
+    // One 60 KB line in 1 KB pieces: the buffer must grow to hold it...
+    for _ in 0..60 {
+        p.data_received(&mut t, &[b'x'; 1000]);
+    }
+    assert!(p.buffer_capacity() >= 60_000);
+    // ...and give the memory back once the line is delivered.
+    p.data_received(&mut t, b"\r\n");
+    assert_eq!(p.handler().ev.len(), 1);
+    assert!(p.buffered().is_empty());
+    assert!(
+        p.buffer_capacity() <= InputBuf::KEEP,
+        "an idle connection keeps {} bytes",
+        p.buffer_capacity()
+    );
+    // The same when the long line's end comes with a short partial line.
+    for _ in 0..60 {
+        p.data_received(&mut t, &[b'y'; 1000]);
+    }
+    p.data_received(&mut t, b"\r\npart");
+    assert_eq!(p.buffered(), b"part");
+    assert!(p.buffer_capacity() <= InputBuf::KEEP, "{}", p.buffer_capacity());
+    // And after lines held back while reading was paused.
+    let mut p = LineReceiver::new(|c: &mut LineControl<'_>, _: &[u8]| c.pause_reading());
+    let many = b"0123456789abcdef\r\n".repeat(3000);
+    p.data_received(&mut t, &many);
+    assert!(p.buffered().len() > 50_000);
+    while !p.buffered().is_empty() {
+        p.resume_reading(&mut t);
+    }
+    assert!(p.buffer_capacity() <= InputBuf::KEEP, "{}", p.buffer_capacity());
+}
+
+#[test]
+fn starttls_from_raw_mode_discards_the_handed_back_tail() {
+    // A raw handler hands back the rest of its data (no copy is made: the
+    // receiver goes back over it) and then upgrades: the plaintext after
+    // it must still never be interpreted.
+    struct Upgrader(Rc<RefCell<Vec<Vec<u8>>>>);
+    impl LineHandler for Upgrader {
+        fn line_received(&mut self, c: &mut LineControl<'_>, line: &[u8]) {
+            self.0.borrow_mut().push(line.to_vec());
+            if line == b"BODY" {
+                c.set_raw_mode();
+            }
+        }
+        fn raw_data_received(&mut self, c: &mut LineControl<'_>, data: &[u8]) {
+            c.set_line_mode_with(&data[3..]);
+            c.upgrade(Box::new(|old, _| old));
+        }
+    }
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let mut p = LineReceiver::new(Upgrader(got.clone()));
+    let mut t = StringTransport::new();
+    p.data_received(&mut t, b"BODY\r\nxyzINJECTED\r\n");
+    assert_eq!(*got.borrow(), [b"BODY".to_vec()]);
+    assert!(p.buffered().is_empty());
+    p.data_received(&mut t, b"after\r\n");
+    assert_eq!(*got.borrow(), [b"BODY".to_vec(), b"after".to_vec()]);
+}
+
+/// Pauses reading after every line whose first byte is 'P'.
+#[derive(Default)]
+struct Pauser {
+    lines: Vec<Vec<u8>>,
+}
+
+impl LineHandler for Pauser {
+    fn line_received(&mut self, c: &mut LineControl<'_>, line: &[u8]) {
+        self.lines.push(line.to_vec());
+        if line.first() == Some(&b'P') {
+            c.pause_reading();
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Pausing after some lines and resuming later (after any number of
+    /// further chunks) never loses, repeats or reorders a line.
+    #[test]
+    fn pausing_and_resuming_keeps_every_line_in_order(
+        data in prop::collection::vec(prop::sample::select(vec![b'a', b'P', b'\r', b'\n']), 0..80),
+        sizes in prop::collection::vec(1usize..10, 1..20),
+        resume_every in 1usize..4,
+    ) {
+        let expected = model(&data, b"\r\n", 1000);
+        let mut t = StringTransport::new();
+        let mut p = LineReceiver::new(Pauser::default()).with_max_length(1000);
+        let mut pos = 0;
+        let mut i = 0;
+        while pos < data.len() {
+            let n = sizes[i % sizes.len()].min(data.len() - pos);
+            p.data_received(&mut t, &data[pos..pos + n]);
+            pos += n;
+            i += 1;
+            if i % resume_every == 0 {
+                p.resume_reading(&mut t);
+            }
+        }
+        for _ in 0..=data.len() {
+            p.resume_reading(&mut t);
+        }
+        let got: Vec<Ev> = p.handler().lines.iter().cloned().map(Ev::Line).collect();
+        prop_assert_eq!(got, expected);
+    }
+}

@@ -324,6 +324,9 @@ fn rate_limiter_memory_is_bounded_and_evicts_refilled_buckets_first() {
 fn connection_rate_limit_refuses_then_refills() {
     let log_all = Rc::new(RefCell::new(Vec::new()));
     let l2 = log_all.clone();
+    let r = Reactor::with_manual_clock().unwrap();
+    let now = Rc::new(Cell::new(r.now()));
+    let n2 = now.clone();
     let mut f = LimitConnectionRate::new(
         move |_: &Address| {
             let (r, l) = Recorder::new();
@@ -332,33 +335,179 @@ fn connection_rate_limit_refuses_then_refills() {
         },
         RateLimiter::new(1.0, 2.0),
     )
-    .with_refusal(|t, wait| t.write(format!("wait {}ms\r\n", wait.as_millis()).as_bytes()));
+    .with_clock(move || n2.get());
     let peer = Address::Inet("192.0.2.9:5555".parse().unwrap());
-    let mut t = StringTransport::new().with_peer(peer.clone());
-    let mut protos: Vec<Box<dyn Protocol>> = Vec::new();
-    for _ in 0..3 {
-        let mut p = f.build_protocol(&peer).unwrap();
-        p.connection_made(&mut t);
-        protos.push(p);
-    }
-    let made: Vec<usize> = log_all.borrow().iter().map(|l| l.borrow().made).collect();
-    assert_eq!(made, [1, 1, 0], "the third connection never reaches its protocol");
-    assert_eq!(t.value(), b"wait 1000ms\r\n");
-    assert!(matches!(t.close_reason(), Some(Reason::Limit(_))));
-    // A refused connection's protocol hears nothing, not even its end.
-    protos[2].data_received(&mut t, b"ignored");
-    protos[2].connection_lost(&mut t, &Reason::ConnectionDone);
-    let third = log_all.borrow()[2].clone();
-    assert!(third.borrow().data.is_empty() && third.borrow().lost.is_empty());
-    // One second later the address may connect again.
-    t.reactor().advance(S);
-    let mut p = f.build_protocol(&peer).unwrap();
-    p.connection_made(&mut t);
-    assert_eq!(log_all.borrow()[3].borrow().made, 1);
+    assert!(f.build_protocol(&peer).is_some());
+    assert!(f.build_protocol(&peer).is_some());
+    assert!(
+        f.build_protocol(&peer).is_none(),
+        "refused at accept: the listener closes it before any TLS"
+    );
+    assert_eq!(log_all.borrow().len(), 2, "the app's factory never saw the third");
     // Another address is not affected.
     let other = Address::Inet("192.0.2.10:1".parse().unwrap());
-    let mut t2 = StringTransport::new().with_peer(other.clone());
-    let mut p = f.build_protocol(&other).unwrap();
-    p.connection_made(&mut t2);
-    assert!(!t2.disconnecting());
+    assert!(f.build_protocol(&other).is_some());
+    // Unix sockets are not limited.
+    for _ in 0..5 {
+        assert!(f.build_protocol(&Address::Unknown).is_some());
+    }
+    // One second later the address may connect again, once.
+    now.set(now.get() + S);
+    assert!(f.build_protocol(&peer).is_some());
+    assert!(f.build_protocol(&peer).is_none());
+}
+
+#[test]
+fn connection_rate_limit_refusal_message() {
+    let built = Rc::new(Cell::new(0));
+    let b = built.clone();
+    let mut f = LimitConnectionRate::new(
+        move |_: &Address| {
+            b.set(b.get() + 1);
+            Recorder::default()
+        },
+        RateLimiter::new(1.0, 1.0),
+    )
+    .with_refusal(|t, wait| t.write(format!("wait {}ms\r\n", wait.as_millis()).as_bytes()));
+    let peer = Address::Inet("192.0.2.9:5555".parse().unwrap());
+    let _first = f.build_protocol(&peer).unwrap();
+    let mut refused = f.build_protocol(&peer).expect("a protocol that says why");
+    assert_eq!(built.get(), 1, "not the app's protocol");
+    let mut t = StringTransport::new().with_peer(peer);
+    refused.connection_made(&mut t);
+    let text = String::from_utf8(t.value().to_vec()).unwrap();
+    assert!(text.starts_with("wait ") && text.ends_with("ms\r\n"), "{text:?}");
+    assert!(matches!(t.close_reason(), Some(Reason::Limit(_))));
+    refused.data_received(&mut t, b"ignored");
+}
+
+#[test]
+fn idle_timeout_counts_writes_as_traffic() {
+    // A server streaming to a quiet client (a download written from a timer
+    // or another connection through call_on): the client never sends.
+    let (client, client_log) = Recorder::new();
+    let (server, server_log) = Recorder::new();
+    let mut pair = MemoryPair::new(Box::new(client), Box::new(IdleTimeout::new(server, 10 * S))).unwrap();
+    pair.pump();
+    for _ in 0..5 {
+        pair.advance(6 * S);
+        pair.with_server(|_, t| t.write(b"chunk"));
+    }
+    assert!(
+        !pair.is_closed(),
+        "writes every 6 s keep a 10 s timeout away (Twisted's TimeoutProtocol)"
+    );
+    assert_eq!(client_log.borrow().data.len(), 25);
+    // An empty write is not traffic.
+    pair.advance(6 * S);
+    pair.with_server(|_, t| t.write(b""));
+    pair.advance(4 * S);
+    assert!(pair.is_closed());
+    assert!(matches!(server_log.borrow().lost[..], [Reason::TimedOut]));
+}
+
+#[test]
+fn idle_timeout_stops_counting_writes_to_a_peer_that_does_not_read() {
+    // Writes pile up past the high-water mark: the peer is not reading, and
+    // more writes must not keep its connection alive (only the buffer
+    // draining, resume_writing, counts then).
+    let (server, server_log) = Recorder::new();
+    let mut pair = MemoryPair::new(Box::new(Stubborn), Box::new(IdleTimeout::new(server, 10 * S))).unwrap();
+    pair.pump();
+    pair.with_server(|_, t| t.write(&vec![0; 1 << 20])); // over the high-water mark
+    assert_eq!(server_log.borrow().paused, 1);
+    for _ in 0..3 {
+        pair.advance(3 * S);
+        pair.with_server(|_, t| t.write(b"more"));
+    }
+    assert!(!server_closing(&mut pair));
+    pair.advance(S);
+    // (The close waits for a flush that cannot happen: the peer does not
+    // read. The transport's close deadline ends it; here it is closing.)
+    assert!(
+        server_closing(&mut pair),
+        "10 s after the last write made below the mark"
+    );
+    assert!(
+        server_log.borrow().lost.is_empty() || matches!(server_log.borrow().lost[..], [Reason::TimedOut])
+    );
+}
+
+/// Whether the server's transport is closing (or gone).
+fn server_closing(pair: &mut MemoryPair) -> bool {
+    let closing = Rc::new(Cell::new(true));
+    let c = closing.clone();
+    pair.with_server(move |_, t| c.set(t.is_closing()));
+    closing.get()
+}
+
+/// A TimeoutMixin protocol that streams through its timed transport view.
+#[derive(Default)]
+struct Streamer {
+    timeout: Timeout,
+}
+
+impl TimeoutMixin for Streamer {
+    fn timeout_state(&mut self) -> &mut Timeout {
+        &mut self.timeout
+    }
+}
+
+impl Protocol for Streamer {
+    fn connection_made(&mut self, t: &mut dyn Transport) {
+        self.set_timeout(t, Some(10 * S));
+    }
+    fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+}
+
+#[test]
+fn timeout_mixin_counts_writes_through_its_view() {
+    let (client, client_log) = Recorder::new();
+    let mut pair = MemoryPair::new(Box::new(client), Box::new(Streamer::default())).unwrap();
+    pair.pump();
+    for _ in 0..5 {
+        pair.advance(6 * S);
+        pair.with_server(|p, t| {
+            let s = p.downcast_mut::<Streamer>().unwrap();
+            let mut t = s.timed(t);
+            t.write(b"chunk");
+        });
+    }
+    assert!(!pair.is_closed(), "writes through timed() reset the timeout");
+    assert_eq!(client_log.borrow().data.len(), 25);
+    // A write straight to the transport does not.
+    pair.advance(6 * S);
+    pair.with_server(|_, t| t.write(b"raw"));
+    pair.advance(4 * S);
+    assert!(pair.is_closed());
+}
+
+#[test]
+fn connection_limit_bounds_overflow_connections_too() {
+    // Overflow connections used to be unbounded: past the cap every new
+    // client got the overflow protocol (after a TLS handshake, over TLS),
+    // so the cap did not bind at all. Now they have a cap of their own.
+    let mut f = LimitConnections::new(|_: &Address| Recorder::default(), 2)
+        .with_overflow(|_: &Address| Qotd::new("busy"))
+        .with_max_overflow(2);
+    let counter = f.counter();
+    let served: Vec<_> = (0..2)
+        .map(|_| f.build_protocol(&Address::Unknown).unwrap())
+        .collect();
+    let overflow: Vec<_> = (0..2)
+        .map(|_| f.build_protocol(&Address::Unknown).unwrap())
+        .collect();
+    assert_eq!(counter.get(), 2, "overflow connections are not counted as served");
+    assert!(
+        f.build_protocol(&Address::Unknown).is_none(),
+        "past max overflow connections, refused"
+    );
+    // An overflow connection that ends frees its place.
+    let mut overflow = overflow;
+    let (client, _) = Recorder::new();
+    let mut pair = MemoryPair::new(Box::new(client), overflow.pop().unwrap()).unwrap();
+    pair.pump();
+    assert!(pair.is_closed());
+    assert!(f.build_protocol(&Address::Unknown).is_some());
+    drop(served);
 }

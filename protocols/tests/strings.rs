@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 use twistor_protocols::{
     Framing, Int16StringReceiver, Int32StringReceiver, Int8StringReceiver, Netstring, NetstringReceiver,
-    Prefixed, StringControl, StringHandler, StringReceiver,
+    Parse, Prefixed, StringControl, StringHandler, StringReceiver,
 };
 use twistor_reactor::testing::{MemoryPair, Recorder, StringTransport};
 use twistor_reactor::{Protocol, Reason, Transport};
@@ -92,11 +92,18 @@ proptest! {
     /// (frames delivered, closed or not) does not depend on chunking.
     #[test]
     fn garbage_is_bounded_and_chunking_independent(
-        data in prop::collection::vec(prop::sample::select(vec![b'0', b'1', b'9', b':', b',', b'a', 0, 3]), 0..200),
+        data in prop::collection::vec(prop::sample::select(vec![b'0', b'1', b'9', b':', b',', b'a', 0, 3, 0xff]), 0..200),
         z in sizes(),
+        max in prop_oneof![0usize..40, Just(usize::MAX), Just(usize::MAX - 1), Just(u32::MAX as usize)],
     ) {
-        fn check<F: Framing>(data: &[u8], z: &[usize]) -> Result<(), TestCaseError> {
-            let max = 20;
+        fn check<F: Framing>(data: &[u8], z: &[usize], max: usize) -> Result<(), TestCaseError> {
+            // Every parse of every prefix, with any limit, answers without
+            // panicking, and a frame it reports lies inside the input.
+            for end in 0..=data.len() {
+                if let Parse::Frame { start, len, end: e } = F::parse(&data[..end], max) {
+                    prop_assert!(start.checked_add(len).is_some_and(|x| x <= e) && e <= end);
+                }
+            }
             let mut t1 = StringTransport::new();
             let mut whole = StringReceiver::<F, Collect>::new(Collect::default()).with_max_length(max);
             whole.data_received(&mut t1, data);
@@ -105,16 +112,17 @@ proptest! {
             feed(&mut chunked, &mut t2, data, z);
             prop_assert_eq!(&chunked.handler().got, &whole.handler().got);
             prop_assert_eq!(t1.disconnecting(), t2.disconnecting());
-            prop_assert!(chunked.buffered().len() <= max + 32);
+            prop_assert!(chunked.buffered().len() <= max.saturating_add(32));
             if t2.disconnecting() {
                 prop_assert!(matches!(t2.close_reason(), Some(Reason::Limit(_))));
             }
             Ok(())
         }
-        check::<Netstring>(&data, &z)?;
-        check::<Prefixed<1>>(&data, &z)?;
-        check::<Prefixed<2>>(&data, &z)?;
-        check::<Prefixed<4>>(&data, &z)?;
+        check::<Netstring>(&data, &z, max)?;
+        check::<Prefixed<1>>(&data, &z, max)?;
+        check::<Prefixed<2>>(&data, &z, max)?;
+        check::<Prefixed<4>>(&data, &z, max)?;
+        check::<Prefixed<8>>(&data, &z, max)?;
     }
 }
 
@@ -249,4 +257,99 @@ fn an_impossible_frame_from_a_user_framing_closes() {
     p.data_received(&mut t, b"anything");
     assert!(matches!(t.close_reason(), Some(Reason::Limit(_))));
     assert!(p.handler().got.is_empty());
+}
+
+#[test]
+fn an_idle_receiver_keeps_little_buffer_after_a_large_frame() {
+    use twistor_reactor::InputBuf;
+    fn check<F: Framing>() {
+        let mut wire = StringTransport::new();
+        F::encode(&mut wire, &[7u8; 60_000]).unwrap();
+        F::encode(&mut wire, b"tail").unwrap();
+        let wire = wire.value().to_vec();
+        let mut t = StringTransport::new();
+        let mut p = StringReceiver::<F, Collect>::new(Collect::default()).with_max_length(64 * 1024);
+        // The large frame in 1 KB pieces, and a partial next frame.
+        let split = wire.len() - 3;
+        for chunk in wire[..split].chunks(1000) {
+            p.data_received(&mut t, chunk);
+        }
+        assert_eq!(p.handler().got.len(), 1);
+        assert!(!p.buffered().is_empty(), "a partial frame is held");
+        assert!(
+            p.buffer_capacity() <= InputBuf::KEEP,
+            "{}: a small tail keeps {} bytes",
+            F::NAME,
+            p.buffer_capacity()
+        );
+        p.data_received(&mut t, &wire[split..]);
+        assert_eq!(p.handler().got.len(), 2);
+        assert!(p.buffered().is_empty());
+        assert!(p.buffer_capacity() <= InputBuf::KEEP, "{}", p.buffer_capacity());
+    }
+    check::<Netstring>();
+    check::<Prefixed<4>>();
+}
+
+/// Records over-long announcements and leaves the connection open.
+#[derive(Default)]
+struct Lenient {
+    got: Vec<Vec<u8>>,
+    too_long: Vec<u64>,
+}
+
+impl StringHandler for Lenient {
+    fn string_received(&mut self, _: &mut StringControl<'_>, s: &[u8]) {
+        self.got.push(s.to_vec());
+    }
+    fn length_limit_exceeded(&mut self, c: &mut StringControl<'_>, length: u64) {
+        self.too_long.push(length);
+        c.write(b"too long\r\n");
+    }
+}
+
+#[test]
+fn a_framing_error_closes_even_when_the_hook_leaves_the_connection_open() {
+    // After an over-long length the payload's bytes would be read as frame
+    // headers: a length-prefixed stream cannot be resynchronised, so the
+    // receiver closes the connection itself rather than go on silently.
+    let mut t = StringTransport::new();
+    let mut p = Int16StringReceiver::new(Lenient::default()).with_max_length(4);
+    p.data_received(&mut t, b"\x00\x02ok\x00\x09");
+    assert_eq!(p.handler().too_long, [9]);
+    assert_eq!(t.value(), b"too long\r\n", "the hook ran first");
+    assert!(
+        matches!(t.close_reason(), Some(Reason::Limit(m)) if m.contains("4 bytes")),
+        "{:?}",
+        t.close_reason()
+    );
+    // Nothing after the error is delivered or kept.
+    p.data_received(&mut t, b"\x00\x01x");
+    assert_eq!(p.handler().got, [b"ok".to_vec()]);
+    assert!(p.buffered().is_empty());
+
+    // Over a connection: the peer sees the message, then the close.
+    let (client, record) = Recorder::new();
+    let server = NetstringReceiver::new(Lenient::default()).with_max_length(4);
+    let mut pair = MemoryPair::new(Box::new(client), Box::new(server)).unwrap();
+    pair.pump();
+    pair.with_client(|_, t| t.write(b"2:ok,99:"));
+    pair.pump();
+    assert!(pair.is_closed());
+    assert_eq!(record.borrow().data, b"too long\r\n");
+}
+
+#[test]
+fn a_huge_prefix_with_no_limit_does_not_overflow() {
+    // with_max_length(usize::MAX) means "no limit": an 8-byte prefix of
+    // 0xff announces more than memory can address, and must be refused,
+    // not computed with an overflow.
+    assert!(matches!(
+        Prefixed::<8>::parse(&[0xff; 8], usize::MAX),
+        Parse::TooLong(u64::MAX)
+    ));
+    let mut t = StringTransport::new();
+    let mut p = StringReceiver::<Prefixed<8>, Collect>::new(Collect::default()).with_max_length(usize::MAX);
+    p.data_received(&mut t, &[0xff; 9]);
+    assert!(matches!(t.close_reason(), Some(Reason::Limit(_))));
 }
