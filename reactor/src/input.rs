@@ -41,6 +41,12 @@
 #[derive(Debug, Default)]
 pub struct InputBuf {
     buf: Vec<u8>,
+    /// Bytes of `buf` already consumed: the held input is `buf[start..]`.
+    /// Consuming only moves this mark; the consumed prefix is dropped once
+    /// it is larger than what is held, so a parser that takes one small
+    /// frame per call (a paused line receiver resumed line by line) moves
+    /// each byte a bounded number of times, not once per frame.
+    start: usize,
 }
 
 impl InputBuf {
@@ -50,22 +56,25 @@ impl InputBuf {
 
     /// An empty buffer (allocates nothing).
     pub const fn new() -> InputBuf {
-        InputBuf { buf: Vec::new() }
+        InputBuf {
+            buf: Vec::new(),
+            start: 0,
+        }
     }
 
     /// The held, not yet consumed bytes.
     pub fn as_slice(&self) -> &[u8] {
-        &self.buf
+        &self.buf[self.start..]
     }
 
     /// How many bytes are held.
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 
     /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.len() == 0
     }
 
     /// The capacity currently allocated (what an idle connection costs).
@@ -76,13 +85,16 @@ impl InputBuf {
     /// Drop what is held and release the capacity above [`KEEP`](Self::KEEP).
     pub fn clear(&mut self) {
         self.buf.clear();
+        self.start = 0;
         self.trim();
     }
 
     /// Take the held bytes out (the buffer is left empty, with nothing
     /// allocated).
     pub fn take(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.buf)
+        let mut v = std::mem::take(&mut self.buf);
+        v.drain(..std::mem::take(&mut self.start));
+        v
     }
 
     /// Put bytes in front of what is held (a parser handing back input it
@@ -91,10 +103,17 @@ impl InputBuf {
         if data.is_empty() {
             return;
         }
-        let mut v = Vec::with_capacity(data.len() + self.buf.len());
+        if data.len() <= self.start {
+            // Room in the consumed prefix: no move of the held bytes.
+            self.start -= data.len();
+            self.buf[self.start..self.start + data.len()].copy_from_slice(data);
+            return;
+        }
+        let mut v = Vec::with_capacity(data.len() + self.len());
         v.extend_from_slice(data);
-        v.extend_from_slice(&self.buf);
+        v.extend_from_slice(self.as_slice());
         self.buf = v;
+        self.start = 0;
     }
 
     /// Parse `data` after what `owner`'s buffer (reached through `field`)
@@ -112,43 +131,54 @@ impl InputBuf {
         data: &[u8],
         parse: impl FnOnce(&mut T, &[u8]) -> usize,
     ) {
-        let held = std::mem::take(&mut field(owner).buf);
-        if held.is_empty() {
-            // The common case: parse the lent slice in place.
+        let mut work = std::mem::take(field(owner));
+        if work.is_empty() {
+            // The common case: parse the lent slice in place, copy only the
+            // tail. `work` keeps its (small) capacity for that tail.
+            work.buf.clear();
+            work.start = 0;
             let used = parse(owner, data).min(data.len());
-            let tail = &data[used..];
-            if !tail.is_empty() {
-                let buf = &mut field(owner).buf;
-                let mut kept = Vec::with_capacity(tail.len() + buf.len());
-                kept.extend_from_slice(tail);
-                if !buf.is_empty() {
-                    // Put back by `parse`: it goes in front.
-                    kept.splice(0..0, buf.drain(..));
-                }
-                *buf = kept;
+            work.buf.extend_from_slice(&data[used..]);
+        } else {
+            if !data.is_empty() {
+                work.compact();
+                work.buf.extend_from_slice(data);
             }
-            return;
+            let used = parse(owner, work.as_slice()).min(work.len());
+            work.start += used;
+            if work.start > work.len() {
+                work.compact();
+            }
         }
-        let mut work = held;
-        work.extend_from_slice(data);
-        let used = parse(owner, &work).min(work.len());
-        work.drain(..used);
-        let buf = &mut field(owner).buf;
-        if !buf.is_empty() {
-            work.splice(0..0, buf.drain(..));
+        let put_back = std::mem::replace(field(owner), work);
+        let buf = field(owner);
+        if !put_back.is_empty() {
+            buf.unread(put_back.as_slice());
         }
-        *buf = work;
-        field(owner).trim();
+        buf.trim();
+    }
+
+    /// Drop the consumed prefix.
+    fn compact(&mut self) {
+        if self.start > 0 {
+            #[cfg(test)]
+            tests::MOVED.with(|m| m.set(m.get() + self.len()));
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
     }
 
     /// Release capacity that is far above what is held.
     fn trim(&mut self) {
-        let (len, cap) = (self.buf.len(), self.buf.capacity());
+        let len = self.len();
         if len == 0 {
-            if cap > Self::KEEP {
+            self.start = 0;
+            self.buf.clear();
+            if self.buf.capacity() > Self::KEEP {
                 self.buf = Vec::new();
             }
-        } else if cap > Self::KEEP && cap > 4 * len {
+        } else if self.buf.capacity() > Self::KEEP && self.buf.capacity() > 4 * len {
+            self.compact();
             self.buf.shrink_to(len.max(Self::KEEP));
         }
     }
@@ -157,6 +187,11 @@ impl InputBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// Bytes moved by compaction on this thread.
+        pub(super) static MOVED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
 
     struct P {
         buf: InputBuf,
@@ -250,5 +285,44 @@ mod tests {
             },
         );
         assert_eq!(p.buf.as_slice(), b"Z");
+    }
+
+    #[test]
+    fn consuming_one_small_frame_per_call_moves_each_byte_a_bounded_number_of_times() {
+        // 60,000 held bytes consumed 3 at a time: draining the front on each
+        // call would move about 600 MB; the consumed mark moves nothing.
+        let mut p = P {
+            buf: InputBuf::new(),
+            take: 0,
+            seen: vec![],
+        };
+        feed(&mut p, &vec![b'x'; 60_000]);
+        MOVED.with(|m| m.set(0));
+        let mut calls = 0;
+        while !p.buf.is_empty() {
+            InputBuf::feed(&mut p, |p| &mut p.buf, b"", |_, input| input.len().min(3));
+            calls += 1;
+            assert!(calls <= 20_000);
+        }
+        assert_eq!(calls, 20_000);
+        let moved = MOVED.with(|m| m.get());
+        assert!(moved <= 60_000, "{moved} bytes moved");
+        assert!(p.buf.capacity() <= InputBuf::KEEP);
+    }
+
+    #[test]
+    fn unread_after_partial_consumption_keeps_order() {
+        let mut p = P {
+            buf: InputBuf::new(),
+            take: 0,
+            seen: vec![],
+        };
+        feed(&mut p, b"abcdef");
+        InputBuf::feed(&mut p, |p| &mut p.buf, b"", |_, _| 4);
+        assert_eq!(p.buf.as_slice(), b"ef");
+        p.buf.unread(b"XY");
+        assert_eq!(p.buf.as_slice(), b"XYef");
+        assert_eq!(p.buf.take(), b"XYef");
+        assert!(p.buf.is_empty());
     }
 }
