@@ -4,6 +4,7 @@
 //! API ([`Handler`](twistor_reactor::Handler) and
 //! [`open_stream`](twistor_reactor::open_stream)):
 //!
+//! - [`addr`]: the Internet addresses TCP and UDP take.
 //! - [`tcp`]: `listen_tcp`, `connect_tcp`, plus the client factory helpers
 //!   that work with any stream transport.
 //! - [`udp`]: datagram sockets (`listen_udp`, `connect_udp`), multicast,
@@ -31,6 +32,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod addr;
 mod listener;
 pub mod process;
 pub mod reconnect;

@@ -14,6 +14,9 @@ use twistor_reactor::{
     DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER,
 };
 
+/// Default listen backlog.
+pub const DEFAULT_BACKLOG: i32 = 1024;
+
 /// Connections accepted per readiness event before other sources get a turn.
 const ACCEPT_BUDGET: usize = 128;
 

@@ -41,9 +41,8 @@ use twistor_reactor::{
     DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER,
 };
 
-use crate::listener::{Accepted, Acceptor, Listener};
+use crate::listener::{Accepted, Acceptor, Listener, DEFAULT_BACKLOG};
 use crate::sock::SockIo;
-use crate::tcp::DEFAULT_BACKLOG;
 
 // ----- addresses -------------------------------------------------------------
 

@@ -1,0 +1,109 @@
+//! Internet addresses as the transports take them: what a listener binds
+//! ([`ListenAddr`]: a bare port means every interface, dual-stack) and how
+//! an address a dual-stack socket reports is shown ([`unmap`]). TCP and UDP
+//! share these.
+
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+/// What `listen_tcp` (and `listen_udp`) accept as an address.
+///
+/// - a bare port (`1234`): every interface, IPv6 and IPv4 (dual-stack), so
+///   `telnet localhost 1234` works whether localhost is `::1` or `127.0.0.1`;
+///   falls back to IPv4 only where IPv6 is unavailable;
+/// - a socket address or a string such as `"127.0.0.1:0"` or `"[::1]:8080"`.
+///
+/// ```
+/// use twistor_transports::ListenAddr;
+/// assert_eq!(ListenAddr::from(1234u16).to_string(), "[::]:1234");
+/// assert_eq!(ListenAddr::from("127.0.0.1:0").to_string(), "127.0.0.1:0");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// All interfaces, dual-stack.
+    Port(u16),
+    /// One address.
+    Addr(SocketAddr),
+    /// Not a valid address (reported when listening).
+    Invalid(String),
+}
+
+impl From<u16> for ListenAddr {
+    fn from(p: u16) -> Self {
+        ListenAddr::Port(p)
+    }
+}
+impl From<SocketAddr> for ListenAddr {
+    fn from(a: SocketAddr) -> Self {
+        ListenAddr::Addr(a)
+    }
+}
+impl From<&str> for ListenAddr {
+    fn from(s: &str) -> Self {
+        match s.parse::<SocketAddr>() {
+            Ok(a) => ListenAddr::Addr(a),
+            Err(_) => match s.parse::<u16>() {
+                Ok(p) => ListenAddr::Port(p),
+                Err(_) => ListenAddr::Invalid(s.to_string()),
+            },
+        }
+    }
+}
+impl From<String> for ListenAddr {
+    fn from(s: String) -> Self {
+        ListenAddr::from(s.as_str())
+    }
+}
+impl From<(IpAddr, u16)> for ListenAddr {
+    fn from((ip, p): (IpAddr, u16)) -> Self {
+        ListenAddr::Addr(SocketAddr::new(ip, p))
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::Port(p) => write!(f, "[::]:{p}"),
+            ListenAddr::Addr(a) => write!(f, "{a}"),
+            ListenAddr::Invalid(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+impl ListenAddr {
+    /// The addresses to try, in order, and whether the first is dual-stack.
+    pub(crate) fn candidates(&self) -> io::Result<Vec<(SocketAddr, bool)>> {
+        match self {
+            ListenAddr::Port(p) => Ok(vec![
+                (SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), *p), true),
+                (SocketAddr::new(IpAddr::V4([0, 0, 0, 0].into()), *p), false),
+            ]),
+            ListenAddr::Addr(a) => Ok(vec![(*a, false)]),
+            ListenAddr::Invalid(s) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("not a port or socket address: {s:?} (try \"127.0.0.1:1234\" or \"[::1]:1234\")"),
+            )),
+        }
+    }
+}
+
+/// An IPv4-mapped IPv6 address (what a dual-stack socket reports for IPv4
+/// peers) as the plain IPv4 address people expect to see.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use twistor_transports::addr::unmap;
+/// let mapped: SocketAddr = "[::ffff:192.0.2.1]:80".parse().unwrap();
+/// assert_eq!(unmap(mapped), "192.0.2.1:80".parse::<SocketAddr>().unwrap());
+/// let v6: SocketAddr = "[::1]:80".parse().unwrap();
+/// assert_eq!(unmap(v6), v6);
+/// ```
+pub fn unmap(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => a,
+        },
+        a => a,
+    }
+}
