@@ -1,10 +1,11 @@
 //! Internet addresses as the transports take them: what a listener binds
-//! ([`ListenAddr`]: a bare port means every interface, dual-stack) and how
-//! an address a dual-stack socket reports is shown ([`unmap`]). TCP and UDP
-//! share these.
+//! ([`ListenAddr`]: a bare port means every interface, dual-stack), how an
+//! address a dual-stack socket reports is shown ([`unmap`]), and how a
+//! client finds a host's addresses ([`Resolver`]). TCP and UDP share these.
 
 use std::io;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 
 /// What `listen_tcp` (and `listen_udp`) accept as an address.
 ///
@@ -105,5 +106,58 @@ pub fn unmap(a: SocketAddr) -> SocketAddr {
             None => a,
         },
         a => a,
+    }
+}
+
+/// How `connect_tcp` turns a host name into addresses (Twisted's
+/// `IHostnameResolver`). The default is the system's (`getaddrinfo`, which
+/// also orders the addresses by RFC 6724's preferences); give another to
+/// use your own table, a DNS client, or fixed answers in a test.
+///
+/// It runs on the reactor's thread pool, never on the loop, and only for
+/// names: a literal address is connected to as it is.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use twistor_transports::addr::Resolver;
+/// let fixed = Resolver::new(|host, port| match host {
+///     "db.internal" => Ok(vec![SocketAddr::from(([10, 0, 0, 7], port))]),
+///     _ => Err(std::io::Error::new(std::io::ErrorKind::NotFound, "unknown host")),
+/// });
+/// assert_eq!(fixed.resolve("db.internal", 5432).unwrap(), vec!["10.0.0.7:5432".parse().unwrap()]);
+/// assert!(fixed.resolve("elsewhere", 80).is_err());
+/// assert!(!Resolver::system().resolve("localhost", 80).unwrap().is_empty());
+/// ```
+#[derive(Clone)]
+pub struct Resolver(Arc<ResolveFn>);
+
+type ResolveFn = dyn Fn(&str, u16) -> io::Result<Vec<SocketAddr>> + Send + Sync;
+
+impl Resolver {
+    /// A resolver that calls `f(host, port)`.
+    pub fn new(f: impl Fn(&str, u16) -> io::Result<Vec<SocketAddr>> + Send + Sync + 'static) -> Resolver {
+        Resolver(Arc::new(f))
+    }
+
+    /// The system's resolver (`getaddrinfo`).
+    pub fn system() -> Resolver {
+        Resolver::new(|host, port| (host, port).to_socket_addrs().map(Iterator::collect))
+    }
+
+    /// Look `host` up (blocking).
+    pub fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+        (self.0)(host, port)
+    }
+}
+
+impl Default for Resolver {
+    fn default() -> Self {
+        Resolver::system()
+    }
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Resolver")
     }
 }

@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 
 pub mod addr;
+mod connector;
 mod listener;
 pub mod process;
 pub mod reconnect;
@@ -51,4 +52,7 @@ pub use tcp::{
 };
 pub use tls::{connect_tls, listen_tls, start_tls};
 pub use udp::{connect_udp, listen_udp, UdpEcho, UdpPort};
-pub use unix::{connect_unix, listen_unix, listen_unix_with, UnixAddr, UnixListenOptions, UnixPort};
+pub use unix::{
+    connect_unix, connect_unix_with, listen_unix, listen_unix_with, UnixAddr, UnixConnectOptions,
+    UnixListenOptions, UnixPort,
+};

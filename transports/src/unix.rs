@@ -25,24 +25,23 @@
 //! - **Abstract names** (Linux): a name in the abstract namespace has no
 //!   file at all; write it `"@name"` or [`UnixAddr::Abstract`].
 
-use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::time::Duration;
 
 use mio::net::{UnixListener, UnixStream};
 use mio::Interest;
 use socket2::{Domain, SockAddr, Socket, Type};
 use twistor_reactor::{
-    open_stream, Address, ClientFactory, ConnId, Connector, Factory, Reactor, Reason, StreamOptions,
-    DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER,
+    Address, ClientFactory, ConnId, Connector, Factory, Reactor, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER,
 };
 
+use crate::connector::{self, Addresses, Dialer, LinkOptions, DEFAULT_CONNECT_TIMEOUT};
 use crate::listener::{Accepted, Acceptor, Listener, DEFAULT_BACKLOG};
-use crate::sock::SockIo;
+use crate::sock::{Knobs, SockIo};
 
 // ----- addresses -------------------------------------------------------------
 
@@ -475,24 +474,56 @@ fn check_stale(path: &Path) -> io::Result<FileId> {
 
 // ----- connecting ------------------------------------------------------------
 
-type SharedFactory = Rc<RefCell<Box<dyn ClientFactory>>>;
-
-struct ConnectState {
-    addr: UnixAddr,
-    factory: SharedFactory,
-    /// An attempt is scheduled and not yet made or failed.
-    pending: bool,
+/// Options for [`connect_unix_with`].
+///
+/// ```
+/// use std::time::Duration;
+/// use twistor_transports::unix::UnixConnectOptions;
+/// let opts = UnixConnectOptions { close_timeout: Duration::from_secs(5), ..Default::default() };
+/// assert_eq!(opts.max_write_buffer, twistor_reactor::DEFAULT_MAX_WRITE_BUFFER);
+/// ```
+#[derive(Debug, Clone)]
+pub struct UnixConnectOptions {
+    /// Time allowed for the attempt (default
+    /// [`DEFAULT_CONNECT_TIMEOUT`](crate::tcp::DEFAULT_CONNECT_TIMEOUT),
+    /// 30 s). A Unix-domain connect completes or fails at once, so this
+    /// rarely matters.
+    pub timeout: Duration,
+    /// Write-buffer high-water mark of the connection (default
+    /// [`DEFAULT_HIGH_WATER`](twistor_reactor::DEFAULT_HIGH_WATER), 64 KiB).
+    pub high_water: usize,
+    /// Write-buffer low-water mark (default
+    /// [`DEFAULT_LOW_WATER`](twistor_reactor::DEFAULT_LOW_WATER), 16 KiB).
+    pub low_water: usize,
+    /// How long a graceful close may spend flushing before the connection
+    /// is aborted (default
+    /// [`DEFAULT_CLOSE_TIMEOUT`](twistor_reactor::DEFAULT_CLOSE_TIMEOUT), 30 s).
+    pub close_timeout: Duration,
+    /// Hard cap on the write buffer: past it the connection is aborted with
+    /// a limit reason (default
+    /// [`DEFAULT_MAX_WRITE_BUFFER`](twistor_reactor::DEFAULT_MAX_WRITE_BUFFER), 16 MiB).
+    pub max_write_buffer: usize,
 }
 
-type Shared = Rc<RefCell<ConnectState>>;
+impl Default for UnixConnectOptions {
+    fn default() -> Self {
+        let knobs = Knobs::default();
+        UnixConnectOptions {
+            timeout: DEFAULT_CONNECT_TIMEOUT,
+            high_water: knobs.high_water,
+            low_water: knobs.low_water,
+            close_timeout: knobs.close_timeout,
+            max_write_buffer: knobs.max_write_buffer,
+        }
+    }
+}
 
 /// Connect to a Unix socket (Twisted's `reactor.connectUNIX(path, factory)`).
 ///
 /// The attempt starts on the next loop turn and ends in exactly one of the
 /// protocol's `connection_made` or the factory's `client_connection_failed`
 /// (`ConnectionRefused` when nobody listens, `NotFound` when there is no
-/// such file). A Unix-domain connect completes at once, so there is no
-/// connect timeout.
+/// such file, `WouldBlock` when the listener's backlog is full).
 ///
 /// ```
 /// use std::time::Duration;
@@ -517,122 +548,87 @@ type Shared = Rc<RefCell<ConnectState>>;
 /// r.run().unwrap();
 /// ```
 pub fn connect_unix(r: &mut Reactor, addr: impl Into<UnixAddr>, factory: impl ClientFactory) -> Connector {
-    let shared: Shared = Rc::new(RefCell::new(ConnectState {
-        addr: addr.into(),
-        factory: Rc::new(RefCell::new(Box::new(factory))),
-        pending: false,
-    }));
-    let connector = make_connector(&shared);
-    connector.connect(r);
-    connector
+    connect_unix_with(r, addr, factory, UnixConnectOptions::default())
 }
 
-fn make_connector(s: &Shared) -> Connector {
-    let dest = s.borrow().addr.to_string();
-    let (s1, s2) = (s.clone(), s.clone());
-    Connector::new(
-        dest,
-        move |r| {
-            if std::mem::replace(&mut s1.borrow_mut().pending, true) {
-                log::debug!("connect() while an attempt is pending: ignored");
-                return;
-            }
-            let s = s1.clone();
-            r.call_soon(move |r| attempt(r, &s));
+/// [`connect_unix`] with options.
+///
+/// ```
+/// use std::time::Duration;
+/// use twistor_reactor::{testing::Recorder, Reactor};
+/// use twistor_transports::unix::{connect_unix_with, UnixConnectOptions};
+/// let opts = UnixConnectOptions { max_write_buffer: 1 << 20, ..Default::default() };
+/// let mut r = Reactor::new().unwrap();
+/// connect_unix_with(&mut r, "/run/app.sock", |_: &_| Recorder::new().0, opts);
+/// ```
+pub fn connect_unix_with(
+    r: &mut Reactor,
+    addr: impl Into<UnixAddr>,
+    factory: impl ClientFactory,
+    opts: UnixConnectOptions,
+) -> Connector {
+    let addr = addr.into();
+    let link = LinkOptions {
+        timeout: opts.timeout,
+        knobs: Knobs {
+            high_water: opts.high_water,
+            low_water: opts.low_water,
+            close_timeout: opts.close_timeout,
+            max_write_buffer: opts.max_write_buffer,
         },
-        move |r| {
-            if std::mem::replace(&mut s2.borrow_mut().pending, false) {
-                failed(r, &s2, Reason::Aborted);
+    };
+    connector::connect(r, UnixDialer(addr.clone()), addr.to_string(), factory, link)
+}
+
+/// How Unix sockets make their one connection for the shared connector.
+struct UnixDialer(UnixAddr);
+
+impl Dialer for UnixDialer {
+    type Addr = UnixAddr;
+    type Sock = UnixStream;
+    type Io = UnixIo;
+
+    fn addresses(&self) -> Addresses<UnixAddr> {
+        Addresses::Known(vec![self.0.clone()])
+    }
+
+    fn start(&self, addr: &UnixAddr) -> io::Result<UnixStream> {
+        let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+        sock.set_nonblocking(true)?;
+        match sock.connect(&addr.sockaddr()?) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            // A full backlog: the listener is overloaded, not absent.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!("{addr}: the listener's backlog is full"),
+                ))
             }
-        },
-    )
-}
-
-/// Tell the factory the attempt failed. When the factory is busy, because
-/// its own `started_connecting` called `stop_connecting` (as Twisted
-/// allows), it is told on the next loop turn, after that callback returns.
-fn failed(r: &mut Reactor, s: &Shared, reason: Reason) {
-    let factory = s.borrow().factory.clone();
-    let Ok(mut f) = factory.try_borrow_mut() else {
-        let s = s.clone();
-        r.call_soon(move |r| failed(r, &s, reason));
-        return;
-    };
-    let connector = make_connector(s);
-    log::debug!("connection to {} failed: {reason}", connector.destination());
-    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        f.client_connection_failed(r, &connector, &reason)
-    }));
-    if res.is_err() {
-        log::error!("client_connection_failed panicked");
-    }
-}
-
-fn attempt(r: &mut Reactor, s: &Shared) {
-    if !s.borrow().pending {
-        return; // stop_connecting came first
-    }
-    if r.is_stopping() {
-        s.borrow_mut().pending = false;
-        return failed(r, s, Reason::Aborted);
-    }
-    let (addr, factory) = {
-        let st = s.borrow();
-        (st.addr.clone(), st.factory.clone())
-    };
-    let connector = make_connector(s);
-    // Still pending here, so that started_connecting may stop it.
-    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        factory.borrow_mut().started_connecting(r, &connector)
-    }));
-    if res.is_err() {
-        log::error!("started_connecting panicked");
-    }
-    if !std::mem::replace(&mut s.borrow_mut().pending, false) {
-        return; // started_connecting called stop_connecting
-    }
-    let stream = match connect_now(&addr) {
-        Ok(stream) => stream,
-        Err(e) => return failed(r, s, Reason::from_io(e)),
-    };
-    let peer = addr.to_address();
-    let io = unix_io(stream, Some(peer.clone()), None);
-    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        factory.borrow_mut().build_protocol(&peer)
-    }));
-    let proto = match built {
-        Ok(Some(p)) => p,
-        Ok(None) => return failed(r, s, Reason::Limit("the factory refused the connection".into())),
-        Err(_) => return failed(r, s, Reason::Panic("build_protocol panicked".into())),
-    };
-    let (f2, c2) = (factory.clone(), connector);
-    let opts = StreamOptions {
-        on_lost: Some(Box::new(move |r, reason| {
-            f2.borrow_mut().client_connection_lost(r, &c2, reason)
-        })),
-        ..StreamOptions::default()
-    };
-    if let Err(e) = open_stream(r, io, proto, opts) {
-        failed(r, s, Reason::from_io(e));
-    }
-}
-
-fn connect_now(addr: &UnixAddr) -> io::Result<UnixStream> {
-    let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-    sock.set_nonblocking(true)?;
-    match sock.connect(&addr.sockaddr()?) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        // A full backlog: the listener is overloaded, not absent.
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            return Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                format!("{addr}: the listener's backlog is full"),
-            ))
+            Err(e) => return Err(e),
         }
-        Err(e) => return Err(e),
+        Ok(UnixStream::from_std(sock.into()))
     }
-    Ok(UnixStream::from_std(sock.into()))
+
+    fn finished(sock: &UnixStream) -> Option<io::Result<()>> {
+        match sock.take_error() {
+            Ok(Some(e)) | Err(e) => Some(Err(e)),
+            Ok(None) => match sock.peer_addr() {
+                Ok(_) => Some(Ok(())),
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => None,
+                Err(e) => Some(Err(e)),
+            },
+        }
+    }
+
+    fn wrap(&self, sock: UnixStream, addr: &UnixAddr) -> UnixIo {
+        // A client socket is never bound here, so its own end is unnamed.
+        SockIo {
+            s: sock,
+            peer: addr.to_address(),
+            host: Address::Unix(PathBuf::new()),
+        }
+    }
 }
 
 #[cfg(test)]
