@@ -3,6 +3,7 @@
 //! address a dual-stack socket reports is shown ([`unmap`]), and how a
 //! client finds a host's addresses ([`Resolver`]). TCP and UDP share these.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -109,6 +110,25 @@ pub fn unmap(a: SocketAddr) -> SocketAddr {
     }
 }
 
+/// Order a host's addresses for connecting, as RFC 8305 section 4 does:
+/// keep the resolver's order within each family, but alternate families,
+/// starting with the family of the first address, so that one broken
+/// family cannot hold back every address of the other.
+pub(crate) fn interleave(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let Some(first) = addrs.first() else {
+        return addrs;
+    };
+    let v6_first = first.is_ipv6();
+    let (mut lead, mut other): (VecDeque<SocketAddr>, VecDeque<SocketAddr>) =
+        addrs.iter().partition(|a| a.is_ipv6() == v6_first);
+    let mut out = Vec::with_capacity(addrs.len());
+    while !lead.is_empty() || !other.is_empty() {
+        out.extend(lead.pop_front());
+        out.extend(other.pop_front());
+    }
+    out
+}
+
 /// How `connect_tcp` turns a host name into addresses (Twisted's
 /// `IHostnameResolver`). The default is the system's (`getaddrinfo`, which
 /// also orders the addresses by RFC 6724's preferences); give another to
@@ -159,5 +179,34 @@ impl Default for Resolver {
 impl std::fmt::Debug for Resolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Resolver")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs(list: &[&str]) -> Vec<SocketAddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn interleave_alternates_families_starting_with_the_first() {
+        let got = interleave(addrs(&[
+            "[::1]:1",
+            "[::2]:1",
+            "[::3]:1",
+            "10.0.0.1:1",
+            "10.0.0.2:1",
+        ]));
+        assert_eq!(
+            got,
+            addrs(&["[::1]:1", "10.0.0.1:1", "[::2]:1", "10.0.0.2:1", "[::3]:1"])
+        );
+        let got = interleave(addrs(&["10.0.0.1:1", "10.0.0.2:1", "[::1]:1"]));
+        assert_eq!(got, addrs(&["10.0.0.1:1", "[::1]:1", "10.0.0.2:1"]));
+        let one_family = addrs(&["10.0.0.2:1", "10.0.0.1:1"]);
+        assert_eq!(interleave(one_family.clone()), one_family);
+        assert!(interleave(Vec::new()).is_empty());
     }
 }

@@ -14,10 +14,10 @@ use twistor_reactor::{
     Address, ClientFactory, ConnId, Connector, Reactor, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER,
 };
 
-use crate::addr::Resolver;
+use crate::addr::{interleave, Resolver};
 pub use crate::addr::{unmap, ListenAddr};
-pub use crate::connector::DEFAULT_CONNECT_TIMEOUT;
 use crate::connector::{self, Addresses, Dialer, LinkOptions};
+pub use crate::connector::{DEFAULT_ATTEMPT_DELAY, DEFAULT_CONNECT_TIMEOUT};
 pub use crate::listener::DEFAULT_BACKLOG;
 use crate::listener::{Accepted, Acceptor, Listener};
 use crate::sock::{Knobs, SockIo};
@@ -241,6 +241,13 @@ pub struct ConnectOptions {
     pub bind: Option<SocketAddr>,
     /// How host names become addresses (default: the system's resolver).
     pub resolver: Resolver,
+    /// Happy Eyeballs (RFC 8305): when a name has several addresses, how
+    /// long one connect may go unanswered before the next address is tried
+    /// alongside it (default [`DEFAULT_ATTEMPT_DELAY`], 250 ms). The first
+    /// to connect wins and the others are closed; an address that fails
+    /// gives way to the next at once. [`timeout`](Self::timeout) still
+    /// bounds the whole attempt.
+    pub attempt_delay: Duration,
     /// Write-buffer high-water mark of the connection (default
     /// [`DEFAULT_HIGH_WATER`](twistor_reactor::DEFAULT_HIGH_WATER), 64 KiB).
     pub high_water: usize,
@@ -261,6 +268,7 @@ impl Default for ConnectOptions {
             timeout: DEFAULT_CONNECT_TIMEOUT,
             bind: None,
             resolver: Resolver::system(),
+            attempt_delay: DEFAULT_ATTEMPT_DELAY,
             high_water: knobs.high_water,
             low_water: knobs.low_water,
             close_timeout: knobs.close_timeout,
@@ -284,9 +292,14 @@ impl ConnectOptions {
 /// `reactor.connectTCP(host, port, factory)`).
 ///
 /// The host may be a name (resolved on the thread pool, never blocking the
-/// loop) or an address; every resolved address is tried in order. The
-/// attempt ends in exactly one of the protocol's `connection_made` or the
-/// factory's `client_connection_failed`.
+/// loop) or an address. A name's addresses are tried as RFC 8305 (Happy
+/// Eyeballs) says: IPv6 and IPv4 alternate, a new connect starts every
+/// [`attempt_delay`](ConnectOptions::attempt_delay) (250 ms) while none has
+/// answered, the first to connect wins, and the others are closed; so an
+/// address that never answers (a broken IPv6 route) costs a quarter of a
+/// second, not the whole timeout. The attempt ends in exactly one of the
+/// protocol's `connection_made` or the factory's
+/// `client_connection_failed`.
 ///
 /// ```no_run
 /// use twistor_reactor::{Protocol, Reactor, Transport};
@@ -331,6 +344,7 @@ pub fn connect_tcp_with(
     };
     let link = LinkOptions {
         timeout: opts.timeout,
+        attempt_delay: opts.attempt_delay,
         knobs: opts.knobs(),
     };
     let dialer = TcpDialer {
@@ -361,7 +375,7 @@ impl Dialer for TcpDialer {
             return Addresses::Known(vec![SocketAddr::new(ip, self.port)]);
         }
         let (resolver, host, port) = (self.resolver.clone(), self.host.clone(), self.port);
-        Addresses::Lookup(Box::new(move || resolver.resolve(&host, port)))
+        Addresses::Lookup(Box::new(move || resolver.resolve(&host, port).map(interleave)))
     }
 
     fn start(&self, addr: &SocketAddr) -> io::Result<mio::net::TcpStream> {

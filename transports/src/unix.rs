@@ -39,7 +39,9 @@ use twistor_reactor::{
     Address, ClientFactory, ConnId, Connector, Factory, Reactor, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER,
 };
 
-use crate::connector::{self, Addresses, Dialer, LinkOptions, DEFAULT_CONNECT_TIMEOUT};
+use crate::connector::{
+    self, Addresses, Dialer, LinkOptions, DEFAULT_ATTEMPT_DELAY, DEFAULT_CONNECT_TIMEOUT,
+};
 use crate::listener::{Accepted, Acceptor, Listener, DEFAULT_BACKLOG};
 use crate::sock::{Knobs, SockIo};
 
@@ -570,6 +572,7 @@ pub fn connect_unix_with(
     let addr = addr.into();
     let link = LinkOptions {
         timeout: opts.timeout,
+        attempt_delay: DEFAULT_ATTEMPT_DELAY,
         knobs: Knobs {
             high_water: opts.high_water,
             low_water: opts.low_water,

@@ -26,20 +26,23 @@
 //! older attempt (a lookup that finishes late, a timer) carry its number
 //! and are ignored.
 
+mod race;
+#[cfg(test)]
+mod tests;
+
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 
-use mio::Interest;
 use twistor_reactor::{
     catch_panic, open_stream, ClientFactory, ConnId, Connector, DelayedCall, Handler, Reactor, Ready, Reason,
     StreamIo,
 };
 
 use crate::sock::Knobs;
+use race::{race, Race};
 
 /// Default time a connection attempt may take, name lookup included
 /// (Twisted's default).
@@ -77,10 +80,16 @@ pub(crate) enum Addresses<A> {
     Lookup(Box<dyn FnOnce() -> io::Result<Vec<A>> + Send>),
 }
 
+/// Default time between starting connects to successive addresses of one
+/// attempt (RFC 8305's "Connection Attempt Delay", its recommended value).
+pub const DEFAULT_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
 /// A connector's settings.
 pub(crate) struct LinkOptions {
     /// The whole attempt's deadline, lookup included.
     pub timeout: Duration,
+    /// How long one address has before the next is tried alongside it.
+    pub attempt_delay: Duration,
     /// The limits of the connection, once made.
     pub knobs: Knobs,
 }
@@ -146,40 +155,6 @@ impl<A> Phase<A> {
             Phase::Connecting(race) => race.release(r),
             _ => {}
         }
-    }
-}
-
-/// The addresses of an attempt: those not tried yet, and the sockets
-/// connecting now.
-struct Race<A> {
-    untried: VecDeque<A>,
-    flying: Vec<ConnId>,
-    /// The error of the last address that failed, for the report.
-    last_error: Option<io::Error>,
-}
-
-impl<A> Race<A> {
-    fn new(addrs: Vec<A>) -> Race<A> {
-        Race {
-            untried: addrs.into(),
-            flying: Vec::new(),
-            last_error: None,
-        }
-    }
-
-    fn release(self, r: &mut Reactor) {
-        // Dropping a handler closes its socket.
-        for id in self.flying {
-            r.remove(id);
-        }
-    }
-
-    fn failure(&mut self) -> Reason {
-        let e = self
-            .last_error
-            .take()
-            .unwrap_or_else(|| io::Error::other("no address to connect to"));
-        Reason::from_io(e)
     }
 }
 
@@ -350,97 +325,14 @@ fn resolve<D: Dialer>(
     });
 }
 
-/// Start connecting to `addrs`.
-fn race<D: Dialer>(r: &mut Reactor, link: &Shared<D>, attempt: u64, addrs: Vec<D::Addr>) {
-    let left = {
+/// A socket connected (and left the race): it wins, the others are
+/// closed, and the connection is handed to a protocol.
+fn won<D: Dialer>(r: &mut Reactor, link: &Shared<D>, attempt: u64, sock: D::Sock, addr: D::Addr) {
+    let (left, deadline, factory, destination) = {
         let mut l = link.borrow_mut();
         if l.attempt != attempt {
             return;
         }
-        match l.enter(Phase::Connecting(Race::new(addrs))) {
-            Some(left) => left,
-            None => return,
-        }
-    };
-    left.release(r);
-    launch(r, link, attempt);
-}
-
-/// Start the connect to the next untried address. An address that fails
-/// at once gives way to the next at once; when none is left and no
-/// socket is connecting, the attempt has failed.
-fn launch<D: Dialer>(r: &mut Reactor, link: &Shared<D>, attempt: u64) {
-    loop {
-        let mut l = link.borrow_mut();
-        let Some(race) = l.race(attempt) else { return };
-        let Some(addr) = race.untried.pop_front() else {
-            break;
-        };
-        let started = l.dialer.start(&addr);
-        drop(l);
-        let error = match started {
-            Ok(sock) => {
-                let l2 = link.clone();
-                let made = r.insert_with(move |r, id| {
-                    let mut sock = sock;
-                    r.registry().register(&mut sock, id.token(), Interest::WRITABLE)?;
-                    Ok(Box::new(Dialing {
-                        sock: Some(sock),
-                        addr,
-                        link: l2,
-                        attempt,
-                    }))
-                });
-                match made {
-                    Ok(id) => match link.borrow_mut().race(attempt) {
-                        Some(race) => {
-                            race.flying.push(id);
-                            return;
-                        }
-                        None => return r.remove(id),
-                    },
-                    Err(e) => e,
-                }
-            }
-            Err(e) => {
-                log::debug!("connect to {addr}: {e}");
-                e
-            }
-        };
-        if let Some(race) = link.borrow_mut().race(attempt) {
-            race.last_error = Some(error);
-        }
-    }
-    let failed = {
-        let mut l = link.borrow_mut();
-        match l.race(attempt) {
-            Some(race) if race.flying.is_empty() => Some(race.failure()),
-            _ => None,
-        }
-    };
-    if let Some(reason) = failed {
-        finish(r, link, attempt, Phase::Failed, reason);
-    }
-}
-
-/// One socket's connect failed: try the next address.
-fn lost_one<D: Dialer>(r: &mut Reactor, link: &Shared<D>, attempt: u64, id: ConnId, e: io::Error) {
-    {
-        let mut l = link.borrow_mut();
-        let Some(race) = l.race(attempt) else { return };
-        race.flying.retain(|&f| f != id);
-        race.last_error = Some(e);
-    }
-    launch(r, link, attempt);
-}
-
-/// One socket connected: it wins, the others are closed, and the
-/// connection is handed to a protocol.
-fn won<D: Dialer>(r: &mut Reactor, link: &Shared<D>, attempt: u64, id: ConnId, sock: D::Sock, addr: D::Addr) {
-    let (left, deadline, factory, destination) = {
-        let mut l = link.borrow_mut();
-        let Some(race) = l.race(attempt) else { return };
-        race.flying.retain(|&f| f != id);
         let Some(left) = l.enter(Phase::Opening) else {
             return;
         };
@@ -523,44 +415,6 @@ fn report(r: &mut Reactor, factory: &SharedFactory, c: &Connector, what: Report)
     };
 }
 
-/// The handler of a socket whose connect is in flight.
-struct Dialing<D: Dialer> {
-    sock: Option<D::Sock>,
-    addr: D::Addr,
-    link: Shared<D>,
-    attempt: u64,
-}
-
-impl<D: Dialer> Handler for Dialing<D> {
-    fn ready(&mut self, r: &mut Reactor, id: ConnId, ready: Ready) {
-        if !ready.writable && !ready.error {
-            return;
-        }
-        let Some(outcome) = self.sock.as_ref().and_then(D::finished) else {
-            return; // not done yet (or done with already)
-        };
-        let Some(mut sock) = self.sock.take() else { return };
-        let _ = r.registry().deregister(&mut sock);
-        r.remove(id);
-        match outcome {
-            Ok(()) => won(r, &self.link, self.attempt, id, sock, self.addr.clone()),
-            Err(e) => {
-                log::debug!("connect to {}: {e}", self.addr);
-                drop(sock);
-                lost_one(r, &self.link, self.attempt, id, e);
-            }
-        }
-    }
-
-    fn shutdown(&mut self, r: &mut Reactor, _: ConnId) {
-        finish(r, &self.link, self.attempt, Phase::Stopped, Reason::Aborted);
-    }
-
-    fn abort(&mut self, r: &mut Reactor, _: ConnId) {
-        finish(r, &self.link, self.attempt, Phase::Stopped, Reason::Aborted);
-    }
-}
-
 /// Stands for an attempt whose name is being looked up: it has no socket
 /// yet, but a reactor stop must still end it.
 struct StandIn<D: Dialer> {
@@ -571,11 +425,12 @@ struct StandIn<D: Dialer> {
 impl<D: Dialer> Handler for StandIn<D> {
     fn ready(&mut self, _: &mut Reactor, _: ConnId, _: Ready) {}
 
-    fn shutdown(&mut self, r: &mut Reactor, _: ConnId) {
+    fn shutdown(&mut self, r: &mut Reactor, id: ConnId) {
         finish(r, &self.link, self.attempt, Phase::Stopped, Reason::Aborted);
+        r.remove(id);
     }
 
-    fn abort(&mut self, r: &mut Reactor, _: ConnId) {
-        finish(r, &self.link, self.attempt, Phase::Stopped, Reason::Aborted);
+    fn abort(&mut self, r: &mut Reactor, id: ConnId) {
+        self.shutdown(r, id);
     }
 }
