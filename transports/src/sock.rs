@@ -13,6 +13,22 @@ use twistor_reactor::{
     DEFAULT_MAX_WRITE_BUFFER,
 };
 
+/// Run `f`, one call that asks the kernel something about a connected
+/// socket (its addresses, an option). Every such call on the path of a new
+/// connection goes through here, so that a test can count them: a
+/// connection should cost no call whose answer is already known.
+pub(crate) fn ask_kernel<T>(f: impl FnOnce() -> T) -> T {
+    #[cfg(test)]
+    KERNEL_ASKS.with(|n| n.set(n.get() + 1));
+    f()
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Calls made through [`ask_kernel`] on this thread.
+    pub(crate) static KERNEL_ASKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 /// The limits of each stream a listener accepts or a connector opens, as
 /// its options give them.
 #[derive(Debug, Clone, Copy)]

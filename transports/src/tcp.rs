@@ -10,30 +10,33 @@ use std::time::Duration;
 
 use mio::Interest;
 use socket2::{Domain, Protocol as SockProto, Socket, Type};
-use twistor_reactor::{
-    Address, ClientFactory, ConnId, Connector, Reactor, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER,
-};
+use twistor_reactor::{Address, ClientFactory, ConnId, Connector, Reactor};
 
 use crate::addr::{interleave, Resolver};
 pub use crate::addr::{unmap, ListenAddr};
 use crate::connector::{self, Addresses, Dialer, LinkOptions};
 pub use crate::connector::{DEFAULT_ATTEMPT_DELAY, DEFAULT_CONNECT_TIMEOUT};
-pub use crate::listener::DEFAULT_BACKLOG;
 use crate::listener::{Accepted, Acceptor, Listener};
-use crate::sock::{Knobs, SockIo};
+pub use crate::listener::{DEFAULT_ACCEPT_BUDGET, DEFAULT_BACKLOG};
+use crate::sock::{ask_kernel, Knobs, SockIo};
 
 // ----- listening ------------------------------------------------------------------
 
 /// Options for [`listen_tcp_with`].
 ///
 /// ```
+/// use std::time::Duration;
 /// use twistor_transports::ListenOptions;
-/// let opts = ListenOptions { max_connections: Some(1000), ..ListenOptions::default() };
+/// let opts = ListenOptions {
+///     max_connections: Some(1000),
+///     close_timeout: Duration::from_secs(10),
+///     ..ListenOptions::default()
+/// };
 /// assert!(opts.reuse_addr);
 /// ```
 #[derive(Debug, Clone)]
 pub struct ListenOptions {
-    /// Listen backlog (default 1024).
+    /// Listen backlog (default [`DEFAULT_BACKLOG`], 1024).
     pub backlog: i32,
     /// SO_REUSEADDR (default on, so a restarted server can bind at once).
     pub reuse_addr: bool,
@@ -45,22 +48,55 @@ pub struct ListenOptions {
     /// Maximum live connections; new ones over it are closed at once with a
     /// log line (default: no limit).
     pub max_connections: Option<usize>,
-    /// Write-buffer high-water mark of each connection.
+    /// Connections accepted per readiness event before the other
+    /// connections get a turn (default [`DEFAULT_ACCEPT_BUDGET`], 128).
+    pub accept_budget: usize,
+    /// Write-buffer high-water mark of each connection (default
+    /// [`DEFAULT_HIGH_WATER`](twistor_reactor::DEFAULT_HIGH_WATER), 64 KiB).
     pub high_water: usize,
-    /// Write-buffer low-water mark of each connection.
+    /// Write-buffer low-water mark of each connection (default
+    /// [`DEFAULT_LOW_WATER`](twistor_reactor::DEFAULT_LOW_WATER), 16 KiB).
     pub low_water: usize,
+    /// How long a graceful close of a connection may spend flushing before
+    /// it is aborted (default
+    /// [`DEFAULT_CLOSE_TIMEOUT`](twistor_reactor::DEFAULT_CLOSE_TIMEOUT), 30 s).
+    pub close_timeout: Duration,
+    /// Hard cap on each connection's write buffer: past it the connection
+    /// is aborted with a limit reason (default
+    /// [`DEFAULT_MAX_WRITE_BUFFER`](twistor_reactor::DEFAULT_MAX_WRITE_BUFFER), 16 MiB).
+    pub max_write_buffer: usize,
 }
 
 impl Default for ListenOptions {
     fn default() -> Self {
+        let knobs = Knobs::default();
         ListenOptions {
             backlog: DEFAULT_BACKLOG,
             reuse_addr: true,
             reuse_port: false,
             v6_only: None,
             max_connections: None,
-            high_water: DEFAULT_HIGH_WATER,
-            low_water: DEFAULT_LOW_WATER,
+            accept_budget: DEFAULT_ACCEPT_BUDGET,
+            high_water: knobs.high_water,
+            low_water: knobs.low_water,
+            close_timeout: knobs.close_timeout,
+            max_write_buffer: knobs.max_write_buffer,
+        }
+    }
+}
+
+impl ListenOptions {
+    /// What the listener does with these options.
+    fn accepted(&self) -> Accepted {
+        Accepted {
+            max_connections: self.max_connections,
+            accept_budget: self.accept_budget,
+            knobs: Knobs {
+                high_water: self.high_water,
+                low_water: self.low_water,
+                close_timeout: self.close_timeout,
+                max_write_buffer: self.max_write_buffer,
+            },
         }
     }
 }
@@ -94,19 +130,52 @@ impl ListeningPort {
     }
 }
 
-struct TcpAcceptor(mio::net::TcpListener);
+/// The listening socket, and what it knows of every connection it accepts.
+struct TcpAcceptor {
+    l: mio::net::TcpListener,
+    /// The local address of every accepted connection, when the listener
+    /// is bound to one address; `None` for a wildcard one (`[::]`,
+    /// `0.0.0.0`), where only the kernel knows which address was reached.
+    host: Option<Address>,
+}
+
+impl TcpAcceptor {
+    fn new(l: mio::net::TcpListener, bound: SocketAddr) -> TcpAcceptor {
+        let host = (!bound.ip().is_unspecified()).then(|| Address::Inet(unmap(bound)));
+        TcpAcceptor { l, host }
+    }
+}
 
 impl Acceptor for TcpAcceptor {
     type Stream = TcpIo;
+
+    /// One `accept4`, and no other call when the listener has one address:
+    /// accept gave the peer, the listener knows the local end, and Nagle
+    /// is already off (accepted sockets inherit TCP_NODELAY from the
+    /// listener on Linux; elsewhere it is set here).
     fn accept(&mut self) -> io::Result<(TcpIo, Address)> {
-        let (s, peer) = self.0.accept()?;
-        let inet = |a: io::Result<SocketAddr>| a.map(|a| Address::Inet(unmap(a))).unwrap_or(Address::Unknown);
-        let (p, h) = (inet(s.peer_addr()), inet(s.local_addr()));
-        let io = tcp_io(s, p, h);
-        Ok((io, Address::Inet(unmap(peer))))
+        let (s, peer) = self.l.accept()?;
+        let peer = Address::Inet(unmap(peer));
+        let host = match &self.host {
+            Some(h) => h.clone(),
+            None => ask_kernel(|| s.local_addr())
+                .map(|a| Address::Inet(unmap(a)))
+                .unwrap_or(Address::Unknown),
+        };
+        #[cfg(not(target_os = "linux"))]
+        let _ = ask_kernel(|| s.set_nodelay(true));
+        Ok((
+            SockIo {
+                s,
+                peer: peer.clone(),
+                host,
+            },
+            peer,
+        ))
     }
+
     fn deregister(&mut self, r: &Reactor) {
-        let _ = r.registry().deregister(&mut self.0);
+        let _ = r.registry().deregister(&mut self.l);
     }
 }
 
@@ -178,6 +247,8 @@ fn bind_listener(addr: SocketAddr, dual: bool, opts: &ListenOptions) -> io::Resu
         }
     }
     sock.set_nonblocking(true)?;
+    // Accepted sockets inherit it (Linux), which saves a call per accept.
+    sock.set_nodelay(true)?;
     sock.bind(&addr.into())?;
     sock.listen(opts.backlog)?;
     Ok(sock.into())
@@ -191,15 +262,11 @@ fn register_listener(
 ) -> io::Result<ListeningPort> {
     let bound = l.local_addr()?;
     let mut l = mio::net::TcpListener::from_std(l);
-    let settings = Accepted {
-        max_connections: opts.max_connections,
-        high_water: opts.high_water,
-        low_water: opts.low_water,
-    };
+    let settings = opts.accepted();
     let id = r.insert_with(|r, id| {
         r.registry().register(&mut l, id.token(), Interest::READABLE)?;
         Ok(Box::new(Listener::new(
-            TcpAcceptor(l),
+            TcpAcceptor::new(l, bound),
             factory,
             settings,
             format!("TCP listener {bound}"),
@@ -214,10 +281,10 @@ fn register_listener(
 /// A connected TCP socket as a [`StreamIo`](twistor_reactor::StreamIo).
 type TcpIo = SockIo<mio::net::TcpStream>;
 
-/// Wrap a connected socket whose addresses are known: Nagle off
+/// Wrap a connected client socket whose addresses are known: Nagle off
 /// (request/response protocols want it).
 fn tcp_io(s: mio::net::TcpStream, peer: Address, host: Address) -> TcpIo {
-    let _ = s.set_nodelay(true);
+    let _ = ask_kernel(|| s.set_nodelay(true));
     SockIo { s, peer, host }
 }
 
@@ -396,7 +463,7 @@ impl Dialer for TcpDialer {
         // SO_ERROR says whether it failed; peer_addr confirms it connected.
         match sock.take_error() {
             Ok(Some(e)) | Err(e) => Some(Err(e)),
-            Ok(None) => match sock.peer_addr() {
+            Ok(None) => match ask_kernel(|| sock.peer_addr()) {
                 Ok(_) => Some(Ok(())),
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => None,
                 Err(e) => Some(Err(e)),
@@ -405,10 +472,132 @@ impl Dialer for TcpDialer {
     }
 
     fn wrap(&self, sock: mio::net::TcpStream, addr: &SocketAddr) -> TcpIo {
-        let host = sock
-            .local_addr()
+        let host = ask_kernel(|| sock.local_addr())
             .map(|a| Address::Inet(unmap(a)))
             .unwrap_or(Address::Unknown);
         tcp_io(sock, Address::Inet(unmap(*addr)), host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use twistor_reactor::{Protocol, Transport};
+
+    use crate::sock::KERNEL_ASKS;
+
+    /// Records the addresses each accepted connection sees.
+    struct Names(Rc<RefCell<Vec<(Address, Address)>>>);
+    impl Protocol for Names {
+        fn connection_made(&mut self, t: &mut dyn Transport) {
+            self.0.borrow_mut().push((t.peer(), t.host()));
+        }
+        fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+    }
+
+    /// Accept asks the kernel nothing it has already said: accept4 gave the
+    /// peer, the listener's own address is the local one when it is bound
+    /// to one address, and Nagle is off already (inherited from the
+    /// listener). Only a wildcard listener must ask which of its addresses
+    /// a connection came to.
+    #[test]
+    fn accepting_asks_the_kernel_nothing_it_already_said() {
+        const N: usize = 20;
+        let cases = [
+            (ListenAddr::from("127.0.0.1:0"), 0),
+            (ListenAddr::from("0.0.0.0:0"), 1),
+            (ListenAddr::Port(0), 1), // dual-stack [::]
+        ];
+        for (bind, per_connection) in cases {
+            let mut r = Reactor::new().unwrap();
+            r.set_install_signal_handlers(false);
+            let seen = Rc::new(RefCell::new(Vec::new()));
+            let s2 = seen.clone();
+            let port = listen_tcp(&mut r, bind.clone(), move |_: &Address| Names(s2.clone())).unwrap();
+            let to = SocketAddr::from(([127, 0, 0, 1], port.port()));
+            let before = KERNEL_ASKS.with(|n| n.get());
+            let clients: Vec<_> = (0..N)
+                .map(|_| std::net::TcpStream::connect(to).unwrap())
+                .collect();
+            let done = r
+                .run_until(Duration::from_secs(20), |_| seen.borrow().len() == N)
+                .unwrap();
+            assert!(done, "{bind}: accepted {} of {N}", seen.borrow().len());
+            let asked = KERNEL_ASKS.with(|n| n.get()) - before;
+            assert_eq!(
+                asked,
+                (N * per_connection) as u64,
+                "{bind}: calls per {N} accepts"
+            );
+            // And the names are right.
+            for (c, (peer, host)) in clients.iter().zip(seen.borrow().iter()) {
+                assert_eq!(*peer, Address::Inet(c.local_addr().unwrap()), "{bind}");
+                assert_eq!(*host, Address::Inet(to), "{bind}");
+            }
+        }
+    }
+
+    /// What lets accept skip setting TCP_NODELAY: the accepted socket has
+    /// it from the listener.
+    #[test]
+    fn accepted_sockets_have_nagle_off() {
+        use std::os::fd::AsRawFd;
+        let l = bind_listener("127.0.0.1:0".parse().unwrap(), false, &ListenOptions::default()).unwrap();
+        let to = l.local_addr().unwrap();
+        let mut acceptor = TcpAcceptor::new(mio::net::TcpListener::from_std(l), to);
+        let _c = std::net::TcpStream::connect(to).unwrap();
+        // Wait (bounded) for the connection to be ready to accept.
+        let mut p = libc::pollfd {
+            fd: acceptor.l.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        assert_eq!(unsafe { libc::poll(&mut p, 1, 20_000) }, 1, "nothing to accept");
+        let (io, _) = acceptor.accept().unwrap();
+        assert!(socket2::SockRef::from(&io.s).nodelay().unwrap());
+    }
+
+    /// Every stream limit given to a listener or a connector is what its
+    /// streams are opened with.
+    #[test]
+    fn every_knob_reaches_the_stream_options() {
+        let l = ListenOptions {
+            max_connections: Some(6),
+            accept_budget: 5,
+            high_water: 1,
+            low_water: 2,
+            close_timeout: Duration::from_secs(3),
+            max_write_buffer: 4,
+            ..ListenOptions::default()
+        };
+        let a = l.accepted();
+        assert_eq!((a.max_connections, a.accept_budget), (Some(6), 5));
+        let o = a.knobs.stream_options(None);
+        assert_eq!(
+            (o.high_water, o.low_water, o.close_timeout, o.max_write_buffer),
+            (1, 2, Duration::from_secs(3), 4)
+        );
+        let c = ConnectOptions {
+            high_water: 7,
+            low_water: 8,
+            close_timeout: Duration::from_secs(9),
+            max_write_buffer: 10,
+            ..ConnectOptions::default()
+        };
+        let o = c.knobs().stream_options(None);
+        assert_eq!(
+            (o.high_water, o.low_water, o.close_timeout, o.max_write_buffer),
+            (7, 8, Duration::from_secs(9), 10)
+        );
+        // The defaults are the reactor's.
+        let d = twistor_reactor::StreamOptions::default();
+        let o = ListenOptions::default().accepted().knobs.stream_options(None);
+        assert_eq!(
+            (o.high_water, o.low_water, o.close_timeout, o.max_write_buffer),
+            (d.high_water, d.low_water, d.close_timeout, d.max_write_buffer)
+        );
     }
 }

@@ -35,15 +35,13 @@ use std::time::Duration;
 use mio::net::{UnixListener, UnixStream};
 use mio::Interest;
 use socket2::{Domain, SockAddr, Socket, Type};
-use twistor_reactor::{
-    Address, ClientFactory, ConnId, Connector, Factory, Reactor, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER,
-};
+use twistor_reactor::{Address, ClientFactory, ConnId, Connector, Factory, Reactor};
 
 use crate::connector::{
     self, Addresses, Dialer, LinkOptions, DEFAULT_ATTEMPT_DELAY, DEFAULT_CONNECT_TIMEOUT,
 };
-use crate::listener::{Accepted, Acceptor, Listener, DEFAULT_BACKLOG};
-use crate::sock::{Knobs, SockIo};
+use crate::listener::{Accepted, Acceptor, Listener, DEFAULT_ACCEPT_BUDGET, DEFAULT_BACKLOG};
+use crate::sock::{ask_kernel, Knobs, SockIo};
 
 // ----- addresses -------------------------------------------------------------
 
@@ -140,8 +138,7 @@ impl std::fmt::Display for UnixAddr {
 }
 
 /// Name one end of a Unix socket.
-fn address_of(a: io::Result<std::os::unix::net::SocketAddr>) -> Address {
-    let Ok(a) = a else { return Address::Unknown };
+fn address_of(a: std::os::unix::net::SocketAddr) -> Address {
     if let Some(p) = a.as_pathname() {
         return Address::Unix(p.to_path_buf());
     }
@@ -163,13 +160,6 @@ fn address_of(a: io::Result<std::os::unix::net::SocketAddr>) -> Address {
 /// A connected Unix stream socket as a [`StreamIo`](twistor_reactor::StreamIo).
 type UnixIo = SockIo<UnixStream>;
 
-/// Wrap a connected socket; addresses not given are read from it.
-fn unix_io(s: UnixStream, peer: Option<Address>, host: Option<Address>) -> UnixIo {
-    let peer = peer.unwrap_or_else(|| address_of(s.peer_addr()));
-    let host = host.unwrap_or_else(|| address_of(s.local_addr()));
-    SockIo { s, peer, host }
-}
-
 // ----- listening -------------------------------------------------------------
 
 /// Options for [`listen_unix_with`].
@@ -186,26 +176,60 @@ pub struct UnixListenOptions {
     pub remove_stale: bool,
     /// Permissions of the socket file, e.g. `0o600` (default: the umask's).
     pub mode: Option<u32>,
-    /// Listen backlog (default 1024).
+    /// Listen backlog (default [`DEFAULT_BACKLOG`](crate::tcp::DEFAULT_BACKLOG), 1024).
     pub backlog: i32,
     /// Maximum live connections; new ones over it are closed at once with a
     /// log line (default: no limit).
     pub max_connections: Option<usize>,
-    /// Write-buffer high-water mark of each connection.
+    /// Connections accepted per readiness event before the other
+    /// connections get a turn (default
+    /// [`DEFAULT_ACCEPT_BUDGET`](crate::tcp::DEFAULT_ACCEPT_BUDGET), 128).
+    pub accept_budget: usize,
+    /// Write-buffer high-water mark of each connection (default
+    /// [`DEFAULT_HIGH_WATER`](twistor_reactor::DEFAULT_HIGH_WATER), 64 KiB).
     pub high_water: usize,
-    /// Write-buffer low-water mark of each connection.
+    /// Write-buffer low-water mark of each connection (default
+    /// [`DEFAULT_LOW_WATER`](twistor_reactor::DEFAULT_LOW_WATER), 16 KiB).
     pub low_water: usize,
+    /// How long a graceful close of a connection may spend flushing before
+    /// it is aborted (default
+    /// [`DEFAULT_CLOSE_TIMEOUT`](twistor_reactor::DEFAULT_CLOSE_TIMEOUT), 30 s).
+    pub close_timeout: Duration,
+    /// Hard cap on each connection's write buffer: past it the connection
+    /// is aborted with a limit reason (default
+    /// [`DEFAULT_MAX_WRITE_BUFFER`](twistor_reactor::DEFAULT_MAX_WRITE_BUFFER), 16 MiB).
+    pub max_write_buffer: usize,
 }
 
 impl Default for UnixListenOptions {
     fn default() -> Self {
+        let knobs = Knobs::default();
         UnixListenOptions {
             remove_stale: true,
             mode: None,
             backlog: DEFAULT_BACKLOG,
             max_connections: None,
-            high_water: DEFAULT_HIGH_WATER,
-            low_water: DEFAULT_LOW_WATER,
+            accept_budget: DEFAULT_ACCEPT_BUDGET,
+            high_water: knobs.high_water,
+            low_water: knobs.low_water,
+            close_timeout: knobs.close_timeout,
+            max_write_buffer: knobs.max_write_buffer,
+        }
+    }
+}
+
+impl UnixListenOptions {
+    /// What the listener does with these options.
+    fn accepted(&self) -> Accepted {
+        Accepted {
+            max_connections: self.max_connections,
+            accept_budget: self.accept_budget,
+            knobs: Knobs {
+                high_water: self.high_water,
+                low_water: self.low_water,
+                close_timeout: self.close_timeout,
+                max_write_buffer: self.max_write_buffer,
+            },
         }
     }
 }
@@ -260,9 +284,16 @@ struct UnixAcceptor {
 impl Acceptor for UnixAcceptor {
     type Stream = UnixIo;
     fn accept(&mut self) -> io::Result<(UnixIo, Address)> {
+        // Accept named the peer and the listener knows its own name: no
+        // other call is needed.
         let (s, peer) = self.l.accept()?;
-        let peer = address_of(Ok(peer));
-        Ok((unix_io(s, Some(peer.clone()), Some(self.host.clone())), peer))
+        let peer = address_of(peer);
+        let io = SockIo {
+            s,
+            peer: peer.clone(),
+            host: self.host.clone(),
+        };
+        Ok((io, peer))
     }
     fn deregister(&mut self, r: &Reactor) {
         let _ = r.registry().deregister(&mut self.l);
@@ -351,11 +382,7 @@ pub fn listen_unix_with(
         host: addr.to_address(),
         file,
     };
-    let settings = Accepted {
-        max_connections: opts.max_connections,
-        high_water: opts.high_water,
-        low_water: opts.low_water,
-    };
+    let settings = opts.accepted();
     let what = format!("Unix listener {addr}");
     let id = r.insert_with(move |r, id| {
         r.registry()
@@ -520,6 +547,17 @@ impl Default for UnixConnectOptions {
     }
 }
 
+impl UnixConnectOptions {
+    fn knobs(&self) -> Knobs {
+        Knobs {
+            high_water: self.high_water,
+            low_water: self.low_water,
+            close_timeout: self.close_timeout,
+            max_write_buffer: self.max_write_buffer,
+        }
+    }
+}
+
 /// Connect to a Unix socket (Twisted's `reactor.connectUNIX(path, factory)`).
 ///
 /// The attempt starts on the next loop turn and ends in exactly one of the
@@ -573,12 +611,7 @@ pub fn connect_unix_with(
     let link = LinkOptions {
         timeout: opts.timeout,
         attempt_delay: DEFAULT_ATTEMPT_DELAY,
-        knobs: Knobs {
-            high_water: opts.high_water,
-            low_water: opts.low_water,
-            close_timeout: opts.close_timeout,
-            max_write_buffer: opts.max_write_buffer,
-        },
+        knobs: opts.knobs(),
     };
     connector::connect(r, UnixDialer(addr.clone()), addr.to_string(), factory, link)
 }
@@ -616,7 +649,7 @@ impl Dialer for UnixDialer {
     fn finished(sock: &UnixStream) -> Option<io::Result<()>> {
         match sock.take_error() {
             Ok(Some(e)) | Err(e) => Some(Err(e)),
-            Ok(None) => match sock.peer_addr() {
+            Ok(None) => match ask_kernel(|| sock.peer_addr()) {
                 Ok(_) => Some(Ok(())),
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => None,
                 Err(e) => Some(Err(e)),
@@ -661,5 +694,39 @@ mod tests {
         let stale = check_stale(&path).unwrap();
         remove_stale(&path, stale).unwrap();
         assert!(!path.exists());
+    }
+
+    /// Every stream limit given to a Unix listener or connector is what its
+    /// streams are opened with.
+    #[test]
+    fn every_knob_reaches_the_stream_options() {
+        let l = UnixListenOptions {
+            max_connections: Some(6),
+            accept_budget: 5,
+            high_water: 1,
+            low_water: 2,
+            close_timeout: Duration::from_secs(3),
+            max_write_buffer: 4,
+            ..UnixListenOptions::default()
+        };
+        let a = l.accepted();
+        assert_eq!((a.max_connections, a.accept_budget), (Some(6), 5));
+        let o = a.knobs.stream_options(None);
+        assert_eq!(
+            (o.high_water, o.low_water, o.close_timeout, o.max_write_buffer),
+            (1, 2, Duration::from_secs(3), 4)
+        );
+        let c = UnixConnectOptions {
+            high_water: 7,
+            low_water: 8,
+            close_timeout: Duration::from_secs(9),
+            max_write_buffer: 10,
+            ..UnixConnectOptions::default()
+        };
+        let o = c.knobs().stream_options(None);
+        assert_eq!(
+            (o.high_water, o.low_water, o.close_timeout, o.max_write_buffer),
+            (7, 8, Duration::from_secs(9), 10)
+        );
     }
 }
