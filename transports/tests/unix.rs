@@ -495,3 +495,17 @@ fn accepting_stops_at_its_budget_each_turn_and_drains_the_backlog() {
     drop(clients);
     port.stop_listening(&mut r);
 }
+
+/// The file is ours as long as it is the same inode: a mode change after
+/// listening (which changes the file's ctime) does not make stop leave it
+/// behind.
+#[test]
+fn the_file_goes_on_stop_even_after_a_chmod() {
+    let path = sock_path("chmod");
+    let mut r = Reactor::new().unwrap();
+    let (f, _, _) = echo_factory();
+    let port = listen_unix(&mut r, &path, f).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660)).unwrap();
+    port.stop_listening(&mut r);
+    assert!(!path.exists(), "the socket file was left behind after a chmod");
+}

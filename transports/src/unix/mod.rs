@@ -18,17 +18,22 @@
 //!   is never removed.
 //! - **Removal.** The file is removed when the port stops listening
 //!   ([`UnixPort::stop_listening`], or the reactor stopping), unless it was
-//!   replaced by another file meanwhile.
+//!   replaced by another file meanwhile (the same device and inode is the
+//!   same file: a `chmod` since does not matter).
 //! - **Mode.** [`UnixListenOptions::mode`] sets the file's permissions
 //!   before the socket starts listening, so no client connects under the
-//!   umask's defaults.
+//!   umask's defaults, and without ever following the path: the file is
+//!   made in a private directory and linked into place with its mode, so a
+//!   symlink swapped in by someone who can write to the directory cannot
+//!   redirect the change.
 //! - **Abstract names** (Linux): a name in the abstract namespace has no
 //!   file at all; write it `"@name"` or [`UnixAddr::Abstract`].
+
+mod file;
 
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -37,6 +42,7 @@ use mio::Interest;
 use socket2::{Domain, SockAddr, Socket, Type};
 use twistor_reactor::{Address, ClientFactory, ConnId, Connector, Factory, Reactor};
 
+use self::file::SocketFile;
 use crate::connector::{
     self, Addresses, Dialer, LinkOptions, DEFAULT_ATTEMPT_DELAY, DEFAULT_CONNECT_TIMEOUT,
 };
@@ -277,8 +283,7 @@ impl UnixPort {
 struct UnixAcceptor {
     l: UnixListener,
     host: Address,
-    /// The socket file and its identity when bound.
-    file: Option<(PathBuf, FileId)>,
+    file: Option<SocketFile>,
 }
 
 impl Acceptor for UnixAcceptor {
@@ -302,17 +307,10 @@ impl Acceptor for UnixAcceptor {
 
 impl Drop for UnixAcceptor {
     fn drop(&mut self) {
-        let Some((path, id)) = &self.file else {
-            return;
-        };
-        // Only our own socket: not a file someone put there since.
-        match std::fs::symlink_metadata(path) {
-            Ok(m) if file_id(&m) == *id => {
-                if let Err(e) = std::fs::remove_file(path) {
-                    log::warn!("cannot remove socket file {}: {e}", path.display());
-                }
-            }
-            _ => log::debug!("socket file {} is gone or replaced; left alone", path.display()),
+        // Before `l` closes: the open socket is what makes the file's
+        // identity certain (see `file`).
+        if let Some(file) = &self.file {
+            file.remove();
         }
     }
 }
@@ -366,15 +364,8 @@ pub fn listen_unix_with(
     opts: UnixListenOptions,
 ) -> io::Result<UnixPort> {
     let addr = addr.into();
-    let sock =
-        bind(&addr, &opts).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-    let file = match &addr {
-        UnixAddr::Path(p) => {
-            let m = std::fs::symlink_metadata(p)?;
-            Some((p.clone(), file_id(&m)))
-        }
-        UnixAddr::Abstract(_) => None,
-    };
+    let (sock, file) = file::bind(&addr, &opts)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     // Built before registering, so that if anything below fails, dropping
     // it removes the socket file we just made.
     let mut acceptor = UnixAcceptor {
@@ -396,109 +387,6 @@ pub fn listen_unix_with(
     })?;
     log::debug!("listening on {addr}");
     Ok(UnixPort { id, addr })
-}
-
-/// A bound, listening socket on `addr`, dealing with a stale socket file.
-fn bind(addr: &UnixAddr, opts: &UnixListenOptions) -> io::Result<Socket> {
-    let sa = addr.sockaddr()?;
-    let attempt = || -> io::Result<Socket> {
-        // socket2 opens sockets close-on-exec.
-        let s = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-        s.set_nonblocking(true)?;
-        s.bind(&sa)?;
-        Ok(s)
-    };
-    let sock = match attempt() {
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-            let UnixAddr::Path(path) = addr else { return Err(e) };
-            let stale = check_stale(path)?;
-            if !opts.remove_stale {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!(
-                        "stale socket file {} (nobody listens on it): remove it, or set remove_stale",
-                        path.display()
-                    ),
-                ));
-            }
-            remove_stale(path, stale)?;
-            attempt()?
-        }
-        other => other?,
-    };
-    if let (Some(mode), UnixAddr::Path(p)) = (opts.mode, addr) {
-        // Before listen(): nobody can connect under the old permissions.
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
-    }
-    sock.listen(opts.backlog)?;
-    Ok(sock)
-}
-
-/// The identity of a file: device and inode, plus its change time, since
-/// a file system may give a new file the inode just freed (tmpfs does).
-type FileId = (u64, u64, i64, i64);
-
-fn file_id(m: &std::fs::Metadata) -> FileId {
-    (m.dev(), m.ino(), m.ctime(), m.ctime_nsec())
-}
-
-/// Remove the stale socket file `path`, unless it is no longer the file
-/// found stale: another server starting at the same time may have removed
-/// it and bound its own, live socket there in the meantime.
-fn remove_stale(path: &Path, stale: FileId) -> io::Result<()> {
-    let now = std::fs::symlink_metadata(path).map(|m| file_id(&m));
-    match now {
-        Ok(id) if id == stale => {
-            log::info!("removing stale socket file {}", path.display());
-            std::fs::remove_file(path)
-        }
-        // Gone already: someone else cleaned it up; bind will tell.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-        Ok(_) => Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!(
-                "{} was replaced while being checked (another server starting?)",
-                path.display()
-            ),
-        )),
-    }
-}
-
-/// The file's identity if `path` is a socket file nobody listens on; an
-/// error saying why not otherwise.
-fn check_stale(path: &Path) -> io::Result<FileId> {
-    let m = std::fs::symlink_metadata(path)?;
-    if !m.file_type().is_socket() {
-        return Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!("{} exists and is not a socket", path.display()),
-        ));
-    }
-    // A non-blocking probe: a hung server with a full backlog must not
-    // block the caller.
-    let probe = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-    probe.set_nonblocking(true)?;
-    match probe.connect(&SockAddr::unix(path)?) {
-        Ok(()) => Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!("another server is listening on {}", path.display()),
-        )),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(file_id(&m)),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::EINPROGRESS) => {
-            Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!(
-                    "another server is listening on {} (its backlog is full)",
-                    path.display()
-                ),
-            ))
-        }
-        Err(e) => Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!("{} is in use ({e})", path.display()),
-        )),
-    }
 }
 
 // ----- connecting ------------------------------------------------------------
@@ -670,31 +558,6 @@ impl Dialer for UnixDialer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A stale file replaced by another server's live socket between the
-    /// check and the removal is left alone: that server keeps its socket.
-    #[test]
-    fn a_stale_file_replaced_meanwhile_is_not_removed() {
-        let path = std::env::temp_dir().join(format!("twistor-unit-stale-{}.sock", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
-        let stale = check_stale(&path).unwrap();
-        // Another server gets there first: its socket takes the path (a
-        // rename, so that its inode is certainly not the stale one's).
-        let aside = path.with_extension("new");
-        let _ = std::fs::remove_file(&aside);
-        let live = std::os::unix::net::UnixListener::bind(&aside).unwrap();
-        std::fs::rename(&aside, &path).unwrap();
-        let err = remove_stale(&path, stale).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
-        assert!(path.exists(), "the live server's socket file was removed");
-        std::os::unix::net::UnixStream::connect(&path).expect("the live server is still reachable");
-        drop(live);
-        // The genuinely stale file is removed.
-        let stale = check_stale(&path).unwrap();
-        remove_stale(&path, stale).unwrap();
-        assert!(!path.exists());
-    }
 
     /// Every stream limit given to a Unix listener or connector is what its
     /// streams are opened with.
