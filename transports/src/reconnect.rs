@@ -6,7 +6,7 @@
 //! factory was asked for a protocol: a TLS client builds its protocol when
 //! TCP connects, before the handshake, and a handshake that then fails is a
 //! failed attempt. So each protocol this factory builds is wrapped in a thin
-//! layer ([`Made`]) whose `connection_made` is what starts the counting over.
+//! layer (`Made`) whose `connection_made` is what starts the counting over.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;

@@ -1,8 +1,11 @@
 //! TCP: `listen_tcp` and `connect_tcp` (Twisted's `listenTCP` /
 //! `connectTCP`), built on the reactor's extension API only.
 //!
-//! Connections run on [`open_stream`], so they get the whole
-//! Protocol/Transport contract; this file only knows how to make sockets.
+//! Connections run on [`open_stream`](twistor_reactor::open_stream), so
+//! they get the whole Protocol/Transport contract; the listener is the
+//! shared accept loop, and a client attempt the shared connection
+//! lifecycle (with Happy Eyeballs). This file only knows how to make TCP
+//! sockets and name their ends.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};

@@ -2,10 +2,12 @@
 //! `listenUNIX` / `connectUNIX`), with exactly the Protocol/Transport API of
 //! TCP.
 //!
-//! Connections run on [`open_stream`] and the listener is the shared accept
-//! loop of every stream listener (budgeted accepts, connection limit,
-//! back-off when descriptors run out); this file only knows how to make Unix
-//! sockets and name their ends.
+//! Connections run on [`open_stream`](twistor_reactor::open_stream), the
+//! listener is the shared accept loop of every stream listener (budgeted
+//! accepts, connection limit, back-off when descriptors run out) and a
+//! client attempt the shared connection lifecycle; this file only knows
+//! how to make Unix sockets and name their ends, and `file` how to keep
+//! the socket file.
 //!
 //! # The socket file
 //! - **Stale files.** A server that crashed leaves its socket file behind,
@@ -182,14 +184,14 @@ pub struct UnixListenOptions {
     pub remove_stale: bool,
     /// Permissions of the socket file, e.g. `0o600` (default: the umask's).
     pub mode: Option<u32>,
-    /// Listen backlog (default [`DEFAULT_BACKLOG`](crate::tcp::DEFAULT_BACKLOG), 1024).
+    /// Listen backlog (default [`DEFAULT_BACKLOG`], 1024).
     pub backlog: i32,
     /// Maximum live connections; new ones over it are closed at once with a
     /// log line (default: no limit).
     pub max_connections: Option<usize>,
     /// Connections accepted per readiness event before the other
     /// connections get a turn (default
-    /// [`DEFAULT_ACCEPT_BUDGET`](crate::tcp::DEFAULT_ACCEPT_BUDGET), 128).
+    /// [`DEFAULT_ACCEPT_BUDGET`], 128).
     pub accept_budget: usize,
     /// Write-buffer high-water mark of each connection (default
     /// [`DEFAULT_HIGH_WATER`](twistor_reactor::DEFAULT_HIGH_WATER), 64 KiB).
@@ -402,7 +404,7 @@ pub fn listen_unix_with(
 #[derive(Debug, Clone)]
 pub struct UnixConnectOptions {
     /// Time allowed for the attempt (default
-    /// [`DEFAULT_CONNECT_TIMEOUT`](crate::tcp::DEFAULT_CONNECT_TIMEOUT),
+    /// [`DEFAULT_CONNECT_TIMEOUT`],
     /// 30 s). A Unix-domain connect completes or fails at once, so this
     /// rarely matters.
     pub timeout: Duration,
