@@ -48,6 +48,10 @@ use race::{race, Race};
 /// (Twisted's default).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Default time between starting connects to successive addresses of one
+/// attempt (RFC 8305's "Connection Attempt Delay", its recommended value).
+pub const DEFAULT_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
 /// What a transport provides to the connector: its addresses and sockets.
 pub(crate) trait Dialer: 'static {
     /// One address to connect to.
@@ -79,10 +83,6 @@ pub(crate) enum Addresses<A> {
     /// Found by a blocking lookup.
     Lookup(Box<dyn FnOnce() -> io::Result<Vec<A>> + Send>),
 }
-
-/// Default time between starting connects to successive addresses of one
-/// attempt (RFC 8305's "Connection Attempt Delay", its recommended value).
-pub const DEFAULT_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 
 /// A connector's settings.
 pub(crate) struct LinkOptions {
@@ -281,11 +281,15 @@ fn begin<D: Dialer>(r: &mut Reactor, link: &Shared<D>, attempt: u64) {
         (l.factory.clone(), l.destination.clone(), l.opts.timeout)
     };
     let c = connector(link);
-    if let Ok(mut f) = factory.try_borrow_mut() {
-        let _ = catch_panic(format_args!("{destination}: started_connecting"), || {
-            f.started_connecting(r, &c)
-        });
-    }
+    let Ok(mut f) = factory.try_borrow_mut() else {
+        // The factory is inside a callback of its own: begin once it is out.
+        let link = link.clone();
+        return r.call_soon(move |r| begin(r, &link, attempt));
+    };
+    let _ = catch_panic(format_args!("{destination}: started_connecting"), || {
+        f.started_connecting(r, &c)
+    });
+    drop(f);
     if !link.borrow().is(attempt, |p| matches!(p, Phase::Queued)) {
         return; // started_connecting stopped it (and it was reported)
     }
