@@ -14,7 +14,9 @@
 //! file, so a live server's socket there still means "address in use").
 //! The file appears at its path with its final mode, and nothing is ever
 //! done to it through that path. (The socket's own bound name stays the
-//! private one; clients connect through the path all the same.)
+//! private one, `DIR/.twXXXXXX/s`, 11 bytes longer than `DIR/`, which must
+//! fit the 107-byte limit of socket paths; clients connect through the
+//! path all the same.)
 //!
 //! # Which file is ours
 //! The listener removes the file when it goes only if the path still names
@@ -166,7 +168,7 @@ impl PrivateDir {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let mut template = cstring(&parent.join(".twistor-XXXXXX"))?.into_bytes_with_nul();
+        let mut template = cstring(&parent.join(".twXXXXXX"))?.into_bytes_with_nul();
         // SAFETY: a NUL-terminated, writable template ending in XXXXXX.
         if unsafe { libc::mkdtemp(template.as_mut_ptr().cast()) }.is_null() {
             return Err(io::Error::last_os_error());
@@ -461,7 +463,7 @@ mod tests {
         let left: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.starts_with(".twistor"))
+            .filter(|n| n.starts_with(".tw"))
             .collect();
         assert!(left.is_empty(), "{left:?}");
         std::fs::remove_dir_all(&dir).unwrap();
