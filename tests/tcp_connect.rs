@@ -301,3 +301,98 @@ fn a_reactor_stop_ends_an_attempt_at_any_stage_exactly_once() {
         assert_eq!(r.timer_count(), 0);
     }
 }
+
+/// An address that never answers, on loopback: a listener with a backlog
+/// of 0, in a reactor that never runs, whose one queued connection is
+/// never accepted. The kernel drops every further SYN, so a connect to it
+/// stays in flight until given up. Keep the returned reactor and stream
+/// alive as long as the black hole is needed.
+fn black_hole(ip: &str) -> (Reactor, std::net::TcpStream, std::net::SocketAddr) {
+    let mut idle = common::reactor();
+    let opts = ListenOptions {
+        backlog: 0,
+        ..ListenOptions::default()
+    };
+    let port = listen_tcp_with(&mut idle, format!("{ip}:0"), |_: &Address| Echo, opts).unwrap();
+    let addr = port.local_addr();
+    // This one fills the accept queue.
+    let filler = std::net::TcpStream::connect_timeout(&addr, common::WAIT).unwrap();
+    (idle, filler, addr)
+}
+
+/// A resolver that answers every name with `addrs`, in that order.
+fn fixed(addrs: Vec<std::net::SocketAddr>) -> twistor::transports::addr::Resolver {
+    twistor::transports::addr::Resolver::new(move |_, _| Ok(addrs.clone()))
+}
+
+/// Records what became of the attempt, and the address connected to.
+struct Where(Outcomes);
+
+impl Factory for Where {
+    fn build_protocol(&mut self, addr: &Address) -> Option<Box<dyn Protocol>> {
+        self.0.borrow_mut().push((1, addr.to_string()));
+        Some(Box::new(Probe {
+            n: 0,
+            out: self.0.clone(),
+        }))
+    }
+}
+
+impl ClientFactory for Where {
+    fn client_connection_failed(&mut self, _: &mut Reactor, _: &Connector, reason: &Reason) {
+        self.0.borrow_mut().push((0, format!("failed: {reason}")));
+    }
+}
+
+/// Happy Eyeballs (RFC 8305): a first address that never answers (an
+/// IPv6 one, as a broken IPv6 route would be) does not starve the next:
+/// after the attempt delay the next address is tried alongside, the first
+/// to connect wins, and the loser is closed.
+#[test]
+fn a_black_holed_first_address_does_not_starve_the_next() {
+    let (_l, _filler, hole) = black_hole("[::1]");
+    let mut r = common::reactor();
+    let open = std::net::SocketAddr::new("127.0.0.1".parse().unwrap(), live_server(&mut r));
+    let out: Outcomes = Rc::default();
+    let opts = ConnectOptions {
+        timeout: Duration::from_secs(10),
+        resolver: fixed(vec![hole, open]),
+        ..ConnectOptions::default()
+    };
+    connect_tcp_with(&mut r, "dual.test", 1, Where(out.clone()), opts);
+    let o = out.clone();
+    wait_for(&mut r, "the attempt to end", move |_| {
+        !outcomes_of(&o, 0).is_empty()
+    });
+    assert_eq!(outcomes_of(&out, 0), vec!["made"]);
+    assert_eq!(outcomes_of(&out, 1), vec![open.to_string()]);
+    // The connect to the black hole was closed, and no timer is left:
+    // the listener, and the two ends of the one connection.
+    wait_for(&mut r, "the attempt to settle", |r| {
+        r.handler_count() == 3 && r.timer_count() == 0
+    });
+}
+
+/// However many addresses race, the timeout bounds the whole attempt: it
+/// fails once, and every socket it opened is closed.
+#[test]
+fn the_timeout_bounds_the_whole_race() {
+    let (_i6, _f6, hole6) = black_hole("[::1]");
+    let (_i4, _f4, hole4) = black_hole("127.0.0.1");
+    let mut r = common::reactor();
+    let out: Outcomes = Rc::default();
+    let opts = ConnectOptions {
+        timeout: Duration::from_millis(500),
+        attempt_delay: Duration::from_millis(50),
+        resolver: fixed(vec![hole6, hole4]),
+        ..ConnectOptions::default()
+    };
+    connect_tcp_with(&mut r, "dual.test", 1, Where(out.clone()), opts);
+    let o = out.clone();
+    wait_for(&mut r, "the attempt to end", move |_| !o.borrow().is_empty());
+    wait_for(&mut r, "the sockets to close", |r| {
+        r.handler_count() == 0 && r.timer_count() == 0
+    });
+    r.run_pending().unwrap();
+    assert_eq!(*out.borrow(), vec![(0, "failed: timed out".to_string())]);
+}

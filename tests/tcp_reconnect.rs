@@ -167,3 +167,96 @@ fn stopping_the_reactor_ends_the_reconnecting_without_a_pending_retry() {
     assert_eq!(seen.borrow().made, 1);
     assert_eq!(r.timer_count(), 0, "a retry was scheduled while stopping");
 }
+
+/// Over TLS a failed handshake is a failed attempt: it counts towards
+/// `max_retries` and grows the delay, although the TCP connection (and so
+/// the TLS layer's `build_protocol`) succeeded. Only the application's
+/// `connection_made`, after the handshake, starts the counting over.
+#[test]
+fn a_failed_tls_handshake_backs_off_and_counts_towards_max_retries() {
+    use twistor::transports::tls::{generate_self_signed, ClientConfigBuilder};
+
+    let mut r = common::reactor();
+    let (server_config, _) = generate_self_signed(&["localhost"]).unwrap();
+    let port = listen_tls(&mut r, "127.0.0.1:0", |_: &Address| Echo, server_config)
+        .unwrap()
+        .port();
+    // Pinned to a certificate the server does not have: every handshake fails.
+    let client_config = ClientConfigBuilder::new()
+        .pinned(&"ab".repeat(32))
+        .build()
+        .unwrap();
+    let seen: Rc<RefCell<Seen>> = Rc::default();
+    let delays: Rc<RefCell<Vec<Duration>>> = Rc::default();
+    let (s1, s2, d2) = (seen.clone(), seen.clone(), delays.clone());
+    let factory = ReconnectingClientFactory::new(move |_: &Address| Hello(s1.clone()))
+        .initial_delay(Duration::from_millis(5))
+        .max_delay(Duration::from_secs(1))
+        .factor(2.0)
+        .jitter(0.0)
+        .max_retries(Some(2))
+        .on_failed(move |_, _, reason| {
+            assert!(matches!(reason, Reason::Tls(_)), "{reason}");
+            s2.borrow_mut().failed += 1;
+        });
+    let f = Rc::new(RefCell::new(factory));
+    let probe = f.clone();
+    connect_tls(&mut r, "127.0.0.1", port, Shared(f), client_config);
+    // Each failure is followed by the delay the next retry waits for.
+    let s = seen.clone();
+    let mut last = 0;
+    wait_for(&mut r, "the factory to give up", move |r| {
+        let failed = s.borrow().failed;
+        assert!(failed <= 3, "{failed} attempts: max_retries was ignored");
+        if failed != last {
+            last = failed;
+            d2.borrow_mut().push(probe.borrow().current_delay());
+        }
+        failed >= 3 && r.timer_count() == 0 && r.handler_count() == 1
+    });
+    r.run_pending().unwrap();
+    // The first attempt and two retries, then nothing.
+    assert_eq!(seen.borrow().failed, 3);
+    assert_eq!(seen.borrow().made, 0);
+    // The delay doubled after each failed handshake that was retried (the
+    // third failure gives up, and schedules nothing).
+    assert_eq!(
+        *delays.borrow(),
+        vec![
+            Duration::from_millis(10),
+            Duration::from_millis(20),
+            Duration::from_millis(20)
+        ],
+        "the delay did not grow with each failed handshake"
+    );
+}
+
+/// Echoes (the TLS server's application protocol).
+struct Echo;
+
+impl Protocol for Echo {
+    fn data_received(&mut self, t: &mut dyn Transport, data: &[u8]) {
+        t.write(data);
+    }
+}
+
+/// A client factory shared with the test, which reads its state.
+struct Shared(Rc<RefCell<ReconnectingClientFactory>>);
+
+impl Factory for Shared {
+    fn build_protocol(&mut self, addr: &Address) -> Option<Box<dyn Protocol>> {
+        self.0.borrow_mut().build_protocol(addr)
+    }
+}
+
+impl ClientFactory for Shared {
+    fn started_connecting(&mut self, r: &mut Reactor, c: &Connector) {
+        self.0.borrow_mut().started_connecting(r, c)
+    }
+    fn client_connection_failed(&mut self, r: &mut Reactor, c: &Connector, reason: &Reason) {
+        self.0.borrow_mut().client_connection_failed(r, c, reason)
+    }
+    fn client_connection_lost(&mut self, r: &mut Reactor, c: &Connector, reason: &Reason) {
+        self.0.borrow_mut().client_connection_lost(r, c, reason)
+    }
+}

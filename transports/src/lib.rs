@@ -4,8 +4,10 @@
 //! API ([`Handler`](twistor_reactor::Handler) and
 //! [`open_stream`](twistor_reactor::open_stream)):
 //!
-//! - [`tcp`]: `listen_tcp`, `connect_tcp`, plus the client factory helpers
-//!   that work with any stream transport.
+//! - [`addr`]: the Internet addresses TCP and UDP take, and the name
+//!   [`Resolver`](addr::Resolver) TCP clients use.
+//! - [`tcp`]: `listen_tcp`, `connect_tcp`.
+//! - [`reconnect`]: [`ReconnectingClientFactory`], for any stream client.
 //! - [`udp`]: datagram sockets (`listen_udp`, `connect_udp`), multicast,
 //!   broadcast.
 //! - [`unix`]: Unix-domain stream sockets (`listen_unix`, `connect_unix`),
@@ -14,6 +16,16 @@
 //!   `ProcessProtocol` over non-blocking pipes.
 //! - [`tls`]: TLS as a layer over any stream transport (`listen_tls`,
 //!   `connect_tls`, `start_tls`).
+//!
+//! Stream listeners share one accept loop (budgeted accepts, a connection
+//! limit, back-off when descriptors run out), and stream clients share one
+//! connection lifecycle: a named phase per attempt (queued, resolving,
+//! connecting, opening, connected, failed, stopped) changed in one place,
+//! so every attempt ends in exactly one of `connection_made` or
+//! `client_connection_failed`; a host's addresses race each other as RFC
+//! 8305 (Happy Eyeballs) says. Every per-connection limit of the reactor's
+//! streams (water marks, close deadline, write-buffer cap) is a field of
+//! the listen and connect options, with the reactor's defaults.
 //!
 //! ```no_run
 //! use twistor_reactor::{Protocol, Reactor, Transport};
@@ -31,6 +43,8 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod addr;
+mod connector;
 mod listener;
 pub mod process;
 pub mod reconnect;
@@ -49,4 +63,7 @@ pub use tcp::{
 };
 pub use tls::{connect_tls, listen_tls, start_tls};
 pub use udp::{connect_udp, listen_udp, UdpEcho, UdpPort};
-pub use unix::{connect_unix, listen_unix, listen_unix_with, UnixAddr, UnixListenOptions, UnixPort};
+pub use unix::{
+    connect_unix, connect_unix_with, listen_unix, listen_unix_with, UnixAddr, UnixConnectOptions,
+    UnixListenOptions, UnixPort,
+};

@@ -1,21 +1,32 @@
-//! The accept loop every stream listener shares (TCP now, Unix sockets
-//! too): accept until `WouldBlock` under a per-event budget, build a
-//! protocol per connection, cap the number of live connections, and ride
-//! out descriptor exhaustion without spinning or dying.
+//! The accept loop every stream listener shares (TCP and Unix sockets):
+//! accept until `WouldBlock` under a per-event budget, build a protocol per
+//! connection, cap the number of live connections, and ride out descriptor
+//! exhaustion without spinning or dying.
+//!
+//! The budget is the fairness rule reads follow (invariant 3), applied to
+//! accepts: a readiness event accepts until `WouldBlock` or until
+//! [`DEFAULT_ACCEPT_BUDGET`] connections, and a listener stopped by its
+//! budget is requeued behind every other handler ready in that turn, as a
+//! connection stopped by its read budget is. A connection flood cannot
+//! starve the connections already open.
 
 use std::cell::Cell;
 use std::io;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::Duration;
 
 use twistor_reactor::{
-    open_stream, Address, ConnId, Factory, Handler, Reactor, Ready, StreamIo, StreamOptions,
-    DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER,
+    catch_panic, open_stream, Address, ConnId, Factory, Handler, LostHook, Reactor, Ready, StreamIo,
 };
 
-/// Connections accepted per readiness event before other sources get a turn.
-const ACCEPT_BUDGET: usize = 128;
+use crate::sock::Knobs;
+
+/// Default listen backlog.
+pub const DEFAULT_BACKLOG: i32 = 1024;
+
+/// Default number of connections accepted per readiness event before the
+/// other handlers get a turn (the knob: `ListenOptions::accept_budget`).
+pub const DEFAULT_ACCEPT_BUDGET: usize = 128;
 
 /// How long accepting pauses after the process ran out of descriptors.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -29,22 +40,14 @@ pub(crate) trait Acceptor: 'static {
     fn deregister(&mut self, r: &Reactor);
 }
 
-/// Per-connection settings a listener hands to every stream it accepts.
-#[derive(Debug, Clone, Copy)]
+/// A listener's settings: its limits, and the limits it hands to every
+/// stream it accepts.
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Accepted {
     pub max_connections: Option<usize>,
-    pub high_water: usize,
-    pub low_water: usize,
-}
-
-impl Default for Accepted {
-    fn default() -> Self {
-        Accepted {
-            max_connections: None,
-            high_water: DEFAULT_HIGH_WATER,
-            low_water: DEFAULT_LOW_WATER,
-        }
-    }
+    /// Connections accepted per readiness event (at least one).
+    pub accept_budget: usize,
+    pub knobs: Knobs,
 }
 
 pub(crate) struct Listener<A: Acceptor> {
@@ -90,29 +93,22 @@ impl<A: Acceptor> Listener<A> {
             }
         }
         let factory = &mut self.factory;
-        let proto = match catch_unwind(AssertUnwindSafe(|| factory.build_protocol(&addr))) {
+        let built = catch_panic(format_args!("{}: build_protocol for {addr}", self.what), || {
+            factory.build_protocol(&addr)
+        });
+        let proto = match built {
             Ok(Some(p)) => p,
             Ok(None) => {
                 log::debug!("{}: factory refused {addr}", self.what);
                 return;
             }
-            Err(p) => {
-                log::error!(
-                    "{}: build_protocol panicked for {addr}: {}",
-                    self.what,
-                    twistor_reactor::panic_message(&*p)
-                );
-                return;
-            }
+            // Logged; dropping the stream closes it.
+            Err(_) => return,
         };
         let live = self.live.clone();
         live.set(live.get() + 1);
-        let opts = StreamOptions {
-            high_water: self.settings.high_water,
-            low_water: self.settings.low_water,
-            on_lost: Some(Box::new(move |_, _| live.set(live.get() - 1))),
-            ..StreamOptions::default()
-        };
+        let on_lost: LostHook = Box::new(move |_, _| live.set(live.get() - 1));
+        let opts = self.settings.knobs.stream_options(Some(on_lost));
         match open_stream(r, stream, proto, opts) {
             // connection_made now, as Twisted does inside its accept loop.
             Ok(id) => r.dispatch_now(id, Ready::NONE),
@@ -138,7 +134,7 @@ impl<A: Acceptor> Handler for Listener<A> {
         if self.paused.get() {
             return;
         }
-        for _ in 0..ACCEPT_BUDGET {
+        for _ in 0..self.settings.accept_budget.max(1) {
             match self.acceptor.accept() {
                 Ok((stream, addr)) => {
                     if self.exhausted {

@@ -1,12 +1,21 @@
 //! `ReconnectingClientFactory`: reconnect with exponential backoff and
 //! jitter, like Twisted's class of the same name. Works with any connector
 //! (`connect_tcp`, `connect_unix`, `connect_tls`).
+//!
+//! "Connected" means the application's `connection_made` ran, not that the
+//! factory was asked for a protocol: a TLS client builds its protocol when
+//! TCP connects, before the handshake, and a handshake that then fails is a
+//! failed attempt. So each protocol this factory builds is wrapped in a thin
+//! layer (`Made`) whose `connection_made` is what starts the counting over.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use twistor_reactor::{Address, ClientFactory, Connector, DelayedCall, Factory, Protocol, Reactor, Reason};
+use twistor_reactor::{
+    Address, ClientFactory, Connector, DelayedCall, Factory, Protocol, ProtocolCall, Reactor, Reason,
+    Transport,
+};
 
 type Build = Box<dyn FnMut(&Address) -> Option<Box<dyn Protocol>>>;
 type Hook = Box<dyn FnMut(&mut Reactor, &Connector, &Reason)>;
@@ -15,7 +24,9 @@ type Hook = Box<dyn FnMut(&mut Reactor, &Connector, &Reason)>;
 ///
 /// Delays grow by `factor` from `initial_delay` up to `max_delay`, each
 /// randomised by ±`jitter` (a fraction), and go back to the start once a
-/// connection is made. After `max_retries` consecutive failures it gives up.
+/// connection is made: once the protocol's `connection_made` runs (over TLS,
+/// after the handshake; a failed handshake counts as a failed attempt).
+/// After `max_retries` consecutive failures it gives up.
 /// Defaults are Twisted's: 1 s initial, ×e, 3600 s max, jitter 0.1196.
 ///
 /// ```no_run
@@ -42,14 +53,16 @@ pub struct ReconnectingClientFactory {
     factor: f64,
     jitter: f64,
     max_retries: Option<u32>,
-    retries: u32,
-    delay: Duration,
     rng: u64,
     state: Rc<State>,
 }
 
 #[derive(Default)]
 struct State {
+    /// Failed attempts (and losses) since the last connection was made.
+    retries: Cell<u32>,
+    /// The delay the next retry waits for, before jitter.
+    delay: Cell<Duration>,
     stopped: Cell<bool>,
     pending: Cell<Option<DelayedCall>>,
     /// The connector of the attempt in progress, from `started_connecting`
@@ -98,17 +111,18 @@ impl ReconnectingClientFactory {
             factor: std::f64::consts::E,
             jitter: 0.119_626_565_582,
             max_retries: None,
-            retries: 0,
-            delay: Duration::from_secs(1),
             rng: seed | 1,
-            state: Rc::new(State::default()),
+            state: Rc::new(State {
+                delay: Cell::new(Duration::from_secs(1)),
+                ..State::default()
+            }),
         }
     }
 
     /// First delay (default 1 s).
     pub fn initial_delay(mut self, d: Duration) -> Self {
         self.initial_delay = d;
-        self.delay = d;
+        self.state.delay.set(d);
         self
     }
 
@@ -155,7 +169,7 @@ impl ReconnectingClientFactory {
 
     /// The delay the next retry would wait, before jitter.
     pub fn current_delay(&self) -> Duration {
-        self.delay
+        self.state.delay.get()
     }
 
     fn next_random(&mut self) -> f64 {
@@ -188,17 +202,18 @@ impl ReconnectingClientFactory {
             );
             return;
         }
-        self.retries += 1;
+        let retries = self.state.retries.get().saturating_add(1);
+        self.state.retries.set(retries);
         if let Some(max) = self.max_retries {
-            if self.retries > max {
+            if retries > max {
                 log::info!("giving up on {} after {max} retries", connector.destination());
                 return;
             }
         }
-        let base = self.delay;
+        let base = self.state.delay.get();
         let spread = (self.next_random() * 2.0 - 1.0) * self.jitter;
         let wait = self.scaled(base, (1.0 + spread).max(0.0));
-        self.delay = self.scaled(base, self.factor);
+        self.state.delay.set(self.scaled(base, self.factor));
         log::info!(
             "reconnecting to {} in {:.2} s",
             connector.destination(),
@@ -218,11 +233,52 @@ impl ReconnectingClientFactory {
 
 impl Factory for ReconnectingClientFactory {
     fn build_protocol(&mut self, addr: &Address) -> Option<Box<dyn Protocol>> {
-        // Connected: the next loss starts over from the initial delay.
+        let inner = (self.build)(addr)?;
+        Some(Box::new(Made {
+            inner,
+            state: self.state.clone(),
+            initial_delay: self.initial_delay,
+        }))
+    }
+}
+
+/// The layer under which every protocol of a [`ReconnectingClientFactory`]
+/// runs: when the protocol's `connection_made` runs, the connection is
+/// made, and the next loss starts over from the initial delay. Everything
+/// else passes straight through (`call_on` closures too, so they reach the
+/// protocol itself).
+struct Made {
+    inner: Box<dyn Protocol>,
+    state: Rc<State>,
+    initial_delay: Duration,
+}
+
+impl Protocol for Made {
+    fn connection_made(&mut self, t: &mut dyn Transport) {
         self.state.connecting.borrow_mut().take();
-        self.retries = 0;
-        self.delay = self.initial_delay;
-        (self.build)(addr)
+        self.state.retries.set(0);
+        self.state.delay.set(self.initial_delay);
+        self.inner.connection_made(t);
+    }
+    fn data_received(&mut self, t: &mut dyn Transport, data: &[u8]) {
+        self.inner.data_received(t, data);
+    }
+    fn eof_received(&mut self, t: &mut dyn Transport) -> bool {
+        self.inner.eof_received(t)
+    }
+    fn connection_lost(&mut self, t: &mut dyn Transport, reason: &Reason) {
+        self.inner.connection_lost(t, reason);
+    }
+    fn pause_writing(&mut self, t: &mut dyn Transport) {
+        self.inner.pause_writing(t);
+    }
+    fn resume_writing(&mut self, t: &mut dyn Transport) {
+        self.inner.resume_writing(t);
+    }
+    fn route_call(&mut self, t: &mut dyn Transport, call: ProtocolCall) -> Option<ProtocolCall> {
+        let call = self.inner.route_call(t, call)?;
+        call(&mut *self.inner, t);
+        None
     }
 }
 
@@ -250,7 +306,7 @@ impl ClientFactory for ReconnectingClientFactory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use twistor_reactor::Transport;
+    use twistor_reactor::testing::StringTransport;
 
     struct Quiet;
     impl Protocol for Quiet {
@@ -271,7 +327,8 @@ mod tests {
         f.started_connecting(&mut r, &connector);
         f.client_connection_failed(&mut r, &connector, &Reason::TimedOut);
         f.started_connecting(&mut r, &connector);
-        let _ = f.build_protocol(&Address::Unknown);
+        let mut p = f.build_protocol(&Address::Unknown).unwrap();
+        p.connection_made(&mut StringTransport::new());
         stopper.stop_trying(&mut r);
         assert_eq!(stops.get(), 0);
         // One in progress is.
@@ -283,6 +340,33 @@ mod tests {
         assert_eq!(stops.get(), 1);
         f.client_connection_failed(&mut r, &connector, &Reason::Aborted);
         assert_eq!(r.timer_count(), 0, "a retry was scheduled after stop_trying");
+    }
+
+    /// Building a protocol is not connecting (TLS builds one before its
+    /// handshake): the counting starts over only in `connection_made`. And
+    /// the layer that notices it is transparent to `call_on`.
+    #[test]
+    fn the_delay_starts_over_at_connection_made_not_at_build_protocol() {
+        let mut r = Reactor::with_manual_clock().unwrap();
+        let connector = Connector::new("nowhere:1".into(), |_| {}, |_| {});
+        let mut f = ReconnectingClientFactory::new(|_: &_| Quiet)
+            .initial_delay(Duration::from_secs(1))
+            .factor(2.0)
+            .jitter(0.0);
+        f.client_connection_failed(&mut r, &connector, &Reason::Aborted);
+        assert_eq!(f.current_delay(), Duration::from_secs(2));
+        let mut p = f.build_protocol(&Address::Unknown).unwrap();
+        assert_eq!(
+            f.current_delay(),
+            Duration::from_secs(2),
+            "reset at build_protocol"
+        );
+        let mut t = StringTransport::new();
+        p.connection_made(&mut t);
+        assert_eq!(f.current_delay(), Duration::from_secs(1));
+        let call: ProtocolCall = Box::new(|p, _| assert!(p.downcast_mut::<Quiet>().is_some()));
+        let routed = p.route_call(&mut t, call);
+        assert!(routed.is_none(), "the call did not go through to the protocol");
     }
 
     /// No cap on the delay (`Duration::MAX`) and a steep factor: the delay

@@ -1,13 +1,68 @@
 //! A connected mio stream socket as a [`StreamIo`]: the part TCP and Unix
 //! sockets share. What differs (TCP's Nagle, keepalive and abortive close)
-//! is the [`Socket`] trait's to say.
+//! is the [`Socket`] trait's to say. Also the per-connection limits
+//! ([`Knobs`]) that listeners and connectors hand to every stream they open.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::time::Duration;
 
 use mio::{Interest, Registry, Token};
 use socket2::SockRef;
-use twistor_reactor::{Address, StreamIo};
+use twistor_reactor::{
+    Address, LostHook, StreamIo, StreamOptions, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER,
+    DEFAULT_MAX_WRITE_BUFFER,
+};
+
+/// Run `f`, one call that asks the kernel something about a connected
+/// socket (its addresses, an option). Every such call on the path of a new
+/// connection goes through here, so that a test can count them: a
+/// connection should cost no call whose answer is already known.
+pub(crate) fn ask_kernel<T>(f: impl FnOnce() -> T) -> T {
+    #[cfg(test)]
+    KERNEL_ASKS.with(|n| n.set(n.get() + 1));
+    f()
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Calls made through [`ask_kernel`] on this thread.
+    pub(crate) static KERNEL_ASKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// The limits of each stream a listener accepts or a connector opens, as
+/// its options give them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Knobs {
+    pub high_water: usize,
+    pub low_water: usize,
+    pub close_timeout: Duration,
+    pub max_write_buffer: usize,
+}
+
+impl Default for Knobs {
+    fn default() -> Self {
+        Knobs {
+            high_water: DEFAULT_HIGH_WATER,
+            low_water: DEFAULT_LOW_WATER,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            max_write_buffer: DEFAULT_MAX_WRITE_BUFFER,
+        }
+    }
+}
+
+impl Knobs {
+    /// The options for [`open_stream`](twistor_reactor::open_stream).
+    pub fn stream_options(self, on_lost: Option<LostHook>) -> StreamOptions {
+        StreamOptions {
+            high_water: self.high_water,
+            low_water: self.low_water,
+            close_timeout: self.close_timeout,
+            max_write_buffer: self.max_write_buffer,
+            on_lost,
+            ..StreamOptions::default()
+        }
+    }
+}
 
 /// A stream socket type (mio's `TcpStream`, `UnixStream`).
 pub(crate) trait Socket: Read + Write + mio::event::Source + 'static {

@@ -1,137 +1,45 @@
 //! TCP: `listen_tcp` and `connect_tcp` (Twisted's `listenTCP` /
 //! `connectTCP`), built on the reactor's extension API only.
 //!
-//! Connections run on [`open_stream`], so they get the whole
-//! Protocol/Transport contract; this file only knows how to make sockets.
+//! Connections run on [`open_stream`](twistor_reactor::open_stream), so
+//! they get the whole Protocol/Transport contract; the listener is the
+//! shared accept loop, and a client attempt the shared connection
+//! lifecycle (with Happy Eyeballs). This file only knows how to make TCP
+//! sockets and name their ends.
 
-use std::cell::RefCell;
 use std::io;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
-use std::rc::Rc;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use mio::Interest;
 use socket2::{Domain, Protocol as SockProto, Socket, Type};
-use twistor_reactor::{
-    open_stream, Address, ClientFactory, ConnId, Connector, DelayedCall, Handler, Reactor, Ready, Reason,
-    StreamOptions, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER,
-};
+use twistor_reactor::{Address, ClientFactory, ConnId, Connector, Reactor};
 
+use crate::addr::{interleave, Resolver};
+pub use crate::addr::{unmap, ListenAddr};
+use crate::connector::{self, Addresses, Dialer, LinkOptions};
+pub use crate::connector::{DEFAULT_ATTEMPT_DELAY, DEFAULT_CONNECT_TIMEOUT};
 use crate::listener::{Accepted, Acceptor, Listener};
-use crate::sock::SockIo;
-
-/// Default time a connection attempt may take (Twisted's default).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default listen backlog.
-pub const DEFAULT_BACKLOG: i32 = 1024;
-
-// ----- addresses ----------------------------------------------------------------
-
-/// What `listen_tcp` (and `listen_udp`) accept as an address.
-///
-/// - a bare port (`1234`): every interface, IPv6 and IPv4 (dual-stack), so
-///   `telnet localhost 1234` works whether localhost is `::1` or `127.0.0.1`;
-///   falls back to IPv4 only where IPv6 is unavailable;
-/// - a socket address or a string such as `"127.0.0.1:0"` or `"[::1]:8080"`.
-///
-/// ```
-/// use twistor_transports::ListenAddr;
-/// assert_eq!(ListenAddr::from(1234u16).to_string(), "[::]:1234");
-/// assert_eq!(ListenAddr::from("127.0.0.1:0").to_string(), "127.0.0.1:0");
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListenAddr {
-    /// All interfaces, dual-stack.
-    Port(u16),
-    /// One address.
-    Addr(SocketAddr),
-    /// Not a valid address (reported when listening).
-    Invalid(String),
-}
-
-impl From<u16> for ListenAddr {
-    fn from(p: u16) -> Self {
-        ListenAddr::Port(p)
-    }
-}
-impl From<SocketAddr> for ListenAddr {
-    fn from(a: SocketAddr) -> Self {
-        ListenAddr::Addr(a)
-    }
-}
-impl From<&str> for ListenAddr {
-    fn from(s: &str) -> Self {
-        match s.parse::<SocketAddr>() {
-            Ok(a) => ListenAddr::Addr(a),
-            Err(_) => match s.parse::<u16>() {
-                Ok(p) => ListenAddr::Port(p),
-                Err(_) => ListenAddr::Invalid(s.to_string()),
-            },
-        }
-    }
-}
-impl From<String> for ListenAddr {
-    fn from(s: String) -> Self {
-        ListenAddr::from(s.as_str())
-    }
-}
-impl From<(IpAddr, u16)> for ListenAddr {
-    fn from((ip, p): (IpAddr, u16)) -> Self {
-        ListenAddr::Addr(SocketAddr::new(ip, p))
-    }
-}
-
-impl std::fmt::Display for ListenAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ListenAddr::Port(p) => write!(f, "[::]:{p}"),
-            ListenAddr::Addr(a) => write!(f, "{a}"),
-            ListenAddr::Invalid(s) => write!(f, "{s}"),
-        }
-    }
-}
-
-impl ListenAddr {
-    /// The addresses to try, in order, and whether the first is dual-stack.
-    pub(crate) fn candidates(&self) -> io::Result<Vec<(SocketAddr, bool)>> {
-        match self {
-            ListenAddr::Port(p) => Ok(vec![
-                (SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), *p), true),
-                (SocketAddr::new(IpAddr::V4([0, 0, 0, 0].into()), *p), false),
-            ]),
-            ListenAddr::Addr(a) => Ok(vec![(*a, false)]),
-            ListenAddr::Invalid(s) => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("not a port or socket address: {s:?} (try \"127.0.0.1:1234\" or \"[::1]:1234\")"),
-            )),
-        }
-    }
-}
-
-/// An IPv4-mapped IPv6 address (what a dual-stack socket reports for IPv4
-/// peers) as the plain IPv4 address people expect to see.
-pub fn unmap(a: SocketAddr) -> SocketAddr {
-    match a {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
-            None => a,
-        },
-        a => a,
-    }
-}
+pub use crate::listener::{DEFAULT_ACCEPT_BUDGET, DEFAULT_BACKLOG};
+use crate::sock::{ask_kernel, Knobs, SockIo};
 
 // ----- listening ------------------------------------------------------------------
 
 /// Options for [`listen_tcp_with`].
 ///
 /// ```
+/// use std::time::Duration;
 /// use twistor_transports::ListenOptions;
-/// let opts = ListenOptions { max_connections: Some(1000), ..ListenOptions::default() };
+/// let opts = ListenOptions {
+///     max_connections: Some(1000),
+///     close_timeout: Duration::from_secs(10),
+///     ..ListenOptions::default()
+/// };
 /// assert!(opts.reuse_addr);
 /// ```
 #[derive(Debug, Clone)]
 pub struct ListenOptions {
-    /// Listen backlog (default 1024).
+    /// Listen backlog (default [`DEFAULT_BACKLOG`], 1024).
     pub backlog: i32,
     /// SO_REUSEADDR (default on, so a restarted server can bind at once).
     pub reuse_addr: bool,
@@ -143,22 +51,55 @@ pub struct ListenOptions {
     /// Maximum live connections; new ones over it are closed at once with a
     /// log line (default: no limit).
     pub max_connections: Option<usize>,
-    /// Write-buffer high-water mark of each connection.
+    /// Connections accepted per readiness event before the other
+    /// connections get a turn (default [`DEFAULT_ACCEPT_BUDGET`], 128).
+    pub accept_budget: usize,
+    /// Write-buffer high-water mark of each connection (default
+    /// [`DEFAULT_HIGH_WATER`](twistor_reactor::DEFAULT_HIGH_WATER), 64 KiB).
     pub high_water: usize,
-    /// Write-buffer low-water mark of each connection.
+    /// Write-buffer low-water mark of each connection (default
+    /// [`DEFAULT_LOW_WATER`](twistor_reactor::DEFAULT_LOW_WATER), 16 KiB).
     pub low_water: usize,
+    /// How long a graceful close of a connection may spend flushing before
+    /// it is aborted (default
+    /// [`DEFAULT_CLOSE_TIMEOUT`](twistor_reactor::DEFAULT_CLOSE_TIMEOUT), 30 s).
+    pub close_timeout: Duration,
+    /// Hard cap on each connection's write buffer: past it the connection
+    /// is aborted with a limit reason (default
+    /// [`DEFAULT_MAX_WRITE_BUFFER`](twistor_reactor::DEFAULT_MAX_WRITE_BUFFER), 16 MiB).
+    pub max_write_buffer: usize,
 }
 
 impl Default for ListenOptions {
     fn default() -> Self {
+        let knobs = Knobs::default();
         ListenOptions {
             backlog: DEFAULT_BACKLOG,
             reuse_addr: true,
             reuse_port: false,
             v6_only: None,
             max_connections: None,
-            high_water: DEFAULT_HIGH_WATER,
-            low_water: DEFAULT_LOW_WATER,
+            accept_budget: DEFAULT_ACCEPT_BUDGET,
+            high_water: knobs.high_water,
+            low_water: knobs.low_water,
+            close_timeout: knobs.close_timeout,
+            max_write_buffer: knobs.max_write_buffer,
+        }
+    }
+}
+
+impl ListenOptions {
+    /// What the listener does with these options.
+    fn accepted(&self) -> Accepted {
+        Accepted {
+            max_connections: self.max_connections,
+            accept_budget: self.accept_budget,
+            knobs: Knobs {
+                high_water: self.high_water,
+                low_water: self.low_water,
+                close_timeout: self.close_timeout,
+                max_write_buffer: self.max_write_buffer,
+            },
         }
     }
 }
@@ -192,17 +133,52 @@ impl ListeningPort {
     }
 }
 
-struct TcpAcceptor(mio::net::TcpListener);
+/// The listening socket, and what it knows of every connection it accepts.
+struct TcpAcceptor {
+    l: mio::net::TcpListener,
+    /// The local address of every accepted connection, when the listener
+    /// is bound to one address; `None` for a wildcard one (`[::]`,
+    /// `0.0.0.0`), where only the kernel knows which address was reached.
+    host: Option<Address>,
+}
+
+impl TcpAcceptor {
+    fn new(l: mio::net::TcpListener, bound: SocketAddr) -> TcpAcceptor {
+        let host = (!bound.ip().is_unspecified()).then(|| Address::Inet(unmap(bound)));
+        TcpAcceptor { l, host }
+    }
+}
 
 impl Acceptor for TcpAcceptor {
     type Stream = TcpIo;
+
+    /// One `accept4`, and no other call when the listener has one address:
+    /// accept gave the peer, the listener knows the local end, and Nagle
+    /// is already off (accepted sockets inherit TCP_NODELAY from the
+    /// listener on Linux; elsewhere it is set here).
     fn accept(&mut self) -> io::Result<(TcpIo, Address)> {
-        let (s, peer) = self.0.accept()?;
-        let io = tcp_io(s);
-        Ok((io, Address::Inet(unmap(peer))))
+        let (s, peer) = self.l.accept()?;
+        let peer = Address::Inet(unmap(peer));
+        let host = match &self.host {
+            Some(h) => h.clone(),
+            None => ask_kernel(|| s.local_addr())
+                .map(|a| Address::Inet(unmap(a)))
+                .unwrap_or(Address::Unknown),
+        };
+        #[cfg(not(target_os = "linux"))]
+        let _ = ask_kernel(|| s.set_nodelay(true));
+        Ok((
+            SockIo {
+                s,
+                peer: peer.clone(),
+                host,
+            },
+            peer,
+        ))
     }
+
     fn deregister(&mut self, r: &Reactor) {
-        let _ = r.registry().deregister(&mut self.0);
+        let _ = r.registry().deregister(&mut self.l);
     }
 }
 
@@ -274,6 +250,8 @@ fn bind_listener(addr: SocketAddr, dual: bool, opts: &ListenOptions) -> io::Resu
         }
     }
     sock.set_nonblocking(true)?;
+    // Accepted sockets inherit it (Linux), which saves a call per accept.
+    sock.set_nodelay(true)?;
     sock.bind(&addr.into())?;
     sock.listen(opts.backlog)?;
     Ok(sock.into())
@@ -287,15 +265,11 @@ fn register_listener(
 ) -> io::Result<ListeningPort> {
     let bound = l.local_addr()?;
     let mut l = mio::net::TcpListener::from_std(l);
-    let settings = Accepted {
-        max_connections: opts.max_connections,
-        high_water: opts.high_water,
-        low_water: opts.low_water,
-    };
+    let settings = opts.accepted();
     let id = r.insert_with(|r, id| {
         r.registry().register(&mut l, id.token(), Interest::READABLE)?;
         Ok(Box::new(Listener::new(
-            TcpAcceptor(l),
+            TcpAcceptor::new(l, bound),
             factory,
             settings,
             format!("TCP listener {bound}"),
@@ -308,76 +282,94 @@ fn register_listener(
 // ----- the stream --------------------------------------------------------------------
 
 /// A connected TCP socket as a [`StreamIo`](twistor_reactor::StreamIo).
-pub(crate) type TcpIo = SockIo<mio::net::TcpStream>;
+type TcpIo = SockIo<mio::net::TcpStream>;
 
-/// Wrap a connected socket: Nagle off (request/response protocols want
-/// it), addresses read once.
-pub(crate) fn tcp_io(s: mio::net::TcpStream) -> TcpIo {
-    let _ = s.set_nodelay(true);
-    let peer = s
-        .peer_addr()
-        .map(|a| Address::Inet(unmap(a)))
-        .unwrap_or(Address::Unknown);
-    let host = s
-        .local_addr()
-        .map(|a| Address::Inet(unmap(a)))
-        .unwrap_or(Address::Unknown);
+/// Wrap a connected client socket whose addresses are known: Nagle off
+/// (request/response protocols want it).
+fn tcp_io(s: mio::net::TcpStream, peer: Address, host: Address) -> TcpIo {
+    let _ = ask_kernel(|| s.set_nodelay(true));
     SockIo { s, peer, host }
 }
 
 // ----- connecting ------------------------------------------------------------------------
 
 /// Options for [`connect_tcp_with`].
+///
+/// ```
+/// use std::time::Duration;
+/// use twistor_transports::ConnectOptions;
+/// let opts = ConnectOptions { timeout: Duration::from_secs(5), ..ConnectOptions::default() };
+/// assert_eq!(opts.max_write_buffer, twistor_reactor::DEFAULT_MAX_WRITE_BUFFER);
+/// ```
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
-    /// Time allowed for the whole attempt, name lookup included (default 30 s).
+    /// Time allowed for the whole attempt, name lookup included (default
+    /// [`DEFAULT_CONNECT_TIMEOUT`], 30 s).
     pub timeout: Duration,
-    /// Local address to bind before connecting.
+    /// Local address to bind before connecting (default: none, the system
+    /// picks).
     pub bind: Option<SocketAddr>,
-    /// Write-buffer high-water mark.
+    /// How host names become addresses (default: the system's resolver).
+    pub resolver: Resolver,
+    /// Happy Eyeballs (RFC 8305): when a name has several addresses, how
+    /// long one connect may go unanswered before the next address is tried
+    /// alongside it (default [`DEFAULT_ATTEMPT_DELAY`], 250 ms). The first
+    /// to connect wins and the others are closed; an address that fails
+    /// gives way to the next at once. [`timeout`](Self::timeout) still
+    /// bounds the whole attempt.
+    pub attempt_delay: Duration,
+    /// Write-buffer high-water mark of the connection (default
+    /// [`DEFAULT_HIGH_WATER`](twistor_reactor::DEFAULT_HIGH_WATER), 64 KiB).
     pub high_water: usize,
-    /// Write-buffer low-water mark.
+    /// Write-buffer low-water mark (default [`DEFAULT_LOW_WATER`](twistor_reactor::DEFAULT_LOW_WATER), 16 KiB).
     pub low_water: usize,
+    /// How long a graceful close may spend flushing before the connection
+    /// is aborted (default [`DEFAULT_CLOSE_TIMEOUT`](twistor_reactor::DEFAULT_CLOSE_TIMEOUT), 30 s).
+    pub close_timeout: Duration,
+    /// Hard cap on the write buffer: past it the connection is aborted
+    /// with a limit reason (default [`DEFAULT_MAX_WRITE_BUFFER`](twistor_reactor::DEFAULT_MAX_WRITE_BUFFER), 16 MiB).
+    pub max_write_buffer: usize,
 }
 
 impl Default for ConnectOptions {
     fn default() -> Self {
+        let knobs = Knobs::default();
         ConnectOptions {
             timeout: DEFAULT_CONNECT_TIMEOUT,
             bind: None,
-            high_water: DEFAULT_HIGH_WATER,
-            low_water: DEFAULT_LOW_WATER,
+            resolver: Resolver::system(),
+            attempt_delay: DEFAULT_ATTEMPT_DELAY,
+            high_water: knobs.high_water,
+            low_water: knobs.low_water,
+            close_timeout: knobs.close_timeout,
+            max_write_buffer: knobs.max_write_buffer,
         }
     }
 }
 
-type SharedFactory = Rc<RefCell<Box<dyn ClientFactory>>>;
-
-/// One connector's state, shared by its `Connector` handles, its attempt's
-/// handler and its timers.
-struct ConnectState {
-    host: String,
-    port: u16,
-    opts: ConnectOptions,
-    factory: SharedFactory,
-    /// Bumped for every attempt; callbacks of an older attempt do nothing.
-    attempt: u64,
-    /// An attempt was asked for (`connect`) and has not started yet; a
-    /// `stop_connecting` before it starts clears this, and it never starts.
-    queued: bool,
-    /// The attempt in progress: its socket handler (if connecting) and timer.
-    pending: Option<(Option<ConnId>, DelayedCall)>,
+impl ConnectOptions {
+    fn knobs(&self) -> Knobs {
+        Knobs {
+            high_water: self.high_water,
+            low_water: self.low_water,
+            close_timeout: self.close_timeout,
+            max_write_buffer: self.max_write_buffer,
+        }
+    }
 }
-
-type Shared = Rc<RefCell<ConnectState>>;
 
 /// Connect to `host:port` over TCP (Twisted's
 /// `reactor.connectTCP(host, port, factory)`).
 ///
 /// The host may be a name (resolved on the thread pool, never blocking the
-/// loop) or an address; every resolved address is tried in order. The
-/// attempt ends in exactly one of the protocol's `connection_made` or the
-/// factory's `client_connection_failed`.
+/// loop) or an address. A name's addresses are tried as RFC 8305 (Happy
+/// Eyeballs) says: IPv6 and IPv4 alternate, a new connect starts every
+/// [`attempt_delay`](ConnectOptions::attempt_delay) (250 ms) while none has
+/// answered, the first to connect wins, and the others are closed; so an
+/// address that never answers (a broken IPv6 route) costs a quarter of a
+/// second, not the whole timeout. The attempt ends in exactly one of the
+/// protocol's `connection_made` or the factory's
+/// `client_connection_failed`.
 ///
 /// ```no_run
 /// use twistor_reactor::{Protocol, Reactor, Transport};
@@ -398,6 +390,16 @@ pub fn connect_tcp(r: &mut Reactor, host: &str, port: u16, factory: impl ClientF
 }
 
 /// [`connect_tcp`] with options.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use twistor_reactor::{testing::Recorder, Reactor};
+/// use twistor_transports::{connect_tcp_with, ConnectOptions};
+/// let opts = ConnectOptions { timeout: Duration::from_secs(5), ..ConnectOptions::default() };
+/// let mut r = Reactor::new().unwrap();
+/// connect_tcp_with(&mut r, "localhost", 1234, |_: &_| Recorder::new().0, opts);
+/// r.run().unwrap();
+/// ```
 pub fn connect_tcp_with(
     r: &mut Reactor,
     host: &str,
@@ -405,353 +407,200 @@ pub fn connect_tcp_with(
     factory: impl ClientFactory,
     opts: ConnectOptions,
 ) -> Connector {
-    let shared: Shared = Rc::new(RefCell::new(ConnectState {
-        host: host.to_string(),
-        port,
-        opts,
-        factory: Rc::new(RefCell::new(Box::new(factory))),
-        attempt: 0,
-        queued: false,
-        pending: None,
-    }));
-    queue_attempt(r, &shared);
-    make_connector(&shared)
-}
-
-/// Ask for an attempt on the next loop turn, unless one is already asked
-/// for or in progress.
-fn queue_attempt(r: &mut Reactor, s: &Shared) {
-    {
-        let mut st = s.borrow_mut();
-        if st.queued || st.pending.is_some() {
-            log::debug!("connect() while an attempt is in progress: ignored");
-            return;
-        }
-        st.queued = true;
-    }
-    let s = s.clone();
-    r.call_soon(move |r| start_attempt(r, &s));
-}
-
-/// `stop_connecting`: fail the attempt asked for or in progress, if any.
-fn stop_attempt(r: &mut Reactor, s: &Shared) {
-    let queued = std::mem::replace(&mut s.borrow_mut().queued, false);
-    if queued {
-        let factory = s.borrow().factory.clone();
-        report_failed(r, &factory, &make_connector(s), Reason::Aborted);
-    } else {
-        fail_attempt(r, s, None, Reason::Aborted);
-    }
-}
-
-/// A handle on the shared state. Handles hold it alive: the state lives as
-/// long as an attempt, a connection or someone's connector needs it.
-fn make_connector(s: &Shared) -> Connector {
-    let (host, port) = {
-        let st = s.borrow();
-        (st.host.clone(), st.port)
-    };
-    let dest = if host.contains(':') {
+    let destination = if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
         format!("{host}:{port}")
     };
-    let (s1, s2) = (s.clone(), s.clone());
-    Connector::new(
-        dest,
-        move |r| queue_attempt(r, &s1),
-        move |r| stop_attempt(r, &s2),
-    )
-}
-
-fn start_attempt(r: &mut Reactor, s: &Shared) {
-    if !std::mem::replace(&mut s.borrow_mut().queued, false) {
-        return; // stop_connecting came first, and reported it
-    }
-    if r.is_stopping() {
-        // No new attempts once stop() has begun, but the attempt still
-        // ends in exactly one outcome: it fails, as an aborted one would.
-        log::debug!("not connecting to {}: the reactor is stopping", s.borrow().host);
-        let factory = s.borrow().factory.clone();
-        report_failed(r, &factory, &make_connector(s), Reason::Aborted);
-        return;
-    }
-    let connector = make_connector(s);
-    let (attempt, timeout, factory, host, port) = {
-        let mut st = s.borrow_mut();
-        st.attempt += 1;
-        (
-            st.attempt,
-            st.opts.timeout,
-            st.factory.clone(),
-            st.host.clone(),
-            st.port,
-        )
+    let link = LinkOptions {
+        timeout: opts.timeout,
+        attempt_delay: opts.attempt_delay,
+        knobs: opts.knobs(),
     };
-    let s2 = s.clone();
-    let timer = r.call_later(timeout, move |r| {
-        fail_attempt(r, &s2, Some(attempt), Reason::TimedOut)
-    });
-    s.borrow_mut().pending = Some((None, timer));
-    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        factory.borrow_mut().started_connecting(r, &connector)
-    })) {
-        log::error!(
-            "started_connecting panicked: {}",
-            twistor_reactor::panic_message(&*p)
-        );
-    }
-    if s.borrow().attempt != attempt || s.borrow().pending.is_none() {
-        return; // started_connecting stopped it (and it was reported)
-    }
-    // A literal address needs no lookup; a name is resolved off the loop.
-    let trimmed = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = trimmed.parse::<IpAddr>() {
-        try_addrs(r, s, attempt, vec![SocketAddr::new(ip, port)], None);
-        return;
-    }
-    // While the name is looked up, a handler stands for the attempt, so
-    // that a reactor stop fails it (as it does a connecting socket) rather
-    // than leaving it unreported.
-    let s2 = s.clone();
-    match r.insert_with(|_, _| Ok(Box::new(Resolving { s: s2, attempt }))) {
-        Ok(id) => {
-            if let Some((h, _)) = s.borrow_mut().pending.as_mut() {
-                *h = Some(id);
-            }
-        }
-        Err(e) => return fail_attempt(r, s, Some(attempt), Reason::from_io(e)),
-    }
-    let s2 = s.clone();
-    r.defer_to_thread(
-        move || {
-            (host.as_str(), port)
-                .to_socket_addrs()
-                .map(|a| a.collect::<Vec<_>>())
-        },
-        move |r, res| match res {
-            Ok(Ok(addrs)) if !addrs.is_empty() => try_addrs(r, &s2, attempt, addrs, None),
-            Ok(Ok(_)) => fail_attempt(r, &s2, Some(attempt), Reason::Dns("no addresses".into())),
-            Ok(Err(e)) => fail_attempt(r, &s2, Some(attempt), Reason::Dns(e.to_string())),
-            Err(p) => fail_attempt(r, &s2, Some(attempt), Reason::Dns(p)),
-        },
-    );
-}
-
-/// Try `addrs` in order; `last` is the error of the previous one.
-fn try_addrs(r: &mut Reactor, s: &Shared, attempt: u64, mut addrs: Vec<SocketAddr>, last: Option<io::Error>) {
-    if s.borrow().attempt != attempt || s.borrow().pending.is_none() {
-        return;
-    }
-    // The handler of the previous step (the lookup's stand-in) is done.
-    let previous = s.borrow_mut().pending.as_mut().and_then(|(h, _)| h.take());
-    if let Some(id) = previous {
-        r.remove(id);
-    }
-    if addrs.is_empty() {
-        let e = last.unwrap_or_else(|| io::Error::other("no address to connect to"));
-        fail_attempt(r, s, Some(attempt), Reason::from_io(e));
-        return;
-    }
-    let addr = addrs.remove(0);
-    let bind = s.borrow().opts.bind;
-    let sock = match start_connect(addr, bind) {
-        Ok(sock) => sock,
-        Err(e) => return try_addrs(r, s, attempt, addrs, Some(e)),
+    let dialer = TcpDialer {
+        host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+        port,
+        bind: opts.bind,
+        resolver: opts.resolver,
     };
-    let s2 = s.clone();
-    let res = r.insert_with(move |r, id| {
-        let mut sock = sock;
-        r.registry().register(&mut sock, id.token(), Interest::WRITABLE)?;
-        Ok(Box::new(Connecting {
-            sock: Some(sock),
-            s: s2,
-            attempt,
-            rest: addrs,
-        }))
-    });
-    match res {
-        Ok(id) => {
-            if let Some((h, _)) = s.borrow_mut().pending.as_mut() {
-                *h = Some(id);
-            }
+    connector::connect(r, dialer, destination, factory, link)
+}
+
+/// How TCP finds addresses and makes sockets for the shared connector.
+struct TcpDialer {
+    host: String,
+    port: u16,
+    bind: Option<SocketAddr>,
+    resolver: Resolver,
+}
+
+impl Dialer for TcpDialer {
+    type Addr = SocketAddr;
+    type Sock = mio::net::TcpStream;
+    type Io = TcpIo;
+
+    fn addresses(&self) -> Addresses<SocketAddr> {
+        // A literal address needs no lookup; a name is resolved off the loop.
+        if let Ok(ip) = self.host.parse::<IpAddr>() {
+            return Addresses::Known(vec![SocketAddr::new(ip, self.port)]);
         }
-        Err(e) => fail_attempt(r, s, Some(attempt), Reason::from_io(e)),
+        let (resolver, host, port) = (self.resolver.clone(), self.host.clone(), self.port);
+        Addresses::Lookup(Box::new(move || resolver.resolve(&host, port).map(interleave)))
     }
-}
 
-fn start_connect(addr: SocketAddr, bind: Option<SocketAddr>) -> io::Result<mio::net::TcpStream> {
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(SockProto::TCP))?;
-    sock.set_nonblocking(true)?;
-    if let Some(b) = bind {
-        sock.bind(&b.into())?;
-    }
-    match sock.connect(&addr.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(mio::net::TcpStream::from_std(sock.into()))
-}
-
-/// End the attempt with `reason` (once): cancel its timer and socket and
-/// tell the factory. `attempt: None` means "whatever attempt is pending".
-fn fail_attempt(r: &mut Reactor, s: &Shared, attempt: Option<u64>, reason: Reason) {
-    let (pending, factory) = {
-        let mut st = s.borrow_mut();
-        if attempt.is_some_and(|a| a != st.attempt) {
-            return;
+    fn start(&self, addr: &SocketAddr) -> io::Result<mio::net::TcpStream> {
+        let sock = Socket::new(Domain::for_address(*addr), Type::STREAM, Some(SockProto::TCP))?;
+        sock.set_nonblocking(true)?;
+        if let Some(b) = self.bind {
+            sock.bind(&b.into())?;
         }
-        let Some(p) = st.pending.take() else {
-            return;
-        };
-        (p, st.factory.clone())
-    };
-    let connector = make_connector(s);
-    let (handler, timer) = pending;
-    timer.cancel(r);
-    if let Some(id) = handler {
-        r.remove(id);
-    }
-    log::debug!("connection to {} failed: {reason}", connector.destination());
-    report_failed(r, &factory, &connector, reason);
-}
-
-/// The handler of a socket whose connect is in flight.
-struct Connecting {
-    sock: Option<mio::net::TcpStream>,
-    s: Shared,
-    attempt: u64,
-    rest: Vec<SocketAddr>,
-}
-
-impl Handler for Connecting {
-    fn ready(&mut self, r: &mut Reactor, id: ConnId, ready: Ready) {
-        if !ready.writable && !ready.error {
-            return;
+        match sock.connect(&(*addr).into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
         }
-        let Some(sock) = self.sock.as_mut() else {
-            return;
-        };
-        // Connected, or failed? SO_ERROR says, then peer_addr confirms.
-        let err = match sock.take_error() {
-            Ok(Some(e)) => Some(e),
-            Err(e) => Some(e),
-            Ok(None) => match sock.peer_addr() {
-                Ok(_) => None,
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => return, // spurious wake-up
-                Err(e) => Some(e),
+        Ok(mio::net::TcpStream::from_std(sock.into()))
+    }
+
+    fn finished(sock: &mio::net::TcpStream) -> Option<io::Result<()>> {
+        // SO_ERROR says whether it failed; peer_addr confirms it connected.
+        match sock.take_error() {
+            Ok(Some(e)) | Err(e) => Some(Err(e)),
+            Ok(None) => match ask_kernel(|| sock.peer_addr()) {
+                Ok(_) => Some(Ok(())),
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => None,
+                Err(e) => Some(Err(e)),
             },
-        };
-        let mut sock = self.sock.take().unwrap();
-        let _ = r.registry().deregister(&mut sock);
-        r.remove(id);
-        if let Some(e) = err {
-            let rest = std::mem::take(&mut self.rest);
-            // Mark no handler pending before trying the next address.
-            if let Some((h, _)) = self.s.borrow_mut().pending.as_mut() {
-                *h = None;
+        }
+    }
+
+    fn wrap(&self, sock: mio::net::TcpStream, addr: &SocketAddr) -> TcpIo {
+        let host = ask_kernel(|| sock.local_addr())
+            .map(|a| Address::Inet(unmap(a)))
+            .unwrap_or(Address::Unknown);
+        tcp_io(sock, Address::Inet(unmap(*addr)), host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use twistor_reactor::{Protocol, Transport};
+
+    use crate::sock::KERNEL_ASKS;
+
+    /// Records the addresses each accepted connection sees.
+    struct Names(Rc<RefCell<Vec<(Address, Address)>>>);
+    impl Protocol for Names {
+        fn connection_made(&mut self, t: &mut dyn Transport) {
+            self.0.borrow_mut().push((t.peer(), t.host()));
+        }
+        fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+    }
+
+    /// Accept asks the kernel nothing it has already said: accept4 gave the
+    /// peer, the listener's own address is the local one when it is bound
+    /// to one address, and Nagle is off already (inherited from the
+    /// listener). Only a wildcard listener must ask which of its addresses
+    /// a connection came to.
+    #[test]
+    fn accepting_asks_the_kernel_nothing_it_already_said() {
+        const N: usize = 20;
+        let cases = [
+            (ListenAddr::from("127.0.0.1:0"), 0),
+            (ListenAddr::from("0.0.0.0:0"), 1),
+            (ListenAddr::Port(0), 1), // dual-stack [::]
+        ];
+        for (bind, per_connection) in cases {
+            let mut r = Reactor::new().unwrap();
+            r.set_install_signal_handlers(false);
+            let seen = Rc::new(RefCell::new(Vec::new()));
+            let s2 = seen.clone();
+            let port = listen_tcp(&mut r, bind.clone(), move |_: &Address| Names(s2.clone())).unwrap();
+            let to = SocketAddr::from(([127, 0, 0, 1], port.port()));
+            let before = KERNEL_ASKS.with(|n| n.get());
+            let clients: Vec<_> = (0..N)
+                .map(|_| std::net::TcpStream::connect(to).unwrap())
+                .collect();
+            let done = r
+                .run_until(Duration::from_secs(20), |_| seen.borrow().len() == N)
+                .unwrap();
+            assert!(done, "{bind}: accepted {} of {N}", seen.borrow().len());
+            let asked = KERNEL_ASKS.with(|n| n.get()) - before;
+            assert_eq!(
+                asked,
+                (N * per_connection) as u64,
+                "{bind}: calls per {N} accepts"
+            );
+            // And the names are right.
+            for (c, (peer, host)) in clients.iter().zip(seen.borrow().iter()) {
+                assert_eq!(*peer, Address::Inet(c.local_addr().unwrap()), "{bind}");
+                assert_eq!(*host, Address::Inet(to), "{bind}");
             }
-            try_addrs(r, &self.s, self.attempt, rest, Some(e));
-            return;
         }
-        connected(r, &self.s, self.attempt, sock);
     }
 
-    fn shutdown(&mut self, r: &mut Reactor, _: ConnId) {
-        fail_attempt(r, &self.s, Some(self.attempt), Reason::Aborted);
-    }
-
-    fn abort(&mut self, r: &mut Reactor, _: ConnId) {
-        fail_attempt(r, &self.s, Some(self.attempt), Reason::Aborted);
-    }
-}
-
-/// Stands for an attempt whose host name is being looked up: it has no
-/// socket yet, but a reactor stop must still end it.
-struct Resolving {
-    s: Shared,
-    attempt: u64,
-}
-
-impl Handler for Resolving {
-    fn ready(&mut self, _: &mut Reactor, _: ConnId, _: Ready) {}
-
-    fn shutdown(&mut self, r: &mut Reactor, _: ConnId) {
-        fail_attempt(r, &self.s, Some(self.attempt), Reason::Aborted);
-    }
-
-    fn abort(&mut self, r: &mut Reactor, _: ConnId) {
-        fail_attempt(r, &self.s, Some(self.attempt), Reason::Aborted);
-    }
-}
-
-fn connected(r: &mut Reactor, s: &Shared, attempt: u64, sock: mio::net::TcpStream) {
-    let (timer, factory, opts) = {
-        let mut st = s.borrow_mut();
-        if st.attempt != attempt {
-            return;
-        }
-        let Some((_, timer)) = st.pending.take() else {
-            return;
+    /// What lets accept skip setting TCP_NODELAY: the accepted socket has
+    /// it from the listener.
+    #[test]
+    fn accepted_sockets_have_nagle_off() {
+        use std::os::fd::AsRawFd;
+        let l = bind_listener("127.0.0.1:0".parse().unwrap(), false, &ListenOptions::default()).unwrap();
+        let to = l.local_addr().unwrap();
+        let mut acceptor = TcpAcceptor::new(mio::net::TcpListener::from_std(l), to);
+        let _c = std::net::TcpStream::connect(to).unwrap();
+        // Wait (bounded) for the connection to be ready to accept.
+        let mut p = libc::pollfd {
+            fd: acceptor.l.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
         };
-        (timer, st.factory.clone(), st.opts.clone())
-    };
-    let connector = make_connector(s);
-    timer.cancel(r);
-    let io = tcp_io(sock);
-    let peer = io.peer.clone();
-    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        factory.borrow_mut().build_protocol(&peer)
-    }));
-    let proto = match built {
-        Ok(Some(p)) => p,
-        Ok(None) => {
-            return report_failed(
-                r,
-                &factory,
-                &connector,
-                Reason::Limit("the factory refused the connection".into()),
-            )
-        }
-        Err(_) => {
-            return report_failed(
-                r,
-                &factory,
-                &connector,
-                Reason::Panic("build_protocol panicked".into()),
-            )
-        }
-    };
-    let (f2, c2) = (factory.clone(), connector.clone());
-    let stream_opts = StreamOptions {
-        high_water: opts.high_water,
-        low_water: opts.low_water,
-        on_lost: Some(Box::new(move |r, reason| {
-            f2.borrow_mut().client_connection_lost(r, &c2, reason)
-        })),
-        ..StreamOptions::default()
-    };
-    if let Err(e) = open_stream(r, io, proto, stream_opts) {
-        report_failed(r, &factory, &connector, Reason::from_io(e));
+        // SAFETY: one valid pollfd.
+        assert_eq!(unsafe { libc::poll(&mut p, 1, 20_000) }, 1, "nothing to accept");
+        let (io, _) = acceptor.accept().unwrap();
+        assert!(socket2::SockRef::from(&io.s).nodelay().unwrap());
     }
-}
 
-/// Tell the factory the attempt failed. When the factory is busy, because
-/// its own `started_connecting` called `stop_connecting` (as Twisted
-/// allows), it is told on the next loop turn, after that callback returns.
-fn report_failed(r: &mut Reactor, factory: &SharedFactory, connector: &Connector, reason: Reason) {
-    let Ok(mut f) = factory.try_borrow_mut() else {
-        let (factory, connector) = (factory.clone(), connector.clone());
-        r.call_soon(move |r| report_failed(r, &factory, &connector, reason));
-        return;
-    };
-    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        f.client_connection_failed(r, connector, &reason)
-    })) {
-        log::error!(
-            "client_connection_failed panicked: {}",
-            twistor_reactor::panic_message(&*p)
+    /// Every stream limit given to a listener or a connector is what its
+    /// streams are opened with.
+    #[test]
+    fn every_knob_reaches_the_stream_options() {
+        let l = ListenOptions {
+            max_connections: Some(6),
+            accept_budget: 5,
+            high_water: 1,
+            low_water: 2,
+            close_timeout: Duration::from_secs(3),
+            max_write_buffer: 4,
+            ..ListenOptions::default()
+        };
+        let a = l.accepted();
+        assert_eq!((a.max_connections, a.accept_budget), (Some(6), 5));
+        let o = a.knobs.stream_options(None);
+        assert_eq!(
+            (o.high_water, o.low_water, o.close_timeout, o.max_write_buffer),
+            (1, 2, Duration::from_secs(3), 4)
+        );
+        let c = ConnectOptions {
+            high_water: 7,
+            low_water: 8,
+            close_timeout: Duration::from_secs(9),
+            max_write_buffer: 10,
+            ..ConnectOptions::default()
+        };
+        let o = c.knobs().stream_options(None);
+        assert_eq!(
+            (o.high_water, o.low_water, o.close_timeout, o.max_write_buffer),
+            (7, 8, Duration::from_secs(9), 10)
+        );
+        // The defaults are the reactor's.
+        let d = twistor_reactor::StreamOptions::default();
+        let o = ListenOptions::default().accepted().knobs.stream_options(None);
+        assert_eq!(
+            (o.high_water, o.low_water, o.close_timeout, o.max_write_buffer),
+            (d.high_water, d.low_water, d.close_timeout, d.max_write_buffer)
         );
     }
 }

@@ -439,3 +439,25 @@ fn a_child_closing_its_stdin_is_noticed_while_it_runs() {
     assert_eq!(log.borrow().events, vec!["in_lost".to_string()]);
     assert_eq!(log.borrow().ended.unwrap().signal(), Some(libc::SIGTERM));
 }
+
+/// A child reaped behind the reactor's back (by a stray `waitpid`) is
+/// never signalled again: its pid may already name another process.
+#[test]
+fn a_child_reaped_elsewhere_is_not_signalled() {
+    let mut r = Reactor::new().unwrap();
+    let (p, _log) = rec();
+    let child = spawn_process(&mut r, p, "sleep", ["30"], None, None).unwrap();
+    let pid = child.pid() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: killing and reaping our own child, which is certainly alive
+    // (the reactor has not turned yet, so nothing reaped it).
+    unsafe {
+        assert_eq!(libc::kill(pid, libc::SIGKILL), 0);
+        assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+    }
+    // The reactor finds it gone.
+    let done = r.run_until(WAIT, |r| r.handler_count() == 0).unwrap();
+    assert!(done, "the reaper and the pipes did not go");
+    let e = child.signal_process(libc::SIGTERM).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ESRCH));
+}

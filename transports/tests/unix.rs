@@ -454,3 +454,58 @@ fn stop_connecting_from_started_connecting_fails_the_attempt_once() {
     assert!(records.borrow().is_empty(), "the server saw a connection");
     port.stop_listening(&mut r);
 }
+
+/// Accepting follows the reads' fairness rule: one readiness event accepts
+/// at most `accept_budget` connections, then the listener waits its turn
+/// behind everything else ready, until the backlog is drained.
+#[test]
+fn accepting_stops_at_its_budget_each_turn_and_drains_the_backlog() {
+    const BUDGET: usize = 4;
+    const CLIENTS: usize = 10;
+    let path = sock_path("budget");
+    let mut r = Reactor::new().unwrap();
+    r.set_install_signal_handlers(false);
+    let built = Rc::new(RefCell::new(0));
+    let b2 = built.clone();
+    let opts = UnixListenOptions {
+        accept_budget: BUDGET,
+        ..UnixListenOptions::default()
+    };
+    let port = listen_unix_with(
+        &mut r,
+        &path,
+        move |_: &Address| {
+            *b2.borrow_mut() += 1;
+            Recorder::new().0
+        },
+        opts,
+    )
+    .unwrap();
+    // A Unix-domain connect returns once the connection is queued on the
+    // listener: all ten are waiting before the loop first turns.
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| std::os::unix::net::UnixStream::connect(&path).unwrap())
+        .collect();
+    let mut per_turn = Vec::new();
+    while *built.borrow() < CLIENTS && per_turn.len() < 10 {
+        r.run_pending().unwrap();
+        per_turn.push(*built.borrow());
+    }
+    assert_eq!(per_turn, [4, 8, 10]);
+    drop(clients);
+    port.stop_listening(&mut r);
+}
+
+/// The file is ours as long as it is the same inode: a mode change after
+/// listening (which changes the file's ctime) does not make stop leave it
+/// behind.
+#[test]
+fn the_file_goes_on_stop_even_after_a_chmod() {
+    let path = sock_path("chmod");
+    let mut r = Reactor::new().unwrap();
+    let (f, _, _) = echo_factory();
+    let port = listen_unix(&mut r, &path, f).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660)).unwrap();
+    port.stop_listening(&mut r);
+    assert!(!path.exists(), "the socket file was left behind after a chmod");
+}

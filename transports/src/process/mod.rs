@@ -34,6 +34,7 @@
 //! closes the child's pipes and silences the protocol (no further
 //! callbacks); the child is still reaped.
 
+mod child;
 mod pipes;
 mod reaper;
 
@@ -47,6 +48,7 @@ use std::time::Duration;
 
 use twistor_reactor::{ConnId, Reactor};
 
+use child::Child;
 use pipes::{Core, Info, Which};
 
 /// Default time between `SIGTERM` and `SIGKILL` for children alive at
@@ -164,9 +166,9 @@ pub trait ProcessTransport {
         self.close_stderr();
     }
 
-    /// Send `signal` (e.g. `libc::SIGTERM`) to the child. Fails with
-    /// `ESRCH` once the child has been reaped, so a recycled pid is never
-    /// signalled.
+    /// Send `signal` (e.g. `libc::SIGTERM`) to the child, through its
+    /// pidfd where the system has them. Fails with `ESRCH` once the child
+    /// has been reaped, so a recycled pid is never signalled.
     fn signal_process(&mut self, signal: i32) -> io::Result<()>;
 
     /// The child's process id.
@@ -233,14 +235,14 @@ impl Default for ProcessOptions {
 /// assert_eq!(child.status().unwrap().signal(), Some(libc::SIGTERM));
 /// ```
 pub struct Process {
-    pid: u32,
+    child: Rc<Child>,
     core: Rc<RefCell<Core>>,
 }
 
 impl Process {
     /// The child's process id.
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.child.pid()
     }
 
     /// The exit status, once the child has exited.
@@ -253,9 +255,11 @@ impl Process {
         self.core.try_borrow().map(|c| c.info.ended).unwrap_or(false)
     }
 
-    /// Send `signal` to the child (`ESRCH` once it has been reaped).
+    /// Send `signal` to the child: through its pidfd where the system has
+    /// them, so never to another process that got its pid after it was
+    /// reaped; `ESRCH` once it has been reaped.
     pub fn signal_process(&self, signal: i32) -> io::Result<()> {
-        pipes::signal(self.pid, self.status(), signal)
+        self.child.signal(signal)
     }
 
     /// Run `f` against the protocol and its transport after the current
@@ -350,7 +354,7 @@ impl Process {
 
 impl std::fmt::Debug for Process {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Process({})", self.pid)
+        write!(f, "Process({})", self.child.pid())
     }
 }
 
@@ -452,17 +456,18 @@ pub fn spawn_command<P: ProcessProtocol>(
     // From here on the reaper owns the child: `Child` neither waits nor
     // kills on drop.
     drop(child);
+    let child = Rc::new(Child::new(pid));
     let core = Rc::new(RefCell::new(Core {
         proto: Box::new(protocol),
-        info: Info::new(pid),
+        info: Info::new(child.clone()),
     }));
     // The reaper goes first so that whatever fails below, the child is
     // still killed and reaped.
-    let reaper = reaper::start(r, pid, core.clone(), opts.kill_grace)?;
+    let reaper = reaper::start(r, child.clone(), core.clone(), opts.kill_grace)?;
     let opened = pipes::open(r, &core, stdin, stdout, stderr, &opts);
     if let Err(e) = opened {
         r.remove(reaper);
         return Err(e);
     }
-    Ok(Process { pid, core })
+    Ok(Process { child, core })
 }

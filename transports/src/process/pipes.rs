@@ -5,16 +5,16 @@
 use std::cell::RefCell;
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::AsRawFd;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::{ChildStderr, ChildStdin, ChildStdout, ExitStatus};
 use std::rc::Rc;
 
 use mio::unix::pipe::{Receiver, Sender};
 use mio::{Interest, Registry, Token};
 use twistor_reactor::{
-    open_stream, Address, ConnId, Protocol, Reactor, Reason, StreamIo, StreamOptions, Transport,
+    catch_panic, open_stream, Address, ConnId, Protocol, Reactor, Reason, StreamIo, StreamOptions, Transport,
 };
 
+use super::child::Child;
 use super::{ProcessOptions, ProcessProtocol, ProcessTransport};
 
 /// Which of the child's pipes.
@@ -34,7 +34,7 @@ pub(super) struct Core {
 }
 
 pub(super) struct Info {
-    pub(super) pid: u32,
+    pub(super) child: Rc<Child>,
     /// Stream ids of the pipes still open.
     pub(super) ids: [Option<ConnId>; 3],
     pub(super) status: Option<ExitStatus>,
@@ -45,9 +45,9 @@ pub(super) struct Info {
 }
 
 impl Info {
-    pub(super) fn new(pid: u32) -> Info {
+    pub(super) fn new(child: Rc<Child>) -> Info {
         Info {
-            pid,
+            child,
             ids: [None; 3],
             status: None,
             made: false,
@@ -166,7 +166,7 @@ pub(super) fn open(
     stderr: ChildStderr,
     opts: &ProcessOptions,
 ) -> io::Result<()> {
-    let pid = core.borrow().info.pid;
+    let pid = core.borrow().info.child.pid();
     let tx = Sender::from(stdin);
     tx.set_nonblocking(true)?;
     let out = Receiver::from(stdout);
@@ -264,11 +264,11 @@ impl ProcessTransport for View<'_, '_> {
     }
 
     fn signal_process(&mut self, sig: i32) -> io::Result<()> {
-        signal(self.info.pid, self.info.status, sig)
+        self.info.child.signal(sig)
     }
 
     fn pid(&self) -> u32 {
-        self.info.pid
+        self.info.child.pid()
     }
 
     fn status(&self) -> Option<ExitStatus> {
@@ -293,19 +293,6 @@ impl ProcessTransport for View<'_, '_> {
     }
 }
 
-/// `kill(pid, sig)`, refused once the child is reaped (its pid may be reused).
-pub(super) fn signal(pid: u32, status: Option<ExitStatus>, sig: i32) -> io::Result<()> {
-    if status.is_some() {
-        return Err(io::Error::from_raw_os_error(libc::ESRCH));
-    }
-    // SAFETY: signalling our own child, which is not reaped yet.
-    if unsafe { libc::kill(pid as libc::pid_t, sig) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// Run `f` on the protocol (after `connection_made`, if that is still
 /// due), then `process_ended` if this was the last thing it waited for.
 fn deliver(
@@ -322,7 +309,8 @@ fn deliver(
         return;
     }
     let mut view = View { info, ctx };
-    let res = catch_unwind(AssertUnwindSafe(|| {
+    let pid = view.info.child.pid();
+    let res = catch_panic(format_args!("pid {pid}: process protocol"), || {
         if !view.info.made {
             view.info.made = true;
             proto.connection_made(&mut view);
@@ -334,13 +322,9 @@ fn deliver(
                 proto.process_ended(&mut view, status);
             }
         }
-    }));
-    if let Err(p) = res {
-        let msg = twistor_reactor::panic_message(&*p);
-        log::error!(
-            "pid {}: process protocol panicked: {msg}; closing its pipes",
-            view.info.pid
-        );
+    });
+    if res.is_err() {
+        log::error!("pid {pid}: closing the pipes of the panicked process protocol");
         view.info.poisoned = true;
         view.info.ended = view.info.status.is_some();
         for w in [Which::In, Which::Out, Which::Err] {

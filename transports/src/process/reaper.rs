@@ -4,8 +4,6 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -14,44 +12,33 @@ use mio::unix::SourceFd;
 use mio::Interest;
 use twistor_reactor::{ConnId, DelayedCall, Handler, Reactor, Ready};
 
+use super::child::Child;
 use super::pipes::{self, Core};
 
 const POLL_FIRST: Duration = Duration::from_millis(1);
 const POLL_MAX: Duration = Duration::from_millis(100);
 
-/// Register the exit watcher for `pid`. Returns its id.
+/// Register the exit watcher for `child`. Returns its id.
 pub(super) fn start(
     r: &mut Reactor,
-    pid: u32,
+    child: Rc<Child>,
     core: Rc<RefCell<Core>>,
     grace: Duration,
 ) -> io::Result<ConnId> {
-    start_with(r, pid, core, grace, pidfd_open(pid))
-}
-
-/// [`start`] with a given pidfd, or none to poll.
-fn start_with(
-    r: &mut Reactor,
-    pid: u32,
-    core: Rc<RefCell<Core>>,
-    grace: Duration,
-    pidfd: Option<OwnedFd>,
-) -> io::Result<ConnId> {
-    let polling = pidfd.is_none();
+    let pid = child.pid();
+    let polling = child.pidfd().is_none();
     let id = r.insert_with(move |r, id| {
         let mut reaper = Reaper {
-            pid,
-            pidfd,
+            child,
             core,
-            reaped: false,
             grace,
             kill_at: None,
             timer: None,
             poll_delay: POLL_FIRST,
         };
-        if let Some(fd) = &reaper.pidfd {
+        if let Some(fd) = reaper.child.pidfd() {
             r.registry()
-                .register(&mut SourceFd(&fd.as_raw_fd()), id.token(), Interest::READABLE)?;
+                .register(&mut SourceFd(&fd), id.token(), Interest::READABLE)?;
         }
         // Covers a child that exited before the pidfd existed, and starts
         // the polling fallback.
@@ -64,47 +51,9 @@ fn start_with(
     Ok(id)
 }
 
-/// A pidfd for `pid` (Linux 5.3+), close-on-exec as pidfds always are.
-#[cfg(target_os = "linux")]
-fn pidfd_open(pid: u32) -> Option<OwnedFd> {
-    // SAFETY: a plain syscall; a non-negative result is a new descriptor we own.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: `fd` was just returned by pidfd_open and nothing else owns it.
-    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-#[cfg(not(target_os = "linux"))]
-fn pidfd_open(_: u32) -> Option<OwnedFd> {
-    None
-}
-
-/// `waitpid(pid, WNOHANG)`: the status if the child has exited.
-fn try_reap(pid: u32) -> io::Result<Option<ExitStatus>> {
-    let mut status = 0;
-    loop {
-        // SAFETY: waitpid with a valid out-pointer.
-        let n = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
-        if n == 0 {
-            return Ok(None);
-        }
-        if n > 0 {
-            return Ok(Some(ExitStatus::from_raw(status)));
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
 struct Reaper {
-    pid: u32,
-    pidfd: Option<OwnedFd>,
+    child: Rc<Child>,
     core: Rc<RefCell<Core>>,
-    reaped: bool,
     grace: Duration,
     /// Stopping: when `SIGKILL` follows the `SIGTERM`.
     kill_at: Option<Instant>,
@@ -121,14 +70,13 @@ impl Reaper {
     }
 
     fn finish(&mut self, r: &mut Reactor, id: ConnId, status: ExitStatus) {
-        self.reaped = true;
         if let Some(t) = self.timer.take() {
             t.cancel(r);
         }
-        if let Some(fd) = &self.pidfd {
-            let _ = r.registry().deregister(&mut SourceFd(&fd.as_raw_fd()));
+        if let Some(fd) = self.child.pidfd() {
+            let _ = r.registry().deregister(&mut SourceFd(&fd));
         }
-        log::debug!("pid {}: {status}", self.pid);
+        log::debug!("pid {}: {status}", self.child.pid());
         pipes::exited(r, &self.core, status);
         r.remove(id);
     }
@@ -136,16 +84,15 @@ impl Reaper {
 
 impl Handler for Reaper {
     fn ready(&mut self, r: &mut Reactor, id: ConnId, _: Ready) {
-        if self.reaped {
+        if self.child.is_reaped() {
             return;
         }
-        match try_reap(self.pid) {
+        match self.child.try_reap() {
             Ok(Some(status)) => return self.finish(r, id, status),
             Ok(None) => {}
             Err(e) => {
                 // Someone else reaped it (a SIGCHLD handler set to SIG_IGN...).
-                log::error!("pid {}: cannot collect the exit status: {e}", self.pid);
-                self.reaped = true;
+                log::error!("pid {}: cannot collect the exit status: {e}", self.child.pid());
                 r.remove(id);
                 return;
             }
@@ -154,29 +101,27 @@ impl Handler for Reaper {
             if r.now() >= at {
                 log::warn!(
                     "pid {}: still running {:?} after SIGTERM; sending SIGKILL",
-                    self.pid,
+                    self.child.pid(),
                     self.grace
                 );
-                // SAFETY: signalling our own unreaped child.
-                unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
+                let _ = self.child.signal(libc::SIGKILL);
                 self.kill_at = None;
-            } else if self.pidfd.is_some() {
+            } else if self.child.pidfd().is_some() {
                 self.wake_in(r, id, at - r.now());
             }
         }
-        if self.pidfd.is_none() {
+        if self.child.pidfd().is_none() {
             self.wake_in(r, id, self.poll_delay);
             self.poll_delay = (self.poll_delay * 2).min(POLL_MAX);
         }
     }
 
     fn shutdown(&mut self, r: &mut Reactor, id: ConnId) {
-        if self.reaped || self.kill_at.is_some() {
+        if self.child.is_reaped() || self.kill_at.is_some() {
             return;
         }
-        log::info!("pid {}: reactor stopping; sending SIGTERM", self.pid);
-        // SAFETY: signalling our own unreaped child.
-        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) };
+        log::info!("pid {}: reactor stopping; sending SIGTERM", self.child.pid());
+        let _ = self.child.signal(libc::SIGTERM);
         self.kill_at = Some(r.now() + self.grace);
         self.wake_in(r, id, self.grace);
     }
@@ -189,22 +134,21 @@ impl Handler for Reaper {
 
 impl Drop for Reaper {
     fn drop(&mut self) {
-        if self.reaped {
+        if self.child.is_reaped() {
             return;
         }
         // The reactor is going away (or giving up) with the child alive:
         // kill it and reap it rather than leave a zombie.
-        // SAFETY: signalling our own unreaped child.
-        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
+        let _ = self.child.signal(libc::SIGKILL);
         for _ in 0..100 {
-            match try_reap(self.pid) {
+            match self.child.try_reap() {
                 Ok(Some(_)) | Err(_) => return,
                 Ok(None) => std::thread::sleep(Duration::from_millis(1)),
             }
         }
         log::error!(
             "pid {}: did not die within 100 ms of SIGKILL; left to init",
-            self.pid
+            self.child.pid()
         );
     }
 }
@@ -227,12 +171,12 @@ mod tests {
             .args(["-c", "exit 5"])
             .spawn()
             .unwrap();
-        let pid = child.id();
+        let child = Rc::new(Child::with_pidfd(child.id(), None));
         let core = Rc::new(RefCell::new(Core {
             proto: Box::new(Quiet),
-            info: Info::new(pid),
+            info: Info::new(child.clone()),
         }));
-        start_with(&mut r, pid, core.clone(), Duration::from_secs(1), None).unwrap();
+        start(&mut r, child, core.clone(), Duration::from_secs(1)).unwrap();
         let done = r
             .run_until(Duration::from_secs(10), |_| core.borrow().info.status.is_some())
             .unwrap();

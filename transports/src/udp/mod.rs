@@ -26,7 +26,7 @@ use std::rc::Rc;
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 use twistor_reactor::{ConnId, DatagramProtocol, DatagramTransport, Reactor, Ready};
 
-use crate::tcp::ListenAddr;
+use crate::addr::ListenAddr;
 
 pub use echo::UdpEcho;
 

@@ -13,7 +13,7 @@ use socket2::{MaybeUninitSlice, MsgHdrMut, SockAddr, SockRef, Socket};
 use twistor_reactor::{ConnId, DatagramProtocol, DatagramTransport, Handler, Interface, Reactor, Ready};
 
 use super::{Shared, UdpOptions};
-use crate::tcp::unmap;
+use crate::addr::unmap;
 
 /// Register `sock` and wrap it in a handler. Returns the new id.
 pub(super) fn insert(
