@@ -73,11 +73,15 @@ compile_error!("twistor-reactor needs a 64-bit target");
 
 mod address;
 mod datagram;
+mod handler;
 mod id;
 mod input;
 mod protocol;
 mod reactor;
+mod ready;
 mod reason;
+mod slots;
+mod stop;
 mod stream;
 pub mod testing;
 mod threads;
@@ -85,6 +89,7 @@ mod timer;
 
 pub use address::Address;
 pub use datagram::{DatagramProtocol, DatagramTransport, Interface};
+pub use handler::Handler;
 pub use id::{ConnId, Gone};
 pub use input::InputBuf;
 pub use mio;
@@ -92,8 +97,10 @@ pub use protocol::{
     swap_protocol, CertFacts, ClientFactory, Connector, Factory, Protocol, ProtocolCall, TlsInfo, Transport,
     Upgrade,
 };
-pub use reactor::{Handler, Reactor, Ready, DEFAULT_SHUTDOWN_TIMEOUT, READ_BUFFER_SIZE};
+pub use reactor::{Reactor, READ_BUFFER_SIZE};
+pub use ready::Ready;
 pub use reason::{catch_panic, panic_message, Reason};
+pub use stop::DEFAULT_SHUTDOWN_TIMEOUT;
 pub use stream::{
     open_stream, LostHook, StreamIo, StreamOptions, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HIGH_WATER,
     DEFAULT_LOW_WATER, DEFAULT_MAX_WRITE_BUFFER, DEFAULT_READ_BUDGET,

@@ -687,6 +687,10 @@ impl<S: StreamIo> Handler for StreamConn<S> {
     fn abort(&mut self, r: &mut Reactor, id: ConnId) {
         self.close(r, id, Reason::Aborted);
     }
+
+    fn has_protocol(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Crossing threads: `call_from_thread` (a mio `Waker` plus a queue) and a
-//! small bounded pool for `defer_to_thread`.
+//! small bounded pool for `defer_to_thread`, and the reactor's API for
+//! both.
 //!
 //! The one lock here guards the cross-thread queue; the loop takes it once
 //! per wake-up, never on the I/O path.
@@ -10,7 +11,7 @@ use std::thread;
 
 use mio::{Registry, Token, Waker};
 
-use crate::{Gone, Reactor};
+use crate::{catch_panic, Gone, Reactor};
 
 type RemoteFn = Box<dyn FnOnce(&mut Reactor) + Send>;
 
@@ -114,6 +115,62 @@ impl Remote {
 impl std::fmt::Debug for Remote {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Remote")
+    }
+}
+
+impl Reactor {
+    /// A handle other threads use to run closures on this loop
+    /// (`call_from_thread`) or stop it. `Send + Clone`.
+    pub fn remote(&self) -> Remote {
+        self.remote.handle()
+    }
+
+    /// Run blocking `work` on a small thread pool and `done` with its result
+    /// back on the loop thread (Twisted's `deferToThread`). If `work`
+    /// panics, `done` gets `Err` with the panic message. Work still queued
+    /// when the reactor is dropped is skipped.
+    ///
+    /// ```
+    /// let mut r = twistor_reactor::Reactor::new().unwrap();
+    /// r.defer_to_thread(|| 6 * 7, |r, answer| { assert_eq!(answer, Ok(42)); r.stop() });
+    /// r.run().unwrap();
+    /// ```
+    pub fn defer_to_thread<T: Send + 'static>(
+        &mut self,
+        work: impl FnOnce() -> T + Send + 'static,
+        done: impl FnOnce(&mut Reactor, Result<T, String>) + 'static,
+    ) {
+        let key = self.deferred.insert(Box::new(move |r, any| {
+            let res = *any.downcast::<Result<T, String>>().expect("result type");
+            done(r, res)
+        }));
+        let remote = self.remote.handle();
+        let pool = self.pool.get_or_insert_with(ThreadPool::new);
+        pool.submit(Box::new(move || {
+            if remote.is_gone() {
+                // Nobody is left to want the result: skip the blocking work.
+                return;
+            }
+            let res = catch_panic(format_args!("defer_to_thread work"), work);
+            let boxed: Box<dyn std::any::Any + Send> = Box::new(res);
+            let _ = remote.call(move |r| r.finish_deferred(key, boxed));
+        }));
+    }
+
+    fn finish_deferred(&mut self, key: usize, res: Box<dyn std::any::Any + Send>) {
+        if let Some(done) = self.deferred.try_remove(key) {
+            let _ = catch_panic(format_args!("defer_to_thread callback"), || done(self, res));
+        }
+    }
+
+    pub(crate) fn run_remote(&mut self) {
+        for f in self.remote.drain() {
+            let _ = catch_panic(format_args!("call_from_thread callback"), || f(self));
+            self.run_queued();
+        }
+        if self.remote.take_stop() {
+            self.stop();
+        }
     }
 }
 
