@@ -86,6 +86,7 @@ mod stream;
 pub mod testing;
 mod threads;
 mod timer;
+mod write_buf;
 
 pub use address::Address;
 pub use datagram::{DatagramProtocol, DatagramTransport, Interface};
@@ -107,3 +108,4 @@ pub use stream::{
 };
 pub use threads::{Remote, POOL_THREADS};
 pub use timer::{DelayedCall, LoopingCall};
+pub use write_buf::DEFAULT_WRITE_POOL;

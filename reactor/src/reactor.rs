@@ -13,6 +13,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Registry, Token};
@@ -20,8 +21,10 @@ use slab::Slab;
 
 use crate::slots::{Pending, Returned, Slots, Taken};
 use crate::stop::State;
+use crate::stream::Limits;
 use crate::threads::{RemoteQueue, ThreadPool};
 use crate::timer::{later, Timers};
+use crate::write_buf::WritePool;
 use crate::{catch_panic, ConnId, Gone, Handler, Protocol, ProtocolCall, Ready, Transport};
 
 /// Size of the reactor's shared read buffer: one buffer for every
@@ -55,6 +58,11 @@ pub struct Reactor {
     pub(crate) timers: Timers,
     manual_now: Option<Instant>,
     read_buf: Vec<u8>,
+    /// Drained write chunks, lent to every connection's write buffer.
+    pub(crate) write_pool: WritePool,
+    /// The limits of the last stream opened, shared with the next one
+    /// opened with the same (a listener's connections all are).
+    last_limits: Option<Rc<Limits>>,
     requeued: Vec<(ConnId, Ready)>,
     /// The other half of a double buffer with `requeued`: the list a turn
     /// dispatches from, kept with its capacity so a steady loop never
@@ -86,6 +94,8 @@ impl Reactor {
             timers: Timers::new(),
             manual_now: None,
             read_buf: vec![0; READ_BUFFER_SIZE],
+            write_pool: WritePool::default(),
+            last_limits: None,
             requeued: Vec::new(),
             requeued_spare: Vec::new(),
             queue: VecDeque::new(),
@@ -241,6 +251,40 @@ impl Reactor {
     pub fn put_read_buffer(&mut self, buf: Vec<u8>) {
         if self.read_buf.is_empty() && buf.len() >= READ_BUFFER_SIZE {
             self.read_buf = buf;
+        }
+    }
+
+    /// Bound the pool of drained write chunks that every connection's
+    /// write buffer borrows from and gives back to (default
+    /// [`DEFAULT_WRITE_POOL`](crate::DEFAULT_WRITE_POOL), 1 MiB). A larger
+    /// pool saves allocations when many connections have output waiting at
+    /// once; what does not fit is freed, so idle connections cost nothing
+    /// for output either way.
+    ///
+    /// ```
+    /// let mut r = twistor_reactor::Reactor::new().unwrap();
+    /// r.set_write_pool_limit(4 << 20);
+    /// assert_eq!(r.write_pool_bytes(), 0); // nothing written yet
+    /// ```
+    pub fn set_write_pool_limit(&mut self, bytes: usize) {
+        self.write_pool.set_limit(bytes);
+    }
+
+    /// Bytes held by the pool of drained write chunks (a memory counter).
+    pub fn write_pool_bytes(&self) -> usize {
+        self.write_pool.bytes()
+    }
+
+    /// One shared copy of a stream's limits: connections opened with the
+    /// same options (a listener's) share it, so each keeps a pointer.
+    pub(crate) fn stream_limits(&mut self, limits: Limits) -> Rc<Limits> {
+        match &self.last_limits {
+            Some(l) if **l == limits => l.clone(),
+            _ => {
+                let l = Rc::new(limits);
+                self.last_limits = Some(l.clone());
+                l
+            }
         }
     }
 
@@ -437,14 +481,13 @@ impl Reactor {
         }
         // Requeued work from the previous turn goes first, then new events;
         // readiness for one id is merged into one dispatch (found in O(1)
-        // through the slot's mark).
-        let turn = self.turns;
+        // through the slot's mark, taken off as it is dispatched).
         let spare = std::mem::take(&mut self.requeued_spare);
         let mut requeued = std::mem::replace(&mut self.requeued, spare);
         let mut merged = 0;
         for i in 0..requeued.len() {
             let (id, ready) = requeued[i];
-            match self.slots.mark(id, turn, merged) {
+            match self.slots.mark(id, merged) {
                 Some(pos) => requeued[pos].1 = requeued[pos].1.merge(ready),
                 None => {
                     requeued[merged] = (id, ready);
@@ -461,7 +504,7 @@ impl Reactor {
                 t => {
                     let id = ConnId::from_token(t);
                     let ready = Ready::from_event(e);
-                    match self.slots.mark(id, turn, requeued.len()) {
+                    match self.slots.mark(id, requeued.len()) {
                         Some(pos) => requeued[pos].1 = requeued[pos].1.merge(ready),
                         None => requeued.push((id, ready)),
                     }
@@ -471,6 +514,7 @@ impl Reactor {
         events.clear();
         self.events = events;
         for (id, ready) in requeued.drain(..) {
+            self.slots.unmark(id);
             self.dispatch(id, Pending::Ready(ready));
             self.run_queued();
         }

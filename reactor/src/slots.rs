@@ -17,6 +17,9 @@ use slab::Slab;
 
 use crate::{ConnId, Handler, ProtocolCall, Ready};
 
+/// A slot's `pos` when it is not on the dispatch list being built.
+const UNLISTED: u32 = u32::MAX;
+
 /// Work for a handler: readiness, or a closure for its protocol.
 pub(crate) enum Pending {
     Ready(Ready),
@@ -25,11 +28,9 @@ pub(crate) enum Pending {
 
 struct Slot {
     gen: u32,
-    /// Where this slot stands in the current turn's dispatch list, valid
-    /// when `mark` is the current turn (merges readiness for one id into
-    /// one dispatch).
+    /// Where this slot stands in the dispatch list being built, or
+    /// [`UNLISTED`] (merges readiness for one id into one dispatch).
     pos: u32,
-    mark: u64,
     /// `None` while the handler runs (or before `insert_with` fills it).
     handler: Option<Box<dyn Handler>>,
     /// [`Reactor::remove`](crate::Reactor::remove) was called while the
@@ -37,7 +38,8 @@ struct Slot {
     doomed: bool,
     /// Work for this slot waits in [`Slots::held`].
     held: bool,
-    /// The handler runs a protocol (`call_on` can reach it).
+    /// The handler runs a protocol (`call_on` can reach it): its
+    /// [`Handler::has_protocol`], noted each time it is placed.
     protocol: bool,
 }
 
@@ -90,12 +92,13 @@ impl Slots {
         let gen = self.gens[key];
         self.slab.insert(Slot {
             gen,
-            pos: 0,
-            mark: 0,
+            pos: UNLISTED,
             handler: None,
             doomed: false,
             held: false,
-            protocol: false,
+            // Not known until the handler is first placed; until then,
+            // calls are queued (and dropped later if it has no protocol).
+            protocol: true,
         });
         ConnId::new(key, gen)
     }
@@ -177,18 +180,24 @@ impl Slots {
         Returned::Placed(mine)
     }
 
-    /// Note that `id` is dispatched in `turn` at `pos`, or return the
-    /// position it already has. A stale id (its slot now holds a newer
-    /// occupant) is never merged with, nor marks, the live one: it would
-    /// carry the new occupant's readiness off to be dropped as stale.
-    pub(crate) fn mark(&mut self, id: ConnId, turn: u64, pos: usize) -> Option<usize> {
+    /// Note that `id` is on the dispatch list being built, at `pos`, or
+    /// return the position it already has. A stale id (its slot now holds
+    /// a newer occupant) is never merged with, nor marks, the live one: it
+    /// would carry the new occupant's readiness off to be dropped as stale.
+    pub(crate) fn mark(&mut self, id: ConnId, pos: usize) -> Option<usize> {
         let slot = self.live(id)?;
-        if slot.mark == turn {
+        if slot.pos != UNLISTED {
             return Some(slot.pos as usize);
         }
-        slot.mark = turn;
         slot.pos = pos as u32;
         None
+    }
+
+    /// `id` is taken off the dispatch list (to be dispatched).
+    pub(crate) fn unmark(&mut self, id: ConnId) {
+        if let Some(slot) = self.live(id) {
+            slot.pos = UNLISTED;
+        }
     }
 
     /// The ids of every registered handler.
