@@ -162,7 +162,10 @@ fn a_call_queued_to_a_connection_that_closes_first_is_dropped() {
     );
     let id = id.borrow().unwrap();
     assert!(!r.contains(id));
-    assert_eq!(r.write_to(id, b"x".to_vec()), Err(twistor::Gone));
+    assert_eq!(
+        r.write_to(id, b"x".to_vec()),
+        Err(twistor::reactor::CallError::Gone)
+    );
 }
 
 #[test]

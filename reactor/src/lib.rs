@@ -91,7 +91,7 @@ mod write_buf;
 pub use address::Address;
 pub use datagram::{DatagramProtocol, DatagramTransport, Interface};
 pub use handler::Handler;
-pub use id::{ConnId, Gone};
+pub use id::{CallError, ConnId, Gone};
 pub use input::InputBuf;
 pub use mio;
 pub use protocol::{

@@ -25,7 +25,7 @@ use crate::stream::Limits;
 use crate::threads::{RemoteQueue, ThreadPool};
 use crate::timer::{later, Timers};
 use crate::write_buf::WritePool;
-use crate::{catch_panic, ConnId, Gone, Handler, Protocol, ProtocolCall, Ready, Transport};
+use crate::{catch_panic, CallError, ConnId, Handler, Protocol, ProtocolCall, Ready, Transport};
 
 /// Size of the reactor's shared read buffer: one buffer for every
 /// connection; `data_received` borrows a slice of it.
@@ -353,8 +353,11 @@ impl Reactor {
 
     /// Run `f` against the protocol and transport of connection `id`, after
     /// the current callback returns (never re-entering a running protocol).
-    /// Returns [`Gone`] if `id` is stale; if the connection ends before the
-    /// call is delivered, the call is dropped.
+    /// Returns [`CallError::Gone`] if `id` is stale, and
+    /// [`CallError::NotAConnection`] if it names a source without a
+    /// protocol (a listener, a datagram port: see
+    /// [`Handler::has_protocol`]); if the connection ends before the call
+    /// is delivered, the call is dropped.
     ///
     /// ```
     /// # use twistor_reactor::*;
@@ -368,22 +371,25 @@ impl Reactor {
         &mut self,
         id: ConnId,
         f: impl FnOnce(&mut dyn Protocol, &mut dyn Transport) + 'static,
-    ) -> Result<(), Gone> {
+    ) -> Result<(), CallError> {
         if !self.contains(id) {
-            return Err(Gone);
+            return Err(CallError::Gone);
+        }
+        if !self.slots.has_protocol(id) {
+            return Err(CallError::NotAConnection);
         }
         self.queue.push_back(Queued::Call(id, Box::new(f)));
         Ok(())
     }
 
     /// Write `data` to connection `id` (queued like [`call_on`](Reactor::call_on)).
-    pub fn write_to(&mut self, id: ConnId, data: impl Into<Vec<u8>>) -> Result<(), Gone> {
+    pub fn write_to(&mut self, id: ConnId, data: impl Into<Vec<u8>>) -> Result<(), CallError> {
         let data = data.into();
         self.call_on(id, move |_, t| t.write(&data))
     }
 
     /// Gracefully close connection `id` (`lose_connection`).
-    pub fn close(&mut self, id: ConnId) -> Result<(), Gone> {
+    pub fn close(&mut self, id: ConnId) -> Result<(), CallError> {
         self.call_on(id, |_, t| t.lose_connection())
     }
 

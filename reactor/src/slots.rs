@@ -122,6 +122,11 @@ impl Slots {
         matches!(self.slab.get(id.index()), Some(s) if s.gen == id.generation() && !s.doomed)
     }
 
+    /// Whether `id` names a live handler that runs a protocol.
+    pub(crate) fn has_protocol(&self, id: ConnId) -> bool {
+        matches!(self.slab.get(id.index()), Some(s) if s.gen == id.generation() && s.protocol)
+    }
+
     /// Take `id`'s handler out of its slot to run it.
     pub(crate) fn take(&mut self, id: ConnId) -> Taken {
         match self.live(id) {
