@@ -397,17 +397,28 @@ pub struct LoopingCall {
 }
 
 impl LoopingCall {
-    /// Call `f` every `interval`; with `now`, the first call happens on the
-    /// next loop turn instead of after one interval.
+    /// Call `f` every `interval`. With `now`, the first call happens at
+    /// once, inside `start` (as Twisted's `LoopingCall.start(interval,
+    /// now=True)` does), and the next one interval later; without, the
+    /// first call is one interval away. A call that panics is logged and
+    /// stops the loop, the first one included.
     pub fn start(
         r: &mut Reactor,
         interval: Duration,
         now: bool,
         f: impl FnMut(&mut Reactor) + 'static,
     ) -> LoopingCall {
-        let first = if now { r.now() } else { later(r.now(), interval) };
+        let mut f = f;
+        let start = r.now();
+        if now && catch_panic(format_args!("looping call"), || f(r)).is_err() {
+            log::error!("the looping call is stopped after its panic");
+            // A handle that is already inactive.
+            let call = r.timers.schedule(start, TimerFn::Once(Box::new(|_| {})));
+            r.timers.cancel(call);
+            return LoopingCall { call };
+        }
         let call = r.timers.schedule(
-            first,
+            later(start, interval),
             TimerFn::Repeat {
                 f: Box::new(f),
                 interval,
