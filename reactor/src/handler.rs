@@ -13,7 +13,8 @@ use crate::{ConnId, ProtocolCall, Reactor, Ready};
 /// arrives at [`ready`](Handler::ready).
 ///
 /// A handler ends itself with [`Reactor::remove`]; it is dropped (closing
-/// its source) once its callback returns.
+/// its source) once its callback returns, after
+/// [`removed`](Handler::removed).
 ///
 /// ```
 /// use std::io::Read;
@@ -65,6 +66,17 @@ pub trait Handler: 'static {
     /// handler, dropping (and so closing) its source.
     fn abort(&mut self, r: &mut Reactor, id: ConnId) {
         r.remove(id);
+    }
+
+    /// The handler is leaving the reactor through [`Reactor::remove`]:
+    /// called once, just before it is dropped, whoever asked (another
+    /// connection, a timer, or the handler itself during its callback).
+    /// A handler that holds a protocol ends it here if it has not ended
+    /// already (a stream reports `connection_lost`, reason aborted, and
+    /// runs its lost hook), so removing a connection from outside is
+    /// never a silent drop. The default does nothing.
+    fn removed(&mut self, r: &mut Reactor, id: ConnId) {
+        let _ = (r, id);
     }
 
     /// Whether this handler runs a protocol that [`Reactor::call_on`] can

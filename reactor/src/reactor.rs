@@ -210,19 +210,28 @@ impl Reactor {
         }
     }
 
-    /// Remove a handler (typically itself). If it is running, it is dropped
-    /// when its callback returns. Stale ids are ignored.
+    /// Remove a handler: it is told ([`Handler::removed`]: a stream
+    /// reports `connection_lost`, reason aborted, unless it ended already)
+    /// and dropped, at once or, if it is running (a handler removing
+    /// itself), when its callback returns. Stale ids are ignored.
     pub fn remove(&mut self, id: ConnId) {
         match self.slots.take(id) {
             Taken::Handler(h) => {
-                self.slots.free(id);
-                drop(h);
+                // Its slot stays reserved (and refuses work) while it ends.
+                self.slots.doom(id);
+                self.drop_removed(id, h);
             }
             Taken::Running => {
                 self.slots.doom(id);
             }
             Taken::Stale => {}
         }
+    }
+
+    fn drop_removed(&mut self, id: ConnId, mut h: Box<dyn Handler>) {
+        let _ = catch_panic(format_args!("{id}: removed"), || h.removed(self, id));
+        self.slots.free(id);
+        let _ = catch_panic(format_args!("{id}: dropping the handler"), move || drop(h));
     }
 
     /// Whether `id` names a live handler.
@@ -342,7 +351,11 @@ impl Reactor {
                 }
                 true
             }
-            Returned::Doomed(h) | Returned::Orphan(h) => {
+            Returned::Doomed(h) => {
+                self.drop_removed(id, h);
+                false
+            }
+            Returned::Orphan(h) => {
                 drop(h);
                 false
             }

@@ -57,7 +57,7 @@ pub(crate) enum Taken {
 pub(crate) enum Returned {
     /// In its slot again, with the work that was held for it meanwhile.
     Placed(Vec<Pending>),
-    /// Removed while it ran: its slot is freed; drop it.
+    /// Removed while it ran: free its slot once it has been told.
     Doomed(Box<dyn Handler>),
     /// Its slot went while it ran (the table was cleared); drop it.
     Orphan(Box<dyn Handler>),
@@ -165,7 +165,6 @@ impl Slots {
             return Returned::Orphan(h);
         };
         if slot.doomed {
-            self.free(id);
             return Returned::Doomed(h);
         }
         slot.protocol = h.has_protocol();

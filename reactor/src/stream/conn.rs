@@ -425,6 +425,12 @@ impl<S: StreamIo> Handler for StreamConn<S> {
         self.abort(r, id, Reason::Aborted);
     }
 
+    fn removed(&mut self, r: &mut Reactor, id: ConnId) {
+        // Removed from outside (or by its protocol): end it properly. A
+        // connection that closed itself is already closed.
+        self.abort(r, id, Reason::Aborted);
+    }
+
     fn has_protocol(&self) -> bool {
         true
     }
