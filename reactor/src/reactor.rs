@@ -71,6 +71,9 @@ pub struct Reactor {
     pub(crate) queue: VecDeque<Queued>,
     pub(crate) remote: RemoteQueue,
     pub(crate) pool: Option<ThreadPool>,
+    /// Stack size of the pool's threads (tests make it impossible).
+    #[cfg(test)]
+    pub(crate) pool_stack: Option<usize>,
     pub(crate) deferred: Slab<DeferredDone>,
     pub(crate) state: State,
     pub(crate) stop_requested: bool,
@@ -101,6 +104,8 @@ impl Reactor {
             queue: VecDeque::new(),
             remote,
             pool: None,
+            #[cfg(test)]
+            pool_stack: None,
             deferred: Slab::new(),
             state: State::Idle,
             stop_requested: false,
