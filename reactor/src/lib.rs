@@ -103,8 +103,8 @@ pub use ready::Ready;
 pub use reason::{catch_panic, panic_message, Reason};
 pub use stop::DEFAULT_SHUTDOWN_TIMEOUT;
 pub use stream::{
-    open_stream, LostHook, StreamIo, StreamOptions, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HIGH_WATER,
-    DEFAULT_LOW_WATER, DEFAULT_MAX_WRITE_BUFFER, DEFAULT_READ_BUDGET,
+    open_stream, open_stream_now, LostHook, StreamIo, StreamOptions, DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, DEFAULT_MAX_WRITE_BUFFER, DEFAULT_READ_BUDGET,
 };
 pub use threads::{Remote, POOL_THREADS};
 pub use timer::{DelayedCall, LoopingCall};

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use twistor_reactor::{
-    open_stream, Address, ConnId, Factory, Handler, Reactor, Ready, StreamIo, StreamOptions,
+    open_stream_now, Address, ConnId, Factory, Handler, Reactor, Ready, StreamIo, StreamOptions,
     DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER,
 };
 
@@ -113,9 +113,9 @@ impl<A: Acceptor> Listener<A> {
             on_lost: Some(Box::new(move |_, _| live.set(live.get() - 1))),
             ..StreamOptions::default()
         };
-        match open_stream(r, stream, proto, opts) {
+        match open_stream_now(r, stream, proto, opts) {
             // connection_made now, as Twisted does inside its accept loop.
-            Ok(id) => r.dispatch_now(id, Ready::NONE),
+            Ok(_) => {}
             Err(e) => {
                 // open_stream dropped the options, and with them the hook.
                 self.live.set(self.live.get().saturating_sub(1));

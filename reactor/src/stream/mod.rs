@@ -114,11 +114,9 @@ impl Default for StreamOptions {
     }
 }
 
-/// Register `io` and run `protocol` over it. `connection_made` is called on
-/// the next loop turn, or at once if the caller follows with
-/// [`Reactor::dispatch_now`]`(id, Ready::NONE)` (listeners do, so that a
-/// protocol that stops its listener in `connection_made` stops it before
-/// the next connection is accepted, as in Twisted). Returns the connection's id.
+/// Register `io` and run `protocol` over it; `connection_made` is called on
+/// the next loop turn (what a connector or a pipe wants). Returns the
+/// connection's id. See [`open_stream_now`] for a listener.
 pub fn open_stream<S: StreamIo>(
     r: &mut Reactor,
     io: S,
@@ -127,6 +125,53 @@ pub fn open_stream<S: StreamIo>(
 ) -> io::Result<ConnId> {
     let id = register(r, io, protocol, opts)?;
     r.requeue(id, Ready::NONE);
+    Ok(id)
+}
+
+/// Like [`open_stream`], but `connection_made` runs at once, before this
+/// returns (or, if the connection's id is somehow busy, right after the
+/// running callback): what a listener wants, so that a protocol that
+/// stops its listener in `connection_made` stops it before the next
+/// connection is accepted, as in Twisted. The connection is dispatched
+/// once, not once now and again on the next turn.
+///
+/// ```
+/// use std::cell::Cell;
+/// use std::rc::Rc;
+/// use twistor_reactor::{open_stream_now, Protocol, Reactor, StreamOptions, Transport};
+/// # use std::io::{self, IoSlice};
+/// # use twistor_reactor::{Address, StreamIo};
+/// # struct Nothing;
+/// # impl StreamIo for Nothing {
+/// #     fn read(&mut self, _: &mut [u8]) -> io::Result<usize> { Err(io::ErrorKind::WouldBlock.into()) }
+/// #     fn write_vectored(&mut self, b: &[IoSlice<'_>]) -> io::Result<usize> { Ok(b.iter().map(|s| s.len()).sum()) }
+/// #     fn shutdown_write(&mut self) -> io::Result<()> { Ok(()) }
+/// #     fn register(&mut self, _: &mio::Registry, _: mio::Token, _: mio::Interest) -> io::Result<()> { Ok(()) }
+/// #     fn reregister(&mut self, _: &mio::Registry, _: mio::Token, _: mio::Interest) -> io::Result<()> { Ok(()) }
+/// #     fn deregister(&mut self, _: &mio::Registry) -> io::Result<()> { Ok(()) }
+/// #     fn peer(&self) -> Address { Address::Unknown }
+/// #     fn host(&self) -> Address { Address::Unknown }
+/// # }
+/// struct Made(Rc<Cell<bool>>);
+/// impl Protocol for Made {
+///     fn connection_made(&mut self, _: &mut dyn Transport) { self.0.set(true) }
+///     fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+/// }
+///
+/// let mut r = Reactor::new().unwrap();
+/// let made = Rc::new(Cell::new(false));
+/// open_stream_now(&mut r, Nothing, Box::new(Made(made.clone())), StreamOptions::default()).unwrap();
+/// assert!(made.get());
+/// assert!(!r.has_queued_work());
+/// ```
+pub fn open_stream_now<S: StreamIo>(
+    r: &mut Reactor,
+    io: S,
+    protocol: Box<dyn Protocol>,
+    opts: StreamOptions,
+) -> io::Result<ConnId> {
+    let id = register(r, io, protocol, opts)?;
+    r.dispatch_now(id, Ready::NONE);
     Ok(id)
 }
 
