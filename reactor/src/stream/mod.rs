@@ -39,13 +39,16 @@ pub const DEFAULT_LOW_WATER: usize = 16 * 1024;
 /// Default bytes read from one connection per readiness event before the
 /// others get a turn (the fairness budget).
 pub const DEFAULT_READ_BUDGET: usize = 256 * 1024;
-/// Default time a graceful close (`lose_connection`, `write_eof` after EOF)
-/// may spend flushing before the connection is aborted with
-/// [`Reason::TimedOut`].
+/// Default time a graceful close (`lose_connection`, `write_eof` once the
+/// peer's EOF came, `stop()`) may spend flushing before the connection is
+/// aborted (reset) with [`Reason::TimedOut`] and a log line. The deadline
+/// is armed only while bytes wait to be flushed.
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default hard cap on a write buffer. The water marks only advise; past
-/// this many buffered bytes the connection is aborted with
-/// [`Reason::Limit`], even if its protocol ignores `pause_writing`.
+/// Default hard cap on a write buffer. The water marks only advise; a
+/// write that would take the buffered bytes past this aborts the
+/// connection (reset) with [`Reason::Limit`] and a log line, even if its
+/// protocol ignores `pause_writing`. A protocol changes its own with
+/// [`Transport::set_max_write_buffer`](crate::Transport::set_max_write_buffer).
 pub const DEFAULT_MAX_WRITE_BUFFER: usize = 16 * 1024 * 1024;
 
 /// The byte-stream operations a transport provides to [`open_stream`].
@@ -85,7 +88,19 @@ pub trait StreamIo: 'static {
 /// connectors report `client_connection_lost` with it).
 pub type LostHook = Box<dyn FnOnce(&mut Reactor, &Reason)>;
 
-/// Options for [`open_stream`].
+/// Options for [`open_stream`] and [`open_stream_now`]; every field has a
+/// default (`..StreamOptions::default()`).
+///
+/// ```
+/// use std::time::Duration;
+/// use twistor_reactor::StreamOptions;
+/// let opts = StreamOptions {
+///     close_timeout: Duration::from_secs(5),
+///     max_write_buffer: 1 << 20,
+///     ..StreamOptions::default()
+/// };
+/// assert_eq!(opts.high_water, twistor_reactor::DEFAULT_HIGH_WATER);
+/// ```
 pub struct StreamOptions {
     /// Write-buffer high-water mark.
     pub high_water: usize,
@@ -93,7 +108,8 @@ pub struct StreamOptions {
     pub low_water: usize,
     /// Bytes read per readiness event before yielding to others.
     pub read_budget: usize,
-    /// How long a graceful close may take before it becomes an abort.
+    /// How long a graceful close may spend flushing before it becomes an
+    /// abort (see [`DEFAULT_CLOSE_TIMEOUT`]).
     pub close_timeout: Duration,
     /// Hard cap on buffered output (see [`DEFAULT_MAX_WRITE_BUFFER`]).
     pub max_write_buffer: usize,

@@ -2,16 +2,17 @@
 //! [`Phase::set`], which refuses (and logs) an illegal transition.
 //!
 //! ```text
-//!   New ──> Open ──────────────> ReadClosed ──┐   (peer's EOF, kept open)
-//!            │ write_eof                      │
-//!            v                                │
-//!       WriteClosing ──> WriteClosed ──┐      │   (FIN sent once flushed)
-//!            │                         │      │
-//!            └────────────> Closing <──┴──────┘   (close once flushed,
-//!                              │                   within the deadline)
-//!   (any phase but New) ──> Aborting ──┐          (abort: discard, reset)
-//!                              v    v
-//!                              Closed
+//! from                          to            when
+//! New                           Open          connection_made is about to run
+//! Open                          ReadClosed    the peer's EOF, kept open by the protocol
+//! Open                          WriteClosing  write_eof
+//! WriteClosing                  WriteClosed   flushed: FIN sent
+//! Open, ReadClosed,             Closing       lose_connection; the peer's EOF (not kept
+//!   WriteClosing, WriteClosed                 open, or after write_eof); write_eof after
+//!                                             the peer's EOF. Close once flushed, within
+//!                                             the close deadline
+//! any but New, Aborting, Closed Aborting      abort_connection, the hard cap
+//! any but Closed                Closed        closed: connection_lost, the lost hook
 //! ```
 //!
 //! Flow control (`pause_writing` sent), the protocol's pause of reading
