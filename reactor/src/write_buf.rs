@@ -135,6 +135,9 @@ impl WriteBuf {
 
 /// The reactor's store of drained chunks and queues, bounded in bytes.
 pub(crate) struct WritePool {
+    /// Boxed because they are lent as boxes: a write buffer holds one
+    /// pointer, and lending moves the box, never the queue.
+    #[allow(clippy::vec_box)]
     queues: Vec<Box<Queue>>,
     chunks: Vec<Vec<u8>>,
     /// Bytes held (chunk capacities and queue costs).
