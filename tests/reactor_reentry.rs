@@ -11,7 +11,7 @@ use std::rc::Rc;
 
 use common::{client, wait_for};
 use twistor::prelude::*;
-use twistor::Gone;
+use twistor::reactor::CallError;
 
 /// 64 KiB chunks written in one callback: more than loopback socket buffers hold.
 const FLOOD_CHUNKS: usize = 256;
@@ -214,9 +214,9 @@ fn a_stale_conn_id_is_gone_and_never_reaches_the_next_connection_in_its_slot() {
     assert_ne!(new.generation(), old.generation());
 
     // Everything through the stale id reports Gone.
-    assert_eq!(r.call_on(old, |_, t| t.write(b"wrong")), Err(Gone));
-    assert_eq!(r.write_to(old, b"wrong".to_vec()), Err(Gone));
-    assert_eq!(r.close(old), Err(Gone));
+    assert_eq!(r.call_on(old, |_, t| t.write(b"wrong")), Err(CallError::Gone));
+    assert_eq!(r.write_to(old, b"wrong".to_vec()), Err(CallError::Gone));
+    assert_eq!(r.close(old), Err(CallError::Gone));
     // A timer aimed at the old id fires and finds nothing.
     r.call_later_on(old, std::time::Duration::ZERO, |_, t| t.write(b"wrong"));
     // The new id works, and only it reaches the new connection.

@@ -143,6 +143,8 @@ fn a_connection_that_never_drains_is_aborted_at_the_shutdown_timeout() {
     // Fill the stuck connection's buffer, then count it as one "go": the
     // good client's "go" stops the reactor with this still buffered.
     s.r.call_on(stuck_id, |p, t| {
+        // Over the default hard cap: raise this connection's.
+        t.set_max_write_buffer(2 * STUCK);
         let chunk = vec![7u8; 1024 * 1024];
         for _ in 0..STUCK / chunk.len() {
             t.write(&chunk);

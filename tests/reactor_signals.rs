@@ -123,12 +123,13 @@ fn child_with_a_stuck_connection() {
     if std::env::var_os(CHILD_ENV).is_none() {
         return;
     }
-    /// Buffers far more than the never-reading client can take.
+    /// Buffers far more than the never-reading client can take (and less
+    /// than the write buffer's hard cap).
     struct Flood;
     impl Protocol for Flood {
         fn connection_made(&mut self, t: &mut dyn Transport) {
             let chunk = vec![0u8; 1 << 20];
-            for _ in 0..96 {
+            for _ in 0..12 {
                 t.write(&chunk);
             }
             println!("signal: running");

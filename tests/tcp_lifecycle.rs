@@ -346,3 +346,34 @@ fn a_refusing_or_panicking_client_factory_still_reports_exactly_one_outcome() {
     assert!(matches!(s.failed[0], Reason::Panic(_)), "{}", s.failed[0]);
     assert!(tally.borrow().made.is_empty());
 }
+
+/// Notes whether anything was left queued for the next turn when its
+/// `connection_made` ran inside the accept loop.
+struct QueueWatcher(std::rc::Rc<std::cell::RefCell<Vec<bool>>>);
+
+impl Protocol for QueueWatcher {
+    fn connection_made(&mut self, t: &mut dyn Transport) {
+        let queued = t.reactor().has_queued_work();
+        self.0.borrow_mut().push(queued);
+    }
+    fn data_received(&mut self, t: &mut dyn Transport, data: &[u8]) {
+        t.write(data);
+    }
+}
+
+#[test]
+fn an_accepted_connection_is_dispatched_once() {
+    let mut r = common::reactor();
+    let seen: std::rc::Rc<std::cell::RefCell<Vec<bool>>> = Default::default();
+    let s2 = seen.clone();
+    let addr = listen_tcp(&mut r, "127.0.0.1:0", move |_: &Address| QueueWatcher(s2.clone()))
+        .unwrap()
+        .local_addr();
+    let c = client(addr);
+    let s3 = seen.clone();
+    wait_for(&mut r, "connection_made", move |_| !s3.borrow().is_empty());
+    // connection_made ran inside the accept loop, and no second dispatch of
+    // the new connection waits on the requeue list.
+    assert_eq!(*seen.borrow(), vec![false]);
+    drop(c);
+}

@@ -83,3 +83,48 @@ impl fmt::Display for Gone {
 }
 
 impl std::error::Error for Gone {}
+
+/// Why [`Reactor::call_on`](crate::Reactor::call_on) (and `write_to`,
+/// `close`) could not queue its work.
+///
+/// ```
+/// use twistor_reactor::{CallError, ConnId, Gone, Reactor};
+/// let mut r = Reactor::new().unwrap();
+/// let nobody = ConnId::from_token(mio::Token(3));
+/// let e = r.close(nobody).unwrap_err();
+/// assert_eq!(e, CallError::Gone);
+/// assert_eq!(e, Gone); // a stale id is the familiar Gone
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The id is stale: what it named has ended.
+    Gone,
+    /// The id names a live source that runs no stream protocol (a
+    /// listener, a datagram port, a connection attempt, a helper): there
+    /// is nothing to write to, close or call.
+    NotAConnection,
+}
+
+impl From<Gone> for CallError {
+    fn from(_: Gone) -> CallError {
+        CallError::Gone
+    }
+}
+
+impl PartialEq<Gone> for CallError {
+    fn eq(&self, _: &Gone) -> bool {
+        *self == CallError::Gone
+    }
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::Gone => fmt::Display::fmt(&Gone, f),
+            CallError::NotAConnection => f.write_str("the id names a listener or a port, not a connection"),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}

@@ -234,6 +234,35 @@ pub trait Transport {
     /// The write buffer's `(high, low)` water marks.
     fn write_buffer_limits(&self) -> (usize, usize);
 
+    /// Set this connection's hard cap on buffered output (the stream's
+    /// default is [`DEFAULT_MAX_WRITE_BUFFER`](crate::DEFAULT_MAX_WRITE_BUFFER),
+    /// 16 MiB, unless its listener or connector chose another). The water
+    /// marks only advise; past this many bytes waiting to be sent, counted
+    /// as they are written, the connection is aborted with
+    /// [`Reason::Limit`] and a log line, even if the protocol ignores
+    /// `pause_writing`. A protocol that streams large replies to slow
+    /// peers raises it; one facing untrusted peers may lower it. Lowering
+    /// it below what is already buffered aborts at once.
+    ///
+    /// Transports without a write buffer of their own ignore it (the
+    /// default); a layer passes it to the transport below.
+    ///
+    /// ```
+    /// use twistor_reactor::{testing::StringTransport, Transport};
+    /// let mut t = StringTransport::new();
+    /// t.set_max_write_buffer(1 << 20);
+    /// assert_eq!(t.max_write_buffer(), Some(1 << 20));
+    /// ```
+    fn set_max_write_buffer(&mut self, max: usize) {
+        let _ = max;
+    }
+
+    /// The hard cap on buffered output, if this transport has one (see
+    /// [`set_max_write_buffer`](Transport::set_max_write_buffer)).
+    fn max_write_buffer(&self) -> Option<usize> {
+        None
+    }
+
     /// The remote end.
     fn peer(&self) -> Address;
 

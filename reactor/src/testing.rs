@@ -53,6 +53,7 @@ pub struct StringTransport {
     eof_written: bool,
     reading: bool,
     limits: (usize, usize),
+    max_write: usize,
     peer: Address,
     host: Address,
     id: ConnId,
@@ -77,6 +78,7 @@ impl StringTransport {
             eof_written: false,
             reading: true,
             limits: (crate::DEFAULT_HIGH_WATER, crate::DEFAULT_LOW_WATER),
+            max_write: crate::DEFAULT_MAX_WRITE_BUFFER,
             peer: Address::Inet(([127, 0, 0, 1], 40000).into()),
             host: Address::Inet(([127, 0, 0, 1], 1234).into()),
             id: ConnId::from_token(Token(0)),
@@ -169,6 +171,12 @@ impl Transport for StringTransport {
     }
     fn write_buffer_limits(&self) -> (usize, usize) {
         self.limits
+    }
+    fn set_max_write_buffer(&mut self, max: usize) {
+        self.max_write = max;
+    }
+    fn max_write_buffer(&self) -> Option<usize> {
+        Some(self.max_write)
     }
     fn peer(&self) -> Address {
         self.peer.clone()

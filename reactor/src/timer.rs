@@ -6,6 +6,9 @@
 //! the heap at all: the old heap entry fires early, sees the later deadline
 //! and re-inserts itself. Equal deadlines fire in the order they were
 //! scheduled (a sequence number breaks ties).
+//!
+//! The reactor's timer API (`call_later`, `call_later_on`, the counters)
+//! is here too, beside the queue it drives.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -13,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use crate::Reactor;
+use crate::{catch_panic, ConnId, Protocol, Reactor, Transport};
 
 pub(crate) enum TimerFn {
     Once(Box<dyn FnOnce(&mut Reactor)>),
@@ -292,6 +295,84 @@ impl Timers {
     }
 }
 
+impl Reactor {
+    /// How many timers are pending.
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// How many timer-queue entries the loop has examined so far: a cost
+    /// counter. A turn with no timer due examines one or two, however many
+    /// timers are pending; each timer that fires, or was cancelled or
+    /// postponed, adds about one more.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let mut r = twistor_reactor::Reactor::with_manual_clock().unwrap();
+    /// for i in 0..1000 {
+    ///     r.call_later(Duration::from_secs(60 + i), |_| {});
+    /// }
+    /// let before = r.timer_work();
+    /// r.advance(Duration::from_secs(1)); // nothing due
+    /// assert!(r.timer_work() - before <= 2);
+    /// ```
+    pub fn timer_work(&self) -> u64 {
+        self.timers.examined()
+    }
+
+    /// Run `f` after `delay` (Twisted's `reactor.callLater`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let mut r = twistor_reactor::Reactor::with_manual_clock().unwrap();
+    /// let call = r.call_later(Duration::from_secs(1), |_| println!("tick"));
+    /// r.advance(Duration::from_secs(1));
+    /// assert!(!call.active(&r));
+    /// ```
+    pub fn call_later(&mut self, delay: Duration, f: impl FnOnce(&mut Reactor) + 'static) -> DelayedCall {
+        let deadline = later(self.now(), delay);
+        self.timers.schedule(deadline, TimerFn::Once(Box::new(f)))
+    }
+
+    /// Run `f` against connection `id`'s protocol after `delay`: how a
+    /// protocol schedules a call to itself. If the connection is gone by
+    /// then, nothing happens.
+    pub fn call_later_on(
+        &mut self,
+        id: ConnId,
+        delay: Duration,
+        f: impl FnOnce(&mut dyn Protocol, &mut dyn Transport) + 'static,
+    ) -> DelayedCall {
+        self.call_later(delay, move |r| {
+            let _ = r.call_on(id, f);
+        })
+    }
+
+    pub(crate) fn run_timers(&mut self) -> bool {
+        let now = self.now();
+        let mut ran = false;
+        while let Some((h, f)) = self.timers.pop_due(now) {
+            ran = true;
+            match f {
+                TimerFn::Once(f) => {
+                    let _ = catch_panic(format_args!("timer callback"), || f(self));
+                }
+                TimerFn::Repeat { mut f, interval } => {
+                    match catch_panic(format_args!("looping call"), || f(self)) {
+                        Ok(()) => self.timers.rearm(h, TimerFn::Repeat { f, interval }, now),
+                        Err(_) => {
+                            log::error!("the looping call is stopped after its panic");
+                            self.timers.discard(h);
+                        }
+                    }
+                }
+            }
+            self.run_queued();
+        }
+        ran
+    }
+}
+
 /// A call repeated at a fixed interval (Twisted's `task.LoopingCall`).
 ///
 /// Beats follow a fixed grid from the start time; beats missed because the
@@ -316,17 +397,28 @@ pub struct LoopingCall {
 }
 
 impl LoopingCall {
-    /// Call `f` every `interval`; with `now`, the first call happens on the
-    /// next loop turn instead of after one interval.
+    /// Call `f` every `interval`. With `now`, the first call happens at
+    /// once, inside `start` (as Twisted's `LoopingCall.start(interval,
+    /// now=True)` does), and the next one interval later; without, the
+    /// first call is one interval away. A call that panics is logged and
+    /// stops the loop, the first one included.
     pub fn start(
         r: &mut Reactor,
         interval: Duration,
         now: bool,
         f: impl FnMut(&mut Reactor) + 'static,
     ) -> LoopingCall {
-        let first = if now { r.now() } else { later(r.now(), interval) };
+        let mut f = f;
+        let start = r.now();
+        if now && catch_panic(format_args!("looping call"), || f(r)).is_err() {
+            log::error!("the looping call is stopped after its panic");
+            // A handle that is already inactive.
+            let call = r.timers.schedule(start, TimerFn::Once(Box::new(|_| {})));
+            r.timers.cancel(call);
+            return LoopingCall { call };
+        }
         let call = r.timers.schedule(
-            first,
+            later(start, interval),
             TimerFn::Repeat {
                 f: Box::new(f),
                 interval,

@@ -144,6 +144,23 @@ fn looping_call_with_and_without_now() {
 }
 
 #[test]
+fn looping_call_with_now_calls_inside_start_as_twisted_does() {
+    let (mut r, fired, start) = manual();
+    let f = fired.clone();
+    let lc = LoopingCall::start(&mut r, S, true, move |r| f.borrow_mut().push((1, r.now())));
+    // Before any loop turn or clock movement: already called, once.
+    assert_eq!(tags(&fired), vec![1]);
+    assert!(lc.running(&r));
+    r.advance(S);
+    assert_eq!(fired.borrow()[1].1 - start, S);
+    assert_eq!(tags(&fired), vec![1, 1]);
+    // A first call that panics stops the loop; start still returns.
+    let lc = LoopingCall::start(&mut r, S, true, |_| panic!("first beat"));
+    assert!(!lc.running(&r));
+    assert!(!lc.stop(&mut r));
+}
+
+#[test]
 fn looping_call_stopped_from_inside_its_own_callback() {
     let (mut r, _, _) = manual();
     let handle: Rc<RefCell<Option<LoopingCall>>> = Rc::default();

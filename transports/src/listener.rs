@@ -16,7 +16,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use twistor_reactor::{
-    catch_panic, open_stream, Address, ConnId, Factory, Handler, LostHook, Reactor, Ready, StreamIo,
+    catch_panic, open_stream_now, Address, ConnId, Factory, Handler, LostHook, Reactor, Ready, StreamIo,
 };
 
 use crate::sock::Knobs;
@@ -109,9 +109,9 @@ impl<A: Acceptor> Listener<A> {
         live.set(live.get() + 1);
         let on_lost: LostHook = Box::new(move |_, _| live.set(live.get() - 1));
         let opts = self.settings.knobs.stream_options(Some(on_lost));
-        match open_stream(r, stream, proto, opts) {
+        match open_stream_now(r, stream, proto, opts) {
             // connection_made now, as Twisted does inside its accept loop.
-            Ok(id) => r.dispatch_now(id, Ready::NONE),
+            Ok(_) => {}
             Err(e) => {
                 // open_stream dropped the options, and with them the hook.
                 self.live.set(self.live.get().saturating_sub(1));
