@@ -75,6 +75,7 @@ mod prompt;
 mod selfsigned;
 mod server_config;
 mod start;
+mod state;
 mod tcp;
 mod verify;
 mod view;
