@@ -958,3 +958,54 @@ fn a_client_connecting_by_address_sends_no_sni_and_gets_the_default_certificate(
     pair.with_client(move |_, t| s2.borrow_mut().push(t.tls_info().map(|i| i.sni.clone())));
     assert_eq!(*sni.borrow(), vec![Some(None), Some(None)]);
 }
+
+#[test]
+fn a_paused_reader_that_half_closed_still_gets_what_came_before_close_notify() {
+    let (sc, cc) = configs();
+    /// Half-closes as soon as it is connected; stops reading at the first
+    /// bytes it gets.
+    struct HalfCloser(Recorder);
+    impl Protocol for HalfCloser {
+        fn connection_made(&mut self, t: &mut dyn Transport) {
+            self.0.connection_made(t);
+            t.write_eof();
+        }
+        fn data_received(&mut self, t: &mut dyn Transport, d: &[u8]) {
+            self.0.data_received(t, d);
+            t.pause_reading();
+        }
+        fn eof_received(&mut self, t: &mut dyn Transport) -> bool {
+            self.0.eof_received(t)
+        }
+        fn connection_lost(&mut self, t: &mut dyn Transport, reason: &Reason) {
+            self.0.connection_lost(t, reason)
+        }
+    }
+    /// Answers close_notify with two records' worth and its own
+    /// close_notify: they reach the client in one read.
+    struct Answer;
+    impl Protocol for Answer {
+        fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+        fn eof_received(&mut self, t: &mut dyn Transport) -> bool {
+            t.write(&[b'w'; 20_000]);
+            false
+        }
+    }
+    let (rec, clog) = Recorder::new();
+    let (cl, _) = client_layer(Box::new(HalfCloser(rec)), cc, "localhost");
+    let (sl, _) = server_layer(Box::new(Answer), sc, TlsOptions::default());
+    let mut pair = MemoryPair::new(Box::new(cl), Box::new(sl)).unwrap();
+    pair.pump();
+    // The client read the first record and paused.
+    assert_eq!(clog.borrow().data.len(), 16 * 1024);
+    assert!(clog.borrow().lost.is_empty(), "closed under a paused reader");
+    for _ in 0..10 {
+        pair.with_client(|_, t| t.resume_reading());
+    }
+    let log = clog.borrow();
+    assert_eq!(log.data.len(), 20_000);
+    assert_eq!(log.eofs, 1);
+    assert_eq!(log.lost.len(), 1);
+    assert!(log.lost[0].is_clean(), "{:?}", log.lost);
+    assert!(pair.is_closed());
+}

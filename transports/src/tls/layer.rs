@@ -629,7 +629,9 @@ impl TlsProtocol {
                 self.conn.send_close_notify();
                 self.shut_down(lower);
             }
-            Phase::WriteClosed if close || self.peer_closed => self.shut_down(lower),
+            // After the peer's close_notify is delivered (not merely read:
+            // a paused application still has data before it to take).
+            Phase::WriteClosed if close => self.shut_down(lower),
             Phase::Wrapped if eof => {
                 self.conn.send_close_notify();
                 self.goto(Phase::WriteClosed, lower);
@@ -686,7 +688,13 @@ impl Protocol for TlsProtocol {
         if self.peer_closed {
             self.pump_input(t);
             self.after(t);
-            return self.phase() == Phase::ReadClosed && !self.st.close_requested;
+            // Stay open while the application may still write, or has not
+            // yet heard of the close_notify.
+            return !self.st.close_requested
+                && matches!(
+                    self.phase(),
+                    Phase::Wrapped | Phase::WriteClosed | Phase::ReadClosed
+                );
         }
         if self.phase().closing() {
             // We closed first (or failed); the peer answered with a FIN.
