@@ -656,8 +656,9 @@ fn write_eof_sends_close_notify_and_keeps_reading() {
 
 #[test]
 fn one_huge_write_is_sent_whole() {
-    // 80 MiB in one callback: more records than one write_tls round moves.
-    const SIZE: usize = 80 << 20;
+    // 12 MiB in one callback: many more records than one write_tls round
+    // moves (64), and under the write-buffer cap (16 MiB).
+    const SIZE: usize = 12 << 20;
     let (sc, cc) = configs();
     struct Huge;
     impl Protocol for Huge {
@@ -1008,4 +1009,39 @@ fn a_paused_reader_that_half_closed_still_gets_what_came_before_close_notify() {
     assert_eq!(log.lost.len(), 1);
     assert!(log.lost[0].is_clean(), "{:?}", log.lost);
     assert!(pair.is_closed());
+}
+
+#[test]
+fn a_write_past_the_cap_ends_the_connection_with_a_limit() {
+    let (sc, cc) = configs();
+    /// Writes more than the cap in one go, as a protocol ignoring
+    /// pause_writing would, and records how it ended.
+    struct Flooder(Rc<RefCell<Option<Reason>>>);
+    impl Protocol for Flooder {
+        fn connection_made(&mut self, t: &mut dyn Transport) {
+            t.write(&vec![b'f'; 600 * 1024]);
+            t.write(&vec![b'f'; 600 * 1024]);
+            assert!(t.is_closing(), "still open past the cap");
+            assert!(t.write_buffer_size() <= 1 << 20);
+        }
+        fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+        fn connection_lost(&mut self, _: &mut dyn Transport, reason: &Reason) {
+            *self.0.borrow_mut() = Some(reason.clone());
+        }
+    }
+    let lost = Rc::new(RefCell::new(None));
+    let opts = TlsOptions {
+        max_write_buffer: 1 << 20,
+        ..TlsOptions::default()
+    };
+    let (cl, _) = client_layer(Box::new(Recorder::new().0), cc, "localhost");
+    let (sl, _) = server_layer(Box::new(Flooder(lost.clone())), sc, opts);
+    let mut pair = MemoryPair::new(Box::new(cl), Box::new(sl)).unwrap();
+    pair.pump();
+    assert!(!pair.reactor.contains(pair.server));
+    assert!(
+        matches!(*lost.borrow(), Some(Reason::Limit(_))),
+        "{:?}",
+        lost.borrow()
+    );
 }

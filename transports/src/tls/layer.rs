@@ -145,6 +145,10 @@ pub struct TlsProtocol {
     /// The application answered the peer's close_notify by staying open:
     /// a reset after that can lose what it wrote since.
     kept_open: bool,
+    /// The transport below asked us to pause writing and has not resumed.
+    lower_paused: bool,
+    /// The application was told `pause_writing` and not yet resumed.
+    app_paused: bool,
     /// What the layer needs only until the handshake completes.
     setup: Option<Box<Setup>>,
     outcome: Option<Rc<Outcome>>,
@@ -175,6 +179,8 @@ impl TlsProtocol {
             shutdown_timer: None,
             peer_closed: false,
             kept_open: false,
+            lower_paused: false,
+            app_paused: false,
             setup: Some(Box::new(Setup {
                 sni,
                 ..Setup::default()
@@ -567,15 +573,27 @@ impl TlsProtocol {
     // ----- after every callback ------------------------------------------------------
 
     /// Apply what the application asked for during a callback: a protocol
-    /// swap, the plaintext it wrote (encrypted in one go), a close, and the
-    /// reading state below.
+    /// swap, the plaintext it wrote (encrypted in one go), a close, flow
+    /// control, and the reading state below.
     fn after(&mut self, lower: &mut dyn Transport) {
-        if !self.swap_protocols(lower) || self.phase() == Phase::Closed {
-            return;
+        // Bounded: another round only when a flow-control notification ran
+        // application code that may have asked for more.
+        for _ in 0..8 {
+            if !self.swap_protocols(lower) || self.phase() == Phase::Closed {
+                return;
+            }
+            self.send_plaintext();
+            self.apply_close(lower);
+            self.write_tls(lower);
+            if self.phase().closing() {
+                // However it began (the view ends a connection over its
+                // write cap at once), closing is bounded.
+                self.arm_shutdown_timer(lower);
+            }
+            if !self.flow(lower) {
+                break;
+            }
         }
-        self.send_plaintext();
-        self.apply_close(lower);
-        self.write_tls(lower);
         self.update_reading(lower);
     }
 
@@ -643,6 +661,32 @@ impl TlsProtocol {
             }
             _ => {}
         }
+    }
+
+    /// Tell the application to pause or resume writing. Plaintext held
+    /// during the handshake counts, with what waits below, against the
+    /// transport's water marks; once nothing is held, the transport below
+    /// decides (its own notifications reach us). True if a notification
+    /// ran (the application may have written or closed).
+    fn flow(&mut self, lower: &mut dyn Transport) -> bool {
+        if !self.st.made || matches!(self.phase(), Phase::Failed | Phase::Closed) {
+            return false;
+        }
+        let held = !self.st.plain_out.is_empty();
+        let size = self.st.unsent(&*lower);
+        let (high, low) = lower.write_buffer_limits();
+        let want = self.lower_paused || (held && size > if self.app_paused { low } else { high });
+        if want == self.app_paused {
+            return false;
+        }
+        self.app_paused = want;
+        let mut view = Self::view(&mut self.st, lower);
+        if want {
+            self.app.pause_writing(&mut view);
+        } else {
+            self.app.resume_writing(&mut view);
+        }
+        true
     }
 
     /// Read below while the application reads (and always during the
@@ -746,17 +790,15 @@ impl Protocol for TlsProtocol {
     }
 
     fn pause_writing(&mut self, t: &mut dyn Transport) {
-        if self.st.made && self.phase() != Phase::Closed {
-            self.app.pause_writing(&mut Self::view(&mut self.st, t));
-            self.after(t);
-        }
+        self.check_timers(t);
+        self.lower_paused = true;
+        self.after(t);
     }
 
     fn resume_writing(&mut self, t: &mut dyn Transport) {
-        if self.st.made && self.phase() != Phase::Closed {
-            self.app.resume_writing(&mut Self::view(&mut self.st, t));
-            self.after(t);
-        }
+        self.check_timers(t);
+        self.lower_paused = false;
+        self.after(t);
     }
 
     fn route_call(&mut self, t: &mut dyn Transport, call: ProtocolCall) -> Option<ProtocolCall> {

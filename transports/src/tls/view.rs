@@ -14,8 +14,8 @@ use super::state::Lifecycle;
 
 /// The part of the TLS layer's state that the application's transport view
 /// reads and writes. The view only records what the application asks for;
-/// the layer applies it once the callback returns (an abort excepted: it
-/// ends the connection at once).
+/// the layer applies it once the callback returns (an abort and a write
+/// over the cap excepted: they end the connection at once).
 pub(crate) struct ViewState {
     /// Plaintext written during the current callback (or held until the
     /// handshake completes), not yet encrypted.
@@ -41,7 +41,7 @@ pub(crate) struct ViewState {
     pub upgrade: Option<Upgrade>,
     /// Facts about the session: `Some` exactly once the handshake is done.
     pub info: Option<TlsInfo>,
-    /// The layer's knobs.
+    /// The layer's knobs (the view applies the write cap).
     pub opts: TlsOptions,
 }
 
@@ -101,6 +101,17 @@ impl Transport for TlsTransport<'_> {
         let id = self.lower.id();
         if st.close_requested || st.eof_requested || !st.life.phase().writable() {
             log::trace!("{id}: TLS write after close ignored");
+            return;
+        }
+        let size = st.unsent(&*self.lower) + data.len();
+        if size > st.opts.max_write_buffer {
+            let cap = st.opts.max_write_buffer;
+            log::warn!("{id}: {size} bytes written and not sent, over the cap of {cap}; closing");
+            st.plain_out = Vec::new();
+            let reason = Reason::Limit(format!("write buffer over {cap} bytes"));
+            if st.life.fail(reason.clone(), id) {
+                self.lower.lose_connection_with(reason);
+            }
             return;
         }
         st.plain_out.extend_from_slice(data);
