@@ -16,6 +16,13 @@
 //! connection (`call_on`); the layer sees at its next entry that the timer
 //! is no longer pending. No timer needs the protocol object itself, and a
 //! manual clock drives them in tests.
+//!
+//! Memory: an idle layer keeps no buffer of its own beyond a small bound.
+//! Ciphertext rustls cannot take yet (reading is then paused below) is an
+//! [`InputBuf`]; the plaintext buffer gives its capacity back when drained;
+//! plaintext is handed to rustls in pieces, so rustls's queue of records
+//! stays short; and once input is drained, rustls is let to shrink its own
+//! input buffer (see [`TlsProtocol::trim_rustls`]).
 
 use std::io::{self, Write};
 use std::rc::Rc;
@@ -44,6 +51,15 @@ pub(crate) struct Outcome {
 /// Told why a connection ended before its handshake completed.
 type FailureHook = Box<dyn FnOnce(&Reason)>;
 
+/// Plaintext handed to rustls at once: four full records. rustls queues a
+/// record per 16 KiB and never shrinks that queue; in pieces it stays short
+/// however large one write is.
+const PIECE: usize = 64 * 1024;
+
+/// Capacity the plaintext buffer keeps once drained (what a steady echo of
+/// small messages reuses); a larger buffer is given back.
+const PLAIN_KEEP: usize = 512;
+
 /// Writes what rustls produces straight into the transport below.
 struct Lower<'a>(&'a mut dyn Transport);
 
@@ -62,6 +78,16 @@ impl Write for Lower<'_> {
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// A reader that has nothing yet: given to rustls so that it prepares a read
+/// (and shrinks its input buffer) without taking anything.
+struct WouldBlock;
+
+impl io::Read for WouldBlock {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::WouldBlock.into())
     }
 }
 
@@ -427,7 +453,18 @@ impl TlsProtocol {
         );
         if !self.phase().reading() {
             self.inbuf.clear();
+        } else if self.inbuf.is_empty() {
+            self.trim_rustls();
         }
+    }
+
+    /// Let rustls shrink its input buffer. rustls keeps that buffer at its
+    /// peak size (up to 32 KiB after a full 16 KiB record) until its next
+    /// read, and shrinks it to its 4 KiB floor at the start of a read when
+    /// it holds no partial record. A read that would block does just that
+    /// and takes nothing; when nothing shrinks it costs a few comparisons.
+    fn trim_rustls(&mut self) {
+        let _ = self.conn.read_tls(&mut WouldBlock);
     }
 
     /// Decrypt and deliver as much of `data` as the application takes.
@@ -582,7 +619,7 @@ impl TlsProtocol {
             if !self.swap_protocols(lower) || self.phase() == Phase::Closed {
                 return;
             }
-            self.send_plaintext();
+            self.send_plaintext(lower);
             self.apply_close(lower);
             self.write_tls(lower);
             if self.phase().closing() {
@@ -621,16 +658,20 @@ impl TlsProtocol {
     }
 
     /// Encrypt the plaintext written, once the handshake is done (until
-    /// then it is held).
-    fn send_plaintext(&mut self) {
+    /// then it is held), in pieces so rustls's record queue stays short.
+    fn send_plaintext(&mut self, lower: &mut dyn Transport) {
         if self.st.plain_out.is_empty() || !matches!(self.phase(), Phase::Wrapped | Phase::ReadClosed) {
             return;
         }
-        // Unlimited buffer: write_all cannot come up short.
-        let _ = self.conn.writer().write_all(&self.st.plain_out);
-        self.st.plain_out.clear();
-        if self.st.plain_out.capacity() > 256 * 1024 {
-            self.st.plain_out = Vec::new();
+        let mut out = std::mem::take(&mut self.st.plain_out);
+        for piece in out.chunks(PIECE) {
+            // Unlimited buffer: write_all cannot come up short.
+            let _ = self.conn.writer().write_all(piece);
+            self.write_tls(lower);
+        }
+        if out.capacity() <= PLAIN_KEEP {
+            out.clear();
+            self.st.plain_out = out;
         }
     }
 
@@ -826,3 +867,7 @@ impl Protocol for TlsProtocol {
         None
     }
 }
+
+#[cfg(test)]
+#[path = "layer_tests.rs"]
+mod tests;

@@ -18,7 +18,8 @@ use super::state::Lifecycle;
 /// over the cap excepted: they end the connection at once).
 pub(crate) struct ViewState {
     /// Plaintext written during the current callback (or held until the
-    /// handshake completes), not yet encrypted.
+    /// handshake completes), not yet encrypted. Drained after every
+    /// callback once the handshake is done.
     pub plain_out: Vec<u8>,
     /// The layer's phase; see [`Lifecycle`].
     pub life: Lifecycle,
