@@ -1045,3 +1045,76 @@ fn a_write_past_the_cap_ends_the_connection_with_a_limit() {
         lost.borrow()
     );
 }
+
+/// Panics when it receives `trigger`; records how its connection ended.
+struct Bomb {
+    trigger: &'static [u8],
+    lost: Rc<RefCell<Vec<Reason>>>,
+    /// Panic inside a protocol swap rather than in the callback itself.
+    in_upgrade: bool,
+}
+impl Protocol for Bomb {
+    fn data_received(&mut self, t: &mut dyn Transport, d: &[u8]) {
+        if d != self.trigger {
+            t.write(d);
+        } else if self.in_upgrade {
+            t.upgrade(Box::new(|_, _| panic!("upgrade went off")));
+        } else {
+            panic!("went off");
+        }
+    }
+    fn connection_lost(&mut self, _: &mut dyn Transport, reason: &Reason) {
+        self.lost.borrow_mut().push(reason.clone());
+    }
+}
+
+fn panic_case(in_upgrade: bool) -> (Vec<Reason>, Vec<Reason>, Vec<u8>) {
+    let (sc, cc) = configs();
+    let lost = Rc::new(RefCell::new(Vec::new()));
+    let bomb = Bomb {
+        trigger: b"boom",
+        lost: lost.clone(),
+        in_upgrade,
+    };
+    let (client, clog) = Recorder::new();
+    let (cl, _) = client_layer(Box::new(client), cc, "localhost");
+    let (sl, _) = server_layer(Box::new(bomb), sc, TlsOptions::default());
+    let mut pair = MemoryPair::new(Box::new(cl), Box::new(sl)).unwrap();
+    pair.pump();
+    pair.with_client(|_, t| t.write(b"fine"));
+    pair.with_client(|_, t| t.write(b"boom"));
+    assert!(
+        !pair.reactor.contains(pair.server),
+        "the panicking connection lives on"
+    );
+    let server_lost = lost.borrow().clone();
+    let client_lost = clog.borrow().lost.clone();
+    let data = clog.borrow().data.clone();
+    (server_lost, client_lost, data)
+}
+
+#[test]
+fn a_panicking_application_ends_its_connection_with_a_panic_reason() {
+    let (server_lost, client_lost, data) = panic_case(false);
+    assert_eq!(data, b"fine");
+    // Exactly one connection_lost, with the panic's message.
+    assert_eq!(server_lost.len(), 1, "{server_lost:?}");
+    assert!(
+        matches!(&server_lost[0], Reason::Panic(m) if m == "went off"),
+        "{server_lost:?}"
+    );
+    // No close_notify for a panic: the peer sees a truncation.
+    let msg = tls_message(&client_lost.first().cloned());
+    assert!(msg.starts_with("truncated"), "{msg}");
+}
+
+#[test]
+fn a_panicking_protocol_swap_under_tls_ends_the_connection() {
+    let (server_lost, client_lost, data) = panic_case(true);
+    assert_eq!(data, b"fine");
+    // The old protocol went into the swap and is gone with it: it hears
+    // nothing more.
+    assert!(server_lost.is_empty(), "{server_lost:?}");
+    let msg = tls_message(&client_lost.first().cloned());
+    assert!(msg.starts_with("truncated"), "{msg}");
+}
