@@ -1,8 +1,10 @@
 //! `TlsTransport`: the short-lived transport an application protocol sees
 //! when TLS is below it. Plaintext written to it is buffered for the rest of
-//! the callback and encrypted in one go when the callback returns; everything
-//! that is not about bytes (addresses, timers, the reactor, write-buffer
-//! limits) is passed through to the transport below.
+//! the callback and encrypted in one go when the callback returns (held
+//! until then if the handshake is not done); its write-buffer size is that
+//! plaintext plus what waits below, bounded by the layer's cap. Everything
+//! that is not about bytes (addresses, timers, the reactor, the water
+//! marks) is passed through to the transport below.
 
 use std::io;
 use std::time::Duration;
