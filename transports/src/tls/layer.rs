@@ -8,9 +8,10 @@
 //! returns, so many small writes become few records.
 //!
 //! The layer's life is one named [`Phase`](super::state::Phase) (the diagram
-//! is in `state.rs`). Every entry point does the same three things: look at
-//! expired timers, do its work (feed input, route a call), then
-//! [`after`](TlsProtocol::after) applies what the application asked for.
+//! is in `state.rs`). The entry points that carry events (input, EOF, a
+//! routed call, flow control) do the same three things: look at expired
+//! timers, do their work, then [`after`](TlsProtocol::after) applies what
+//! the application asked for.
 //!
 //! Timeouts use reactor timers that only deliver an empty call to the
 //! connection (`call_on`); the layer sees at its next entry that the timer
