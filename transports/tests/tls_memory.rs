@@ -656,8 +656,8 @@ fn write_eof_sends_close_notify_and_keeps_reading() {
 
 #[test]
 fn one_huge_write_is_sent_whole() {
-    // 12 MiB in one callback: more records than one write_tls round moves,
-    // and less than the stream's hard cap on buffered output (16 MiB).
+    // 12 MiB in one callback: many more records than one write_tls round
+    // moves (64), and under the write-buffer cap (16 MiB).
     const SIZE: usize = 12 << 20;
     let (sc, cc) = configs();
     struct Huge;
@@ -958,4 +958,163 @@ fn a_client_connecting_by_address_sends_no_sni_and_gets_the_default_certificate(
     // The client reports the name it sent: none.
     pair.with_client(move |_, t| s2.borrow_mut().push(t.tls_info().map(|i| i.sni.clone())));
     assert_eq!(*sni.borrow(), vec![Some(None), Some(None)]);
+}
+
+#[test]
+fn a_paused_reader_that_half_closed_still_gets_what_came_before_close_notify() {
+    let (sc, cc) = configs();
+    /// Half-closes as soon as it is connected; stops reading at the first
+    /// bytes it gets.
+    struct HalfCloser(Recorder);
+    impl Protocol for HalfCloser {
+        fn connection_made(&mut self, t: &mut dyn Transport) {
+            self.0.connection_made(t);
+            t.write_eof();
+        }
+        fn data_received(&mut self, t: &mut dyn Transport, d: &[u8]) {
+            self.0.data_received(t, d);
+            t.pause_reading();
+        }
+        fn eof_received(&mut self, t: &mut dyn Transport) -> bool {
+            self.0.eof_received(t)
+        }
+        fn connection_lost(&mut self, t: &mut dyn Transport, reason: &Reason) {
+            self.0.connection_lost(t, reason)
+        }
+    }
+    /// Answers close_notify with two records' worth and its own
+    /// close_notify: they reach the client in one read.
+    struct Answer;
+    impl Protocol for Answer {
+        fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+        fn eof_received(&mut self, t: &mut dyn Transport) -> bool {
+            t.write(&[b'w'; 20_000]);
+            false
+        }
+    }
+    let (rec, clog) = Recorder::new();
+    let (cl, _) = client_layer(Box::new(HalfCloser(rec)), cc, "localhost");
+    let (sl, _) = server_layer(Box::new(Answer), sc, TlsOptions::default());
+    let mut pair = MemoryPair::new(Box::new(cl), Box::new(sl)).unwrap();
+    pair.pump();
+    // The client read the first record and paused.
+    assert_eq!(clog.borrow().data.len(), 16 * 1024);
+    assert!(clog.borrow().lost.is_empty(), "closed under a paused reader");
+    for _ in 0..10 {
+        pair.with_client(|_, t| t.resume_reading());
+    }
+    let log = clog.borrow();
+    assert_eq!(log.data.len(), 20_000);
+    assert_eq!(log.eofs, 1);
+    assert_eq!(log.lost.len(), 1);
+    assert!(log.lost[0].is_clean(), "{:?}", log.lost);
+    assert!(pair.is_closed());
+}
+
+#[test]
+fn a_write_past_the_cap_ends_the_connection_with_a_limit() {
+    let (sc, cc) = configs();
+    /// Writes more than the cap in one go, as a protocol ignoring
+    /// pause_writing would, and records how it ended.
+    struct Flooder(Rc<RefCell<Option<Reason>>>);
+    impl Protocol for Flooder {
+        fn connection_made(&mut self, t: &mut dyn Transport) {
+            t.write(&vec![b'f'; 600 * 1024]);
+            t.write(&vec![b'f'; 600 * 1024]);
+            assert!(t.is_closing(), "still open past the cap");
+            assert!(t.write_buffer_size() <= 1 << 20);
+        }
+        fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+        fn connection_lost(&mut self, _: &mut dyn Transport, reason: &Reason) {
+            *self.0.borrow_mut() = Some(reason.clone());
+        }
+    }
+    let lost = Rc::new(RefCell::new(None));
+    let opts = TlsOptions {
+        max_write_buffer: 1 << 20,
+        ..TlsOptions::default()
+    };
+    let (cl, _) = client_layer(Box::new(Recorder::new().0), cc, "localhost");
+    let (sl, _) = server_layer(Box::new(Flooder(lost.clone())), sc, opts);
+    let mut pair = MemoryPair::new(Box::new(cl), Box::new(sl)).unwrap();
+    pair.pump();
+    assert!(!pair.reactor.contains(pair.server));
+    assert!(
+        matches!(*lost.borrow(), Some(Reason::Limit(_))),
+        "{:?}",
+        lost.borrow()
+    );
+}
+
+/// Panics when it receives `trigger`; records how its connection ended.
+struct Bomb {
+    trigger: &'static [u8],
+    lost: Rc<RefCell<Vec<Reason>>>,
+    /// Panic inside a protocol swap rather than in the callback itself.
+    in_upgrade: bool,
+}
+impl Protocol for Bomb {
+    fn data_received(&mut self, t: &mut dyn Transport, d: &[u8]) {
+        if d != self.trigger {
+            t.write(d);
+        } else if self.in_upgrade {
+            t.upgrade(Box::new(|_, _| panic!("upgrade went off")));
+        } else {
+            panic!("went off");
+        }
+    }
+    fn connection_lost(&mut self, _: &mut dyn Transport, reason: &Reason) {
+        self.lost.borrow_mut().push(reason.clone());
+    }
+}
+
+fn panic_case(in_upgrade: bool) -> (Vec<Reason>, Vec<Reason>, Vec<u8>) {
+    let (sc, cc) = configs();
+    let lost = Rc::new(RefCell::new(Vec::new()));
+    let bomb = Bomb {
+        trigger: b"boom",
+        lost: lost.clone(),
+        in_upgrade,
+    };
+    let (client, clog) = Recorder::new();
+    let (cl, _) = client_layer(Box::new(client), cc, "localhost");
+    let (sl, _) = server_layer(Box::new(bomb), sc, TlsOptions::default());
+    let mut pair = MemoryPair::new(Box::new(cl), Box::new(sl)).unwrap();
+    pair.pump();
+    pair.with_client(|_, t| t.write(b"fine"));
+    pair.with_client(|_, t| t.write(b"boom"));
+    assert!(
+        !pair.reactor.contains(pair.server),
+        "the panicking connection lives on"
+    );
+    let server_lost = lost.borrow().clone();
+    let client_lost = clog.borrow().lost.clone();
+    let data = clog.borrow().data.clone();
+    (server_lost, client_lost, data)
+}
+
+#[test]
+fn a_panicking_application_ends_its_connection_with_a_panic_reason() {
+    let (server_lost, client_lost, data) = panic_case(false);
+    assert_eq!(data, b"fine");
+    // Exactly one connection_lost, with the panic's message.
+    assert_eq!(server_lost.len(), 1, "{server_lost:?}");
+    assert!(
+        matches!(&server_lost[0], Reason::Panic(m) if m == "went off"),
+        "{server_lost:?}"
+    );
+    // No close_notify for a panic: the peer sees a truncation.
+    let msg = tls_message(&client_lost.first().cloned());
+    assert!(msg.starts_with("truncated"), "{msg}");
+}
+
+#[test]
+fn a_panicking_protocol_swap_under_tls_ends_the_connection() {
+    let (server_lost, client_lost, data) = panic_case(true);
+    assert_eq!(data, b"fine");
+    // The old protocol went into the swap and is gone with it: it hears
+    // nothing more.
+    assert!(server_lost.is_empty(), "{server_lost:?}");
+    let msg = tls_message(&client_lost.first().cloned());
+    assert!(msg.starts_with("truncated"), "{msg}");
 }

@@ -581,3 +581,249 @@ fn stopping_the_reactor_sends_close_notify() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Echoes and never closes first; records how it ended.
+struct EchoAll(Rc<RefCell<Seen>>);
+impl Protocol for EchoAll {
+    fn connection_made(&mut self, t: &mut dyn Transport) {
+        self.0.borrow_mut().version = t.tls_info().unwrap().version.clone();
+    }
+    fn data_received(&mut self, t: &mut dyn Transport, d: &[u8]) {
+        t.write(d);
+        self.0.borrow_mut().data.extend_from_slice(d);
+    }
+    fn eof_received(&mut self, _: &mut dyn Transport) -> bool {
+        self.0.borrow_mut().eof = true;
+        false
+    }
+    fn connection_lost(&mut self, _: &mut dyn Transport, reason: &Reason) {
+        self.0.borrow_mut().lost = Some(reason.clone());
+    }
+}
+
+/// A peer program driven line by line: what it prints arrives line by
+/// line (waking the reactor), and the test writes its input as it goes.
+struct Interactive {
+    child: std::process::Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Interactive {
+    fn spawn(r: &Reactor, cmd: &mut Command) -> Interactive {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        let remote = r.remote();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+                let _ = remote.call(|_| {});
+            }
+        });
+        Interactive {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, text: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(text.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Run the reactor until the program prints a line containing `what`.
+    fn wait_for(&mut self, r: &mut Reactor, what: &str) {
+        let found = r
+            .run_until(WAIT, |_| {
+                while let Ok(l) = self.lines.try_recv() {
+                    self.seen.push(l);
+                }
+                self.seen.iter().any(|l| l.contains(what))
+            })
+            .unwrap();
+        assert!(found, "never printed {what:?}:\n{}", self.seen.join("\n"));
+    }
+
+    /// Close its input and wait for it to exit.
+    fn finish(mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn tls12_renegotiation_from_openssl_is_refused_cleanly() {
+    if !have("openssl") {
+        return;
+    }
+    let dir = temp_dir();
+    let config = cert_files(&dir);
+    let mut r = Reactor::new().unwrap();
+    let seen = Rc::new(RefCell::new(Seen::default()));
+    let s = seen.clone();
+    let port = listen_tls(
+        &mut r,
+        "127.0.0.1:0",
+        move |_: &Address| EchoAll(s.clone()),
+        config,
+    )
+    .unwrap();
+    let mut peer = Interactive::spawn(
+        &r,
+        Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{}", port.port()),
+                "-tls1_2",
+            ])
+            .args(["-msg", "-servername", "localhost"]),
+    );
+    peer.send("before\n");
+    peer.wait_for(&mut r, "before");
+    // "R" at the start of a read makes s_client send a new ClientHello.
+    peer.send("R\n");
+    // rustls refuses with a warning alert, which OpenSSL takes as fatal.
+    peer.wait_for(&mut r, "warning no_renegotiation");
+    peer.wait_for(&mut r, "fatal handshake_failure");
+    let ended = r.run_until(WAIT, |_| seen.borrow().lost.is_some()).unwrap();
+    peer.finish();
+    assert!(ended, "the connection outlived a refused renegotiation");
+    let seen = seen.borrow().clone();
+    // Nothing of the attempt reached the application; the end has a TLS
+    // reason naming the peer's alert.
+    assert_eq!(seen.data, b"before\n");
+    match &seen.lost {
+        Some(Reason::Tls(m)) => assert!(m.contains("alert"), "{m}"),
+        other => panic!("expected a TLS reason, got {other:?}"),
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_peer_that_stops_reading_cannot_hold_a_closing_connection() {
+    /// Writes until it is told to pause, then closes with its data unsent.
+    struct Firehose(Rc<RefCell<Option<Reason>>>);
+    impl Firehose {
+        fn produce(&mut self, t: &mut dyn Transport) {
+            if t.is_closing() {
+                return;
+            }
+            t.write(&vec![b'h'; 1 << 20]);
+            let id = t.id();
+            let _ = t
+                .reactor()
+                .call_on(id, |p, t| p.downcast_mut::<Firehose>().unwrap().produce(t));
+        }
+    }
+    impl Protocol for Firehose {
+        fn connection_made(&mut self, t: &mut dyn Transport) {
+            self.produce(t);
+        }
+        fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+        fn pause_writing(&mut self, t: &mut dyn Transport) {
+            t.lose_connection();
+        }
+        fn connection_lost(&mut self, _: &mut dyn Transport, reason: &Reason) {
+            *self.0.borrow_mut() = Some(reason.clone());
+        }
+    }
+    let (sc, fp) = ServerConfigBuilder::self_signed(&["localhost"]).unwrap();
+    let cc = ClientConfigBuilder::new().pinned(&fp).build().unwrap();
+    let mut r = Reactor::new().unwrap();
+    let lost = Rc::new(RefCell::new(None));
+    let l = lost.clone();
+    let opts = TlsOptions {
+        shutdown_timeout: Some(Duration::from_secs(2)),
+        ..TlsOptions::default()
+    };
+    let port = listen_tls_with(
+        &mut r,
+        "127.0.0.1:0",
+        move |_: &Address| Firehose(l.clone()),
+        sc,
+        opts,
+        ListenOptions::default(),
+    )
+    .unwrap()
+    .port();
+    // The client completes the handshake, then never reads again; it
+    // holds its socket open until told to let go.
+    let (release, hold) = mpsc::channel::<()>();
+    let client = std::thread::spawn(move || {
+        use twistor_transports::tls::rustls;
+        let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut conn = rustls::ClientConnection::new(cc, "localhost".try_into().unwrap()).unwrap();
+        while conn.is_handshaking() {
+            conn.complete_io(&mut sock).unwrap();
+        }
+        let _ = hold.recv_timeout(WAIT);
+    });
+    let ended = r.run_until(WAIT, |_| lost.borrow().is_some()).unwrap();
+    let _ = release.send(());
+    client.join().unwrap();
+    assert!(
+        ended,
+        "the closing connection is held by a peer that does not read"
+    );
+    assert!(
+        matches!(*lost.borrow(), Some(Reason::TimedOut)),
+        "{:?}",
+        lost.borrow()
+    );
+}
+
+#[test]
+fn a_panicking_protocol_swap_under_tls_is_reported_as_a_panic() {
+    /// Swaps itself as soon as it is connected, with a swap that panics.
+    struct Swapper;
+    impl Protocol for Swapper {
+        fn connection_made(&mut self, t: &mut dyn Transport) {
+            t.upgrade(Box::new(|_, _| panic!("swap went off")));
+        }
+        fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+    }
+    struct Swapping(Rc<RefCell<Vec<String>>>);
+    impl Factory for Swapping {
+        fn build_protocol(&mut self, _: &Address) -> Option<Box<dyn Protocol>> {
+            Some(Box::new(Swapper))
+        }
+    }
+    impl ClientFactory for Swapping {
+        fn client_connection_failed(&mut self, _: &mut Reactor, _: &Connector, reason: &Reason) {
+            self.0.borrow_mut().push(format!("failed: {reason}"));
+        }
+        fn client_connection_lost(&mut self, _: &mut Reactor, _: &Connector, reason: &Reason) {
+            self.0.borrow_mut().push(format!("lost: {reason}"));
+        }
+    }
+    let (server_config, fp) = ServerConfigBuilder::self_signed(&["localhost"]).unwrap();
+    let mut r = Reactor::new().unwrap();
+    let port = listen_tls(
+        &mut r,
+        "127.0.0.1:0",
+        |_: &Address| EchoLine(Default::default()),
+        server_config,
+    )
+    .unwrap()
+    .port();
+    let client_config = ClientConfigBuilder::new().pinned(&fp).build().unwrap();
+    let events = Rc::new(RefCell::new(Vec::new()));
+    connect_tls(&mut r, "localhost", port, Swapping(events.clone()), client_config);
+    let done = r.run_until(WAIT, |_| !events.borrow().is_empty()).unwrap();
+    assert!(done);
+    let events = events.borrow();
+    assert_eq!(*events, ["lost: a callback panicked: swap went off"]);
+}

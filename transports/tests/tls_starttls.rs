@@ -294,6 +294,7 @@ fn close_during_a_stalled_handshake_is_bounded_without_a_handshake_timeout() {
     let opts = TlsOptions {
         handshake_timeout: None,
         shutdown_timeout: Some(std::time::Duration::from_secs(5)),
+        ..TlsOptions::default()
     };
     let client = HastyClient {
         config: cc,
@@ -311,4 +312,170 @@ fn close_during_a_stalled_handshake_is_bounded_without_a_handshake_timeout() {
         "{:?}",
         lost.borrow()
     );
+}
+
+/// What a [`Feeder`] saw.
+#[derive(Default, Debug)]
+struct FeedLog {
+    pauses: usize,
+    /// A pause came while the handshake was still in progress.
+    paused_while_handshaking: bool,
+    resumes: usize,
+    written: usize,
+    /// The largest write-buffer size it was shown.
+    peak: usize,
+    lost: Option<Reason>,
+}
+
+/// A proxy-like client: upgrades on the server's answer, then writes a
+/// chunk per loop turn (honouring `pause_writing` unless `stubborn`) until
+/// it has written `total` bytes.
+struct Feeder {
+    config: Arc<ClientConfig>,
+    opts: TlsOptions,
+    chunk: usize,
+    total: usize,
+    stubborn: bool,
+    paused: bool,
+    log: Rc<RefCell<FeedLog>>,
+}
+
+impl Feeder {
+    fn feed(&mut self, t: &mut dyn Transport) {
+        if self.paused && !self.stubborn {
+            return;
+        }
+        let n = self.chunk.min(self.total - self.log.borrow().written);
+        if n == 0 || t.is_closing() {
+            return;
+        }
+        t.write(&vec![b'p'; n]);
+        let mut log = self.log.borrow_mut();
+        log.written += n;
+        log.peak = log.peak.max(t.write_buffer_size());
+        let id = t.id();
+        let _ = t
+            .reactor()
+            .call_on(id, |p, t| p.downcast_mut::<Feeder>().unwrap().feed(t));
+    }
+}
+
+impl Protocol for Feeder {
+    fn connection_made(&mut self, t: &mut dyn Transport) {
+        t.write(b"STARTTLS\r\n");
+    }
+    fn data_received(&mut self, t: &mut dyn Transport, data: &[u8]) {
+        if data.starts_with(b"OK begin TLS") && t.tls_info().is_none() {
+            let role = TlsRole::Client {
+                config: self.config.clone(),
+                server_name: "localhost".into(),
+            };
+            start_tls(t, role, self.opts, |_, _| {}).unwrap();
+            let id = t.id();
+            t.reactor()
+                .call_on(id, |p, t| p.downcast_mut::<Feeder>().unwrap().feed(t))
+                .unwrap();
+        }
+    }
+    fn pause_writing(&mut self, t: &mut dyn Transport) {
+        self.paused = true;
+        let mut log = self.log.borrow_mut();
+        log.pauses += 1;
+        log.paused_while_handshaking |= t.tls_info().is_none();
+    }
+    fn resume_writing(&mut self, t: &mut dyn Transport) {
+        self.paused = false;
+        self.log.borrow_mut().resumes += 1;
+        self.feed(t);
+    }
+    fn connection_lost(&mut self, _: &mut dyn Transport, reason: &Reason) {
+        self.log.borrow_mut().lost = Some(reason.clone());
+    }
+}
+
+fn feeder(
+    cc: Arc<ClientConfig>,
+    opts: TlsOptions,
+    chunk: usize,
+    total: usize,
+    stubborn: bool,
+) -> (Feeder, Rc<RefCell<FeedLog>>) {
+    let log = Rc::new(RefCell::new(FeedLog::default()));
+    let f = Feeder {
+        config: cc,
+        opts,
+        chunk,
+        total,
+        stubborn,
+        paused: false,
+        log: log.clone(),
+    };
+    (f, log)
+}
+
+#[test]
+fn plaintext_held_during_the_handshake_raises_pause_writing() {
+    let (_, cc) = configs();
+    // The server never answers the handshake: everything stays held.
+    let (client, log) = feeder(cc, TlsOptions::default(), 16 * 1024, 1 << 20, false);
+    let mut pair = MemoryPair::new(Box::new(client), Box::new(Mute(false))).unwrap();
+    pair.pump();
+    let log = log.borrow();
+    assert_eq!(log.pauses, 1, "{log:?}");
+    assert!(log.paused_while_handshaking, "{log:?}");
+    let high = twistor_reactor::DEFAULT_HIGH_WATER;
+    // It stopped once over the high-water mark, and it was shown what it
+    // had written.
+    assert!(log.written > high && log.written <= high + 16 * 1024, "{log:?}");
+    assert!(log.peak >= log.written, "{log:?}");
+    assert!(pair.reactor.contains(pair.client));
+}
+
+#[test]
+fn held_plaintext_is_sent_once_the_handshake_is_done_and_writing_resumes() {
+    let (sc, cc) = configs();
+    let commands: Log = Default::default();
+    let server = Server {
+        buf: Vec::new(),
+        config: sc,
+        commands: commands.clone(),
+        lost: Rc::new(RefCell::new(None)),
+    };
+    // 96 KiB written in the first turn after start_tls, before the
+    // handshake can be done, then more as flow control allows.
+    let (client, log) = feeder(cc, TlsOptions::default(), 96 * 1024, 1 << 20, false);
+    let mut pair = MemoryPair::new(Box::new(client), Box::new(server)).unwrap();
+    pair.pump();
+    let log = log.borrow();
+    assert!(log.paused_while_handshaking, "{log:?}");
+    assert_eq!(log.resumes, log.pauses, "{log:?}");
+    assert_eq!(log.written, 1 << 20, "{log:?}");
+    // The server got it all over TLS: one partial line (no newline), held
+    // and not interpreted.
+    let got = Rc::new(RefCell::new(0));
+    let g = got.clone();
+    pair.with_server(move |p, t| {
+        assert!(t.tls_info().is_some());
+        *g.borrow_mut() = p.downcast_mut::<Server>().unwrap().buf.len();
+    });
+    assert_eq!(*got.borrow(), 1 << 20);
+    assert!(commands.borrow().is_empty());
+}
+
+#[test]
+fn held_plaintext_past_the_cap_ends_the_connection_with_a_limit() {
+    let (_, cc) = configs();
+    let opts = TlsOptions {
+        max_write_buffer: 1 << 20,
+        ..TlsOptions::default()
+    };
+    // A protocol that ignores pause_writing, facing a handshake that never
+    // completes.
+    let (client, log) = feeder(cc, opts, 64 * 1024, 8 << 20, true);
+    let mut pair = MemoryPair::new(Box::new(client), Box::new(Mute(false))).unwrap();
+    pair.pump();
+    let log = log.borrow();
+    assert!(!pair.reactor.contains(pair.client), "{log:?}");
+    assert!(matches!(log.lost, Some(Reason::Limit(_))), "{log:?}");
+    assert!(log.peak <= 1 << 20, "{log:?}");
 }

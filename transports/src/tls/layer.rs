@@ -7,12 +7,24 @@
 //! writes during a callback is buffered and encrypted once the callback
 //! returns, so many small writes become few records.
 //!
-//! Timeouts use reactor timers that flag the layer and then deliver an empty
-//! call to the connection (`call_on`): the layer looks at its flags at the
-//! start of every entry point, so no timer ever needs the protocol object
-//! itself, and a manual clock drives them in tests.
+//! The layer's life is one named [`Phase`](super::state::Phase) (the diagram
+//! is in `state.rs`). The entry points that carry events (input, EOF, a
+//! routed call, flow control) do the same three things: look at expired
+//! timers, do their work, then [`after`](TlsProtocol::after) applies what
+//! the application asked for.
+//!
+//! Timeouts use reactor timers that only deliver an empty call to the
+//! connection (`call_on`); the layer sees at its next entry that the timer
+//! is no longer pending. No timer needs the protocol object itself, and a
+//! manual clock drives them in tests.
+//!
+//! Memory: an idle layer keeps no buffer of its own beyond a small bound.
+//! Ciphertext rustls cannot take yet (reading is then paused below) is an
+//! [`InputBuf`]; the plaintext buffer gives its capacity back when drained;
+//! plaintext is handed to rustls in pieces, so rustls's queue of records
+//! stays short; and once input is drained, rustls is let to shrink its own
+//! input buffer (see [`TlsProtocol::trim_rustls`]).
 
-use std::cell::{Cell, RefCell};
 use std::io::{self, Write};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -20,31 +32,34 @@ use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
-use twistor_reactor::{DelayedCall, Protocol, ProtocolCall, Reason, Transport};
+use twistor_reactor::{
+    catch_panic, swap_protocol, DelayedCall, InputBuf, Protocol, ProtocolCall, Reason, Transport,
+};
 
 use super::info::session_info;
 use super::options::TlsOptions;
+use super::state::Phase;
 use super::view::{TlsTransport, ViewState};
 
 /// What a client connector wants to know about a connection's layer: did
 /// the application ever get `connection_made`, and how did it end.
 #[derive(Default)]
 pub(crate) struct Outcome {
-    pub made: Cell<bool>,
-    pub reason: RefCell<Option<Reason>>,
+    pub made: std::cell::Cell<bool>,
+    pub reason: std::cell::RefCell<Option<Reason>>,
 }
 
 /// Told why a connection ended before its handshake completed.
 type FailureHook = Box<dyn FnOnce(&Reason)>;
 
-const HANDSHAKE_EXPIRED: u8 = 1;
-const SHUTDOWN_EXPIRED: u8 = 2;
+/// Plaintext handed to rustls at once: four full records. rustls queues a
+/// record per 16 KiB and never shrinks that queue; in pieces it stays short
+/// however large one write is.
+const PIECE: usize = 64 * 1024;
 
-/// Stands in for the application protocol while an upgrade swaps it.
-struct Detached;
-impl Protocol for Detached {
-    fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
-}
+/// Capacity the plaintext buffer keeps once drained (what a steady echo of
+/// small messages reuses); a larger buffer is given back.
+const PLAIN_KEEP: usize = 512;
 
 /// Writes what rustls produces straight into the transport below.
 struct Lower<'a>(&'a mut dyn Transport);
@@ -64,6 +79,16 @@ impl Write for Lower<'_> {
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// A reader that has nothing yet: given to rustls so that it prepares a read
+/// (and shrinks its input buffer) without taking anything.
+struct WouldBlock;
+
+impl io::Read for WouldBlock {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::WouldBlock.into())
     }
 }
 
@@ -132,33 +157,39 @@ fn describe(e: &rustls::Error, handshaking: bool) -> String {
 pub struct TlsProtocol {
     conn: Connection,
     app: Box<dyn Protocol>,
+    /// The phase, the knobs, and everything the application's view records.
     st: ViewState,
-    opts: TlsOptions,
+    /// Ciphertext received but not yet taken by rustls. Non-empty only while
+    /// the application is not reading (reading is then paused below).
+    inbuf: InputBuf,
+    /// Pending while the handshake is (expired when no longer pending).
+    handshake_timer: Option<DelayedCall>,
+    /// Pending while closing is (expired when no longer pending).
+    shutdown_timer: Option<DelayedCall>,
+    /// The peer's close_notify has been read (delivered to the application
+    /// as `eof_received` once it has read what came before).
+    peer_closed: bool,
+    /// The application answered the peer's close_notify by staying open:
+    /// a reset after that can lose what it wrote since.
+    kept_open: bool,
+    /// The transport below asked us to pause writing and has not resumed.
+    lower_paused: bool,
+    /// The application was told `pause_writing` and not yet resumed.
+    app_paused: bool,
+    /// What the layer needs only until the handshake completes.
+    setup: Option<Box<Setup>>,
+    outcome: Option<Rc<Outcome>>,
+}
+
+/// The part of a layer that is dropped when the handshake completes.
+#[derive(Default)]
+struct Setup {
     /// The name a client asked for.
     sni: Option<String>,
-    /// Ciphertext received but not yet taken by rustls (reading is paused
-    /// below while it exists).
-    inbuf: Vec<u8>,
-    flags: Rc<Cell<u8>>,
-    handshake_timer: Option<DelayedCall>,
-    shutdown_timer: Option<DelayedCall>,
-    started: bool,
-    /// The handshake is complete.
-    tls_up: bool,
-    /// We asked the transport below to close.
-    lower_closing: bool,
-    /// The peer sent close_notify.
-    peer_closed: bool,
-    eof_delivered: bool,
-    /// The application asked to stay open after the peer's close_notify.
-    keep_open: bool,
-    fail_reason: Option<Reason>,
     /// Calls routed to the application before its `connection_made`.
     early_calls: Vec<ProtocolCall>,
     on_handshake: Option<ProtocolCall>,
-    outcome: Option<Rc<Outcome>>,
     on_failure: Option<FailureHook>,
-    lost: bool,
 }
 
 impl TlsProtocol {
@@ -170,24 +201,18 @@ impl TlsProtocol {
             conn,
             app,
             st: ViewState::new(),
-            opts: TlsOptions::default(),
-            sni,
-            inbuf: Vec::new(),
-            flags: Rc::new(Cell::new(0)),
+            inbuf: InputBuf::new(),
             handshake_timer: None,
             shutdown_timer: None,
-            started: false,
-            tls_up: false,
-            lower_closing: false,
             peer_closed: false,
-            eof_delivered: false,
-            keep_open: false,
-            fail_reason: None,
-            early_calls: Vec::new(),
-            on_handshake: None,
+            kept_open: false,
+            lower_paused: false,
+            app_paused: false,
+            setup: Some(Box::new(Setup {
+                sni,
+                ..Setup::default()
+            })),
             outcome: None,
-            on_failure: None,
-            lost: false,
         }
     }
 
@@ -208,16 +233,16 @@ impl TlsProtocol {
         Ok(Self::with_conn(conn, app, Some(server_name.to_string())))
     }
 
-    /// Set the timeouts.
+    /// Set the timeouts and the write-buffer cap.
     pub fn with_options(mut self, opts: TlsOptions) -> TlsProtocol {
-        self.opts = opts;
+        self.st.opts = opts;
         self
     }
 
     /// Run `f` against the application once the handshake is complete
     /// (used by `start_tls`, where the application was made before).
     pub(crate) fn on_handshake(mut self, f: ProtocolCall) -> TlsProtocol {
-        self.on_handshake = Some(f);
+        self.setup_mut().on_handshake = Some(f);
         self
     }
 
@@ -242,7 +267,7 @@ impl TlsProtocol {
     /// assert!(failed.borrow().as_deref().unwrap().starts_with("TLS error"));
     /// ```
     pub fn with_failure_hook(mut self, f: impl FnOnce(&Reason) + 'static) -> TlsProtocol {
-        self.on_failure = Some(Box::new(f));
+        self.setup_mut().on_failure = Some(Box::new(f));
         self
     }
 
@@ -272,7 +297,24 @@ impl TlsProtocol {
 
     /// Whether the handshake is complete.
     pub fn is_established(&self) -> bool {
-        self.tls_up
+        self.st.info.is_some()
+    }
+
+    fn setup_mut(&mut self) -> &mut Setup {
+        self.setup.get_or_insert_with(Box::default)
+    }
+
+    fn phase(&self) -> Phase {
+        self.st.life.phase()
+    }
+
+    fn goto(&mut self, to: Phase, lower: &dyn Transport) -> bool {
+        self.st.life.goto(to, lower.id())
+    }
+
+    /// A view of the layer for the application's callbacks.
+    fn view<'a>(st: &'a mut ViewState, lower: &'a mut dyn Transport) -> TlsTransport<'a> {
+        TlsTransport { lower, st }
     }
 
     // ----- starting and timers ----------------------------------------------
@@ -281,50 +323,57 @@ impl TlsProtocol {
     /// ClientHello. Called from `connection_made`, or right away when the
     /// layer is inserted into a live connection.
     pub(crate) fn start(&mut self, lower: &mut dyn Transport) {
-        if self.started {
+        if self.phase() != Phase::Unwrapped || !self.goto(Phase::Handshaking, lower) {
             return;
         }
-        self.started = true;
-        if let Some(d) = self.opts.handshake_timeout {
-            self.handshake_timer = Some(self.arm(lower, d, HANDSHAKE_EXPIRED));
+        if let Some(d) = self.st.opts.handshake_timeout {
+            self.handshake_timer = Some(Self::arm(lower, d));
         }
         self.after(lower);
     }
 
-    fn arm(&mut self, lower: &mut dyn Transport, d: Duration, bit: u8) -> DelayedCall {
-        let flags = self.flags.clone();
+    /// A timer that, when due, wakes the connection with an empty call.
+    fn arm(lower: &mut dyn Transport, d: Duration) -> DelayedCall {
         let id = lower.id();
         lower.reactor().call_later(d, move |r| {
-            flags.set(flags.get() | bit);
             let _ = r.call_on(id, |_, _| {});
         })
     }
 
-    fn check_flags(&mut self, lower: &mut dyn Transport) {
-        let f = self.flags.replace(0);
-        if f == 0 || self.lost {
+    /// Whether `timer` was armed and has fired (it is cleared if so).
+    fn expired(timer: &mut Option<DelayedCall>, lower: &mut dyn Transport) -> bool {
+        match timer {
+            Some(h) if !h.active(lower.reactor()) => {
+                *timer = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Act on a timer that fired since the last entry.
+    fn check_timers(&mut self, lower: &mut dyn Transport) {
+        if self.phase() == Phase::Closed {
             return;
         }
-        if f & HANDSHAKE_EXPIRED != 0 && !self.tls_up {
-            let d = self.opts.handshake_timeout.unwrap_or_default();
+        if Self::expired(&mut self.handshake_timer, lower) && self.phase() == Phase::Handshaking {
+            let d = self.st.opts.handshake_timeout.unwrap_or_default();
             log::info!("{}: TLS handshake timed out after {d:?}; closing", lower.id());
-            self.handshake_timer = None;
             self.fail(lower, Reason::TimedOut);
         }
-        if f & SHUTDOWN_EXPIRED != 0 {
-            let d = self.opts.shutdown_timeout.unwrap_or_default();
+        if Self::expired(&mut self.shutdown_timer, lower) {
+            let d = self.st.opts.shutdown_timeout.unwrap_or_default();
             log::info!("{}: TLS close timed out after {d:?}; aborting", lower.id());
-            self.shutdown_timer = None;
-            self.fail_reason.get_or_insert(Reason::TimedOut);
+            self.st.life.fail(Reason::TimedOut, lower.id());
             lower.abort_connection();
         }
     }
 
     fn cancel_timers(&mut self, lower: &mut dyn Transport) {
-        if let Some(h) = self.handshake_timer.take() {
-            h.cancel(lower.reactor());
-        }
-        if let Some(h) = self.shutdown_timer.take() {
+        for h in [self.handshake_timer.take(), self.shutdown_timer.take()]
+            .into_iter()
+            .flatten()
+        {
             h.cancel(lower.reactor());
         }
     }
@@ -334,37 +383,47 @@ impl TlsProtocol {
     /// End the connection with `reason`: send any pending alert, then close
     /// the transport below.
     fn fail(&mut self, lower: &mut dyn Transport, reason: Reason) {
-        if self.fail_reason.is_none() {
-            log::debug!("{}: TLS layer failed: {reason}", lower.id());
-            self.fail_reason = Some(reason);
-        }
-        self.st.failed = true;
-        self.st.plain_out.clear();
-        self.inbuf = Vec::new();
-        self.write_tls(lower);
-        let reason = self.fail_reason.clone();
-        self.close_lower(lower, reason);
-    }
-
-    /// Close the transport below once flushed; `reason` is what its hooks
-    /// (listener, client factory) are told instead of a clean close.
-    fn close_lower(&mut self, lower: &mut dyn Transport, reason: Option<Reason>) {
-        if self.lower_closing {
+        let closing = self.phase().closing();
+        if !self.st.life.fail(reason.clone(), lower.id()) {
             return;
         }
-        self.lower_closing = true;
+        self.st.plain_out = Vec::new();
+        self.inbuf.clear();
+        self.write_tls(lower);
+        if !closing {
+            self.close_lower(lower, Some(reason));
+        }
+    }
+
+    /// Our close_notify is out (or the handshake is abandoned): close below.
+    fn shut_down(&mut self, lower: &mut dyn Transport) {
+        if self.goto(Phase::ShuttingDown, lower) {
+            let reason = self.st.life.reason().cloned();
+            self.close_lower(lower, reason);
+        }
+    }
+
+    /// Close the transport below once flushed, within the shutdown timeout;
+    /// `reason` is what its hooks (listener, client factory) are told
+    /// instead of a clean close.
+    fn close_lower(&mut self, lower: &mut dyn Transport, reason: Option<Reason>) {
         match reason {
             Some(r) => lower.lose_connection_with(r),
             None => lower.lose_connection(),
         }
-        if let (Some(d), None) = (self.opts.shutdown_timeout, &self.shutdown_timer) {
-            self.shutdown_timer = Some(self.arm(lower, d, SHUTDOWN_EXPIRED));
+        self.arm_shutdown_timer(lower);
+    }
+
+    fn arm_shutdown_timer(&mut self, lower: &mut dyn Transport) {
+        if let (Some(d), None) = (self.st.opts.shutdown_timeout, &self.shutdown_timer) {
+            self.shutdown_timer = Some(Self::arm(lower, d));
         }
     }
 
+    /// Move everything rustls has to send into the transport below.
     fn write_tls(&mut self, lower: &mut dyn Transport) {
-        // Each round moves up to 64 records into `lower`, which takes
-        // everything: the loop ends when rustls holds nothing.
+        // `Lower` takes everything, so the loop ends when rustls holds
+        // nothing (each round moves up to 64 records).
         while self.conn.wants_write() {
             match self.conn.write_tls(&mut Lower(lower)) {
                 Ok(0) | Err(_) => break,
@@ -379,23 +438,34 @@ impl TlsProtocol {
         matches!(self.conn.reader().into_first_chunk(), Ok(c) if !c.is_empty())
     }
 
-    /// Feed `data` (after anything stashed) to rustls; keep what it cannot
+    /// The peer's close_notify is read and the application not yet told.
+    fn eof_pending(&self) -> bool {
+        self.peer_closed && matches!(self.phase(), Phase::Wrapped | Phase::WriteClosed)
+    }
+
+    /// Feed `data` (after anything held) to rustls; keep what it cannot
     /// take yet.
     fn feed(&mut self, lower: &mut dyn Transport, data: &[u8]) {
-        if self.inbuf.is_empty() {
-            let rest = self.consume(lower, data);
-            if rest > 0 && !self.st.failed {
-                self.inbuf.extend_from_slice(&data[data.len() - rest..]);
-            }
-        } else {
-            self.inbuf.extend_from_slice(data);
-            let mut buf = std::mem::take(&mut self.inbuf);
-            let rest = self.consume(lower, &buf);
-            if rest > 0 && !self.st.failed {
-                buf.drain(..buf.len() - rest);
-                self.inbuf = buf;
-            }
+        InputBuf::feed(
+            self,
+            |s| &mut s.inbuf,
+            data,
+            |s, input| input.len() - s.consume(lower, input),
+        );
+        if !self.phase().reading() {
+            self.inbuf.clear();
+        } else if self.inbuf.is_empty() {
+            self.trim_rustls();
         }
+    }
+
+    /// Let rustls shrink its input buffer. rustls keeps that buffer at its
+    /// peak size (up to 32 KiB after a full 16 KiB record) until its next
+    /// read, and shrinks it to its 4 KiB floor at the start of a read when
+    /// it holds no partial record. A read that would block does just that
+    /// and takes nothing; when nothing shrinks it costs a few comparisons.
+    fn trim_rustls(&mut self) {
+        let _ = self.conn.read_tls(&mut WouldBlock);
     }
 
     /// Decrypt and deliver as much of `data` as the application takes.
@@ -407,11 +477,11 @@ impl TlsProtocol {
             if !self.deliver(lower) {
                 return rest.len();
             }
-            // After the application's lose_connection, input is dropped
-            // (as a closing TCP transport stops reading), once the
-            // handshake it waits for is done.
-            let closed_by_app = self.st.close_requested && self.tls_up;
-            if self.st.failed || self.lost || closed_by_app || rest.is_empty() || self.peer_closed {
+            // After the application's lose_connection, input is dropped (as
+            // a closing TCP transport stops reading), once the handshake it
+            // waits for is done.
+            let closed_by_app = self.st.close_requested && self.is_established();
+            if !self.phase().reading() || closed_by_app || rest.is_empty() || self.peer_closed {
                 return 0;
             }
             match self.conn.read_tls(&mut rest) {
@@ -436,19 +506,15 @@ impl TlsProtocol {
                 return 0;
             }
             match self.conn.process_new_packets() {
-                Ok(state) => {
-                    if state.peer_has_closed() {
-                        self.peer_closed = true;
-                    }
-                }
+                Ok(state) => self.peer_closed |= state.peer_has_closed(),
                 Err(e) => {
-                    let reason = Reason::Tls(describe(&e, !self.tls_up));
+                    let reason = Reason::Tls(describe(&e, !self.is_established()));
                     log::info!("{}: {reason}", lower.id());
                     self.fail(lower, reason);
                     return 0;
                 }
             }
-            if !self.tls_up && !self.conn.is_handshaking() {
+            if self.phase() == Phase::Handshaking && !self.conn.is_handshaking() {
                 self.handshake_done(lower);
             }
         }
@@ -457,67 +523,63 @@ impl TlsProtocol {
     /// Hand decrypted bytes (then the peer's close_notify) to the
     /// application while it reads. False if it paused with data left.
     fn deliver(&mut self, lower: &mut dyn Transport) -> bool {
-        if !self.tls_up || !self.st.made {
+        if !self.is_established() || !self.st.made {
             return true;
         }
         // An upgrade asked for during a callback takes effect when it
         // returns: what follows belongs to the new protocol, not this one.
-        while self.st.app_reading
-            && self.st.upgrade.is_none()
-            && !self.st.failed
-            && !self.lost
-            && !self.st.close_requested
-        {
+        let taking = |s: &Self| {
+            s.st.app_reading
+                && s.st.upgrade.is_none()
+                && !s.st.close_requested
+                && matches!(s.phase(), Phase::Wrapped | Phase::WriteClosed)
+        };
+        while taking(self) {
             let chunk = match self.conn.reader().into_first_chunk() {
                 Ok(c) if !c.is_empty() => c,
                 _ => break,
             };
             let n = chunk.len();
-            let mut view = TlsTransport {
-                lower: &mut *lower,
-                st: &mut self.st,
-            };
-            self.app.data_received(&mut view, chunk);
+            self.app
+                .data_received(&mut Self::view(&mut self.st, lower), chunk);
             io::BufRead::consume(&mut self.conn.reader(), n);
         }
-        if self.st.failed || self.lost || self.st.close_requested {
+        if self.st.close_requested || self.phase().closing() {
             return true;
         }
         if self.has_plaintext() {
             return false;
         }
-        if self.peer_closed && !self.eof_delivered && self.st.app_reading && self.st.upgrade.is_none() {
-            self.eof_delivered = true;
-            let mut view = TlsTransport {
-                lower: &mut *lower,
-                st: &mut self.st,
-            };
-            self.keep_open = self.app.eof_received(&mut view);
-            if !self.keep_open {
+        if self.eof_pending() && taking(self) {
+            let keep_open = self.app.eof_received(&mut Self::view(&mut self.st, lower));
+            if keep_open && self.phase() == Phase::Wrapped && !self.st.close_requested {
+                self.kept_open = true;
+                self.goto(Phase::ReadClosed, lower);
+            } else {
+                // Closed both ways now (or the application wants it): the
+                // close is applied after this callback.
                 self.st.close_requested = true;
             }
         }
         true
     }
 
-    /// Look at stashed input again (reading was resumed).
+    /// Look at held input again (reading was resumed).
     fn pump_input(&mut self, lower: &mut dyn Transport) {
-        if self.st.failed || self.lost || !self.tls_up {
-            return;
-        }
-        if !self.inbuf.is_empty() {
+        if self.phase().reading() && self.is_established() {
             self.feed(lower, &[]);
-        } else {
-            self.consume(lower, &[]);
         }
     }
 
     fn handshake_done(&mut self, lower: &mut dyn Transport) {
-        self.tls_up = true;
+        if !self.goto(Phase::Wrapped, lower) {
+            return;
+        }
         if let Some(h) = self.handshake_timer.take() {
             h.cancel(lower.reactor());
         }
-        let info = session_info(&self.conn, self.sni.as_deref());
+        let setup = *self.setup.take().unwrap_or_default();
+        let info = session_info(&self.conn, setup.sni.as_deref());
         log::debug!(
             "{}: TLS established: {} {} alpn={:?} sni={:?}",
             lower.id(),
@@ -530,18 +592,15 @@ impl TlsProtocol {
         if let Some(o) = &self.outcome {
             o.made.set(true);
         }
-        let mut view = TlsTransport {
-            lower: &mut *lower,
-            st: &mut self.st,
-        };
+        let mut view = Self::view(&mut self.st, lower);
         if !view.st.made {
             view.st.made = true;
             self.app.connection_made(&mut view);
         }
-        if let Some(f) = self.on_handshake.take() {
+        if let Some(f) = setup.on_handshake {
             f(&mut *self.app, &mut view);
         }
-        for call in std::mem::take(&mut self.early_calls) {
+        for call in setup.early_calls {
             // The application may itself wrap a protocol: let it route too.
             if let Some(call) = self.app.route_call(&mut view, call) {
                 call(&mut *self.app, &mut view);
@@ -552,58 +611,132 @@ impl TlsProtocol {
     // ----- after every callback ------------------------------------------------------
 
     /// Apply what the application asked for during a callback: a protocol
-    /// swap, the buffered plaintext (encrypted in one go), close_notify, and
-    /// the reading state below.
+    /// swap, the plaintext it wrote (encrypted in one go), a close, flow
+    /// control, and the reading state below.
     fn after(&mut self, lower: &mut dyn Transport) {
+        // Bounded: another round only when a flow-control notification ran
+        // application code that may have asked for more.
+        for _ in 0..8 {
+            if !self.swap_protocols(lower) || self.phase() == Phase::Closed {
+                return;
+            }
+            self.send_plaintext(lower);
+            self.apply_close(lower);
+            self.write_tls(lower);
+            if self.phase().closing() {
+                // However it began (the view ends a connection over its
+                // write cap at once), closing is bounded.
+                self.arm_shutdown_timer(lower);
+            }
+            if !self.flow(lower) {
+                break;
+            }
+        }
+        self.update_reading(lower);
+    }
+
+    /// Apply protocol swaps asked for by the application. False if one
+    /// panicked (the connection then ends with [`Reason::Panic`]).
+    fn swap_protocols(&mut self, lower: &mut dyn Transport) -> bool {
         for _ in 0..8 {
             let Some(up) = self.st.upgrade.take() else { break };
-            let old = std::mem::replace(&mut self.app, Box::new(Detached));
-            let mut view = TlsTransport {
-                lower: &mut *lower,
-                st: &mut self.st,
-            };
-            self.app = up(old, &mut view);
+            let id = lower.id();
+            let mut view = Self::view(&mut self.st, lower);
+            if let Err(msg) = swap_protocol(
+                &mut self.app,
+                up,
+                &mut view,
+                format_args!("{id}: protocol upgrade"),
+            ) {
+                self.fail(lower, Reason::Panic(msg));
+                return false;
+            }
             // Input held back while the swap was pending is the new
             // protocol's: look at it again.
             self.st.kick = true;
         }
-        if self.lost {
+        true
+    }
+
+    /// Encrypt the plaintext written, once the handshake is done (until
+    /// then it is held), in pieces so rustls's record queue stays short.
+    fn send_plaintext(&mut self, lower: &mut dyn Transport) {
+        if self.st.plain_out.is_empty() || !matches!(self.phase(), Phase::Wrapped | Phase::ReadClosed) {
             return;
         }
-        if self.tls_up && !self.st.failed {
-            if !self.st.plain_out.is_empty() && !self.st.writes_closed {
-                // Unlimited buffer: write_all cannot come up short.
-                let _ = self.conn.writer().write_all(&self.st.plain_out);
-                self.st.plain_out.clear();
-                if self.st.plain_out.capacity() > 256 * 1024 {
-                    self.st.plain_out = Vec::new();
-                }
-            }
-            if (self.st.close_requested || self.st.eof_requested) && !self.st.writes_closed {
-                self.st.writes_closed = true;
-                self.conn.send_close_notify();
-            }
+        let mut out = std::mem::take(&mut self.st.plain_out);
+        for piece in out.chunks(PIECE) {
+            // Unlimited buffer: write_all cannot come up short.
+            let _ = self.conn.writer().write_all(piece);
+            self.write_tls(lower);
         }
-        self.write_tls(lower);
-        // A close asked for during the handshake (after start_tls) waits
-        // for it, within the handshake timeout, so that what was written
-        // goes out encrypted, then close_notify; unless the reactor stops.
-        let close_now = (self.st.close_requested && (self.tls_up || lower.reactor().is_stopping()))
-            || (self.st.writes_closed && self.peer_closed && !self.keep_open)
-            || (self.eof_delivered && !self.keep_open);
-        if close_now && !self.lower_closing {
-            let reason = self.st.close_reason.clone();
-            self.close_lower(lower, reason);
-        } else if self.st.close_requested && !self.lower_closing && self.shutdown_timer.is_none() {
+        if out.capacity() <= PLAIN_KEEP {
+            out.clear();
+            self.st.plain_out = out;
+        }
+    }
+
+    /// Carry out a `lose_connection` or `write_eof`: close_notify, then the
+    /// phase it leads to. Both wait for the handshake to complete.
+    fn apply_close(&mut self, lower: &mut dyn Transport) {
+        let (close, eof) = (self.st.close_requested, self.st.eof_requested);
+        match self.phase() {
+            Phase::Handshaking if close && lower.reactor().is_stopping() => self.shut_down(lower),
             // Waiting for the handshake is part of closing: bounded by the
             // shutdown timeout even without a handshake timeout.
-            if let Some(d) = self.opts.shutdown_timeout {
-                self.shutdown_timer = Some(self.arm(lower, d, SHUTDOWN_EXPIRED));
+            Phase::Handshaking if close => self.arm_shutdown_timer(lower),
+            Phase::Wrapped | Phase::ReadClosed if close => {
+                self.conn.send_close_notify();
+                self.shut_down(lower);
             }
+            // After the peer's close_notify is delivered (not merely read:
+            // a paused application still has data before it to take).
+            Phase::WriteClosed if close => self.shut_down(lower),
+            Phase::Wrapped if eof => {
+                self.conn.send_close_notify();
+                self.goto(Phase::WriteClosed, lower);
+            }
+            Phase::ReadClosed if eof => {
+                // Closed both ways.
+                self.conn.send_close_notify();
+                self.shut_down(lower);
+            }
+            _ => {}
         }
-        let want = (!self.tls_up || !self.st.made || self.st.app_reading)
-            && self.inbuf.is_empty()
-            && !self.st.failed;
+    }
+
+    /// Tell the application to pause or resume writing. Plaintext held
+    /// during the handshake counts, with what waits below, against the
+    /// transport's water marks; once nothing is held, the transport below
+    /// decides (its own notifications reach us). True if a notification
+    /// ran (the application may have written or closed).
+    fn flow(&mut self, lower: &mut dyn Transport) -> bool {
+        if !self.st.made || matches!(self.phase(), Phase::Failed | Phase::Closed) {
+            return false;
+        }
+        let held = !self.st.plain_out.is_empty();
+        let size = self.st.unsent(&*lower);
+        let (high, low) = lower.write_buffer_limits();
+        let want = self.lower_paused || (held && size > if self.app_paused { low } else { high });
+        if want == self.app_paused {
+            return false;
+        }
+        self.app_paused = want;
+        let mut view = Self::view(&mut self.st, lower);
+        if want {
+            self.app.pause_writing(&mut view);
+        } else {
+            self.app.resume_writing(&mut view);
+        }
+        true
+    }
+
+    /// Read below while the application reads (and always during the
+    /// handshake); look at held input again if reading was resumed.
+    fn update_reading(&mut self, lower: &mut dyn Transport) {
+        let want = self.phase() != Phase::Failed
+            && (!self.is_established() || !self.st.made || self.st.app_reading)
+            && self.inbuf.is_empty();
         if want != self.st.lower_reading {
             self.st.lower_reading = want;
             if want {
@@ -613,8 +746,8 @@ impl TlsProtocol {
             }
         }
         if std::mem::take(&mut self.st.kick)
-            && self.tls_up
-            && (!self.inbuf.is_empty() || self.has_plaintext() || (self.peer_closed && !self.eof_delivered))
+            && self.is_established()
+            && (!self.inbuf.is_empty() || self.has_plaintext() || self.eof_pending())
         {
             let id = lower.id();
             let _ = lower.reactor().call_on(id, |_, _| {});
@@ -628,8 +761,8 @@ impl Protocol for TlsProtocol {
     }
 
     fn data_received(&mut self, t: &mut dyn Transport, data: &[u8]) {
-        self.check_flags(t);
-        if self.st.failed || self.lost || self.peer_closed {
+        self.check_timers(t);
+        if !self.phase().reading() || self.peer_closed {
             return;
         }
         self.feed(t, data);
@@ -637,48 +770,49 @@ impl Protocol for TlsProtocol {
     }
 
     fn eof_received(&mut self, t: &mut dyn Transport) -> bool {
-        self.check_flags(t);
-        if self.st.failed || self.lost {
-            return false;
-        }
+        self.check_timers(t);
         if self.peer_closed {
             self.pump_input(t);
             self.after(t);
-            return self.keep_open && !self.st.close_requested;
+            // Stay open while the application may still write, or has not
+            // yet heard of the close_notify.
+            return !self.st.close_requested
+                && matches!(
+                    self.phase(),
+                    Phase::Wrapped | Phase::WriteClosed | Phase::ReadClosed
+                );
         }
-        if self.lower_closing && self.st.writes_closed {
-            // We closed first; the peer answered with a bare FIN.
+        if self.phase().closing() {
+            // We closed first (or failed); the peer answered with a FIN.
             return false;
         }
-        let reason = if self.tls_up {
+        let reason = if self.is_established() {
             "truncated: the peer closed the connection without close_notify"
         } else {
             "the peer closed the connection during the handshake"
         };
         log::debug!("{}: {reason}", t.id());
-        self.fail_reason.get_or_insert(Reason::Tls(reason.into()));
-        self.st.failed = true;
         // What is still queued below goes out, within the shutdown timeout:
         // a peer that half-closes and stops reading cannot hold it forever.
-        let reason = self.fail_reason.clone();
-        self.close_lower(t, reason);
+        self.fail(t, Reason::Tls(reason.into()));
         false
     }
 
     fn connection_lost(&mut self, t: &mut dyn Transport, reason: &Reason) {
-        if self.lost {
+        if self.phase() == Phase::Closed || !self.goto(Phase::Closed, t) {
             return;
         }
-        self.lost = true;
         self.cancel_timers(t);
-        let reason = match self.fail_reason.take().or_else(|| self.st.close_reason.take()) {
+        self.st.plain_out = Vec::new();
+        self.inbuf.clear();
+        let reason = match self.st.life.take_reason() {
             Some(r) => r,
             // The peer sent close_notify and we answered with ours: a reset
             // while sending that answer loses nothing.
-            None if self.peer_closed && !self.keep_open && reason.io_kind().is_some() => {
+            None if self.peer_closed && !self.kept_open && reason.io_kind().is_some() => {
                 Reason::ConnectionDone
             }
-            None if !self.tls_up && reason.is_clean() => {
+            None if !self.is_established() && reason.is_clean() => {
                 Reason::Tls("the connection closed before the handshake completed".into())
             }
             None => reason.clone(),
@@ -686,53 +820,37 @@ impl Protocol for TlsProtocol {
         if let Some(o) = &self.outcome {
             *o.reason.borrow_mut() = Some(reason.clone());
         }
-        if !self.tls_up {
-            if let Some(f) = self.on_failure.take() {
-                f(&reason);
-            }
+        // Set until the handshake completes: the application may never
+        // have heard of this connection, the hook is how it learns why.
+        if let Some(f) = self.setup.take().and_then(|s| s.on_failure) {
+            let _ = catch_panic(format_args!("{}: TLS failure hook", t.id()), || f(&reason));
         }
         if self.st.made {
-            let mut view = TlsTransport {
-                lower: t,
-                st: &mut self.st,
-            };
-            self.app.connection_lost(&mut view, &reason);
+            self.app
+                .connection_lost(&mut Self::view(&mut self.st, t), &reason);
         }
     }
 
     fn pause_writing(&mut self, t: &mut dyn Transport) {
-        if self.st.made && !self.lost {
-            let mut view = TlsTransport {
-                lower: &mut *t,
-                st: &mut self.st,
-            };
-            self.app.pause_writing(&mut view);
-            self.after(t);
-        }
+        self.check_timers(t);
+        self.lower_paused = true;
+        self.after(t);
     }
 
     fn resume_writing(&mut self, t: &mut dyn Transport) {
-        if self.st.made && !self.lost {
-            let mut view = TlsTransport {
-                lower: &mut *t,
-                st: &mut self.st,
-            };
-            self.app.resume_writing(&mut view);
-            self.after(t);
-        }
+        self.check_timers(t);
+        self.lower_paused = false;
+        self.after(t);
     }
 
     fn route_call(&mut self, t: &mut dyn Transport, call: ProtocolCall) -> Option<ProtocolCall> {
-        self.check_flags(t);
+        self.check_timers(t);
         self.pump_input(t);
-        if self.lost {
+        if self.phase() == Phase::Closed {
             return None;
         }
         if self.st.made {
-            let mut view = TlsTransport {
-                lower: &mut *t,
-                st: &mut self.st,
-            };
+            let mut view = Self::view(&mut self.st, t);
             // The application may itself wrap a protocol: let it route too.
             if let Some(call) = self.app.route_call(&mut view, call) {
                 call(&mut *self.app, &mut view);
@@ -740,11 +858,17 @@ impl Protocol for TlsProtocol {
         } else if t.reactor().is_stopping() {
             // The reactor is shutting down: a handshake in progress has no
             // application to close it, so close it here.
-            self.close_lower(t, None);
-        } else if !self.st.failed {
-            self.early_calls.push(call);
+            if self.phase() == Phase::Handshaking {
+                self.shut_down(t);
+            }
+        } else if let (false, Some(setup)) = (self.phase().closing(), self.setup.as_mut()) {
+            setup.early_calls.push(call);
         }
         self.after(t);
         None
     }
 }
+
+#[cfg(test)]
+#[path = "layer_tests.rs"]
+mod tests;

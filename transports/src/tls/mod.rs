@@ -20,10 +20,29 @@
 //!   ([`DEFAULT_TLS_SHUTDOWN_TIMEOUT`]) are bounded ([`TlsOptions`]) and end
 //!   in `Reason::TimedOut`.
 //! - Flow control crosses the layer: ciphertext piling up below raises
-//!   `pause_writing` on the application; the application's `pause_reading`
-//!   stops reading below.
+//!   `pause_writing` on the application, and so does plaintext written
+//!   while a handshake is in progress (held until it completes, counted
+//!   in `write_buffer_size`); the application's `pause_reading` stops
+//!   reading below. A hard cap ([`TlsOptions::max_write_buffer`], 16 MiB by
+//!   default) binds what is written and not sent: past it the connection
+//!   ends with `Reason::Limit`.
 //! - Writes made during one callback are encrypted together when it
 //!   returns, so many small writes make few records.
+//! - An idle connection keeps no buffer of its own beyond a small bound:
+//!   the layer adds about half a KiB to what rustls itself holds (about
+//!   7.5 KB for a server connection, once the layer has let rustls shrink
+//!   its input buffer back to 4 KiB after a large message; left alone,
+//!   rustls would keep about 36 KB).
+//! - The layer's life is one named phase, changed in one place that
+//!   refuses an illegal transition:
+//!
+//! ```text
+//! Unwrapped ─start─▶ Handshaking ─done─▶ Wrapped ─write_eof─▶ WriteClosed ─┐
+//!                        │                  ├─peer's close_notify, stay─▶ ReadClosed ─┤
+//!                        │ (reactor stops)  └─lose_connection / peer's close_notify──▶ ShuttingDown
+//!                        └──────────────────────────────────────────────────────────▶ ShuttingDown
+//! any ─bad input, alert, timeout, truncation, abort, limit─▶ Failed;  any ─lost─▶ Closed
+//! ```
 //! - [`Transport::tls_info`](twistor_reactor::Transport::tls_info) gives the
 //!   version, cipher suite, ALPN, SNI and the peer's certificate facts.
 //!
@@ -75,6 +94,7 @@ mod prompt;
 mod selfsigned;
 mod server_config;
 mod start;
+mod state;
 mod tcp;
 mod verify;
 mod view;

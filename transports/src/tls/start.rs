@@ -37,8 +37,9 @@ pub enum TlsRole {
 /// The protocol stays the same object: it already had `connection_made`,
 /// and it does not get it again. What it wrote before calling `start_tls`
 /// is sent in the clear; what it writes after, even in the same callback,
-/// is encrypted (held until the handshake completes), and from the next
-/// event on what it receives was decrypted. A `lose_connection` made
+/// is encrypted (held until the handshake completes, and counted for
+/// `pause_writing` and the write cap meanwhile), and from the next event
+/// on what it receives was decrypted. A `lose_connection` made
 /// through the TLS transport before the handshake completes waits for it
 /// (within the timeouts), then sends what was written and close_notify. `on_handshake` runs
 /// against it when the handshake completes; a failed handshake ends the

@@ -1,54 +1,73 @@
 //! `TlsTransport`: the short-lived transport an application protocol sees
 //! when TLS is below it. Plaintext written to it is buffered for the rest of
-//! the callback and encrypted in one go when the callback returns; everything
-//! that is not about bytes (addresses, timers, the reactor, write-buffer
-//! limits) is passed through to the transport below.
+//! the callback and encrypted in one go when the callback returns (held
+//! until then if the handshake is not done); its write-buffer size is that
+//! plaintext plus what waits below, bounded by the layer's cap. Everything
+//! that is not about bytes (addresses, timers, the reactor, the water
+//! marks) is passed through to the transport below.
 
 use std::io;
 use std::time::Duration;
 
 use twistor_reactor::{Address, ConnId, Reactor, Reason, TlsInfo, Transport, Upgrade};
 
+use super::options::TlsOptions;
+use super::state::Lifecycle;
+
 /// The part of the TLS layer's state that the application's transport view
-/// reads and writes. Everything here is applied by the layer once the
-/// application's callback returns.
-#[derive(Default)]
+/// reads and writes. The view only records what the application asks for;
+/// the layer applies it once the callback returns (an abort and a write
+/// over the cap excepted: they end the connection at once).
 pub(crate) struct ViewState {
-    /// Plaintext written during the current callback (or before the
-    /// handshake finished), not yet encrypted.
+    /// Plaintext written during the current callback (or held until the
+    /// handshake completes), not yet encrypted. Drained after every
+    /// callback once the handshake is done.
     pub plain_out: Vec<u8>,
+    /// The layer's phase; see [`Lifecycle`].
+    pub life: Lifecycle,
     /// The application's `connection_made` has run.
     pub made: bool,
     /// The application has not paused reading.
     pub app_reading: bool,
     /// The layer has the transport below reading.
     pub lower_reading: bool,
-    /// The application called `lose_connection`.
+    /// The application called `lose_connection` (applied when the
+    /// handshake is done; a reason it gave is in `life`).
     pub close_requested: bool,
-    /// The reason given to `lose_connection_with`.
-    pub close_reason: Option<Reason>,
-    /// The application called `write_eof`.
+    /// The application called `write_eof` (applied when the handshake is
+    /// done).
     pub eof_requested: bool,
-    /// close_notify was sent: nothing more can be written.
-    pub writes_closed: bool,
-    /// The layer failed (bad input, alert, timeout): writes are dropped.
-    pub failed: bool,
     /// Buffered input should be looked at again after this callback
-    /// (reading was resumed).
+    /// (reading was resumed, or the protocol swapped).
     pub kick: bool,
     /// A protocol swap requested by the application.
     pub upgrade: Option<Upgrade>,
-    /// Facts about the session, once the handshake is done.
+    /// Facts about the session: `Some` exactly once the handshake is done.
     pub info: Option<TlsInfo>,
+    /// The layer's knobs (the view applies the write cap).
+    pub opts: TlsOptions,
 }
 
 impl ViewState {
     pub(crate) fn new() -> ViewState {
         ViewState {
+            plain_out: Vec::new(),
+            life: Lifecycle::new(),
+            made: false,
             app_reading: true,
             lower_reading: true,
-            ..ViewState::default()
+            close_requested: false,
+            eof_requested: false,
+            kick: false,
+            upgrade: None,
+            info: None,
+            opts: TlsOptions::default(),
         }
+    }
+
+    /// What the application has written and the connection not yet sent.
+    pub(crate) fn unsent(&self, lower: &dyn Transport) -> usize {
+        self.plain_out.len() + lower.write_buffer_size()
     }
 }
 
@@ -82,8 +101,20 @@ pub struct TlsTransport<'a> {
 impl Transport for TlsTransport<'_> {
     fn write(&mut self, data: &[u8]) {
         let st = &mut *self.st;
-        if st.close_requested || st.eof_requested || st.writes_closed || st.failed {
-            log::trace!("{}: TLS write after close ignored", self.lower.id());
+        let id = self.lower.id();
+        if st.close_requested || st.eof_requested || !st.life.phase().writable() {
+            log::trace!("{id}: TLS write after close ignored");
+            return;
+        }
+        let size = st.unsent(&*self.lower) + data.len();
+        if size > st.opts.max_write_buffer {
+            let cap = st.opts.max_write_buffer;
+            log::warn!("{id}: {size} bytes written and not sent, over the cap of {cap}; closing");
+            st.plain_out = Vec::new();
+            let reason = Reason::Limit(format!("write buffer over {cap} bytes"));
+            if st.life.fail(reason.clone(), id) {
+                self.lower.lose_connection_with(reason);
+            }
             return;
         }
         st.plain_out.extend_from_slice(data);
@@ -94,15 +125,15 @@ impl Transport for TlsTransport<'_> {
     }
 
     fn lose_connection_with(&mut self, reason: Reason) {
-        if !self.st.close_requested && self.st.close_reason.is_none() {
-            self.st.close_reason = Some(reason);
+        if !self.st.close_requested {
+            self.st.life.close_with(reason);
         }
         self.st.close_requested = true;
     }
 
     fn abort_connection(&mut self) {
-        self.st.plain_out.clear();
-        self.st.failed = true;
+        self.st.plain_out = Vec::new();
+        self.st.life.abort(self.lower.id());
         self.lower.abort_connection();
     }
 
@@ -130,11 +161,11 @@ impl Transport for TlsTransport<'_> {
     }
 
     fn is_closing(&self) -> bool {
-        self.st.close_requested || self.st.failed || self.lower.is_closing()
+        self.st.close_requested || self.st.life.phase().closing() || self.lower.is_closing()
     }
 
     fn write_buffer_size(&self) -> usize {
-        self.st.plain_out.len() + self.lower.write_buffer_size()
+        self.st.unsent(&*self.lower)
     }
 
     fn set_write_buffer_limits(&mut self, high: usize, low: usize) {
