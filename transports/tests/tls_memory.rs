@@ -683,6 +683,36 @@ fn one_huge_write_is_sent_whole() {
     assert!(pair.is_closed());
 }
 
+#[test]
+fn an_application_under_tls_sets_its_own_write_buffer_cap() {
+    // A protocol lowers its cap from inside TLS: the view reports it, and a
+    // write past it ends the connection with a limit, not 16 MiB later.
+    let (sc, cc) = configs();
+    let seen = Rc::new(RefCell::new(None));
+    let lost = Rc::new(RefCell::new(Vec::new()));
+    struct Small(Rc<RefCell<Option<Option<usize>>>>, Rc<RefCell<Vec<Reason>>>);
+    impl Protocol for Small {
+        fn connection_made(&mut self, t: &mut dyn Transport) {
+            t.set_max_write_buffer(256 * 1024);
+            *self.0.borrow_mut() = Some(t.max_write_buffer());
+            t.write(&vec![7u8; 1 << 20]);
+        }
+        fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+        fn connection_lost(&mut self, _: &mut dyn Transport, reason: &Reason) {
+            self.1.borrow_mut().push(reason.clone());
+        }
+    }
+    let (cl, _) = client_layer(Box::new(Recorder::new().0), cc, "localhost");
+    let app = Small(seen.clone(), lost.clone());
+    let (sl, _) = server_layer(Box::new(app), sc, TlsOptions::default());
+    let mut pair = MemoryPair::new(Box::new(cl), Box::new(sl)).unwrap();
+    pair.pump();
+    assert_eq!(*seen.borrow(), Some(Some(256 * 1024)));
+    assert!(pair.is_closed());
+    let lost = lost.borrow().clone();
+    assert!(matches!(lost.as_slice(), [Reason::Limit(_)]), "{lost:?}");
+}
+
 /// Records what it receives, and swaps itself for `next` on "UP\n".
 struct Upgrader {
     got: Rc<RefCell<Vec<u8>>>,

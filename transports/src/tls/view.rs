@@ -176,6 +176,19 @@ impl Transport for TlsTransport<'_> {
         self.lower.write_buffer_limits()
     }
 
+    /// The cap applies to plaintext not yet sent (held here plus what waits
+    /// below). The transport below gets the same cap plus room for record
+    /// framing, so the two checks agree on when a connection is over it.
+    fn set_max_write_buffer(&mut self, max: usize) {
+        self.st.opts.max_write_buffer = max;
+        self.lower
+            .set_max_write_buffer(max.saturating_add(max / 16).saturating_add(64 * 1024));
+    }
+
+    fn max_write_buffer(&self) -> Option<usize> {
+        Some(self.st.opts.max_write_buffer)
+    }
+
     fn peer(&self) -> Address {
         self.lower.peer()
     }
