@@ -509,7 +509,10 @@ impl TlsProtocol {
                 Ok(state) => self.peer_closed |= state.peer_has_closed(),
                 Err(e) => {
                     let reason = Reason::Tls(describe(&e, !self.is_established()));
-                    log::info!("{}: {reason}", lower.id());
+                    // Debug, not info: any client can cause one of these per
+                    // connection, and the reason reaches connection_lost or
+                    // client_connection_failed anyway.
+                    log::debug!("{}: {reason}", lower.id());
                     self.fail(lower, reason);
                     return 0;
                 }
