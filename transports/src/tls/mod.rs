@@ -66,6 +66,7 @@
 //! ```
 
 mod client_config;
+mod explain;
 mod factory;
 mod info;
 mod keys;
