@@ -12,6 +12,8 @@
 //! and an arm to `main`'s match.
 
 // The crate root is `src/bin/`, so each module names its file.
+#[path = "twistor/certificate.rs"]
+mod certificate;
 #[path = "twistor/common.rs"]
 mod common;
 #[path = "twistor/echo.rs"]
@@ -26,7 +28,7 @@ use clap::{Parser, Subcommand};
     name = "twistor",
     version,
     about = "A Twisted-style networking toolkit: ready-made servers.",
-    after_help = "Logging: RUST_LOG (default: info for twistor, errors only for the TLS library)."
+    after_help = "Logging: RUST_LOG, e.g. RUST_LOG=debug [default: info, and only errors from rustls]."
 )]
 struct Cli {
     #[command(subcommand)]

@@ -7,9 +7,11 @@ use std::process::ExitCode;
 
 use twistor::transports::tls::Passphrase;
 
-/// Log through `RUST_LOG`, with twistor's default filter when it is unset.
+/// Log through `RUST_LOG`, or with twistor's default filter when it is
+/// unset: `info`, and only errors from rustls (see
+/// [`twistor::lab::DEFAULT_LOG_FILTER`]).
 pub fn init_logging() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    twistor::lab::init_logging();
 }
 
 /// The process's exit status for a subcommand's result; an error is printed
@@ -25,10 +27,11 @@ pub fn exit_code(result: std::io::Result<()>) -> ExitCode {
 }
 
 /// Where the passphrase of an encrypted key comes from: the file given on
-/// the command line, or else asked on the terminal.
+/// the command line, or else twistor's usual source (the file named by
+/// `TWISTOR_PASSPHRASE_FILE`, or the terminal).
 pub fn passphrase(file: Option<&PathBuf>) -> Passphrase {
     match file {
         Some(f) => Passphrase::File(f.clone()),
-        None => Passphrase::Prompt,
+        None => Passphrase::from_env_or_prompt(),
     }
 }
