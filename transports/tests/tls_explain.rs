@@ -101,6 +101,22 @@ fn a_ca_certificate_used_as_the_server_s_own_is_explained() {
 }
 
 #[test]
+fn a_ca_certificate_is_explained_against_other_authorities_too() {
+    // The lab's certificate met by a client trusting the usual authorities.
+    let (chain, key, _) = ca_true_cert();
+    let server = ServerConfigBuilder::new()
+        .cert(chain, key)
+        .unwrap()
+        .build()
+        .unwrap();
+    let (other_ca, _) = generate_self_signed_cert(&["some other authority"]).unwrap();
+    let client = ClientConfigBuilder::new().roots(other_ca).build().unwrap();
+    let m = failure(handshake(server, client, "localhost"));
+    assert!(m.contains("trust its file or pin its fingerprint"), "{m}");
+    assert!(m.contains("(CaUsedAsEndEntity)"), "{m}");
+}
+
+#[test]
 fn trusting_the_file_of_a_ca_true_certificate_works() {
     let (chain, key, pem) = ca_true_cert();
     let file = std::env::temp_dir().join(format!("tls-explain-{}.crt", std::process::id()));

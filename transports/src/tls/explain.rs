@@ -165,9 +165,10 @@ pub(crate) fn explain(e: Error, cert: &CertificateDer<'_>, name: &ServerName<'_>
         }
         CertificateError::Other(o) if o.to_string().contains("CaUsedAsEndEntity") => format!(
             "the server's certificate ({}) is a CA certificate (basicConstraints CA:TRUE, as \
-             `openssl req -x509` makes), and a certificate trusted as an authority cannot also \
-             be a server's own: pin its fingerprint instead of trusting it as an authority, or \
-             give the server a certificate without CA:TRUE (CaUsedAsEndEntity)",
+             `openssl req -x509` makes), which is refused as a server's own certificate whoever \
+             issued it: to accept this one, trust its file or pin its fingerprint (both compare \
+             the certificate itself), or give the server a certificate without CA:TRUE \
+             (CaUsedAsEndEntity)",
             f().who
         ),
         CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
