@@ -203,6 +203,20 @@ impl Running {
         digits.parse().unwrap_or_else(|_| panic!("no port in {line:?}"))
     }
 
+    /// Write to the program's standard input (started with a piped one).
+    pub fn write_stdin(&mut self, data: &[u8]) {
+        use std::io::Write;
+        let stdin = self
+            .child
+            .as_mut()
+            .unwrap()
+            .stdin
+            .as_mut()
+            .expect("a piped stdin");
+        stdin.write_all(data).unwrap();
+        stdin.flush().unwrap();
+    }
+
     /// Every line seen so far.
     pub fn output(&self) -> Vec<String> {
         self.all.lock().unwrap().clone()
