@@ -8,41 +8,43 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 /// The bound on every wait: generous for a loaded machine, finite so a bug
 /// fails instead of hanging.
 pub const WAIT: Duration = Duration::from_secs(30);
 
-/// The example binary `name`, built first if it is missing or older than
-/// its source (`cargo test` builds the examples, a single `--test` may not).
+/// The example binary `name`. The examples are built (`cargo build
+/// --examples`) once per test process before the first is used, so a test
+/// never runs a binary older than its source or the libraries under it:
+/// `cargo test` builds its own copies of the examples, under other names.
 pub fn example(name: &str) -> PathBuf {
+    static BUILD: Once = Once::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    BUILD.call_once(|| {
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo
+            .args(["build", "--quiet", "--examples", "--manifest-path"])
+            .arg(root.join("Cargo.toml"));
+        // What cargo set for this test is not the environment of a build
+        // from the shell: with it, the two would rebuild each other's files.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy().into_owned();
+            if (key.starts_with("CARGO_") && key != "CARGO_HOME") || key == "RUST_RECURSION_COUNT" {
+                cargo.env_remove(key);
+            }
+        }
+        let status = cargo.status().unwrap();
+        assert!(status.success(), "cannot build the examples");
+    });
     let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
+    exe.parent()
         .unwrap()
         .parent()
         .unwrap()
         .join("examples")
-        .join(name);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let src = root.join(format!("examples/{name}.rs"));
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let newest_lib = ["src/lab/args.rs", "src/lab/error.rs", "src/lab/logging.rs"]
-        .iter()
-        .filter_map(|f| modified(&root.join(f)))
-        .max();
-    let built = modified(&path);
-    if built.is_none() || built < modified(&src) || built < newest_lib {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--example", name, "--manifest-path"])
-            .arg(root.join("Cargo.toml"))
-            .status()
-            .unwrap();
-        assert!(status.success(), "cannot build the {name} example");
-    }
-    path
+        .join(name)
 }
 
 /// The `twistor` command.
