@@ -32,18 +32,7 @@ impl ServerCert {
     /// A new self-signed certificate for `localhost`, `127.0.0.1`, `::1`
     /// and, when given, the host listened on (its name and addresses).
     pub fn generate(host: Option<&str>, addrs: &[IpAddr]) -> io::Result<ServerCert> {
-        let mut names: Vec<String> = LOCAL_NAMES.iter().map(|n| n.to_string()).collect();
-        let host = host.filter(|h| h.parse::<IpAddr>().is_err());
-        for name in host.map(str::to_string).into_iter().chain(
-            addrs
-                .iter()
-                .filter(|ip| !ip.is_unspecified())
-                .map(|ip| ip.to_string()),
-        ) {
-            if !names.contains(&name) {
-                names.push(name);
-            }
-        }
+        let names = names_for(host, addrs);
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let (cert_pem, key_pem) = tls::generate_self_signed_pem(&names)?;
         let chain = certs_from_pem(cert_pem.as_bytes())?;
@@ -97,6 +86,24 @@ impl ServerCert {
     }
 }
 
+/// The names a generated certificate is for: the local ones, then the
+/// host name listened on and its addresses, unless unspecified (`0.0.0.0`,
+/// `::`: every interface) or already there.
+fn names_for(host: Option<&str>, addrs: &[IpAddr]) -> Vec<String> {
+    let mut names: Vec<String> = LOCAL_NAMES.iter().map(|n| n.to_string()).collect();
+    let host = host.filter(|h| h.trim_matches(['[', ']']).parse::<IpAddr>().is_err());
+    let specific = addrs
+        .iter()
+        .filter(|ip| !ip.is_unspecified())
+        .map(|ip| ip.to_string());
+    for name in host.map(str::to_string).into_iter().chain(specific) {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
 /// Write `data` to `path` through a new file renamed into place: in a
 /// shared directory such as /tmp, nobody else's file or symbolic link at
 /// `path` is written through, and a reader never sees half a certificate.
@@ -113,4 +120,58 @@ fn write_new(path: &Path, data: &[u8]) -> io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     renamed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_specific_host_and_its_addresses_are_named_too() {
+        let lan: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(
+            names_for(Some("capsule.test"), &[lan, "::1".parse().unwrap()]),
+            ["localhost", "127.0.0.1", "::1", "capsule.test", "192.0.2.7"]
+        );
+        assert_eq!(
+            names_for(Some("[2001:db8::1]"), &["2001:db8::1".parse().unwrap()]),
+            ["localhost", "127.0.0.1", "::1", "2001:db8::1"]
+        );
+    }
+
+    #[test]
+    fn every_interface_adds_no_name() {
+        assert_eq!(
+            names_for(Some("0.0.0.0"), &["0.0.0.0".parse().unwrap()]),
+            LOCAL_NAMES
+        );
+        assert_eq!(names_for(None, &[]), LOCAL_NAMES);
+    }
+
+    #[test]
+    fn the_written_file_replaces_an_old_one_and_no_temporary_is_left() {
+        let dir = std::env::temp_dir().join(format!("twistor-cert-out-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("echo.crt");
+        std::fs::write(&path, "old").unwrap();
+        write_new(&path, b"new").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_symbolic_link_at_the_path_is_replaced_not_written_through() {
+        let dir = std::env::temp_dir().join(format!("twistor-cert-link-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let path = dir.join("echo.crt");
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        write_new(&path, b"certificate").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(!std::fs::symlink_metadata(&path).unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "certificate");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
