@@ -1,8 +1,8 @@
 //! The lab's TCP echo server.
 //!
 //! ```text
-//! cargo run --example echo_tcp          # port 1234
-//! telnet localhost 1234                  # or: nc localhost 1234
+//! cargo run --example echo_tcp [PORT]      # default port 1234
+//! telnet localhost 1234                    # or: nc localhost 1234
 //! ```
 use twistor::prelude::*;
 
@@ -15,13 +15,11 @@ impl Protocol for Echo {
     }
 }
 
-fn main() -> std::io::Result<()> {
-    env_logger::init();
-    let port: u16 = std::env::args()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(1234);
+fn main() -> lab::Result {
+    lab::init_logging();
+    let port = lab::Args::new("[PORT]").port();
     let mut reactor = Reactor::new()?;
-    listen_tcp(&mut reactor, port, |_: &Address| Echo)?;
-    reactor.run()
+    let listening = listen_tcp(&mut reactor, port, |_: &Address| Echo)?; // a closure is a factory
+    println!("listening on TCP {}", listening.local_addr());
+    Ok(reactor.run()?)
 }

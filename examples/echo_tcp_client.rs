@@ -1,9 +1,13 @@
 //! The lab's TCP echo client: says hello, prints the answer, and stops the
-//! reactor whether the connection failed or ended.
+//! reactor whether the connection failed or ended. Exit status 1 when it
+//! could not connect.
 //!
 //! ```text
-//! cargo run --example echo_tcp_client   # connects to localhost:1234
+//! cargo run --example echo_tcp_client [PORT]   # connects to localhost:1234
 //! ```
+use std::cell::Cell;
+use std::rc::Rc;
+
 use twistor::prelude::*;
 
 struct EchoClient;
@@ -19,7 +23,9 @@ impl Protocol for EchoClient {
     }
 }
 
-struct EchoFactory;
+struct EchoFactory {
+    failed: Rc<Cell<bool>>,
+}
 
 impl Factory for EchoFactory {
     fn build_protocol(&mut self, _addr: &Address) -> Option<Box<dyn Protocol>> {
@@ -28,24 +34,34 @@ impl Factory for EchoFactory {
 }
 
 impl ClientFactory for EchoFactory {
-    fn client_connection_failed(&mut self, reactor: &mut Reactor, _: &Connector, _: &Reason) {
-        println!("Connection failed.");
+    fn client_connection_failed(&mut self, reactor: &mut Reactor, _: &Connector, reason: &Reason) {
+        println!("Connection failed: {reason}");
+        self.failed.set(true);
         reactor.stop();
     }
 
-    fn client_connection_lost(&mut self, reactor: &mut Reactor, _: &Connector, _: &Reason) {
-        println!("Connection lost.");
+    fn client_connection_lost(&mut self, reactor: &mut Reactor, _: &Connector, reason: &Reason) {
+        println!("Connection lost: {reason}");
         reactor.stop();
     }
 }
 
-fn main() -> std::io::Result<()> {
-    env_logger::init();
-    let port: u16 = std::env::args()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(1234);
+fn main() -> lab::Result {
+    lab::init_logging();
+    let port = lab::Args::new("[PORT]").port();
+    let failed = Rc::new(Cell::new(false));
     let mut reactor = Reactor::new()?;
-    connect_tcp(&mut reactor, "localhost", port, EchoFactory);
-    reactor.run()
+    connect_tcp(
+        &mut reactor,
+        "localhost",
+        port,
+        EchoFactory {
+            failed: failed.clone(),
+        },
+    );
+    reactor.run()?;
+    if failed.get() {
+        std::process::exit(1);
+    }
+    Ok(())
 }

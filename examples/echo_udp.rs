@@ -7,11 +7,9 @@
 //!
 //! Every datagram is printed as `received "..." from ADDR` and sent back to
 //! where it came from. The port listens on IPv6 and IPv4 alike.
-
 use std::net::SocketAddr;
 
 use twistor::prelude::*;
-use twistor::transports::listen_udp;
 
 /// Twisted: `class Echo(DatagramProtocol): def datagramReceived(self, data, addr)`.
 struct Echo;
@@ -25,19 +23,11 @@ impl DatagramProtocol for Echo {
     }
 }
 
-fn main() -> std::io::Result<()> {
-    env_logger::init();
-    let port: u16 = match std::env::args().nth(1) {
-        Some(p) => p.parse().map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("not a port number: {p}"),
-            )
-        })?,
-        None => 1234,
-    };
+fn main() -> lab::Result {
+    lab::init_logging();
+    let port = lab::Args::new("[PORT]").port();
     let mut reactor = Reactor::new()?;
     let listening = listen_udp(&mut reactor, port, Echo)?;
-    println!("UDP echo listening on {} (Ctrl-C stops)", listening.local_addr());
-    reactor.run()
+    println!("listening on UDP {}", listening.local_addr());
+    Ok(reactor.run()?)
 }

@@ -7,14 +7,13 @@
 //! It stops on the reply, on an ICMP "port unreachable" (nobody listens:
 //! the connected socket reports `ConnectionRefused`), or after 5 seconds
 //! without an answer (UDP may lose datagrams silently), and says which.
-
+//! Exit status 0 with a reply, 1 without.
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
 use twistor::prelude::*;
-use twistor::transports::connect_udp;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -48,27 +47,19 @@ impl DatagramProtocol for Client {
     }
 }
 
-fn main() -> std::io::Result<()> {
-    env_logger::init();
-    let mut args = std::env::args().skip(1);
-    let port: u16 = match args.next() {
-        Some(p) => p.parse().map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("not a port number: {p}"),
-            )
-        })?,
-        None => 1234,
-    };
-    let message = args.next().unwrap_or_else(|| "hello".to_string());
+fn main() -> lab::Result {
+    lab::init_logging();
+    let mut args = lab::Args::new("[PORT] [MESSAGE]");
+    let port = args.port();
+    let message = args.text_or("hello").into_bytes();
     let ok = Rc::new(Cell::new(false));
     let mut reactor = Reactor::new()?;
     let client = Client {
-        message: message.into_bytes(),
+        message,
         ok: ok.clone(),
     };
-    connect_udp(&mut reactor, format!("localhost:{port}"), client)?;
-    reactor.call_later(TIMEOUT, move |r| {
+    connect_udp(&mut reactor, format!("localhost:{port}"), client)?; // listenUDP(0) + connect
+    reactor.call_later(TIMEOUT, |r| {
         eprintln!("no reply within {} s: giving up", TIMEOUT.as_secs());
         r.stop();
     });

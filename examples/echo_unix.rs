@@ -67,29 +67,18 @@ impl ClientFactory for EchoClientFactory {
     }
 }
 
-fn usage() -> ! {
-    eprintln!("usage: echo_unix server [PATH] | echo_unix client [PATH] [MESSAGE]");
-    std::process::exit(2);
-}
-
-fn main() -> std::io::Result<()> {
-    env_logger::init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let path = args.get(1).map(String::as_str).unwrap_or(DEFAULT_PATH);
+fn main() -> lab::Result {
+    lab::init_logging();
+    let mut args = lab::Args::new("server|client [PATH] [MESSAGE]");
+    let mode = args.mode(&["server", "client"]);
+    let path = args.text_or(DEFAULT_PATH);
     let mut reactor = Reactor::new()?;
-    match args.first().map(String::as_str) {
-        Some("server") => {
-            let port = listen_unix(&mut reactor, path, |_: &Address| Echo)?;
-            println!("echo listening on {} (Ctrl-C stops)", port.local_addr());
-        }
-        Some("client") => {
-            let message = args.get(2).cloned().unwrap_or_else(|| "Hello, world!".into());
-            let factory = EchoClientFactory {
-                message: message.into_bytes(),
-            };
-            connect_unix(&mut reactor, path, factory);
-        }
-        _ => usage(),
+    if mode == "server" {
+        let port = listen_unix(&mut reactor, &path, |_: &Address| Echo)?;
+        println!("listening on {} (Ctrl-C stops)", port.local_addr());
+    } else {
+        let message = args.text_or("Hello, world!").into_bytes();
+        connect_unix(&mut reactor, &path, EchoClientFactory { message });
     }
-    reactor.run()
+    Ok(reactor.run()?)
 }

@@ -8,7 +8,7 @@
 //! (`write_eof`), so a client that stops sending still gets its answer.
 //!
 //! ```text
-//! cargo run --example portforward -- 1234 localhost 8080   # the defaults
+//! cargo run --example portforward [PORT] [HOST] [TARGET_PORT]   # default 1234 localhost 8080
 //! ```
 use twistor::prelude::*;
 
@@ -95,17 +95,21 @@ impl ClientFactory for Outgoing {
     }
 }
 
-fn main() -> std::io::Result<()> {
-    env_logger::init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let port: u16 = args.first().and_then(|p| p.parse().ok()).unwrap_or(1234);
-    let host = args.get(1).cloned().unwrap_or_else(|| "localhost".into());
-    let target_port: u16 = args.get(2).and_then(|p| p.parse().ok()).unwrap_or(8080);
+fn main() -> lab::Result {
+    lab::init_logging();
+    let mut args = lab::Args::new("[PORT] [HOST] [TARGET_PORT]");
+    let port = args.port();
+    let host = args.text_or("localhost");
+    let target_port = args.port_or(8080);
     let mut reactor = Reactor::new()?;
-    println!("forwarding port {port} to {host}:{target_port}");
-    listen_tcp(&mut reactor, port, move |_: &Address| Proxy {
+    let target = format!("{host}:{target_port}");
+    let listening = listen_tcp(&mut reactor, port, move |_: &Address| Proxy {
         peer: None,
         target: Some((host.clone(), target_port)),
     })?;
-    reactor.run()
+    println!(
+        "listening on TCP {}, forwarding to {target}",
+        listening.local_addr()
+    );
+    Ok(reactor.run()?)
 }

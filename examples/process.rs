@@ -15,7 +15,6 @@ use std::io::Write;
 use std::process::ExitStatus;
 
 use twistor::prelude::*;
-use twistor::transports::{spawn_process, ProcessProtocol, ProcessTransport};
 
 /// Twisted: `class Show(ProcessProtocol)` with `outReceived`, `errReceived`
 /// and `processEnded`.
@@ -44,9 +43,9 @@ impl ProcessProtocol for Show {
     }
 }
 
-fn main() -> std::io::Result<()> {
-    env_logger::init();
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
+fn main() -> lab::Result {
+    lab::init_logging();
+    let mut args = lab::Args::new("[COMMAND [ARG...]]").rest();
     if args.is_empty() {
         args = vec!["ls".into(), "-l".into(), "/".into()];
     }

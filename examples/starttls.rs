@@ -3,22 +3,27 @@
 //! XMPP do). Both sides are here.
 //!
 //! ```text
-//! cargo run --example starttls              # server on port 1234
-//! cargo run --example starttls 1234 client  # client: HELLO, STARTTLS, HELLO, QUIT
+//! cargo run --example starttls server [PORT]   # default port 1234
+//! cargo run --example starttls client [PORT]   # HELLO, STARTTLS, HELLO, QUIT
 //! ```
 //!
-//! The server uses a freshly generated certificate and prints its
-//! fingerprint; the client trusts it on first use (an explicit opt-in).
+//! The server uses a freshly generated certificate (for localhost,
+//! 127.0.0.1 and ::1) and prints its fingerprint; the client trusts it on
+//! first use (an explicit opt-in). The client's exit status is 1 when the
+//! connection failed.
 //!
 //! Security note: after `STARTTLS`, both sides drop whatever plaintext
 //! they still hold. Interpreting bytes that arrived before the handshake as
 //! if they came over TLS is the command-injection bug of CVE-2011-0411.
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use twistor::prelude::*;
 use twistor::transports::tls::rustls::{ClientConfig, ServerConfig};
 use twistor::transports::tls::{
-    generate_self_signed, start_tls, ClientConfigBuilder, TlsOptions, TlsRole, TofuStore,
+    generate_self_signed, openssl_fingerprint, ClientConfigBuilder, TlsOptions, TlsRole, TofuStore,
+    LOCAL_NAMES,
 };
 
 /// Split complete lines off `buf`.
@@ -112,13 +117,16 @@ impl Protocol for Client {
     }
 }
 
-struct ClientFactoryImpl(Arc<ClientConfig>);
+struct ClientFactoryImpl {
+    config: Arc<ClientConfig>,
+    failed: Rc<Cell<bool>>,
+}
 
 impl Factory for ClientFactoryImpl {
     fn build_protocol(&mut self, _: &Address) -> Option<Box<dyn Protocol>> {
         Some(Box::new(Client {
             buf: Vec::new(),
-            config: self.0.clone(),
+            config: self.config.clone(),
         }))
     }
 }
@@ -126,6 +134,7 @@ impl Factory for ClientFactoryImpl {
 impl ClientFactory for ClientFactoryImpl {
     fn client_connection_failed(&mut self, r: &mut Reactor, _: &Connector, reason: &Reason) {
         println!("connection failed: {reason}");
+        self.failed.set(true);
         r.stop();
     }
     fn client_connection_lost(&mut self, r: &mut Reactor, _: &Connector, reason: &Reason) {
@@ -134,21 +143,32 @@ impl ClientFactory for ClientFactoryImpl {
     }
 }
 
-fn main() -> std::io::Result<()> {
-    env_logger::init();
-    let mut args = std::env::args().skip(1);
-    let port: u16 = args.next().and_then(|p| p.parse().ok()).unwrap_or(1234);
+fn main() -> lab::Result {
+    lab::init_logging();
+    let mut args = lab::Args::new("server|client [PORT]");
+    let mode = args.mode(&["server", "client"]);
+    let port = args.port();
     let mut reactor = Reactor::new()?;
-    if args.next().as_deref() == Some("client") {
+    if mode == "client" {
         let config = ClientConfigBuilder::new().tofu(TofuStore::in_memory()).build()?;
-        connect_tcp(&mut reactor, "localhost", port, ClientFactoryImpl(config));
-    } else {
-        let (config, fingerprint) = generate_self_signed(&["localhost"])?;
-        println!("STARTTLS server on port {port}; certificate SHA-256 {fingerprint}");
-        listen_tcp(&mut reactor, port, move |_: &Address| Server {
-            buf: Vec::new(),
-            config: config.clone(),
-        })?;
+        let failed = Rc::new(Cell::new(false));
+        let factory = ClientFactoryImpl {
+            config,
+            failed: failed.clone(),
+        };
+        connect_tcp(&mut reactor, "localhost", port, factory);
+        reactor.run()?;
+        if failed.get() {
+            std::process::exit(1);
+        }
+        return Ok(());
     }
-    reactor.run()
+    let (config, fingerprint) = generate_self_signed(LOCAL_NAMES)?;
+    let listening = listen_tcp(&mut reactor, port, move |_: &Address| Server {
+        buf: Vec::new(),
+        config: config.clone(),
+    })?;
+    println!("listening on TCP {} (STARTTLS)", listening.local_addr());
+    println!("certificate SHA-256 {}", openssl_fingerprint(&fingerprint));
+    Ok(reactor.run()?)
 }

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use twistor::prelude::*;
 
-fn main() -> std::io::Result<()> {
+fn main() -> lab::Result {
+    lab::init_logging();
     let mut reactor = Reactor::new()?;
 
     // A call that runs once, after half a second.

@@ -7,7 +7,8 @@
 //! This crate is the facade: it re-exports the reactor
 //! ([`twistor_reactor`]), the transports ([`twistor_transports`]) and the
 //! reusable protocols ([`twistor_protocols`]), and `use twistor::prelude::*`
-//! brings in what a lab needs.
+//! brings in what a lab needs. [`lab`] holds what small programs share:
+//! arguments, logging defaults, clean errors.
 //!
 //! ```no_run
 //! use twistor::prelude::*;
@@ -25,6 +26,8 @@
 //! reactor.run().unwrap();
 //! ```
 
+pub mod lab;
+
 pub use twistor_protocols as protocols;
 pub use twistor_reactor as reactor;
 pub use twistor_transports as transports;
@@ -40,6 +43,7 @@ pub use twistor_transports::{
 
 /// Everything a lab needs, in one `use`.
 pub mod prelude {
+    pub use crate::lab;
     pub use twistor_reactor::{
         Address, ClientFactory, ConnId, Connector, DatagramProtocol, DatagramTransport, DelayedCall, Factory,
         Interface, LoopingCall, Protocol, Reactor, Reason, Transport,

@@ -3,38 +3,17 @@
 //! when the client half-closes after sending (`nc -N`, `shutdown(SHUT_WR)`),
 //! as a file piped through the proxy does.
 
+mod programs;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-const WAIT: Duration = Duration::from_secs(20);
+use programs::example;
 
-/// The example binary next to the tests (`cargo test` builds examples),
-/// built here if it is missing or older than its source.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.rs"));
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    if modified(&path) < modified(&src) {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--example", name, "--manifest-path"])
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-            .status()
-            .unwrap();
-        assert!(status.success(), "cannot build the {name} example");
-    }
-    path
-}
+const WAIT: Duration = Duration::from_secs(20);
 
 /// A blocking echo server on loopback that echoes until EOF, then closes:
 /// the target behind the proxy.

@@ -1,15 +1,19 @@
 //! Building a client's rustls configuration: whom to trust (the system
-//! roots by default, CA files, or an explicit opt-in to a pinned fingerprint
-//! or trust on first use), a client certificate, ALPN.
+//! roots by default, CA files, or an explicit opt-in to a pinned fingerprint,
+//! a certificate file or trust on first use), a client certificate, ALPN.
+//! A refused certificate is explained in words (see `explain.rs`).
 
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
+use super::explain::ExplainingVerifier;
+use super::info::sha256_fingerprint;
 use super::keys::{load_ca, load_certs, load_key, system_roots, Passphrase};
 use super::server_config::provider;
 use super::verify::{normal_fingerprint, FingerprintVerifier, TofuStore, Trust};
@@ -86,6 +90,29 @@ impl ClientConfigBuilder {
         self
     }
 
+    /// Trust a server that shows one of the certificates in this PEM file
+    /// (its SHA-256 fingerprint is pinned, as [`pinned`](Self::pinned)
+    /// does): the way to trust a self-signed certificate such as the lab's
+    /// `domain.crt` or the one `twistor echo --tls` writes, whatever names
+    /// and `CA:TRUE` flag it carries. For a certificate authority's file,
+    /// which signed the server's certificate, use [`ca_file`](Self::ca_file).
+    ///
+    /// ```
+    /// use twistor_transports::tls::{generate_self_signed_pem, ClientConfigBuilder};
+    /// let (cert, _key) = generate_self_signed_pem(&["localhost"]).unwrap();
+    /// let file = std::env::temp_dir().join(format!("trust-doc-{}.crt", std::process::id()));
+    /// std::fs::write(&file, cert).unwrap();
+    /// let config = ClientConfigBuilder::new().trust_cert_file(&file).unwrap().build().unwrap();
+    /// # let _ = config;
+    /// std::fs::remove_file(file).unwrap();
+    /// ```
+    pub fn trust_cert_file(mut self, path: impl AsRef<Path>) -> io::Result<Self> {
+        for cert in load_certs(path)? {
+            self = self.pinned(&sha256_fingerprint(&cert));
+        }
+        Ok(self)
+    }
+
     /// Trust on first use: remember each host's certificate the first time
     /// and refuse a different one later (the Gemini convention).
     pub fn tofu(mut self, store: Arc<TofuStore>) -> Self {
@@ -137,7 +164,14 @@ impl ClientConfigBuilder {
                         "no usable CA certificate",
                     ));
                 }
-                builder.with_root_certificates(store)
+                let webpki =
+                    WebPkiServerVerifier::builder_with_provider(Arc::new(store), self.provider.clone())
+                        .build()
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+                // Still the web PKI's decisions, with refusals explained.
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(ExplainingVerifier::new(webpki)))
             }
             ServerTrust::Fingerprint(trust) => {
                 builder

@@ -2,6 +2,12 @@
 //! and SEC1 keys, and passphrase-protected PKCS#8 keys (what `openssl req
 //! -newkey rsa:2048 -keyout domain.key` writes), with the passphrase taken
 //! from a prompt, a file, an environment variable or memory.
+//!
+//! twistor has one passphrase story, the same for the `twistor` command,
+//! the examples and [`default_server_config`](super::default_server_config):
+//! a file named on the command line (`--passphrase-file`) or by the
+//! [`PASSPHRASE_FILE_VAR`] environment variable, or else a prompt on the
+//! terminal that does not echo ([`Passphrase::from_env_or_prompt`]).
 
 use std::fmt;
 use std::io;
@@ -11,6 +17,13 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use super::prompt::read_passphrase;
+
+/// The environment variable naming a file whose first line is the
+/// passphrase of an encrypted key: `TWISTOR_PASSPHRASE_FILE`, honoured by
+/// [`Passphrase::from_env_or_prompt`] (and so by the `twistor` command and
+/// the examples). The variable holds a path, never the passphrase itself,
+/// which would show in the process's environment.
+pub const PASSPHRASE_FILE_VAR: &str = "TWISTOR_PASSPHRASE_FILE";
 
 /// Where the passphrase of an encrypted key comes from.
 ///
@@ -47,6 +60,24 @@ impl fmt::Debug for Passphrase {
 }
 
 impl Passphrase {
+    /// twistor's usual source: the file named by [`PASSPHRASE_FILE_VAR`]
+    /// (`TWISTOR_PASSPHRASE_FILE`) when it is set, else a prompt on the
+    /// terminal. Either is used only when a key turns out to be encrypted.
+    ///
+    /// ```
+    /// use twistor_transports::tls::{Passphrase, PASSPHRASE_FILE_VAR};
+    /// match std::env::var_os(PASSPHRASE_FILE_VAR).filter(|f| !f.is_empty()) {
+    ///     Some(f) => assert_eq!(Passphrase::from_env_or_prompt(), Passphrase::File(f.into())),
+    ///     None => assert_eq!(Passphrase::from_env_or_prompt(), Passphrase::Prompt),
+    /// }
+    /// ```
+    pub fn from_env_or_prompt() -> Passphrase {
+        match std::env::var_os(PASSPHRASE_FILE_VAR) {
+            Some(f) if !f.is_empty() => Passphrase::File(f.into()),
+            _ => Passphrase::Prompt,
+        }
+    }
+
     /// Obtain the passphrase.
     pub fn get(&self) -> io::Result<String> {
         match self {
@@ -69,8 +100,10 @@ impl Passphrase {
             Passphrase::Value(v) => Ok(v.clone()),
             Passphrase::None => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "the private key is encrypted and no passphrase was given \
-                 (give a passphrase file, or run on a terminal to be asked)",
+                format!(
+                    "the private key is encrypted and no passphrase was given \
+                     (name a file holding it with {PASSPHRASE_FILE_VAR}, or run on a terminal to be asked)"
+                ),
             )),
         }
     }

@@ -85,10 +85,12 @@
 //! ```
 
 mod client_config;
+mod explain;
 mod factory;
 mod info;
 mod keys;
 mod layer;
+mod loader;
 mod options;
 mod prompt;
 mod selfsigned;
@@ -104,14 +106,16 @@ pub use factory::{TlsClientFactory, TlsServerFactory};
 pub use info::{cert_facts, sha256_fingerprint};
 pub use keys::{
     certs_from_pem, is_encrypted_key, key_from_pem, load_ca, load_certs, load_key, system_roots, Passphrase,
+    PASSPHRASE_FILE_VAR,
 };
 pub use layer::TlsProtocol;
+pub use loader::default_server_config;
 pub use options::{TlsOptions, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_TLS_SHUTDOWN_TIMEOUT};
-pub use selfsigned::{generate_self_signed_cert, generate_self_signed_pem};
+pub use selfsigned::{generate_self_signed_cert, generate_self_signed_pem, LOCAL_NAMES};
 pub use server_config::{load_server_config, ClientAuth, ServerConfigBuilder};
 pub use start::{start_tls, TlsRole};
 pub use tcp::{connect_tls, connect_tls_with, listen_tls, listen_tls_with};
-pub use verify::TofuStore;
+pub use verify::{openssl_fingerprint, TofuStore};
 pub use view::TlsTransport;
 
 /// The rustls crate this module is built on (configurations are rustls's).

@@ -3,6 +3,8 @@
 
 use std::io::{self, BufRead, Write};
 
+use super::keys::PASSPHRASE_FILE_VAR;
+
 /// Print `prompt` on standard error and read one line from standard input
 /// with echo turned off. Fails when standard input is not a terminal.
 pub(crate) fn read_passphrase(prompt: &str) -> io::Result<String> {
@@ -10,8 +12,11 @@ pub(crate) fn read_passphrase(prompt: &str) -> io::Result<String> {
     if unsafe { libc::isatty(libc::STDIN_FILENO) } != 1 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "the private key is encrypted and standard input is not a terminal to ask for \
-             its passphrase: give a passphrase file or variable",
+            format!(
+                "the private key is encrypted and standard input is not a terminal to ask for \
+                 its passphrase: put it in a file and set {PASSPHRASE_FILE_VAR} to that file's path \
+                 (the twistor command also takes --passphrase-file FILE)"
+            ),
         ));
     }
     let mut stderr = io::stderr();

@@ -5,6 +5,19 @@ use std::io;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
+/// The names of this machine as a local client reaches it: `localhost`,
+/// `127.0.0.1` and `::1`. A certificate for all three verifies whichever a
+/// client that checks host names connects to (an address becomes an IP
+/// address entry of the subjectAltName, a name a DNS entry).
+///
+/// ```
+/// use twistor_transports::tls::{generate_self_signed_cert, LOCAL_NAMES};
+/// let (chain, _key) = generate_self_signed_cert(LOCAL_NAMES).unwrap();
+/// # let _ = chain;
+/// assert_eq!(LOCAL_NAMES, ["localhost", "127.0.0.1", "::1"]);
+/// ```
+pub const LOCAL_NAMES: &[&str] = &["localhost", "127.0.0.1", "::1"];
+
 /// The subject CN is the first name, so tools such as `openssl s_client`
 /// show what the certificate is for.
 fn gen(names: &[&str]) -> io::Result<rcgen::CertifiedKey> {
@@ -23,6 +36,8 @@ fn gen(names: &[&str]) -> io::Result<rcgen::CertifiedKey> {
 }
 
 /// A new self-signed certificate (ECDSA P-256) for `names` and its key.
+/// Each name that parses as an IP address is an IP address entry of the
+/// subjectAltName, every other one a DNS entry.
 ///
 /// ```
 /// use twistor_transports::tls::generate_self_signed_cert;

@@ -96,6 +96,27 @@ pub(crate) fn normal_fingerprint(fp: &str) -> String {
         .to_ascii_lowercase()
 }
 
+/// A fingerprint in the form `openssl x509 -noout -fingerprint -sha256`
+/// prints it: uppercase hex bytes joined by colons. It accepts either form
+/// (what [`sha256_fingerprint`] returns, or this one), and
+/// [`ClientConfigBuilder::pinned`](super::ClientConfigBuilder::pinned)
+/// accepts both.
+///
+/// ```
+/// use twistor_transports::tls::openssl_fingerprint;
+/// assert_eq!(openssl_fingerprint("ab01cdef"), "AB:01:CD:EF");
+/// assert_eq!(openssl_fingerprint("AB:01:CD:EF"), "AB:01:CD:EF");
+/// ```
+pub fn openssl_fingerprint(fp: &str) -> String {
+    let hex = normal_fingerprint(fp).to_ascii_uppercase();
+    let pairs: Vec<&str> = hex
+        .as_bytes()
+        .chunks(2)
+        .map(|c| std::str::from_utf8(c).unwrap_or(""))
+        .collect();
+    pairs.join(":")
+}
+
 /// Known server fingerprints for trust on first use, by host name,
 /// optionally kept in a file (one `host fingerprint` pair per line, like
 /// a Gemini client's known_hosts). Host names compare without regard to
@@ -188,6 +209,16 @@ impl TofuStore {
     }
 }
 
+fn not_pinned(fp: &str, pins: &[String]) -> String {
+    let pins: Vec<String> = pins.iter().map(|p| openssl_fingerprint(p)).collect();
+    format!(
+        "the server's certificate has SHA-256 fingerprint {}, which is not the one trusted ({}): \
+         this is another server, or it has a new certificate",
+        openssl_fingerprint(fp),
+        pins.join(" or ")
+    )
+}
+
 fn changed(host: &str, trusted: &str, offered: &str) -> String {
     format!("the certificate of {host} changed: trusted {trusted}, offered {offered} (trust on first use)")
 }
@@ -219,7 +250,9 @@ pub(crate) struct FingerprintVerifier {
 /// once (handshakes that never get that far leave theirs behind).
 const MAX_PENDING: usize = 64;
 
-fn cert_error(message: String) -> Error {
+/// A refusal with this message (what the TLS layer reports after
+/// "certificate verification failed: ").
+pub(crate) fn cert_error(message: String) -> Error {
     Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
         io::Error::other(message),
     ))))
@@ -277,7 +310,7 @@ impl ServerCertVerifier for FingerprintVerifier {
         let fp = sha256_fingerprint(end_entity);
         match &self.trust {
             Trust::Pinned(pins) if pins.contains(&fp) => Ok(ServerCertVerified::assertion()),
-            Trust::Pinned(_) => Err(cert_error(format!("fingerprint {fp} is not the pinned one"))),
+            Trust::Pinned(pins) => Err(cert_error(not_pinned(&fp, pins))),
             Trust::Tofu(store) => {
                 let host = host_of(server_name);
                 if !store.lookup(&host, &fp).map_err(cert_error)? {

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use twistor_reactor::{DatagramProtocol, DatagramTransport};
 
 /// Sends every datagram back to where it came from, logging each one at
-/// `debug` level (`received "..." from ADDR`). The protocol behind
-/// `twistor echo --udp`.
+/// `debug` level by sender and size (`ADDR: N bytes`), never its bytes.
+/// The protocol behind `twistor echo --udp`.
 ///
 /// ```
 /// use twistor_reactor::Reactor;
@@ -34,7 +34,7 @@ impl UdpEcho {
 
 impl DatagramProtocol for UdpEcho {
     fn datagram_received(&mut self, t: &mut dyn DatagramTransport, data: &[u8], from: SocketAddr) {
-        log::debug!("received {:?} from {from}", String::from_utf8_lossy(data));
+        log::debug!("{from}: {} bytes", data.len());
         match t.send_to(data, from) {
             Ok(()) => self.echoed += 1,
             Err(e) => log::warn!("echo to {from} failed: {e}"),
