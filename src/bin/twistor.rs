@@ -8,6 +8,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+#[path = "twistor/gemini.rs"]
+mod gemini;
+#[path = "twistor/gemini_capsule.rs"]
+mod gemini_capsule;
+#[path = "twistor/gemini_config.rs"]
+mod gemini_config;
 use twistor::prelude::*;
 use twistor::protocols::Echo;
 use twistor::transports::tls::{self, Passphrase};
@@ -30,6 +37,9 @@ enum Command {
     ///
     /// With no flags: TCP on port 1234, every interface (IPv6 and IPv4).
     Echo(EchoArgs),
+    /// Serve Gemini: a directory (with CGI), virtual hosts from a config
+    /// file, or, with no flags, a built-in capsule on port 1965.
+    Gemini(gemini::GeminiArgs),
 }
 
 #[derive(clap::Args)]
@@ -110,9 +120,23 @@ fn echo(args: EchoArgs) -> std::io::Result<()> {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = Cli::parse();
+    // A usage error is one line and status 2 (--help and --version print as usual).
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        if !e.use_stderr() {
+            e.exit();
+        }
+        let text = e.to_string();
+        let first: Vec<&str> = text
+            .lines()
+            .take_while(|l| !l.trim().is_empty())
+            .map(str::trim)
+            .collect();
+        eprintln!("twistor: {}", first.join(" ").trim_start_matches("error: "));
+        std::process::exit(2);
+    });
     let res = match cli.command {
         Command::Echo(args) => echo(args),
+        Command::Gemini(args) => gemini::run(args),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
