@@ -26,6 +26,7 @@ fn free_port() -> u16 {
 
 /// Start `twistor gemini ARGS` with its data directory under `home`; wait
 /// until it listens. Returns the child and its log lines so far.
+#[allow(clippy::zombie_processes)] // the caller stops and waits for it
 fn start(home: &Path, args: &[&str]) -> (Child, Vec<String>, mpsc::Receiver<String>) {
     let mut child = Command::new(BIN)
         .arg("gemini")

@@ -39,7 +39,7 @@ enum Command {
     Echo(EchoArgs),
     /// Serve Gemini: a directory (with CGI), virtual hosts from a config
     /// file, or, with no flags, a built-in capsule on port 1965.
-    Gemini(gemini::GeminiArgs),
+    Gemini(Box<gemini::GeminiArgs>),
 }
 
 #[derive(clap::Args)]
@@ -136,7 +136,7 @@ fn main() -> ExitCode {
     });
     let res = match cli.command {
         Command::Echo(args) => echo(args),
-        Command::Gemini(args) => gemini::run(args),
+        Command::Gemini(args) => gemini::run(*args),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -111,7 +111,16 @@ impl RateLimit {
     }
 }
 
-/// The server's knobs (see the [module docs](self) for the defaults).
+/// The server's knobs.
+///
+/// | knob | default |
+/// |---|---|
+/// | [`request_timeout`](Self::request_timeout) | 10 s ([`DEFAULT_REQUEST_TIMEOUT`]) |
+/// | [`handshake_timeout`](Self::handshake_timeout) | 10 s ([`DEFAULT_HANDSHAKE_TIMEOUT`]) |
+/// | [`stall_timeout`](Self::stall_timeout) | 60 s ([`DEFAULT_STALL_TIMEOUT`]) |
+/// | [`max_connections`](Self::max_connections) | 1,024 ([`DEFAULT_MAX_CONNECTIONS`]) |
+/// | [`rate_limit`](Self::rate_limit) | unlimited |
+/// | [`log_client_addresses`](Self::log_client_addresses) | yes |
 ///
 /// ```
 /// use std::time::Duration;

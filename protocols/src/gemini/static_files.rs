@@ -45,7 +45,16 @@ const LINK: &AsciiSet = &CONTROLS
     .add(b'|')
     .add(b'}');
 
-/// Serves the files under a root directory (see the [module docs](self)).
+/// Serves the files under a root directory: files streamed with
+/// backpressure, an index file or a listing for directories (a directory
+/// asked for without its slash is `31` to the slash form), CGI scripts
+/// under the CGI directory.
+///
+/// Refused with 51, so nothing is revealed: a path segment that decodes
+/// to `.` or `..` or holds `/` or NUL, a dotfile or dot-directory (except
+/// `.well-known`), anything that resolves through symlinks outside the
+/// root or onto a dotfile, anything but regular files and directories,
+/// and anything in the CGI directory that is not an executable.
 ///
 /// ```
 /// use twistor_protocols::gemini::{Request, Router, StaticFiles};
