@@ -9,7 +9,7 @@
 //! buffer drains, capacity above [`InputBuf::KEEP`] is released, so an idle
 //! connection holds no more than that however large its last message was.
 
-/// The unparsed tail of a byte stream. See the [module docs](self).
+/// The unparsed tail of a byte stream: parse the borrowed slice, keep the tail.
 ///
 /// ```
 /// use twistor_reactor::InputBuf;
