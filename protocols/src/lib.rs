@@ -12,6 +12,10 @@
 //! - Services: [`Echo`], [`Discard`], [`Chargen`], [`Daytime`], [`Qotd`].
 //! - Policies: [`IdleTimeout`] and [`TimeoutMixin`], [`LimitConnections`],
 //!   [`RateLimiter`] and [`LimitConnectionRate`].
+//! - Streaming a body with backpressure, for any protocol: [`producer`]
+//!   (Twisted's producers and `FileSender`).
+//! - A Gemini server, with jetforce's application framework, static files,
+//!   CGI and virtual hosts with a certificate each: [`gemini`].
 //!
 //! ## Writing a line protocol
 //!
@@ -175,10 +179,12 @@
 #![warn(missing_docs)]
 
 pub mod control;
+pub mod gemini;
 pub mod limit;
 pub mod line;
 pub mod netstring;
 pub mod prefixed;
+pub mod producer;
 pub mod ratelimit;
 pub mod services;
 pub mod string;

@@ -18,6 +18,12 @@ mod certificate;
 mod common;
 #[path = "twistor/echo.rs"]
 mod echo;
+#[path = "twistor/gemini.rs"]
+mod gemini;
+#[path = "twistor/gemini_capsule.rs"]
+mod gemini_capsule;
+#[path = "twistor/gemini_config.rs"]
+mod gemini_config;
 
 use std::process::ExitCode;
 
@@ -41,13 +47,31 @@ enum Command {
     ///
     /// With no flags: TCP on port 1234, every interface (IPv6 and IPv4).
     Echo(echo::EchoArgs),
+    /// Serve Gemini: a directory (with CGI), virtual hosts from a config
+    /// file, or, with no flags, a built-in capsule on port 1965.
+    Gemini(Box<gemini::GeminiArgs>),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A usage error is one line and status 2 (--help and --version print
+    // as usual).
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        if !e.use_stderr() {
+            e.exit();
+        }
+        let text = e.to_string();
+        let first: Vec<&str> = text
+            .lines()
+            .take_while(|l| !l.trim().is_empty())
+            .map(str::trim)
+            .collect();
+        eprintln!("twistor: {}", first.join(" ").trim_start_matches("error: "));
+        std::process::exit(2);
+    });
     common::init_logging();
     let result = match cli.command {
         Command::Echo(args) => echo::run(args),
+        Command::Gemini(args) => gemini::run(*args),
     };
     common::exit_code(result)
 }

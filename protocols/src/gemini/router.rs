@@ -1,0 +1,499 @@
+//! The application framework (jetforce's, in Rust): a [`Handler`] answers a
+//! [`Request`], now or later; a [`Router`] maps path patterns with named
+//! captures (optionally on one host) to handlers; helpers ask for input
+//! and require client certificates.
+//!
+//! A handler answers with a [`Reply`]: a [`Response`] now, or
+//! [`Reply::Later`] after taking a [`Responder`] from its [`Context`] to
+//! answer when its work is done (a timer, a thread, a child process).
+//! Returning an error answers `42` and logs it; returning a
+//! [`HandlerError::Answer`] (what `?` makes of a `Result<_, Response>`,
+//! such as [`require_cert`]'s) answers that response.
+//!
+//! ```
+//! use twistor_protocols::gemini::{require_cert, Request, Response, Router};
+//!
+//! let mut app = Router::new();
+//! app.route("/", |_req| Ok(Response::gemtext("# Home\n=> /hello/world Say hello\n")?));
+//! app.route("/hello/<name>", |req| {
+//!     let name = req.capture("name").unwrap_or("nobody");
+//!     Ok(Response::gemtext(format!("Hello, {name}!\n"))?)
+//! });
+//! app.route("/private", |req| {
+//!     let cert = require_cert(req)?; // 60 or 62 when it is missing or expired
+//!     Ok(Response::gemtext(format!("Your key: {}\n", cert.fingerprint()))?)
+//! });
+//!
+//! let answer = app.answer_for_test(Request::for_test("gemini://localhost/hello/you"));
+//! assert_eq!(answer.header(), "20 text/gemini\r\n");
+//! let answer = app.answer_for_test(Request::for_test("gemini://localhost/private"));
+//! assert_eq!(answer.status().code(), 60);
+//! let answer = app.answer_for_test(Request::for_test("gemini://localhost/nowhere"));
+//! assert_eq!(answer.status().code(), 51);
+//! ```
+
+use std::cell::Cell;
+use std::fmt;
+use std::time::SystemTime;
+
+use twistor_reactor::{CallError, ConnId, Reactor, Remote};
+
+use super::request::{normalize_host, ClientCert, Request};
+use super::response::Response;
+
+/// Why a handler did not produce a reply.
+pub enum HandlerError {
+    /// Answer this response instead (an early return: a prompt, 60, 51...).
+    Answer(Response),
+    /// Something failed: logged, and answered with `42`.
+    Failed(Box<dyn std::error::Error>),
+}
+
+impl<E: std::error::Error + 'static> From<E> for HandlerError {
+    fn from(e: E) -> HandlerError {
+        HandlerError::Failed(Box::new(e))
+    }
+}
+
+impl From<Response> for HandlerError {
+    fn from(r: Response) -> HandlerError {
+        HandlerError::Answer(r)
+    }
+}
+
+impl fmt::Debug for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandlerError::Answer(r) => write!(f, "Answer({:?})", r.header()),
+            HandlerError::Failed(e) => write!(f, "Failed({e})"),
+        }
+    }
+}
+
+/// What a handler answers.
+#[derive(Debug)]
+pub enum Reply {
+    /// This response, now.
+    Now(Response),
+    /// Later, through the [`Responder`] taken with [`Context::defer`].
+    Later,
+}
+
+impl From<Response> for Reply {
+    fn from(r: Response) -> Reply {
+        Reply::Now(r)
+    }
+}
+
+/// What a handler can reach besides the request: the reactor (timers,
+/// threads, processes) and a way to answer later.
+pub struct Context<'a> {
+    reactor: &'a mut Reactor,
+    conn: ConnId,
+    deferred: Cell<bool>,
+}
+
+impl<'a> Context<'a> {
+    /// A context for connection `conn`.
+    pub fn new(reactor: &'a mut Reactor, conn: ConnId) -> Context<'a> {
+        Context {
+            reactor,
+            conn,
+            deferred: Cell::new(false),
+        }
+    }
+
+    /// The reactor.
+    pub fn reactor(&mut self) -> &mut Reactor {
+        self.reactor
+    }
+
+    /// The connection's id.
+    pub fn conn_id(&self) -> ConnId {
+        self.conn
+    }
+
+    /// Answer later: return [`Reply::Later`] and call
+    /// [`Responder::send`] when the answer is ready.
+    pub fn defer(&mut self) -> Responder {
+        self.deferred.set(true);
+        Responder {
+            conn: self.conn,
+            remote: Some(self.reactor.remote()),
+        }
+    }
+
+    /// Whether [`defer`](Self::defer) was called.
+    pub fn is_deferred(&self) -> bool {
+        self.deferred.get()
+    }
+}
+
+/// Answers a request later (see [`Context::defer`]). Dropped without an
+/// answer, it answers `40` so the client is not left waiting.
+///
+/// ```
+/// use std::time::Duration;
+/// use twistor_protocols::gemini::{Reply, Response, Router};
+///
+/// let mut app = Router::new();
+/// // Answers after a second, without holding up the other connections.
+/// app.route_deferred("/slow", |_req, cx| {
+///     let responder = cx.defer();
+///     cx.reactor().call_later(Duration::from_secs(1), move |r| {
+///         let _ = responder.send(r, Response::gemtext("Thanks for waiting.\n").unwrap());
+///     });
+///     Ok(Reply::Later)
+/// });
+/// ```
+pub struct Responder {
+    conn: ConnId,
+    remote: Option<Remote>,
+}
+
+impl Responder {
+    /// Send the answer. [`CallError::Gone`] if the client went away
+    /// meanwhile.
+    pub fn send(mut self, r: &mut Reactor, response: Response) -> Result<(), CallError> {
+        self.remote = None;
+        r.call_on(self.conn, move |p, t| super::server::deliver(p, t, response))
+    }
+
+    /// The connection this responder answers.
+    pub fn conn_id(&self) -> ConnId {
+        self.conn
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if let Some(remote) = self.remote.take() {
+            let conn = self.conn;
+            log::warn!("{conn}: a deferred response was dropped unanswered; answering 40");
+            let _ = remote.call(move |r| {
+                let _ = r.call_on(conn, |p, t| {
+                    let answer = Response::temporary_failure("No response").expect("valid meta");
+                    super::server::deliver(p, t, answer)
+                });
+            });
+        }
+    }
+}
+
+impl fmt::Debug for Responder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Responder({})", self.conn)
+    }
+}
+
+/// Answers requests: a [`Router`], [`StaticFiles`](super::StaticFiles), or
+/// your own type.
+///
+/// ```
+/// use twistor_protocols::gemini::{Context, Handler, HandlerError, Reply, Request, Response};
+///
+/// /// Answers every request with its own path.
+/// struct Mirror;
+/// impl Handler for Mirror {
+///     fn handle(&self, req: Request, _cx: &mut Context<'_>) -> Result<Reply, HandlerError> {
+///         Ok(Response::gemtext(format!("You asked for {}\n", req.path()))?.into())
+///     }
+/// }
+/// ```
+pub trait Handler: 'static {
+    /// Answer `req`, now or later.
+    fn handle(&self, req: Request, cx: &mut Context<'_>) -> Result<Reply, HandlerError>;
+}
+
+impl Handler for Box<dyn Handler> {
+    fn handle(&self, req: Request, cx: &mut Context<'_>) -> Result<Reply, HandlerError> {
+        (**self).handle(req, cx)
+    }
+}
+
+/// 60 if `req` came without a client certificate, 62 if the certificate
+/// is outside its validity; otherwise the certificate.
+///
+/// ```
+/// use twistor_protocols::gemini::{require_cert, Request};
+/// let answer = require_cert(&Request::for_test("gemini://localhost/")).unwrap_err();
+/// assert_eq!(answer.header(), "60 A client certificate is required\r\n");
+/// ```
+pub fn require_cert(req: &Request) -> Result<&ClientCert, Response> {
+    let Some(cert) = req.client_cert() else {
+        return Err(Response::certificate_required("A client certificate is required").expect("valid"));
+    };
+    if !cert.is_valid_at(SystemTime::now()) {
+        return Err(
+            Response::certificate_not_valid("The certificate is expired or not yet valid").expect("valid"),
+        );
+    }
+    Ok(cert)
+}
+
+/// Like [`require_cert`], and 61 unless the certificate chains to the CA
+/// the server was configured with (`--tls-cafile`).
+pub fn require_authorised_cert(req: &Request) -> Result<&ClientCert, Response> {
+    let cert = require_cert(req)?;
+    if !cert.authorised {
+        return Err(
+            Response::certificate_not_authorised("This certificate is not authorised here").expect("valid"),
+        );
+    }
+    Ok(cert)
+}
+
+/// The user's input (the decoded query), or a 10 prompt asking for it.
+///
+/// ```
+/// use twistor_protocols::gemini::{input, Request};
+/// assert_eq!(input(&Request::for_test("gemini://h/q?a%20b"), "Say:").unwrap(), "a b");
+/// assert_eq!(input(&Request::for_test("gemini://h/q"), "Say:").unwrap_err().header(), "10 Say:\r\n");
+/// ```
+pub fn input(req: &Request, prompt: &str) -> Result<String, Response> {
+    match req.input() {
+        Some(text) => Ok(text),
+        None => Err(Response::input(prompt).unwrap_or_else(bad_prompt)),
+    }
+}
+
+/// Like [`input`], with an 11 prompt (the client hides what is typed).
+pub fn sensitive_input(req: &Request, prompt: &str) -> Result<String, Response> {
+    match req.input() {
+        Some(text) => Ok(text),
+        None => Err(Response::sensitive_input(prompt).unwrap_or_else(bad_prompt)),
+    }
+}
+
+fn bad_prompt(e: super::InvalidMeta) -> Response {
+    log::error!("invalid input prompt: {e}");
+    Response::cgi_error("Invalid prompt").expect("valid")
+}
+
+// ----- patterns ------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    /// `<name>`: one segment.
+    Capture(String),
+    /// `<*name>`: the rest of the path (possibly empty).
+    Rest(String),
+}
+
+/// A route pattern: `[host]/path/<name>/<*rest>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pattern {
+    host: Option<String>,
+    segments: Vec<Segment>,
+}
+
+impl Pattern {
+    fn parse(text: &str) -> Result<Pattern, String> {
+        let slash = text
+            .find('/')
+            .ok_or_else(|| format!("route pattern {text:?} has no path (it must contain '/')"))?;
+        let host = match &text[..slash] {
+            "" => None,
+            h => Some(normalize_host(h)?),
+        };
+        let mut segments = Vec::new();
+        let parts: Vec<&str> = text[slash + 1..].split('/').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let seg = if let Some(name) = part.strip_prefix("<*").and_then(|p| p.strip_suffix('>')) {
+                if i + 1 != parts.len() {
+                    return Err(format!("in {text:?}, <*{name}> must be the last segment"));
+                }
+                Segment::Rest(name.to_string())
+            } else if let Some(name) = part.strip_prefix('<').and_then(|p| p.strip_suffix('>')) {
+                Segment::Capture(name.to_string())
+            } else {
+                Segment::Literal(part.to_string())
+            };
+            segments.push(seg);
+        }
+        Ok(Pattern { host, segments })
+    }
+
+    fn matches(&self, host: &str, path: &str) -> Option<Vec<(String, String)>> {
+        if self.host.as_deref().is_some_and(|h| h != host) {
+            return None;
+        }
+        let path = path.strip_prefix('/').unwrap_or(path);
+        let mut rest = path;
+        let mut captures = Vec::new();
+        for (i, seg) in self.segments.iter().enumerate() {
+            let last = i + 1 == self.segments.len();
+            if let Segment::Rest(name) = seg {
+                captures.push((name.clone(), rest.to_string()));
+                return Some(captures);
+            }
+            let (part, tail) = match rest.split_once('/') {
+                Some((p, t)) if !last => (p, Some(t)),
+                Some(_) => return None,
+                None if last => (rest, None),
+                None => return None,
+            };
+            match seg {
+                Segment::Literal(l) if l == part => {}
+                Segment::Capture(name) if !part.is_empty() => captures.push((name.clone(), part.to_string())),
+                _ => return None,
+            }
+            rest = tail.unwrap_or("");
+        }
+        Some(captures)
+    }
+}
+
+// ----- the router -------------------------------------------------------------------
+
+/// A handler from a closure answering now.
+struct Now<F>(F);
+impl<F> Handler for Now<F>
+where
+    F: Fn(&Request) -> Result<Response, HandlerError> + 'static,
+{
+    fn handle(&self, req: Request, _: &mut Context<'_>) -> Result<Reply, HandlerError> {
+        (self.0)(&req).map(Reply::Now)
+    }
+}
+
+/// A handler from a closure that may answer later.
+struct Deferred<F>(F);
+impl<F> Handler for Deferred<F>
+where
+    F: Fn(Request, &mut Context<'_>) -> Result<Reply, HandlerError> + 'static,
+{
+    fn handle(&self, req: Request, cx: &mut Context<'_>) -> Result<Reply, HandlerError> {
+        (self.0)(req, cx)
+    }
+}
+
+/// Routes requests to handlers by path pattern (jetforce's
+/// `JetforceApplication`).
+///
+/// A pattern is a path whose segments are literals, `<name>` (one
+/// non-empty segment, captured) or a final `<*name>` (the rest of the path,
+/// possibly empty, captured); it may start with a host name
+/// (`example.org/notes/<id>`) to match only that host. Paths are matched
+/// decoded and exactly (`/notes` and `/notes/` differ). The first route
+/// that matches wins; without one, the fallback handler answers, or 51.
+///
+/// ```
+/// use twistor_protocols::gemini::{Request, Response, Router};
+/// let mut app = Router::new();
+/// app.route("/files/<*path>", |req| Ok(Response::gemtext(req.capture("path").unwrap().to_string())?));
+/// app.route("other.example/", |_| Ok(Response::gemtext("the other host\n")?));
+/// let a = app.answer_for_test(Request::for_test("gemini://localhost/files/a/b%20c"));
+/// assert_eq!(a.status().code(), 20);
+/// ```
+#[derive(Default)]
+pub struct Router {
+    routes: Vec<(Pattern, Box<dyn Handler>)>,
+    fallback: Option<Box<dyn Handler>>,
+}
+
+impl Router {
+    /// A router with no routes (everything is 51).
+    pub fn new() -> Router {
+        Router::default()
+    }
+
+    fn add(&mut self, pattern: &str, h: Box<dyn Handler>) -> &mut Router {
+        match Pattern::parse(pattern) {
+            Ok(p) => self.routes.push((p, h)),
+            // A bad pattern is a programming error, found at start-up.
+            Err(e) => panic!("{e}"),
+        }
+        self
+    }
+
+    /// Answer requests matching `pattern` with `f`, now. Panics if
+    /// `pattern` is malformed (no `/`, or `<*rest>` not last).
+    pub fn route(
+        &mut self,
+        pattern: &str,
+        f: impl Fn(&Request) -> Result<Response, HandlerError> + 'static,
+    ) -> &mut Router {
+        self.add(pattern, Box::new(Now(f)))
+    }
+
+    /// Answer requests matching `pattern` with `f`, which may answer
+    /// later (see [`Responder`]).
+    pub fn route_deferred(
+        &mut self,
+        pattern: &str,
+        f: impl Fn(Request, &mut Context<'_>) -> Result<Reply, HandlerError> + 'static,
+    ) -> &mut Router {
+        self.add(pattern, Box::new(Deferred(f)))
+    }
+
+    /// Answer requests matching `pattern` with any handler.
+    pub fn handler(&mut self, pattern: &str, h: impl Handler) -> &mut Router {
+        self.add(pattern, Box::new(h))
+    }
+
+    /// Answer requests no route matches with `h` (e.g. a
+    /// [`StaticFiles`](super::StaticFiles)).
+    pub fn fallback(&mut self, h: impl Handler) -> &mut Router {
+        self.fallback = Some(Box::new(h));
+        self
+    }
+
+    /// Run the router on `req` outside a server, for tests and examples:
+    /// the answer it gives now (`40` if it would answer later).
+    pub fn answer_for_test(&self, req: Request) -> Response {
+        let mut r = Reactor::new().expect("a reactor");
+        let mut cx = Context::new(&mut r, req.conn_id());
+        match self.handle(req, &mut cx) {
+            Ok(Reply::Now(resp)) | Err(HandlerError::Answer(resp)) => resp,
+            Ok(Reply::Later) => Response::temporary_failure("answered later").expect("valid"),
+            Err(HandlerError::Failed(e)) => Response::cgi_error(e.to_string()).expect("valid"),
+        }
+    }
+}
+
+impl Handler for Router {
+    fn handle(&self, mut req: Request, cx: &mut Context<'_>) -> Result<Reply, HandlerError> {
+        let host = req.hostname();
+        for (pattern, h) in &self.routes {
+            if let Some(captures) = pattern.matches(&host, req.path()) {
+                req.set_captures(captures);
+                return h.handle(req, cx);
+            }
+        }
+        match &self.fallback {
+            Some(h) => h.handle(req, cx),
+            None => Ok(Reply::Now(Response::not_found_default())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(p: &str, host: &str, path: &str) -> Option<Vec<(String, String)>> {
+        Pattern::parse(p).unwrap().matches(host, path)
+    }
+
+    #[test]
+    fn patterns() {
+        assert_eq!(m("/", "h", "/"), Some(vec![]));
+        assert_eq!(m("/", "h", "/a"), None);
+        assert_eq!(m("/a", "h", "/a/"), None);
+        assert_eq!(m("/a/", "h", "/a/"), Some(vec![]));
+        assert_eq!(m("/n/<id>", "h", "/n/7"), Some(vec![("id".into(), "7".into())]));
+        assert_eq!(m("/n/<id>", "h", "/n/"), None);
+        assert_eq!(m("/n/<id>", "h", "/n/7/8"), None);
+        assert_eq!(m("/f/<*p>", "h", "/f/"), Some(vec![("p".into(), "".into())]));
+        assert_eq!(
+            m("/f/<*p>", "h", "/f/a/b"),
+            Some(vec![("p".into(), "a/b".into())])
+        );
+        assert_eq!(m("Example.ORG/x", "example.org", "/x"), Some(vec![]));
+        assert_eq!(m("example.org/x", "other.org", "/x"), None);
+        assert!(Pattern::parse("nopath").is_err());
+        assert!(Pattern::parse("/<*a>/b").is_err());
+    }
+}

@@ -1,0 +1,219 @@
+//! `twistor gemini`: a Gemini server with jetforce's flags and defaults.
+//!
+//! With no flags it serves a small built-in capsule on port 1965 of every
+//! interface, for `localhost`, with a certificate generated once and kept
+//! in the state directory. `--dir` serves a directory (with CGI), and
+//! `--config` reads virtual hosts from a TOML file. A bad flag or an
+//! unreadable file is one line on stderr and exit status 2.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use twistor::protocols::gemini::{
+    default_state_dir, CgiOptions, RateLimit, Server, ServerOptions, StaticFiles, VirtualHost,
+    DEFAULT_CGI_DIR, DEFAULT_INDEX_FILE, DEFAULT_PORT,
+};
+use twistor::reactor::Reactor;
+use twistor::transports::tls::load_ca;
+use twistor::transports::ListenAddr;
+
+use crate::gemini_capsule as capsule;
+use crate::gemini_config as config;
+
+/// `twistor gemini`'s flags.
+#[derive(clap::Args, Debug)]
+pub struct GeminiArgs {
+    /// Address to listen on [default: every interface, IPv6 and IPv4]
+    #[arg(long)]
+    host: Option<IpAddr>,
+    /// Port to listen on (0 picks a free one, logged at start) [default: 1965]
+    #[arg(long)]
+    port: Option<u16>,
+    /// The server's host name: requests for other hosts are refused (53).
+    /// `localhost` also answers for 127.0.0.1 and ::1
+    #[arg(long, default_value = "localhost")]
+    hostname: String,
+    /// Certificate chain, PEM [default: one generated for --hostname and kept
+    /// in the state directory]
+    #[arg(long, value_name = "FILE", requires = "tls_keyfile")]
+    tls_certfile: Option<PathBuf>,
+    /// Private key, PEM (an encrypted key's passphrase comes from the file named by
+    /// TWISTOR_PASSPHRASE_FILE, or is asked on the terminal)
+    #[arg(long, value_name = "FILE", requires = "tls_certfile")]
+    tls_keyfile: Option<PathBuf>,
+    /// CA file: client certificates it issued are authorised (TLS_CLIENT_AUTHORISED=1)
+    #[arg(long, value_name = "FILE")]
+    tls_cafile: Option<PathBuf>,
+    /// Directory of CA files, as --tls-cafile
+    #[arg(long, value_name = "DIR")]
+    tls_capath: Option<PathBuf>,
+    /// Directory to serve [default: the built-in capsule]
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// CGI directory, relative to --dir
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_CGI_DIR)]
+    cgi_dir: String,
+    /// File served for a directory; without one, a listing is generated
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_INDEX_FILE)]
+    index_file: String,
+    /// `lang` parameter of text/gemini responses, e.g. en or en,fr [default: none]
+    #[arg(long, value_name = "LANG")]
+    default_lang: Option<String>,
+    /// Requests per client address, e.g. 60/5m (60 per 5 minutes); over it: 44 [default: no limit]
+    #[arg(long, value_name = "N/PERIOD")]
+    rate_limit: Option<RateLimit>,
+    /// Virtual hosts from a TOML file (see the README); --host and --port override its own
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["dir", "tls_certfile", "hostname"])]
+    config: Option<PathBuf>,
+    /// Where generated certificates are kept [default: $XDG_DATA_HOME/twistor/gemini
+    /// or ~/.local/share/twistor/gemini]
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Seconds a client has to send its request
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    request_timeout: u64,
+    /// Seconds a CGI script may run before it is killed
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    cgi_timeout: u64,
+    /// CGI scripts running at once; over it: 41
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    max_cgi: usize,
+    /// Connections at once; over it, new ones are closed
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    max_connections: usize,
+    /// Leave client addresses out of the access log
+    #[arg(long)]
+    no_log_addresses: bool,
+}
+
+/// Run the server until Ctrl-C or SIGTERM. Configuration errors end the
+/// process with one line and status 2.
+pub fn run(args: GeminiArgs) -> std::io::Result<()> {
+    let (server, addr) = match build(args) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("twistor gemini: {e}");
+            std::process::exit(2);
+        }
+    };
+    let mut reactor = Reactor::new()?;
+    let listening = match server.listen(&mut reactor, addr) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("twistor gemini: cannot listen: {e}");
+            std::process::exit(2);
+        }
+    };
+    for (host, fingerprint) in server.fingerprints() {
+        log::info!("{host}: certificate SHA-256 fingerprint {fingerprint}");
+    }
+    log::info!("Gemini on {}", listening.local_addr());
+    reactor.run()?;
+    log::info!("stopped");
+    Ok(())
+}
+
+fn build(args: GeminiArgs) -> Result<(Server, ListenAddr), String> {
+    let file = match &args.config {
+        Some(path) => Some(config::load(path)?),
+        None => None,
+    };
+    let file_ref = file.as_ref();
+    let secs = |flag: u64, key: Option<u64>| Duration::from_secs(key.unwrap_or(flag));
+    let rate_limit = match file_ref.and_then(|f| f.rate_limit.as_deref()) {
+        Some(text) => Some(text.parse::<RateLimit>()?),
+        None => args.rate_limit,
+    };
+    let options = ServerOptions {
+        request_timeout: secs(args.request_timeout, file_ref.and_then(|f| f.request_timeout)),
+        max_connections: file_ref
+            .and_then(|f| f.max_connections)
+            .unwrap_or(args.max_connections),
+        rate_limit,
+        log_client_addresses: !args.no_log_addresses
+            && file_ref.and_then(|f| f.log_client_addresses).unwrap_or(true),
+        ..ServerOptions::default()
+    };
+    let cgi = CgiOptions {
+        dir: args.cgi_dir.clone(),
+        timeout: secs(args.cgi_timeout, file_ref.and_then(|f| f.cgi_timeout)),
+        max_running: file_ref.and_then(|f| f.max_cgi).unwrap_or(args.max_cgi),
+    };
+    let state_dir = file_ref
+        .and_then(|f| f.state_dir.clone())
+        .or(args.state_dir.clone())
+        .unwrap_or_else(default_state_dir);
+    let host = args.host.or(file_ref.and_then(|f| f.host));
+    let port = args
+        .port
+        .or(file_ref.and_then(|f| f.port))
+        .unwrap_or(DEFAULT_PORT);
+    let mut builder = Server::builder().options(options).state_dir(state_dir);
+    let cafile = file_ref
+        .and_then(|f| f.tls_cafile.clone())
+        .or(args.tls_cafile.clone());
+    let capath = file_ref
+        .and_then(|f| f.tls_capath.clone())
+        .or(args.tls_capath.clone());
+    for ca in [cafile, capath].into_iter().flatten() {
+        builder = builder.client_ca(load_ca(&ca).map_err(|e| format!("{}: {e}", ca.display()))?);
+    }
+    match file {
+        Some(file) => {
+            for v in file.vhost {
+                let files = static_files(&v.dir, v.index_file.as_deref(), v.default_lang.as_deref())?;
+                let cgi = CgiOptions {
+                    dir: v.cgi_dir.clone().unwrap_or_else(|| cgi.dir.clone()),
+                    ..cgi.clone()
+                };
+                let mut host = VirtualHost::new(&v.hostname, files.with_cgi(cgi));
+                for alias in &v.aliases {
+                    host = host.alias(alias);
+                }
+                if let (Some(c), Some(k)) = (v.tls_certfile, v.tls_keyfile) {
+                    host = host.cert_files_with(c, k, crate::common::passphrase(None));
+                }
+                builder = builder.host(host);
+            }
+        }
+        None => {
+            let mut host = match &args.dir {
+                Some(dir) => {
+                    let files = static_files(dir, Some(&args.index_file), args.default_lang.as_deref())?;
+                    VirtualHost::new(&args.hostname, files.with_cgi(cgi))
+                }
+                None => VirtualHost::new(&args.hostname, capsule::capsule()),
+            };
+            if args.hostname.eq_ignore_ascii_case("localhost") {
+                host = host.alias("127.0.0.1").alias("::1");
+            }
+            if let (Some(c), Some(k)) = (&args.tls_certfile, &args.tls_keyfile) {
+                host = host.cert_files_with(c, k, crate::common::passphrase(None));
+            }
+            builder = builder.host(host);
+        }
+    }
+    let server = builder.build().map_err(|e| e.to_string())?;
+    let addr = match host {
+        Some(ip) => ListenAddr::Addr(SocketAddr::new(ip, port)),
+        None => ListenAddr::Port(port),
+    };
+    Ok((server, addr))
+}
+
+fn static_files(
+    dir: &std::path::Path,
+    index: Option<&str>,
+    lang: Option<&str>,
+) -> Result<StaticFiles, String> {
+    if !dir.is_dir() {
+        return Err(format!("{}: not a readable directory", dir.display()));
+    }
+    std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut files = StaticFiles::new(dir).with_index_file(index.unwrap_or(DEFAULT_INDEX_FILE));
+    if let Some(lang) = lang {
+        files = files.with_default_lang(lang)?;
+    }
+    Ok(files)
+}
