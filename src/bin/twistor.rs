@@ -53,8 +53,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // A usage error is one line and status 2 (--help and --version print
-    // as usual).
+    // A usage error is one line, clap's own "error: ..." sentence, and
+    // status 2 (--help and --version print as usual).
     let cli = Cli::try_parse().unwrap_or_else(|e| {
         if !e.use_stderr() {
             e.exit();
@@ -65,7 +65,7 @@ fn main() -> ExitCode {
             .take_while(|l| !l.trim().is_empty())
             .map(str::trim)
             .collect();
-        eprintln!("twistor: {}", first.join(" ").trim_start_matches("error: "));
+        eprintln!("{} (see --help)", first.join(" "));
         std::process::exit(2);
     });
     common::init_logging();
