@@ -16,6 +16,7 @@
 //!   `ProcessProtocol` over non-blocking pipes.
 //! - [`tls`]: TLS as a layer over any stream transport (`listen_tls`,
 //!   `connect_tls`, `start_tls`).
+//! - [`proxy`]: the PROXY protocol (versions 1 and 2).
 //!
 //! Stream listeners share one accept loop (budgeted accepts, a connection
 //! limit, back-off when descriptors run out), and stream clients share one
@@ -47,6 +48,7 @@ pub mod addr;
 mod connector;
 mod listener;
 pub mod process;
+pub mod proxy;
 pub mod reconnect;
 mod sock;
 pub mod tcp;
