@@ -43,7 +43,7 @@ const V2_UNIX_LEN: usize = 108;
 /// use twistor_transports::proxy::{parse_header, Origin, Parsed};
 /// let bytes = b"PROXY TCP4 203.0.113.7 192.0.2.1 56324 443\r\nGET / HTTP/1.0\r\n";
 /// let Ok(Parsed::Header(h)) = parse_header(bytes, 4096) else { panic!() };
-/// assert_eq!((h.version, h.len), (1, 45));
+/// assert_eq!((h.version, h.len), (1, 44));
 /// let Origin::Client { source, destination } = h.origin else { panic!() };
 /// assert_eq!(source.to_string(), "203.0.113.7:56324");
 /// assert_eq!(destination.to_string(), "192.0.2.1:443");
