@@ -16,6 +16,8 @@
 //!   `ProcessProtocol` over non-blocking pipes.
 //! - [`tls`]: TLS as a layer over any stream transport (`listen_tls`,
 //!   `connect_tls`, `start_tls`).
+//! - [`proxy`]: the PROXY protocol (versions 1 and 2) for any stream
+//!   listener, so a server behind HAProxy or nginx sees its real clients.
 //!
 //! Stream listeners share one accept loop (budgeted accepts, a connection
 //! limit, back-off when descriptors run out), and stream clients share one
@@ -26,6 +28,19 @@
 //! 8305 (Happy Eyeballs) says. Every per-connection limit of the reactor's
 //! streams (water marks, close deadline, write-buffer cap) is a field of
 //! the listen and connect options, with the reactor's defaults.
+//!
+//! Behind a load balancer, a listener option
+//! ([`ListenOptions::proxy_protocol`], also in [`UnixListenOptions`])
+//! reads a PROXY protocol header (version 1 or 2) before anything else on
+//! each connection, and only then calls the factory: the factory, `peer()`
+//! and `host()` see the real client and the address it reached, under TLS
+//! too (the header precedes the ClientHello). The header is peeked at and
+//! exactly its bytes are taken, so the application's first bytes are
+//! untouched; reading it is bounded in time and size, and a connection
+//! whose header is malformed, missing or late is closed before it has a
+//! protocol. Whoever can send a header can claim any address: list the
+//! proxies in [`ProxyOptions::trusted`](proxy::ProxyOptions::trusted), or
+//! let nobody else reach the port.
 //!
 //! ```no_run
 //! use twistor_reactor::{Protocol, Reactor, Transport};
@@ -47,6 +62,7 @@ pub mod addr;
 mod connector;
 mod listener;
 pub mod process;
+pub mod proxy;
 pub mod reconnect;
 mod sock;
 pub mod tcp;

@@ -21,6 +21,7 @@ use crate::connector::{self, Addresses, Dialer, LinkOptions};
 pub use crate::connector::{DEFAULT_ATTEMPT_DELAY, DEFAULT_CONNECT_TIMEOUT};
 use crate::listener::{Accepted, Acceptor, Listener};
 pub use crate::listener::{DEFAULT_ACCEPT_BUDGET, DEFAULT_BACKLOG};
+use crate::proxy::ProxyOptions;
 use crate::sock::{ask_kernel, Knobs, SockIo};
 
 // ----- listening ------------------------------------------------------------------
@@ -68,6 +69,10 @@ pub struct ListenOptions {
     /// is aborted with a limit reason (default
     /// [`DEFAULT_MAX_WRITE_BUFFER`](twistor_reactor::DEFAULT_MAX_WRITE_BUFFER), 16 MiB).
     pub max_write_buffer: usize,
+    /// Whether each connection opens with a PROXY protocol header naming
+    /// the real client, read before the factory is called (default: off).
+    /// See [`proxy`](crate::proxy), and mind who may send one.
+    pub proxy_protocol: ProxyOptions,
 }
 
 impl Default for ListenOptions {
@@ -84,6 +89,7 @@ impl Default for ListenOptions {
             low_water: knobs.low_water,
             close_timeout: knobs.close_timeout,
             max_write_buffer: knobs.max_write_buffer,
+            proxy_protocol: ProxyOptions::default(),
         }
     }
 }
@@ -100,6 +106,7 @@ impl ListenOptions {
                 close_timeout: self.close_timeout,
                 max_write_buffer: self.max_write_buffer,
             },
+            proxy: self.proxy_protocol.clone(),
         }
     }
 }
@@ -574,10 +581,12 @@ mod tests {
             low_water: 2,
             close_timeout: Duration::from_secs(3),
             max_write_buffer: 4,
+            proxy_protocol: crate::proxy::ProxyOptions::required(),
             ..ListenOptions::default()
         };
         let a = l.accepted();
         assert_eq!((a.max_connections, a.accept_budget), (Some(6), 5));
+        assert_eq!(a.proxy, crate::proxy::ProxyOptions::required());
         let o = a.knobs.stream_options(None);
         assert_eq!(
             (o.high_water, o.low_water, o.close_timeout, o.max_write_buffer),

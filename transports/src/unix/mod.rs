@@ -49,6 +49,7 @@ use crate::connector::{
     self, Addresses, Dialer, LinkOptions, DEFAULT_ATTEMPT_DELAY, DEFAULT_CONNECT_TIMEOUT,
 };
 use crate::listener::{Accepted, Acceptor, Listener, DEFAULT_ACCEPT_BUDGET, DEFAULT_BACKLOG};
+use crate::proxy::ProxyOptions;
 use crate::sock::{ask_kernel, Knobs, SockIo};
 
 // ----- addresses -------------------------------------------------------------
@@ -207,6 +208,11 @@ pub struct UnixListenOptions {
     /// is aborted with a limit reason (default
     /// [`DEFAULT_MAX_WRITE_BUFFER`](twistor_reactor::DEFAULT_MAX_WRITE_BUFFER), 16 MiB).
     pub max_write_buffer: usize,
+    /// Whether each connection opens with a PROXY protocol header naming
+    /// the real client (nginx or HAProxy in front, talking to this socket),
+    /// read before the factory is called (default: off). See
+    /// [`proxy`](crate::proxy).
+    pub proxy_protocol: ProxyOptions,
 }
 
 impl Default for UnixListenOptions {
@@ -222,6 +228,7 @@ impl Default for UnixListenOptions {
             low_water: knobs.low_water,
             close_timeout: knobs.close_timeout,
             max_write_buffer: knobs.max_write_buffer,
+            proxy_protocol: ProxyOptions::default(),
         }
     }
 }
@@ -238,6 +245,7 @@ impl UnixListenOptions {
                 close_timeout: self.close_timeout,
                 max_write_buffer: self.max_write_buffer,
             },
+            proxy: self.proxy_protocol.clone(),
         }
     }
 }
@@ -572,10 +580,12 @@ mod tests {
             low_water: 2,
             close_timeout: Duration::from_secs(3),
             max_write_buffer: 4,
+            proxy_protocol: ProxyOptions::optional(),
             ..UnixListenOptions::default()
         };
         let a = l.accepted();
         assert_eq!((a.max_connections, a.accept_budget), (Some(6), 5));
+        assert_eq!(a.proxy, ProxyOptions::optional());
         let o = a.knobs.stream_options(None);
         assert_eq!(
             (o.high_water, o.low_water, o.close_timeout, o.max_write_buffer),
