@@ -122,8 +122,10 @@ pub use view::TlsTransport;
 pub use rustls;
 
 /// A server configuration with a new self-signed certificate for `names`,
-/// and its SHA-256 fingerprint: what `twistor echo --tls` uses when given
-/// no certificate (it logs the fingerprint).
+/// and its SHA-256 fingerprint (lowercase hex): the quickest way to a TLS
+/// server in a test or an example. (`twistor echo --tls` with no
+/// certificate also writes its certificate to a file, so a client can
+/// trust it: see [`generate_self_signed_pem`].)
 ///
 /// ```
 /// let (config, fingerprint) = twistor_transports::tls::generate_self_signed(&["localhost"]).unwrap();
