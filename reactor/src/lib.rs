@@ -75,6 +75,7 @@ mod address;
 mod datagram;
 mod id;
 mod input;
+mod multi;
 mod protocol;
 mod reactor;
 mod reason;
@@ -88,6 +89,7 @@ pub use datagram::{DatagramProtocol, DatagramTransport, Interface};
 pub use id::{ConnId, Gone};
 pub use input::InputBuf;
 pub use mio;
+pub use multi::{GroupHandle, ReactorGroup};
 pub use protocol::{
     swap_protocol, CertFacts, ClientFactory, Connector, Factory, Protocol, ProtocolCall, TlsInfo, Transport,
     Upgrade,
