@@ -47,7 +47,8 @@ pub(super) struct Received<'a> {
     pub len: usize,
     /// Larger than the slot: its tail was dropped by the kernel.
     pub truncated: bool,
-    /// The sender (unspecified if the kernel gave no address).
+    /// The sender (unspecified if the kernel gave no address), an
+    /// IPv4-mapped address as plain IPv4.
     pub from: SocketAddr,
 }
 
@@ -115,12 +116,13 @@ impl RecvBatch {
     }
 
     /// Datagram `k` of the last `recv` (`k` below what it returned).
+    #[inline(always)]
     pub(super) fn get(&self, k: usize) -> Received<'_> {
         let h = &self.hdrs[k];
         let len = h.msg_len as usize;
         let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len > self.slot;
         let start = k * self.slot;
-        let from = to_std(&self.addrs[k], h.msg_hdr.msg_namelen)
+        let from = to_std(&self.addrs[k], h.msg_hdr.msg_namelen, true)
             .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
         Received {
             data: &self.area[start..start + len.min(self.slot)],
@@ -131,8 +133,10 @@ impl RecvBatch {
     }
 }
 
-/// The socket address the kernel wrote, if it is IPv4 or IPv6.
-fn to_std(ss: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+/// The socket address the kernel wrote, if it is IPv4 or IPv6; with
+/// `unmap`, an IPv4-mapped IPv6 address as the plain IPv4 one.
+#[inline]
+fn to_std(ss: &libc::sockaddr_storage, len: libc::socklen_t, unmap: bool) -> Option<SocketAddr> {
     let len = len as usize;
     match ss.ss_family as libc::c_int {
         libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
@@ -146,8 +150,12 @@ fn to_std(ss: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAdd
         libc::AF_INET6 if len >= size_of::<libc::sockaddr_in6>() => {
             // SAFETY: the family says the storage holds a sockaddr_in6.
             let a = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+            if let Some(v4) = ip.to_ipv4_mapped().filter(|_| unmap) {
+                return Some(SocketAddr::V4(SocketAddrV4::new(v4, u16::from_be(a.sin6_port))));
+            }
             Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(a.sin6_addr.s6_addr),
+                ip,
                 u16::from_be(a.sin6_port),
                 a.sin6_flowinfo,
                 a.sin6_scope_id,
@@ -157,30 +165,38 @@ fn to_std(ss: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAdd
     }
 }
 
-/// Write `addr` into `ss` as the kernel wants it; returns its length.
-fn from_std(addr: SocketAddr, ss: &mut libc::sockaddr_storage) -> libc::socklen_t {
+/// Write `addr` into `ss` for a socket of the given family (`v6`): plain
+/// IPv4 becomes IPv4-mapped on an IPv6 socket, an IPv4-mapped address
+/// plain IPv4 on an IPv4 socket. Returns the address's length.
+#[inline]
+fn from_std(addr: &SocketAddr, v6: bool, ss: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    let v4 = |ip: Ipv4Addr, port: u16, ss: &mut libc::sockaddr_storage| {
+        // SAFETY: sockaddr_storage is large and aligned enough for any
+        // sockaddr; every field of the sockaddr_in is written.
+        let s = unsafe { &mut *(ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+        s.sin_family = libc::AF_INET as libc::sa_family_t;
+        s.sin_port = port.to_be();
+        s.sin_addr.s_addr = u32::from(ip).to_be();
+        s.sin_zero = [0; 8];
+        size_of::<libc::sockaddr_in>() as libc::socklen_t
+    };
+    let v6addr = |ip: Ipv6Addr, port: u16, flow: u32, scope: u32, ss: &mut libc::sockaddr_storage| {
+        // SAFETY: as above, for sockaddr_in6.
+        let s = unsafe { &mut *(ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+        s.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+        s.sin6_port = port.to_be();
+        s.sin6_addr.s6_addr = ip.octets();
+        s.sin6_flowinfo = flow;
+        s.sin6_scope_id = scope;
+        size_of::<libc::sockaddr_in6>() as libc::socklen_t
+    };
     match addr {
-        SocketAddr::V4(a) => {
-            // SAFETY: sockaddr_storage is large and aligned enough for any
-            // sockaddr; all-zero is a valid sockaddr_in to start from.
-            let s = unsafe { &mut *(ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            *s = unsafe { zeroed() };
-            s.sin_family = libc::AF_INET as libc::sa_family_t;
-            s.sin_port = a.port().to_be();
-            s.sin_addr.s_addr = u32::from(*a.ip()).to_be();
-            size_of::<libc::sockaddr_in>() as libc::socklen_t
-        }
-        SocketAddr::V6(a) => {
-            // SAFETY: as above, for sockaddr_in6.
-            let s = unsafe { &mut *(ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            *s = unsafe { zeroed() };
-            s.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            s.sin6_port = a.port().to_be();
-            s.sin6_addr.s6_addr = a.ip().octets();
-            s.sin6_flowinfo = a.flowinfo();
-            s.sin6_scope_id = a.scope_id();
-            size_of::<libc::sockaddr_in6>() as libc::socklen_t
-        }
+        SocketAddr::V4(a) if !v6 => v4(*a.ip(), a.port(), ss),
+        SocketAddr::V4(a) => v6addr(a.ip().to_ipv6_mapped(), a.port(), 0, 0, ss),
+        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+            Some(ip) if !v6 => v4(ip, a.port(), ss),
+            _ => v6addr(*a.ip(), a.port(), a.flowinfo(), a.scope_id(), ss),
+        },
     }
 }
 
@@ -205,22 +221,22 @@ pub(super) enum SendFailure {
 pub(super) struct SendBatch {
     len: usize,
     used: usize,
+    /// The socket is IPv6 (destinations are written in its family).
+    v6: bool,
     area: Vec<u8>,
     hdrs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
     addrs: Vec<libc::sockaddr_storage>,
-    /// Each queued datagram's destination as the caller gave it (for
-    /// messages); `None` for the connected peer.
-    dests: Vec<Option<SocketAddr>>,
 }
 
 impl SendBatch {
-    /// A batch of up to `cap` datagrams.
-    pub(super) fn new(cap: usize) -> SendBatch {
+    /// A batch of up to `cap` datagrams for a socket of family `v6`.
+    pub(super) fn new(cap: usize, v6: bool) -> SendBatch {
         let cap = cap.max(1);
         let mut b = SendBatch {
             len: 0,
             used: 0,
+            v6,
             area: vec![0u8; SEND_AREA],
             hdrs: (0..cap).map(|_| zeroed_hdr()).collect(),
             iovs: (0..cap)
@@ -230,7 +246,6 @@ impl SendBatch {
                 })
                 .collect(),
             addrs: (0..cap).map(|_| zeroed_storage()).collect(),
-            dests: vec![None; cap],
         };
         for k in 0..cap {
             let h = &mut b.hdrs[k].msg_hdr;
@@ -246,38 +261,61 @@ impl SendBatch {
     }
 
     /// Whether `data` can be queued without a flush first.
+    #[inline]
     pub(super) fn has_room(&self, data: &[u8]) -> bool {
         self.len < self.hdrs.len() && self.used + data.len() <= self.area.len()
     }
 
-    /// Queue a copy of `data` for `dest` (already in the socket's family;
-    /// `None` on a connected socket); `shown` is the address as the caller
-    /// gave it. The caller checks [`has_room`](SendBatch::has_room) first.
-    pub(super) fn push(&mut self, data: &[u8], dest: Option<SocketAddr>, shown: Option<SocketAddr>) {
-        debug_assert!(self.has_room(data));
+    /// Queue a copy of `data` for `dest` (`None`: the connected peer), or
+    /// return false if the batch has no room for it (flush, then push).
+    #[inline]
+    pub(super) fn push(&mut self, data: &[u8], dest: Option<&SocketAddr>) -> bool {
+        if !self.has_room(data) {
+            return false;
+        }
         let k = self.len;
-        let at = self.used;
-        self.area[at..at + data.len()].copy_from_slice(data);
+        // SAFETY: `used + data.len()` is inside the area (checked above),
+        // and the caller's slice cannot overlap this batch's own area.
+        let at = unsafe {
+            let at = self.area.as_mut_ptr().add(self.used);
+            ptr::copy_nonoverlapping(data.as_ptr(), at, data.len());
+            at
+        };
         self.used += data.len();
         self.len += 1;
-        self.iovs[k] = libc::iovec {
-            // SAFETY: `at` is inside the area (checked by has_room).
-            iov_base: unsafe { self.area.as_mut_ptr().add(at) }.cast(),
+        // SAFETY: k < hdrs.len() (has_room), and iovs and addrs are as
+        // long as hdrs (made so in `new`, never resized).
+        let (iov, h, ss) = unsafe {
+            (
+                self.iovs.get_unchecked_mut(k),
+                &mut self.hdrs.get_unchecked_mut(k).msg_hdr,
+                self.addrs.get_unchecked_mut(k),
+            )
+        };
+        *iov = libc::iovec {
+            iov_base: at.cast(),
             iov_len: data.len(),
         };
-        let h = &mut self.hdrs[k];
-        h.msg_len = 0;
         match dest {
             Some(a) => {
-                h.msg_hdr.msg_namelen = from_std(a, &mut self.addrs[k]);
-                h.msg_hdr.msg_name = (&mut self.addrs[k] as *mut libc::sockaddr_storage).cast();
+                h.msg_namelen = from_std(a, self.v6, ss);
+                h.msg_name = (ss as *mut libc::sockaddr_storage).cast();
             }
             None => {
-                h.msg_hdr.msg_name = ptr::null_mut();
-                h.msg_hdr.msg_namelen = 0;
+                h.msg_name = ptr::null_mut();
+                h.msg_namelen = 0;
             }
         }
-        self.dests[k] = shown;
+        true
+    }
+
+    /// Where queued datagram `k` was going (`None`: the connected peer).
+    fn dest(&self, k: usize) -> Option<SocketAddr> {
+        let h = &self.hdrs[k].msg_hdr;
+        if h.msg_name.is_null() {
+            return None;
+        }
+        to_std(&self.addrs[k], h.msg_namelen, true)
     }
 
     /// Send everything queued with as few `sendmmsg` calls as the kernel
@@ -299,7 +337,7 @@ impl SendBatch {
                     // The rest would find the buffer just as full.
                     failed(SendFailure::Full {
                         count: self.len - i,
-                        to: self.dests[i],
+                        to: self.dest(i),
                         len: self.iovs[i].iov_len,
                     });
                     break;
@@ -343,10 +381,19 @@ mod tests {
         ] {
             let a: SocketAddr = a.parse().unwrap();
             let mut ss = zeroed_storage();
-            let len = from_std(a, &mut ss);
-            assert_eq!(to_std(&ss, len), Some(a));
+            let len = from_std(&a, a.is_ipv6(), &mut ss);
+            assert_eq!(to_std(&ss, len, false), Some(a));
         }
-        assert_eq!(to_std(&zeroed_storage(), 0), None);
+        assert_eq!(to_std(&zeroed_storage(), 0, false), None);
+        // Written in the socket's family.
+        let four: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:10.0.0.1]:80".parse().unwrap();
+        let mut ss = zeroed_storage();
+        let len = from_std(&four, true, &mut ss);
+        assert_eq!(to_std(&ss, len, false), Some(mapped));
+        assert_eq!(to_std(&ss, len, true), Some(four), "unmapped");
+        let len = from_std(&mapped, false, &mut ss);
+        assert_eq!(to_std(&ss, len, false), Some(four));
     }
 
     #[test]
@@ -355,13 +402,12 @@ mod tests {
         rx.set_nonblocking(true).unwrap();
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let to = rx.local_addr().unwrap();
-        let mut s = SendBatch::new(8);
+        let mut s = SendBatch::new(8, false);
         for i in 0..8u8 {
             let d = vec![i; 1 + i as usize * 100];
-            assert!(s.has_room(&d));
-            s.push(&d, Some(to), Some(to));
+            assert!(s.push(&d, Some(&to)));
         }
-        assert!(!s.has_room(b"x"), "eight is the batch");
+        assert!(!s.push(b"x", Some(&to)), "eight is the batch");
         let mut errors = 0;
         assert_eq!(s.flush(tx.as_raw_fd(), |_| errors += 1), 8);
         assert_eq!((errors, s.len()), (0, 0));

@@ -147,6 +147,34 @@ fn recv(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Recv> {
     })
 }
 
+/// A datagram that is not delivered: cut (reported to `error_received`,
+/// with its real size when the kernel told it), or from someone other than
+/// a connected socket's peer (dropped).
+#[cold]
+fn odd_datagram(
+    p: &mut dyn DatagramProtocol,
+    t: &mut dyn DatagramTransport,
+    max: usize,
+    len: usize,
+    truncated: bool,
+    from: SocketAddr,
+) {
+    let id = t.id();
+    if !truncated {
+        log::debug!("{id}: datagram from {from} dropped: connected to another peer");
+        return;
+    }
+    let err = io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "datagram of {} bytes from {from} dropped: larger than the maximum datagram size ({max} bytes)",
+            len.max(max + 1)
+        ),
+    );
+    log::debug!("{id}: {err}");
+    p.error_received(t, &err);
+}
+
 impl UdpHandler {
     /// Run one protocol callback, catching a panic (which closes the
     /// socket). Returns false if it panicked.
@@ -219,6 +247,7 @@ impl UdpHandler {
     /// Hand one received datagram to the protocol (or report it cut, or
     /// drop it if a connected socket's peer did not send it). Returns
     /// whether the socket is still open.
+    #[inline(always)]
     fn deliver(
         &mut self,
         r: &mut Reactor,
@@ -228,25 +257,12 @@ impl UdpHandler {
         truncated: bool,
         from: SocketAddr,
     ) -> bool {
-        if self.st.peer.is_some_and(|p| p != from) {
-            log::debug!("{id}: datagram from {from} dropped: connected to another peer");
-            return true;
+        if truncated || self.st.peer.is_some_and(|p| p != from) {
+            let max = self.st.max;
+            return self.invoke(r, id, |p, t| odd_datagram(p, t, max, len, truncated, from))
+                && self.settle(r, id);
         }
-        let ok = if truncated {
-            let err = io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "datagram of {} bytes from {from} dropped: larger than the maximum datagram size ({} bytes)",
-                    len.max(self.st.max + 1),
-                    self.st.max
-                ),
-            );
-            log::debug!("{id}: {err}");
-            self.invoke(r, id, |p, t| p.error_received(t, &err))
-        } else {
-            self.invoke(r, id, |p, t| p.datagram_received(t, data, from))
-        };
-        ok && self.settle(r, id)
+        self.invoke(r, id, |p, t| p.datagram_received(t, data, from)) && self.settle(r, id)
     }
 
     /// Report an error of the socket to the protocol. Returns whether the
@@ -325,17 +341,7 @@ impl UdpHandler {
                 }
             };
             done += n;
-            self.st.queueing = true;
-            let mut open = true;
-            for k in 0..n {
-                let d = rb.get(k);
-                if !self.deliver(r, id, d.data, d.len, d.truncated, unmap(d.from)) {
-                    open = false;
-                    break;
-                }
-            }
-            self.st.queueing = false;
-            if !open || !self.flush(r, id) {
+            if !self.deliver_batch(r, id, &rb, n) || !self.flush(r, id) {
                 break;
             }
             // A short batch means the socket had no more: the next datagram
@@ -347,6 +353,46 @@ impl UdpHandler {
             }
         }
         self.st.recv = Some(rb);
+    }
+
+    /// Hand the `n` datagrams of a receive batch to the protocol, in order,
+    /// with sends queued for the batch's `sendmmsg`. One panic boundary
+    /// covers the batch (a panic closes the socket, so no later datagram of
+    /// it would be delivered anyway); a stop asked for by a callback takes
+    /// effect before the next datagram. Returns whether the socket is open.
+    #[cfg(target_os = "linux")]
+    fn deliver_batch(&mut self, r: &mut Reactor, id: ConnId, rb: &super::batch::RecvBatch, n: usize) -> bool {
+        self.st.queueing = true;
+        let run = catch_unwind(AssertUnwindSafe(|| {
+            for k in 0..n {
+                let d = rb.get(k);
+                let mut view = View {
+                    st: &mut self.st,
+                    r: &mut *r,
+                    id,
+                };
+                let stranger = view.st.peer.is_some_and(|p| p != d.from);
+                if d.truncated || stranger {
+                    let max = view.st.max;
+                    odd_datagram(&mut *self.proto, &mut view, max, d.len, d.truncated, d.from);
+                } else {
+                    self.proto.datagram_received(&mut view, d.data, d.from);
+                }
+                if self.st.stopping || self.st.shared.stop.get() {
+                    break;
+                }
+            }
+        }));
+        self.st.queueing = false;
+        if let Err(p) = run {
+            log::error!(
+                "{id}: datagram protocol panicked: {}; closing the socket",
+                twistor_reactor::panic_message(&*p)
+            );
+            self.close(r, id);
+            return false;
+        }
+        self.settle(r, id)
     }
 
     /// Send what a read batch queued, and report what the kernel refused

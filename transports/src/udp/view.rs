@@ -31,6 +31,15 @@ impl std::fmt::Display for Dest {
     }
 }
 
+#[cold]
+fn not_the_peer(peer: SocketAddr, addr: SocketAddr) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("this socket is connected to {peer}, not {addr}"),
+    )
+}
+
+#[cold]
 fn closed_err() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, "the UDP socket is closed")
 }
@@ -69,7 +78,7 @@ impl State {
             let fd = self.sock.as_raw_fd();
             q.flush(fd, |f| match f {
                 super::batch::SendFailure::Full { count, to, len } => {
-                    self.note_dropped(id, count as u64, len, to);
+                    self.note_dropped(id, count as u64, len, to.map(unmap));
                 }
                 super::batch::SendFailure::Error(e) => self.send_errors.push(e),
             });
@@ -110,28 +119,47 @@ impl View<'_> {
         }
     }
 
-    /// Send `data` to `dest` (`None`: the connected peer; `shown` is the
-    /// address for messages): queued for the batch's `sendmmsg` inside a
-    /// read batch, else at once.
-    fn transmit(&mut self, data: &[u8], dest: Option<SocketAddr>, shown: SocketAddr) -> io::Result<()> {
-        #[cfg(target_os = "linux")]
-        if self.st.queueing && data.len() <= super::batch::SEND_AREA {
-            if self.st.send.as_ref().is_some_and(|q| !q.has_room(data)) {
-                self.st.flush_sends(self.id);
+    /// Queue `data` for `to` (`None`: the connected peer) in the batch's
+    /// `sendmmsg`, flushing first if the batch is full.
+    #[cfg(target_os = "linux")]
+    #[inline]
+    fn queue(&mut self, data: &[u8], to: Option<&SocketAddr>) {
+        if let Some(q) = &mut self.st.send {
+            if q.push(data, to) {
+                return;
             }
-            let cap = self.st.batch;
-            let q = self
-                .st
-                .send
-                .get_or_insert_with(|| super::batch::SendBatch::new(cap));
-            q.push(data, dest, Some(shown));
-            return Ok(());
         }
-        // Whatever is queued goes first: datagrams leave in the order they
-        // were written.
         self.st.flush_sends(self.id);
-        let res = match dest {
-            Some(to) => self.st.sock.send_to(data, to),
+        let (cap, v6) = (self.st.batch, self.st.v6);
+        let q = self
+            .st
+            .send
+            .get_or_insert_with(|| super::batch::SendBatch::new(cap, v6));
+        // An empty batch holds any datagram up to SEND_AREA bytes.
+        let queued = q.push(data, to);
+        debug_assert!(queued);
+    }
+
+    /// Whether a send goes into the batch rather than to the kernel now.
+    fn queueing(&self, data: &[u8]) -> bool {
+        #[cfg(target_os = "linux")]
+        return self.st.queueing && data.len() <= super::batch::SEND_AREA;
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = data;
+            false
+        }
+    }
+
+    /// Send `data` at once to `to` (`None`: the connected peer `shown`),
+    /// after whatever is queued: datagrams leave in the order written.
+    fn send_now(&mut self, data: &[u8], to: Option<SocketAddr>, shown: SocketAddr) -> io::Result<()> {
+        self.st.flush_sends(self.id);
+        let res = match to {
+            Some(a) => {
+                let dest = self.dest(a);
+                self.st.sock.send_to(data, dest)
+            }
             None => self.st.sock.send(data),
         };
         self.sent(res, data.len(), shown)
@@ -145,15 +173,16 @@ impl DatagramTransport for View<'_> {
         }
         if let Some(peer) = self.st.peer {
             if unmap(addr) != peer {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("this socket is connected to {peer}, not {addr}"),
-                ));
+                return Err(not_the_peer(peer, addr));
             }
             return self.write(data);
         }
-        let to = self.dest(addr);
-        self.transmit(data, Some(to), addr)
+        if self.queueing(data) {
+            #[cfg(target_os = "linux")]
+            self.queue(data, Some(&addr));
+            return Ok(());
+        }
+        self.send_now(data, Some(addr), addr)
     }
 
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
@@ -166,7 +195,12 @@ impl DatagramTransport for View<'_> {
                 "write needs a connected socket; use send_to",
             ));
         };
-        self.transmit(data, None, peer)
+        if self.queueing(data) {
+            #[cfg(target_os = "linux")]
+            self.queue(data, None);
+            return Ok(());
+        }
+        self.send_now(data, None, peer)
     }
 
     fn connect(&mut self, addr: SocketAddr) -> io::Result<()> {
