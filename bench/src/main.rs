@@ -9,6 +9,7 @@
 //! cargo run --release -p twistor-bench -- load rr|bulk|paced --port P [--conns N] [--size B] [--rate R] [--secs S]
 //! cargo run --release -p twistor-bench -- udp       # UDP echo: twistor vs mio vs tokio
 //! cargo run --release -p twistor-bench -- udp-counts  # instructions and syscalls per datagram
+//! cargo run --release -p twistor-bench -- multi     # one reactor vs two
 //! ```
 
 mod alloc_count;
@@ -17,6 +18,7 @@ mod allocs_udp;
 mod callgrind;
 mod cpu;
 mod load;
+mod multi;
 mod run;
 mod servers;
 mod servers_proc;
@@ -60,6 +62,9 @@ commands:
   udp-server  KIND: one UDP echo server (twistor, twistor-batch1, mio or tokio); --port P --cpu N
   udp-load    drive a running UDP echo server: --port P (required) --inflight W (32) --count N
               --size B (64) --secs S (10) --cpu N
+  multi    TCP echo on 1 vs 2 reactors (ReactorGroup), nothing pinned
+           flags: --rounds N (7) --conns N (50) --rate R (50000) --quick
+  multi-server  TCP echo on --reactors N (2) with SO_REUSEPORT; --port P
 ";
 
 /// Command-line flags after the command: `--name value` pairs and `--quick`.
@@ -98,6 +103,8 @@ fn main() -> ExitCode {
         Some("udp-server") => {
             udp::cmd_server(args.get(1), &Flags(args.get(2..).unwrap_or_default().to_vec()))
         }
+        Some("multi") => multi::cmd_compare(&Flags(args[1..].to_vec())),
+        Some("multi-server") => multi::cmd_server(&Flags(args[1..].to_vec())),
         Some("-h") | Some("--help") | Some("help") => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -152,6 +159,8 @@ fn cmd_all(f: &Flags) -> Result<(), String> {
     println!("{}", run::compare(&cfg).map_err(io_err)?);
     println!("## UDP echo: twistor vs mio vs tokio\n");
     println!("{}", udp::compare(&udp::config(f)?).map_err(io_err)?);
+    println!("## One reactor per core: 1 vs 2 reactors\n");
+    println!("{}", multi::compare(&multi::config(f)?).map_err(io_err)?);
     println!("## Allocations on twistor's echo path\n");
     println!(
         "{}{}",
