@@ -65,6 +65,8 @@ commands:
   multi    TCP echo on 1 vs 2 reactors (ReactorGroup), nothing pinned
            flags: --rounds N (7) --conns N (50) --rate R (50000) --quick
   multi-server  TCP echo on --reactors N (2) with SO_REUSEPORT; --port P
+  multi-counts  instructions (callgrind) and syscalls (perf) per request, 1 vs 2 reactors
+           flags: --n1 N (10000) --n2 N (40000) --conns N (50)
 ";
 
 /// Command-line flags after the command: `--name value` pairs and `--quick`.
@@ -105,6 +107,7 @@ fn main() -> ExitCode {
         }
         Some("multi") => multi::cmd_compare(&Flags(args[1..].to_vec())),
         Some("multi-server") => multi::cmd_server(&Flags(args[1..].to_vec())),
+        Some("multi-counts") => multi::cmd_counts(&Flags(args[1..].to_vec())),
         Some("-h") | Some("--help") | Some("help") => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -6,7 +6,7 @@
 //!
 //! The server (`multi-server --reactors N`) prints its port, serves until
 //! its stdin closes, then stops the group gracefully and prints how many
-//! connections each reactor accepted.
+//! connections each reactor accepted and how many loop turns it ran.
 
 use std::fmt::Write as _;
 use std::io;
@@ -31,6 +31,8 @@ pub fn serve(reactors: usize, port: u16) -> io::Result<()> {
     let n = group.len();
     let handle = group.handle();
     let accepted: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+    // Loop turns per reactor, noted when each stops.
+    let turns: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
     let bound = Arc::new(OnceLock::new());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
     let b = bound.clone();
@@ -61,6 +63,8 @@ pub fn serve(reactors: usize, port: u16) -> io::Result<()> {
             opts,
         )?;
         let _ = bound.set(l.port());
+        let t = turns.clone();
+        r.add_shutdown_trigger(move |r| t[index].store(r.turns(), Ordering::Relaxed));
         let tx = ready_tx.clone();
         r.call_soon(move |_| {
             let _ = tx.send(());
@@ -72,6 +76,11 @@ pub fn serve(reactors: usize, port: u16) -> io::Result<()> {
         .map(|a| a.load(Ordering::Relaxed).to_string())
         .collect();
     println!("split {}", split.join(" "));
+    let turns: Vec<String> = turns
+        .iter()
+        .map(|a| a.load(Ordering::Relaxed).to_string())
+        .collect();
+    println!("turns {}", turns.join(" "));
     Ok(())
 }
 
@@ -255,6 +264,150 @@ pub fn compare(cfg: &MultiConfig) -> io::Result<String> {
         paired_ratio(&col(1, |r| r.paced_us), &col(0, |r| r.paced_us)),
     );
     Ok(s)
+}
+
+/// Run `multi-server --reactors N` under `wrapper` (its arguments up to
+/// the program), serve `requests` request/response round trips over
+/// `conns` connections, and return what `read` finds in the file `out`
+/// afterwards, with the requests served.
+fn wrapped_total(
+    wrapper: &str,
+    args: &[String],
+    out: &std::path::Path,
+    reactors: usize,
+    conns: usize,
+    requests: u64,
+    read: impl Fn(&str) -> Option<u64>,
+) -> io::Result<(u64, u64, u64)> {
+    let exe = std::env::current_exe()?.to_string_lossy().into_owned();
+    let mut all = args.to_vec();
+    all.extend([
+        exe,
+        "multi-server".into(),
+        "--reactors".into(),
+        reactors.to_string(),
+    ]);
+    let p = Proc::start(&format!("{reactors} reactor(s)"), wrapper, &all)?;
+    let spec = Spec {
+        addr: p.addr,
+        mode: Mode::RequestResponse,
+        conns,
+        size: 64,
+        warmup: Duration::ZERO,
+        window: Duration::from_secs(600),
+        max_requests: requests,
+    };
+    let (o, (), ()) = load::run(&spec, || ())?;
+    let rest = p.finish()?;
+    let turns = rest
+        .lines()
+        .find_map(|l| l.strip_prefix("turns "))
+        .map_or(0, |t| {
+            t.split_whitespace().filter_map(|x| x.parse::<u64>().ok()).sum()
+        });
+    let text = std::fs::read_to_string(out).unwrap_or_default();
+    let _ = std::fs::remove_file(out);
+    let total = read(&text).ok_or_else(|| io::Error::other(format!("no count from {wrapper}")))?;
+    Ok((total, o.requests, turns))
+}
+
+/// Per request, from runs of `n1` and `n2` requests (start-up, connection
+/// set-up and shutdown cancel in the difference).
+fn per_request_count(
+    wrapper: &str,
+    args: &[String],
+    out: &std::path::Path,
+    reactors: usize,
+    conns: usize,
+    (n1, n2): (u64, u64),
+    read: impl Fn(&str) -> Option<u64> + Copy,
+) -> io::Result<(f64, f64)> {
+    let (t1, r1, u1) = wrapped_total(wrapper, args, out, reactors, conns, n1, read)?;
+    let (t2, r2, u2) = wrapped_total(wrapper, args, out, reactors, conns, n2, read)?;
+    let requests = (r2 as f64 - r1 as f64).max(1.0);
+    Ok((
+        (t2 as f64 - t1 as f64) / requests,
+        requests / (u2 as f64 - u1 as f64).max(1.0),
+    ))
+}
+
+/// `twistor-bench multi-counts [--n1 N] [--n2 N] [--conns N]`: user-space
+/// instructions (callgrind) and syscalls (perf) per request of the TCP
+/// echo on one reactor and on two: figures the load on the machine does
+/// not change (instruction counts) or changes little (syscalls, which
+/// depend on how many events each wake-up finds).
+pub fn cmd_counts(f: &crate::Flags) -> Result<(), String> {
+    let n1: u64 = f.or("--n1", 10_000)?;
+    let n2: u64 = f.or("--n2", 40_000)?.max(n1 + 1);
+    let conns: usize = f.or("--conns", 50)?.max(1);
+    let run = || -> io::Result<String> {
+        unpin()?;
+        let out = std::env::temp_dir().join(format!("twistor-multi-counts-{}", std::process::id()));
+        let callgrind = [
+            "--tool=callgrind".to_string(),
+            format!("--callgrind-out-file={}", out.display()),
+        ];
+        let perf = ["stat", "-x", ",", "-e", "raw_syscalls:sys_enter", "-o"]
+            .map(String::from)
+            .into_iter()
+            .chain([out.display().to_string(), "--".into()])
+            .collect::<Vec<_>>();
+        let instructions = |text: &str| {
+            text.lines()
+                .rev()
+                .find_map(|l| l.strip_prefix("totals:").or_else(|| l.strip_prefix("summary:")))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        };
+        let syscalls = |text: &str| {
+            text.lines()
+                .find(|l| l.contains("raw_syscalls:sys_enter"))
+                .and_then(|l| l.split(',').next()?.trim().parse().ok())
+        };
+        let mut rows = Vec::new();
+        for reactors in [1, 2] {
+            let (i, _) = per_request_count(
+                "valgrind",
+                &callgrind,
+                &out,
+                reactors,
+                conns,
+                (n1, n2),
+                instructions,
+            )?;
+            let (s, per_turn) = per_request_count("perf", &perf, &out, reactors, conns, (n1, n2), syscalls)?;
+            eprintln!(
+                "{reactors} reactor(s): {i:.0} instructions/request, {s:.3} syscalls/request, \
+                 {per_turn:.1} requests per loop turn"
+            );
+            rows.push((reactors, i, s, per_turn));
+        }
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "Per request/response round trip, (total at {n2} - total at {n1}) / {}, {conns} connections, \
+             64 B. Instructions: user space, callgrind. Syscalls: perf's raw_syscalls:sys_enter at full \
+             speed, nothing pinned; requests per loop turn (all reactors' turns) in the same runs.\n",
+            n2 - n1
+        );
+        let _ = writeln!(
+            s,
+            "| server | instructions/request | syscalls/request | requests per loop turn |\n|---|---|---|---|"
+        );
+        for (n, i, sys, per_turn) in &rows {
+            let _ = writeln!(s, "| {n} reactor(s) | {i:.0} | {sys:.3} | {per_turn:.1} |");
+        }
+        let _ = writeln!(
+            s,
+            "\n2 reactors / 1 reactor: instructions {:.2}, syscalls {:.2}.",
+            rows[1].1 / rows[0].1,
+            rows[1].2 / rows[0].2
+        );
+        Ok(s)
+    };
+    let report = run().map_err(|e| e.to_string())?;
+    println!("## One reactor per core: operation counts per request\n");
+    println!("{report}");
+    Ok(())
 }
 
 /// `twistor-bench multi-server --reactors N [--port P]`.
