@@ -7,16 +7,24 @@
 //! cargo run --release -p twistor-bench -- allocs    # allocations per request
 //! cargo run --release -p twistor-bench -- server twistor|mio|tokio [--port P] [--cpu N]
 //! cargo run --release -p twistor-bench -- load rr|bulk|paced --port P [--conns N] [--size B] [--rate R] [--secs S]
+//! cargo run --release -p twistor-bench -- udp       # UDP echo: twistor vs mio vs tokio
+//! cargo run --release -p twistor-bench -- udp-counts  # instructions and syscalls per datagram
+//! cargo run --release -p twistor-bench -- multi     # one reactor vs two
 //! ```
 
 mod alloc_count;
 mod allocs;
+mod allocs_udp;
+mod callgrind;
 mod cpu;
 mod load;
+mod multi;
 mod run;
 mod servers;
 mod servers_proc;
 mod stats;
+mod udp;
+mod udp_load;
 
 use std::io;
 use std::net::SocketAddr;
@@ -47,6 +55,18 @@ commands:
   load     MODE: drive a running echo server (rr, bulk or paced)
            flags: --port P (required) --conns N (50; bulk 1) --size B (64; bulk 65536)
                   --rate R (paced, 50000) --secs S (2) --cpu N (no pinning)
+  udp      UDP echo, twistor vs mio vs tokio, 32 and 256 datagrams in flight
+           flags: --rounds N (7) --size B (64) --secs S (1.5) --server-cpu N (0) --client-cpu N (1) --quick
+  udp-counts  instructions (callgrind) and syscalls (perf) per datagram of each UDP server
+           flags: --n1 N (10000) --n2 N (60000) --inflight W (32 and 256) --kinds a,b (all)
+  udp-server  KIND: one UDP echo server (twistor, twistor-batch1, mio or tokio); --port P --cpu N
+  udp-load    drive a running UDP echo server: --port P (required) --inflight W (32) --count N
+              --size B (64) --secs S (10) --cpu N
+  multi    TCP echo on 1 vs 2 reactors (ReactorGroup), nothing pinned
+           flags: --rounds N (7) --conns N (50) --rate R (50000) --quick
+  multi-server  TCP echo on --reactors N (2) with SO_REUSEPORT; --port P
+  multi-counts  instructions (callgrind) and syscalls (perf) per request, 1 vs 2 reactors
+           flags: --n1 N (10000) --n2 N (40000) --conns N (50)
 ";
 
 /// Command-line flags after the command: `--name value` pairs and `--quick`.
@@ -79,6 +99,15 @@ fn main() -> ExitCode {
         Some("allocs") => cmd_allocs(&Flags(args[1..].to_vec())),
         Some("server") => cmd_server(args.get(1), &Flags(args.get(2..).unwrap_or_default().to_vec())),
         Some("load") => cmd_load(args.get(1), &Flags(args.get(2..).unwrap_or_default().to_vec())),
+        Some("udp") => udp::cmd_compare(&Flags(args[1..].to_vec())),
+        Some("udp-counts") => callgrind::cmd_counts(&Flags(args[1..].to_vec())),
+        Some("udp-load") => udp::cmd_load(&Flags(args[1..].to_vec())),
+        Some("udp-server") => {
+            udp::cmd_server(args.get(1), &Flags(args.get(2..).unwrap_or_default().to_vec()))
+        }
+        Some("multi") => multi::cmd_compare(&Flags(args[1..].to_vec())),
+        Some("multi-server") => multi::cmd_server(&Flags(args[1..].to_vec())),
+        Some("multi-counts") => multi::cmd_counts(&Flags(args[1..].to_vec())),
         Some("-h") | Some("--help") | Some("help") => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -131,10 +160,15 @@ fn cmd_all(f: &Flags) -> Result<(), String> {
     println!("{}", machine());
     println!("## Echo: twistor vs mio vs tokio\n");
     println!("{}", run::compare(&cfg).map_err(io_err)?);
+    println!("## UDP echo: twistor vs mio vs tokio\n");
+    println!("{}", udp::compare(&udp::config(f)?).map_err(io_err)?);
+    println!("## One reactor per core: 1 vs 2 reactors\n");
+    println!("{}", multi::compare(&multi::config(f)?).map_err(io_err)?);
     println!("## Allocations on twistor's echo path\n");
     println!(
-        "{}",
-        allocs::count(cfg.server_core, cfg.client_core, allocs_n).map_err(io_err)?
+        "{}{}",
+        allocs::count(cfg.server_core, cfg.client_core, allocs_n).map_err(io_err)?,
+        allocs_udp::rows(cfg.server_core, cfg.client_core, allocs_n / 2).map_err(io_err)?
     );
     Ok(())
 }
@@ -146,7 +180,13 @@ fn cmd_allocs(f: &Flags) -> Result<(), String> {
         f.or("--requests", 200_000)?,
     )
     .map_err(io_err)?;
-    println!("{report}");
+    let udp = allocs_udp::rows(
+        f.or("--server-cpu", 0)?,
+        f.or("--client-cpu", 1)?,
+        f.or("--requests", 200_000)?,
+    )
+    .map_err(io_err)?;
+    println!("{report}{udp}");
     Ok(())
 }
 

@@ -112,6 +112,7 @@ mod datagram;
 mod handler;
 mod id;
 mod input;
+mod multi;
 mod protocol;
 mod reactor;
 mod ready;
@@ -130,6 +131,7 @@ pub use handler::Handler;
 pub use id::{CallError, ConnId, Gone};
 pub use input::InputBuf;
 pub use mio;
+pub use multi::{GroupHandle, ReactorGroup};
 pub use protocol::{
     swap_protocol, CertFacts, ClientFactory, Connector, Factory, Protocol, ProtocolCall, TlsInfo, Transport,
     Upgrade,

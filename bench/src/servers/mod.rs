@@ -3,8 +3,11 @@
 //! allocation count.
 
 pub mod mio_echo;
+pub mod mio_udp;
 pub mod tokio_echo;
+pub mod tokio_udp;
 pub mod twistor_echo;
+pub mod twistor_udp;
 
 use std::io::{self, Write};
 use std::net::SocketAddr;

@@ -34,14 +34,28 @@ impl UdpEcho {
 
 impl DatagramProtocol for UdpEcho {
     fn datagram_received(&mut self, t: &mut dyn DatagramTransport, data: &[u8], from: SocketAddr) {
-        log::debug!("{from}: {} bytes", data.len());
+        if log::log_enabled!(log::Level::Debug) {
+            log_received(data, from);
+        }
         match t.send_to(data, from) {
             Ok(()) => self.echoed += 1,
-            Err(e) => log::warn!("echo to {from} failed: {e}"),
+            Err(e) => log_failed(from, &e),
         }
     }
 
     fn error_received(&mut self, _: &mut dyn DatagramTransport, err: &std::io::Error) {
         log::warn!("UDP echo: {err}");
     }
+}
+
+// Kept out of line: the echo path itself stays small.
+#[cold]
+fn log_received(data: &[u8], from: SocketAddr) {
+    // Sizes and addresses, never payloads (as TCP logs them).
+    log::debug!("{from}: {} bytes", data.len());
+}
+
+#[cold]
+fn log_failed(to: SocketAddr, e: &std::io::Error) {
+    log::warn!("echo to {to} failed: {e}");
 }

@@ -1,13 +1,41 @@
 //! UDP: `listen_udp` / `connect_udp` and the [`UdpPort`] handle.
 //!
 //! A UDP socket runs a [`DatagramProtocol`] (Twisted's
-//! `reactor.listenUDP(port, protocol)`). Reading drains the socket until
-//! `WouldBlock` under a fairness budget, into the reactor's shared read
-//! buffer. A datagram larger than [`UdpOptions::max_datagram`] is never
+//! `reactor.listenUDP(port, protocol)`). Reading drains the socket under a
+//! fairness budget ([`UdpOptions::read_budget`] datagrams per readiness
+//! event). A datagram larger than [`UdpOptions::max_datagram`] is never
 //! silently cut: it is dropped and reported to `error_received` (kind
-//! `InvalidData`). Sends go straight to the kernel; when its send buffer is
-//! full the datagram is dropped, logged and counted (see
-//! [`DatagramTransport`]), so memory never grows without bound.
+//! `InvalidData`). When the kernel's send buffer is full a datagram is
+//! dropped, logged and counted (see [`DatagramTransport`]), so memory never
+//! grows without bound.
+//!
+//! ## Batches (Linux)
+//!
+//! On Linux a socket reads up to [`UdpOptions::batch`] datagrams per
+//! `recvmmsg(2)` call. Each datagram still gets its own
+//! `datagram_received`, in arrival order, with its own sender, and a cut
+//! one is still reported; a batch that comes back short means the socket
+//! is drained, so the `recvmsg` that would only say "nothing more" is
+//! skipped (a connected socket still makes it: that is where an ICMP error
+//! such as "refused" is reported). Datagrams a protocol sends from
+//! `datagram_received` (or `error_received`) during a batch are copied into
+//! a fixed send area and leave together in one `sendmmsg(2)` once the
+//! batch's callbacks have returned, in the order they were written; so
+//! inside a batch `send_to` / `write` return `Ok` when the datagram is
+//! queued. If the kernel's send buffer fills during that flush, the rest of
+//! the batch is dropped and counted ([`UdpPort::dropped_sends`]) and logged
+//! as above, but not reported to the protocol; any other error the kernel
+//! gives for a queued datagram goes to `error_received`. Sends made outside
+//! a batch (from `start_protocol`, [`UdpPort::call`], a timer) go to the
+//! kernel at once and return its answer, as everywhere else.
+//!
+//! Memory: a batching socket keeps one receive area of `batch` slots of
+//! `max_datagram` bytes (2 MiB of address space at the defaults, of which
+//! only the pages datagrams were written to become resident; set
+//! `max_datagram` to the protocol's real maximum to shrink it) and a send
+//! area of 64 KiB, each made on first use; nothing is allocated per
+//! datagram. Other systems read and send one datagram per syscall, into
+//! the reactor's shared read buffer.
 //!
 //! Addresses are given as for TCP ([`ListenAddr`]): a bare port listens on
 //! every interface, IPv6 and IPv4 (a dual-stack `[::]` socket, falling back
@@ -15,8 +43,11 @@
 //! are reported as plain IPv4 addresses, and plain IPv4 destinations are
 //! accepted by `send_to`.
 
+#[cfg(target_os = "linux")]
+mod batch;
 mod echo;
 mod port;
+mod view;
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -34,6 +65,13 @@ pub use echo::UdpEcho;
 /// sources get a turn.
 pub const DEFAULT_DATAGRAM_BUDGET: usize = 64;
 
+/// Default number of datagrams read per `recvmmsg` and sent per `sendmmsg`
+/// (Linux).
+pub const DEFAULT_BATCH: usize = 32;
+
+/// The largest [`UdpOptions::batch`] (the kernel's limit per call).
+pub const MAX_BATCH: usize = 1024;
+
 /// Knobs for [`listen_udp_with`] and [`connect_udp_with`].
 ///
 /// ```
@@ -49,6 +87,11 @@ pub struct UdpOptions {
     pub max_datagram: usize,
     /// Datagrams read per readiness event before other sources get a turn.
     pub read_budget: usize,
+    /// Datagrams per `recvmmsg` / `sendmmsg` on Linux (default
+    /// [`DEFAULT_BATCH`], at most [`MAX_BATCH`]); `1` reads and sends one
+    /// datagram per syscall. See "Batches" above for what it changes and
+    /// what it costs in memory.
+    pub batch: usize,
     /// `SO_REUSEADDR` (several multicast listeners on one port need it).
     pub reuse_address: bool,
     /// `SO_REUSEPORT` (one socket per reactor thread on one port).
@@ -66,6 +109,7 @@ impl Default for UdpOptions {
         UdpOptions {
             max_datagram: twistor_reactor::READ_BUFFER_SIZE,
             read_budget: DEFAULT_DATAGRAM_BUDGET,
+            batch: DEFAULT_BATCH,
             reuse_address: false,
             reuse_port: false,
             broadcast: false,

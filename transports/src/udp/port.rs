@@ -1,17 +1,19 @@
-//! The reactor handler behind a UDP socket, and the transport view its
-//! protocol sees during a callback.
+//! The reactor handler behind a UDP socket: reading (one datagram per
+//! syscall, or on Linux a batch per `recvmmsg`), delivering each datagram to
+//! the protocol, and the socket's life (start, calls, close).
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
 use mio::net::UdpSocket;
 use mio::Interest;
 use socket2::{MaybeUninitSlice, MsgHdrMut, SockAddr, SockRef, Socket};
-use twistor_reactor::{ConnId, DatagramProtocol, DatagramTransport, Handler, Interface, Reactor, Ready};
+use twistor_reactor::{ConnId, DatagramProtocol, DatagramTransport, Handler, Reactor, Ready};
 
+use super::view::View;
 use super::{Shared, UdpOptions};
 use crate::addr::unmap;
 
@@ -30,32 +32,68 @@ pub(super) fn insert(
         r.registry().register(&mut sock, id.token(), Interest::READABLE)?;
         Ok(Box::new(UdpHandler {
             proto,
-            st: State {
-                v6: local.is_ipv6(),
-                sock,
-                peer,
-                max: opts.max_datagram.clamp(1, twistor_reactor::READ_BUFFER_SIZE),
-                budget: opts.read_budget.max(1),
-                shared,
-                started: false,
-                stopping: false,
-                closed: false,
-            },
+            st: State::new(sock, local.is_ipv6(), peer, &opts, shared),
         }))
     })
 }
 
-struct State {
-    sock: UdpSocket,
-    v6: bool,
-    peer: Option<SocketAddr>,
+/// A UDP socket's state, shared by the handler and the transport view.
+pub(super) struct State {
+    pub(super) sock: UdpSocket,
+    pub(super) v6: bool,
+    pub(super) peer: Option<SocketAddr>,
     max: usize,
     budget: usize,
-    shared: Rc<Shared>,
+    /// Datagrams per `recvmmsg` / `sendmmsg` (1: one per syscall).
+    #[cfg(target_os = "linux")]
+    pub(super) batch: usize,
+    /// The receive batch, made at the first batched read.
+    #[cfg(target_os = "linux")]
+    recv: Option<super::batch::RecvBatch>,
+    /// The send batch, made at the first send queued in a read batch.
+    #[cfg(target_os = "linux")]
+    pub(super) send: Option<super::batch::SendBatch>,
+    /// The protocol runs inside a read batch: sends are queued for the
+    /// batch's `sendmmsg`.
+    pub(super) queueing: bool,
+    /// Errors of queued sends, for `error_received` once the callback
+    /// that was running has returned.
+    pub(super) send_errors: Vec<io::Error>,
+    pub(super) shared: Rc<Shared>,
     started: bool,
     /// `stop_listening` was called: close after the current callback.
-    stopping: bool,
-    closed: bool,
+    pub(super) stopping: bool,
+    pub(super) closed: bool,
+}
+
+impl State {
+    pub(super) fn new(
+        sock: UdpSocket,
+        v6: bool,
+        peer: Option<SocketAddr>,
+        opts: &UdpOptions,
+        shared: Rc<Shared>,
+    ) -> State {
+        State {
+            sock,
+            v6,
+            peer,
+            max: opts.max_datagram.clamp(1, twistor_reactor::READ_BUFFER_SIZE),
+            budget: opts.read_budget.max(1),
+            #[cfg(target_os = "linux")]
+            batch: opts.batch.clamp(1, super::MAX_BATCH),
+            #[cfg(target_os = "linux")]
+            recv: None,
+            #[cfg(target_os = "linux")]
+            send: None,
+            queueing: false,
+            send_errors: Vec::new(),
+            shared,
+            started: false,
+            stopping: false,
+            closed: false,
+        }
+    }
 }
 
 struct UdpHandler {
@@ -63,182 +101,9 @@ struct UdpHandler {
     st: State,
 }
 
-/// The transport a datagram protocol sees during a callback.
-struct View<'a> {
-    st: &'a mut State,
-    r: &'a mut Reactor,
-    id: ConnId,
-}
-
-impl View<'_> {
-    /// A destination as this socket's family wants it: plain IPv4 becomes
-    /// IPv4-mapped on an IPv6 socket, and the reverse on an IPv4 socket.
-    fn dest(&self, addr: SocketAddr) -> SocketAddr {
-        match addr {
-            SocketAddr::V4(a) if self.st.v6 => SocketAddr::new(IpAddr::V6(a.ip().to_ipv6_mapped()), a.port()),
-            SocketAddr::V6(_) if !self.st.v6 => unmap(addr),
-            a => a,
-        }
-    }
-
-    fn sent(&mut self, res: io::Result<usize>, len: usize, to: SocketAddr) -> io::Result<()> {
-        match res {
-            Ok(n) if n == len => Ok(()),
-            Ok(n) => Err(io::Error::other(format!(
-                "datagram of {len} bytes sent as {n} bytes"
-            ))),
-            Err(e) if is_full(&e) => {
-                let shared = &self.st.shared;
-                let n = shared.dropped.get() + 1;
-                shared.dropped.set(n);
-                // One line for the first drop and then at each power of two:
-                // a flood of drops must not become a flood of log lines.
-                if n.is_power_of_two() {
-                    log::warn!(
-                        "{}: send buffer full, datagram of {len} bytes to {to} dropped ({n} dropped so far)",
-                        self.id
-                    );
-                } else {
-                    log::debug!("{}: send buffer full, datagram to {to} dropped", self.id);
-                }
-                Err(io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    format!("send buffer full: datagram to {to} dropped"),
-                ))
-            }
-            Err(e) => Err(e),
-        }
-    }
-}
-
 /// The kernel's send buffer is full (or it is out of buffers).
-fn is_full(e: &io::Error) -> bool {
+pub(super) fn is_full(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::ENOBUFS)
-}
-
-fn closed_err() -> io::Error {
-    io::Error::new(io::ErrorKind::NotConnected, "the UDP socket is closed")
-}
-
-impl DatagramTransport for View<'_> {
-    fn send_to(&mut self, data: &[u8], addr: SocketAddr) -> io::Result<()> {
-        if self.st.closed || self.st.stopping {
-            return Err(closed_err());
-        }
-        if let Some(peer) = self.st.peer {
-            if unmap(addr) != peer {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("this socket is connected to {peer}, not {addr}"),
-                ));
-            }
-            return self.write(data);
-        }
-        let to = self.dest(addr);
-        let res = self.st.sock.send_to(data, to);
-        self.sent(res, data.len(), addr)
-    }
-
-    fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        if self.st.closed || self.st.stopping {
-            return Err(closed_err());
-        }
-        let Some(peer) = self.st.peer else {
-            return Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "write needs a connected socket; use send_to",
-            ));
-        };
-        let res = self.st.sock.send(data);
-        self.sent(res, data.len(), peer)
-    }
-
-    fn connect(&mut self, addr: SocketAddr) -> io::Result<()> {
-        if self.st.closed || self.st.stopping {
-            return Err(closed_err());
-        }
-        let to = self.dest(addr);
-        self.st.sock.connect(to)?;
-        self.st.peer = Some(unmap(addr));
-        Ok(())
-    }
-
-    fn stop_listening(&mut self) {
-        self.st.stopping = true;
-    }
-
-    fn host(&self) -> io::Result<SocketAddr> {
-        self.st.sock.local_addr()
-    }
-
-    fn peer(&self) -> Option<SocketAddr> {
-        self.st.peer
-    }
-
-    fn id(&self) -> ConnId {
-        self.id
-    }
-
-    fn reactor(&mut self) -> &mut Reactor {
-        self.r
-    }
-
-    fn set_broadcast(&mut self, on: bool) -> io::Result<()> {
-        self.st.sock.set_broadcast(on)
-    }
-
-    fn join_group(&mut self, group: IpAddr, interface: Interface) -> io::Result<()> {
-        let s = SockRef::from(&self.st.sock);
-        match group {
-            IpAddr::V4(g) => s.join_multicast_v4(&g, &interface.v4()),
-            IpAddr::V6(g) => s.join_multicast_v6(&g, interface.index()),
-        }
-    }
-
-    fn leave_group(&mut self, group: IpAddr, interface: Interface) -> io::Result<()> {
-        let s = SockRef::from(&self.st.sock);
-        match group {
-            IpAddr::V4(g) => s.leave_multicast_v4(&g, &interface.v4()),
-            IpAddr::V6(g) => s.leave_multicast_v6(&g, interface.index()),
-        }
-    }
-
-    fn set_multicast_interface(&mut self, interface: Interface) -> io::Result<()> {
-        let s = SockRef::from(&self.st.sock);
-        match interface {
-            Interface::V4(a) => s.set_multicast_if_v4(&a),
-            Interface::Index(i) => s.set_multicast_if_v6(i),
-            Interface::Any if self.st.v6 => s.set_multicast_if_v6(0),
-            Interface::Any => s.set_multicast_if_v4(&std::net::Ipv4Addr::UNSPECIFIED),
-        }
-    }
-
-    fn set_multicast_ttl(&mut self, ttl: u32) -> io::Result<()> {
-        let s = SockRef::from(&self.st.sock);
-        if self.st.v6 {
-            s.set_multicast_hops_v6(ttl)?;
-            // A dual-stack socket sends IPv4 multicast too; best effort.
-            let _ = s.set_multicast_ttl_v4(ttl);
-            Ok(())
-        } else {
-            s.set_multicast_ttl_v4(ttl)
-        }
-    }
-
-    fn set_multicast_loopback(&mut self, on: bool) -> io::Result<()> {
-        let s = SockRef::from(&self.st.sock);
-        if self.st.v6 {
-            s.set_multicast_loop_v6(on)?;
-            let _ = s.set_multicast_loop_v4(on);
-            Ok(())
-        } else {
-            s.set_multicast_loop_v4(on)
-        }
-    }
-
-    fn dropped_sends(&self) -> u64 {
-        self.st.shared.dropped.get()
-    }
 }
 
 /// One received datagram, or why there is none.
@@ -282,6 +147,34 @@ fn recv(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Recv> {
     })
 }
 
+/// A datagram that is not delivered: cut (reported to `error_received`,
+/// with its real size when the kernel told it), or from someone other than
+/// a connected socket's peer (dropped).
+#[cold]
+fn odd_datagram(
+    p: &mut dyn DatagramProtocol,
+    t: &mut dyn DatagramTransport,
+    max: usize,
+    len: usize,
+    truncated: bool,
+    from: SocketAddr,
+) {
+    let id = t.id();
+    if !truncated {
+        log::debug!("{id}: datagram from {from} dropped: connected to another peer");
+        return;
+    }
+    let err = io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "datagram of {} bytes from {from} dropped: larger than the maximum datagram size ({max} bytes)",
+            len.max(max + 1)
+        ),
+    );
+    log::debug!("{id}: {err}");
+    p.error_received(t, &err);
+}
+
 impl UdpHandler {
     /// Run one protocol callback, catching a panic (which closes the
     /// socket). Returns false if it panicked.
@@ -315,6 +208,13 @@ impl UdpHandler {
             return;
         }
         self.st.stopping = true;
+        // What the protocol wrote before it stopped (or panicked) still
+        // leaves, as it would have at once outside a batch.
+        self.st.queueing = false;
+        self.st.flush_sends(id);
+        for e in self.st.send_errors.drain(..) {
+            log::debug!("{id}: a send failed as the socket closed: {e}");
+        }
         let _ = r.registry().deregister(&mut self.st.sock);
         self.st.shared.calls.borrow_mut().clear();
         if self.st.started {
@@ -344,7 +244,44 @@ impl UdpHandler {
         !self.st.closed
     }
 
+    /// Hand one received datagram to the protocol (or report it cut, or
+    /// drop it if a connected socket's peer did not send it). Returns
+    /// whether the socket is still open.
+    #[inline(always)]
+    fn deliver(
+        &mut self,
+        r: &mut Reactor,
+        id: ConnId,
+        data: &[u8],
+        len: usize,
+        truncated: bool,
+        from: SocketAddr,
+    ) -> bool {
+        if truncated || self.st.peer.is_some_and(|p| p != from) {
+            let max = self.st.max;
+            return self.invoke(r, id, |p, t| odd_datagram(p, t, max, len, truncated, from))
+                && self.settle(r, id);
+        }
+        self.invoke(r, id, |p, t| p.datagram_received(t, data, from)) && self.settle(r, id)
+    }
+
+    /// Report an error of the socket to the protocol. Returns whether the
+    /// socket is still open.
+    fn report(&mut self, r: &mut Reactor, id: ConnId, err: &io::Error) -> bool {
+        self.invoke(r, id, |p, t| p.error_received(t, err)) && self.settle(r, id)
+    }
+
     fn read(&mut self, r: &mut Reactor, id: ConnId) {
+        #[cfg(target_os = "linux")]
+        if self.st.batch > 1 {
+            return self.read_batches(r, id);
+        }
+        self.read_one_by_one(r, id);
+    }
+
+    /// Read until `WouldBlock` or the budget, one datagram per syscall, into
+    /// the reactor's shared read buffer.
+    fn read_one_by_one(&mut self, r: &mut Reactor, id: ConnId) {
         let mut buf = r.take_read_buffer();
         let max = self.st.max;
         for i in 0.. {
@@ -353,43 +290,124 @@ impl UdpHandler {
                 r.requeue(id, Ready::READABLE);
                 break;
             }
-            match recv(&self.st.sock, &mut buf[..max]) {
-                Ok(Recv::Datagram(n, from)) => {
-                    if self.st.peer.is_some_and(|p| p != from) {
-                        log::debug!("{id}: datagram from {from} dropped: connected to another peer");
-                        continue;
-                    }
-                    let data = &buf[..n];
-                    if !self.invoke(r, id, |p, t| p.datagram_received(t, data, from)) {
-                        break;
-                    }
-                }
-                Ok(Recv::Truncated(n, from)) => {
-                    let err = io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "datagram of {n} bytes from {from} dropped: larger than the maximum datagram size ({max} bytes)"
-                        ),
-                    );
-                    log::debug!("{id}: {err}");
-                    if !self.invoke(r, id, |p, t| p.error_received(t, &err)) {
-                        break;
-                    }
-                }
+            let open = match recv(&self.st.sock, &mut buf[..max]) {
+                Ok(Recv::Datagram(n, from)) => self.deliver(r, id, &buf[..n], n, false, from),
+                Ok(Recv::Truncated(n, from)) => self.deliver(r, id, &[], n, true, from),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // ICMP errors (connection refused...) arrive here, once each.
-                    if !self.invoke(r, id, |p, t| p.error_received(t, &e)) {
-                        break;
-                    }
-                }
-            }
-            if !self.settle(r, id) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
+                // ICMP errors (connection refused...) arrive here, once each.
+                Err(e) => self.report(r, id, &e),
+            };
+            if !open {
                 break;
             }
         }
         r.put_read_buffer(buf);
+    }
+
+    /// Read in batches of `recvmmsg` until the socket is drained or the
+    /// budget is spent. Each datagram still goes to its own
+    /// `datagram_received`, in order; what the protocol sends meanwhile is
+    /// queued and leaves in one `sendmmsg` after each batch.
+    #[cfg(target_os = "linux")]
+    fn read_batches(&mut self, r: &mut Reactor, id: ConnId) {
+        use std::os::fd::AsRawFd;
+        let (cap, slot) = (self.st.batch, self.st.max);
+        let mut rb = self
+            .st
+            .recv
+            .take()
+            .unwrap_or_else(|| super::batch::RecvBatch::new(cap, slot));
+        let fd = self.st.sock.as_raw_fd();
+        let mut done = 0;
+        loop {
+            if done >= self.st.budget {
+                // Fairness: others get a turn; come back on the next one.
+                r.requeue(id, Ready::READABLE);
+                break;
+            }
+            let want = rb.cap().min(self.st.budget - done);
+            let n = match rb.recv(fd, want) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // ICMP errors (connection refused...) arrive here, once each.
+                    done += 1;
+                    if self.report(r, id, &e) {
+                        continue;
+                    }
+                    break;
+                }
+            };
+            done += n;
+            if !self.deliver_batch(r, id, &rb, n) || !self.flush(r, id) {
+                break;
+            }
+            // A short batch means the socket had no more: the next datagram
+            // raises a new edge, so the read that would say `WouldBlock` is
+            // skipped. A connected socket reads on to that answer, which is
+            // where a pending ICMP error (refused) is reported.
+            if n < want && self.st.peer.is_none() {
+                break;
+            }
+        }
+        self.st.recv = Some(rb);
+    }
+
+    /// Hand the `n` datagrams of a receive batch to the protocol, in order,
+    /// with sends queued for the batch's `sendmmsg`. One panic boundary
+    /// covers the batch (a panic closes the socket, so no later datagram of
+    /// it would be delivered anyway); a stop asked for by a callback takes
+    /// effect before the next datagram. Returns whether the socket is open.
+    #[cfg(target_os = "linux")]
+    fn deliver_batch(&mut self, r: &mut Reactor, id: ConnId, rb: &super::batch::RecvBatch, n: usize) -> bool {
+        self.st.queueing = true;
+        let run = catch_unwind(AssertUnwindSafe(|| {
+            for k in 0..n {
+                let d = rb.get(k);
+                let mut view = View {
+                    st: &mut self.st,
+                    r: &mut *r,
+                    id,
+                };
+                let stranger = view.st.peer.is_some_and(|p| p != d.from);
+                if d.truncated || stranger {
+                    let max = view.st.max;
+                    odd_datagram(&mut *self.proto, &mut view, max, d.len, d.truncated, d.from);
+                } else {
+                    self.proto.datagram_received(&mut view, d.data, d.from);
+                }
+                if self.st.stopping || self.st.shared.stop.get() {
+                    break;
+                }
+            }
+        }));
+        self.st.queueing = false;
+        if let Err(p) = run {
+            log::error!(
+                "{id}: datagram protocol panicked: {}; closing the socket",
+                twistor_reactor::panic_message(&*p)
+            );
+            self.close(r, id);
+            return false;
+        }
+        self.settle(r, id)
+    }
+
+    /// Send what a read batch queued, and report what the kernel refused
+    /// (other than a full buffer, which is counted). Returns whether the
+    /// socket is still open.
+    #[cfg(target_os = "linux")]
+    fn flush(&mut self, r: &mut Reactor, id: ConnId) -> bool {
+        self.st.flush_sends(id);
+        while !self.st.send_errors.is_empty() {
+            let e = self.st.send_errors.remove(0);
+            if !self.report(r, id, &e) {
+                return false;
+            }
+        }
+        true
     }
 
     fn run_calls(&mut self, r: &mut Reactor, id: ConnId) {
@@ -433,50 +451,5 @@ impl Handler for UdpHandler {
 
     fn holds_shutdown(&self) -> bool {
         false
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The send policy: a full kernel buffer drops the datagram, counts it
-    /// and says so; other errors are passed through uncounted. (A loopback
-    /// send practically never finds the buffer full, so the policy is
-    /// exercised here with the errors the kernel would return.)
-    #[test]
-    fn a_full_send_buffer_drops_and_counts() {
-        let mut r = Reactor::new().unwrap();
-        let std_sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let shared = Rc::new(Shared::default());
-        let mut st = State {
-            sock: UdpSocket::from_std(std_sock),
-            v6: false,
-            peer: None,
-            max: 1024,
-            budget: 1,
-            shared: shared.clone(),
-            started: true,
-            stopping: false,
-            closed: false,
-        };
-        let id = ConnId::from_token(mio::Token(0));
-        let mut view = View {
-            st: &mut st,
-            r: &mut r,
-            id,
-        };
-        let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        let full = view
-            .sent(Err(io::ErrorKind::WouldBlock.into()), 10, to)
-            .unwrap_err();
-        assert_eq!(full.kind(), io::ErrorKind::WouldBlock);
-        let nobufs = view.sent(Err(io::Error::from_raw_os_error(libc::ENOBUFS)), 10, to);
-        assert_eq!(nobufs.unwrap_err().kind(), io::ErrorKind::WouldBlock);
-        let other = view.sent(Err(io::ErrorKind::PermissionDenied.into()), 10, to);
-        assert_eq!(other.unwrap_err().kind(), io::ErrorKind::PermissionDenied);
-        assert!(view.sent(Ok(10), 10, to).is_ok());
-        assert_eq!(view.dropped_sends(), 2);
-        assert_eq!(shared.dropped.get(), 2);
     }
 }
