@@ -113,11 +113,15 @@ impl Interface {
 
 /// The socket side of a datagram protocol, as seen from its callbacks.
 ///
-/// Sends happen at once (there is no write buffer). When the kernel's send
-/// buffer is full the datagram is dropped: UDP never grows memory without
-/// bound. The drop is logged, counted in
-/// [`dropped_sends`](DatagramTransport::dropped_sends), and reported to the
-/// caller as an error of kind `WouldBlock`.
+/// There is no write buffer that grows. A transport may send at once, or
+/// (as twistor's UDP port does on Linux while it delivers a batch of
+/// datagrams read with one `recvmmsg`) queue the datagrams sent during the
+/// batch in a fixed area and send them together with one `sendmmsg` when
+/// the batch ends; `send_to` then returns `Ok` once the datagram is queued.
+/// When the kernel's send buffer is full the datagram is dropped: UDP never
+/// grows memory without bound. The drop is logged and counted in
+/// [`dropped_sends`](DatagramTransport::dropped_sends); a send made at once
+/// also reports it to the caller as an error of kind `WouldBlock`.
 pub trait DatagramTransport {
     /// Send one datagram to `addr`. On a connected socket `addr` must be the
     /// connected peer.
