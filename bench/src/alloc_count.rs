@@ -2,18 +2,23 @@
 //! opt in, so the bench can measure allocations per request on the server's
 //! loop thread alone (the load generator's own allocations are not counted).
 //!
+//! It also keeps the live heap bytes of those threads (allocated minus
+//! freed, by the counted threads): what a server holds at a given moment,
+//! for the idle-memory measurement.
+//!
 //! Threads that have not opted in pay one thread-local flag check per
 //! allocation and nothing else.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 /// The allocator installed by `main.rs`.
 pub struct Counting;
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
+static LIVE: AtomicI64 = AtomicI64::new(0);
 
 thread_local! {
     static COUNTED: Cell<bool> = const { Cell::new(false) };
@@ -30,11 +35,23 @@ pub fn snapshot() -> (u64, u64) {
     (ALLOCS.load(Relaxed), BYTES.load(Relaxed))
 }
 
-fn note(size: usize) {
+/// Bytes allocated and not yet freed by counted threads. Memory one
+/// counted thread allocates and another thread frees is not subtracted;
+/// the servers measured with it keep their memory on one thread.
+pub fn live_bytes() -> i64 {
+    LIVE.load(Relaxed)
+}
+
+fn counted() -> bool {
     // try_with: never panic inside the allocator, even during thread exit.
-    if COUNTED.try_with(|c| c.get()).unwrap_or(false) {
+    COUNTED.try_with(|c| c.get()).unwrap_or(false)
+}
+
+fn note(size: usize) {
+    if counted() {
         ALLOCS.fetch_add(1, Relaxed);
         BYTES.fetch_add(size as u64, Relaxed);
+        LIVE.fetch_add(size as i64, Relaxed);
     }
 }
 
@@ -52,10 +69,16 @@ unsafe impl GlobalAlloc for Counting {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         note(new_size);
+        if counted() {
+            LIVE.fetch_sub(layout.size() as i64, Relaxed);
+        }
         System.realloc(ptr, layout, new_size)
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if counted() {
+            LIVE.fetch_sub(layout.size() as i64, Relaxed);
+        }
         System.dealloc(ptr, layout)
     }
 }
@@ -63,9 +86,15 @@ unsafe impl GlobalAlloc for Counting {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+
+    /// The counters are process-wide: tests with a counted thread take
+    /// turns.
+    static SERIAL: Mutex<()> = Mutex::new(());
 
     #[test]
     fn counts_only_threads_that_opt_in() {
+        let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         // No test thread opts in except the one spawned below.
         let before = snapshot();
         let v: Vec<Box<u64>> = (0..100).map(Box::new).collect();
@@ -80,6 +109,23 @@ mod tests {
             let after = snapshot();
             assert_eq!(after.0 - before.0, 1);
             assert_eq!(after.1 - before.1, 1000);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn live_bytes_follow_allocations_and_frees() {
+        let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        std::thread::spawn(|| {
+            count_this_thread();
+            let before = live_bytes();
+            let mut v: Vec<u8> = Vec::with_capacity(1000);
+            assert_eq!(live_bytes() - before, 1000);
+            v.reserve_exact(3000); // a realloc to 3000
+            assert_eq!(live_bytes() - before, 3000);
+            drop(v);
+            assert_eq!(live_bytes(), before);
         })
         .join()
         .unwrap();
