@@ -149,6 +149,10 @@ fn feed<F: Framing>(config: u8, header: usize, chunks: &[&[u8]]) -> Outcome {
             resumes += 1;
             assert!(resumes <= chunk.len() + 2, "resume_reading delivered nothing");
         }
+        // Code outside a callback (a timer, another connection) reaching
+        // the handler must not change what the stream means.
+        p.with_handler(&mut t, |_, _| {});
+        check_bound(&p, &t, header, chunk.len());
     }
     Outcome {
         events: p.handler().events.clone(),
