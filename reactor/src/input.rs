@@ -9,7 +9,8 @@
 //! buffer drains, capacity above [`InputBuf::KEEP`] is released, so an idle
 //! connection holds no more than that however large its last message was.
 
-/// The unparsed tail of a byte stream. See the [module docs](self).
+/// The unparsed tail of a byte stream: parse the lent slice in place, keep
+/// only what could not be parsed yet, release capacity once drained.
 ///
 /// ```
 /// use twistor_reactor::InputBuf;
