@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run --release -p twistor-bench -- all       # the whole comparison (~2 min)
 //! cargo run --release -p twistor-bench -- allocs    # allocations per request
+//! cargo run --release -p twistor-bench -- idle      # memory per idle connection
 //! cargo run --release -p twistor-bench -- server twistor|mio|tokio [--port P] [--cpu N]
 //! cargo run --release -p twistor-bench -- load rr|bulk|paced --port P [--conns N] [--size B] [--rate R] [--secs S]
 //! cargo run --release -p twistor-bench -- udp       # UDP echo: twistor vs mio vs tokio
@@ -17,6 +18,8 @@ mod allocs;
 mod allocs_udp;
 mod callgrind;
 mod cpu;
+mod idle;
+mod limits;
 mod load;
 mod multi;
 mod run;
@@ -50,6 +53,10 @@ commands:
                   load generator then win most of their cores from other processes)
   allocs   count the twistor echo server's allocations per request
            flags: --requests N (200000) --server-cpu N (0) --client-cpu N (1)
+  idle     server memory per idle connection (TCP, line and TLS echo; twistor, mio, tokio)
+           flags: --conns N (10000) --size B (60000: the large message)
+                  --cases C,C... (all: tcp-twistor tcp-mio tcp-tokio line-twistor line-tokio
+                  tls-twistor tls-mio)
   server   KIND: run one echo server (twistor, mio, tokio or mio-short) on 127.0.0.1
            flags: --port P (0 = any; the port is printed) --cpu N (no pinning)
   load     MODE: drive a running echo server (rr, bulk or paced)
@@ -97,6 +104,10 @@ fn main() -> ExitCode {
     let res = match args.first().map(String::as_str) {
         Some("all") => cmd_all(&Flags(args[1..].to_vec())),
         Some("allocs") => cmd_allocs(&Flags(args[1..].to_vec())),
+        Some("idle") => cmd_idle(&Flags(args[1..].to_vec())),
+        Some("idle-server") => {
+            cmd_idle_server(args.get(1), &Flags(args.get(2..).unwrap_or_default().to_vec()))
+        }
         Some("server") => cmd_server(args.get(1), &Flags(args.get(2..).unwrap_or_default().to_vec())),
         Some("load") => cmd_load(args.get(1), &Flags(args.get(2..).unwrap_or_default().to_vec())),
         Some("udp") => udp::cmd_compare(&Flags(args[1..].to_vec())),
@@ -170,7 +181,35 @@ fn cmd_all(f: &Flags) -> Result<(), String> {
         allocs::count(cfg.server_core, cfg.client_core, allocs_n).map_err(io_err)?,
         allocs_udp::rows(cfg.server_core, cfg.client_core, allocs_n / 2).map_err(io_err)?
     );
+    let mut idle_cfg = idle::Config::default();
+    if f.has("--quick") {
+        idle_cfg.conns = 500;
+    }
+    println!("## Memory per idle connection\n");
+    println!("{}", idle::run(&idle_cfg).map_err(io_err)?);
     Ok(())
+}
+
+fn cmd_idle(f: &Flags) -> Result<(), String> {
+    let mut cfg = idle::Config::default();
+    cfg.conns = f.or("--conns", cfg.conns)?.max(1);
+    cfg.size = f.or("--size", cfg.size)?.max(2);
+    if let Some(list) = f.get::<String>("--cases")? {
+        cfg.cases = list
+            .split(',')
+            .map(|c| idle::Case::parse(c).ok_or(format!("unknown case {c}")))
+            .collect::<Result<_, _>>()?;
+    }
+    println!("{}", idle::run(&cfg).map_err(io_err)?);
+    Ok(())
+}
+
+/// The server process `idle` starts for each case.
+fn cmd_idle_server(case: Option<&String>, f: &Flags) -> Result<(), String> {
+    let case = case
+        .and_then(|c| idle::Case::parse(c))
+        .ok_or("idle-server needs a case")?;
+    idle::server::child(case, f.or("--conns", 10_000)?).map_err(io_err)
 }
 
 fn cmd_allocs(f: &Flags) -> Result<(), String> {

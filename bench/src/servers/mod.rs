@@ -1,8 +1,10 @@
 //! The three echo servers under test, each run as its own process by
 //! `twistor-bench server KIND` (see `run.rs`), or on a thread for the
-//! allocation count.
+//! allocation count; and the extra servers of the idle-memory cases
+//! (tokio's line echo, a hand-written mio + rustls echo).
 
 pub mod mio_echo;
+pub mod mio_tls_echo;
 pub mod mio_udp;
 pub mod tokio_echo;
 pub mod tokio_udp;
