@@ -147,20 +147,23 @@ fn recv(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Recv> {
     })
 }
 
-/// A datagram that is not delivered: cut (reported to `error_received`,
-/// with its real size when the kernel told it), or from someone other than
-/// a connected socket's peer (dropped).
+/// A datagram that is not delivered: from someone other than a connected
+/// socket's peer (dropped, whatever its size), or cut (reported to
+/// `error_received`, with its real size when the kernel told it).
 #[cold]
 fn odd_datagram(
     p: &mut dyn DatagramProtocol,
     t: &mut dyn DatagramTransport,
     max: usize,
     len: usize,
-    truncated: bool,
+    stranger: bool,
     from: SocketAddr,
 ) {
     let id = t.id();
-    if !truncated {
+    // A connected socket hears nothing of other peers, not even that they
+    // sent something too large (such a datagram can be queued before
+    // `connect`).
+    if stranger {
         log::debug!("{id}: datagram from {from} dropped: connected to another peer");
         return;
     }
@@ -257,9 +260,10 @@ impl UdpHandler {
         truncated: bool,
         from: SocketAddr,
     ) -> bool {
-        if truncated || self.st.peer.is_some_and(|p| p != from) {
+        let stranger = self.st.peer.is_some_and(|p| p != from);
+        if truncated || stranger {
             let max = self.st.max;
-            return self.invoke(r, id, |p, t| odd_datagram(p, t, max, len, truncated, from))
+            return self.invoke(r, id, |p, t| odd_datagram(p, t, max, len, stranger, from))
                 && self.settle(r, id);
         }
         self.invoke(r, id, |p, t| p.datagram_received(t, data, from)) && self.settle(r, id)
@@ -374,7 +378,7 @@ impl UdpHandler {
                 let stranger = view.st.peer.is_some_and(|p| p != d.from);
                 if d.truncated || stranger {
                     let max = view.st.max;
-                    odd_datagram(&mut *self.proto, &mut view, max, d.len, d.truncated, d.from);
+                    odd_datagram(&mut *self.proto, &mut view, max, d.len, stranger, d.from);
                 } else {
                     self.proto.datagram_received(&mut view, d.data, d.from);
                 }
