@@ -61,6 +61,8 @@ mod response;
 mod router;
 mod server;
 mod static_files;
+mod static_upload;
+mod titan;
 
 pub use certs::{default_state_dir, load_or_generate_cert, KeptCert};
 pub use cgi::{
@@ -69,6 +71,7 @@ pub use cgi::{
 pub use config::{
     CertSource, RateLimit, Server, ServerBuilder, ServerOptions, VirtualHost, DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STALL_TIMEOUT,
+    DEFAULT_UPLOAD_TIMEOUT,
 };
 pub use request::{
     host_name, normalize_host, parse_request_line, ClientCert, Refusal, Request, RequestLine, TlsFacts,
@@ -76,11 +79,13 @@ pub use request::{
 };
 pub use response::{Body, InvalidMeta, Response, Status, MAX_META};
 pub use router::{
-    input, require_authorised_cert, require_cert, sensitive_input, Context, Handler, HandlerError, Reply,
-    Responder, Router,
+    check_upload_size, input, require_authorised_cert, require_cert, sensitive_input, Context, Handler,
+    HandlerError, Reply, Responder, Router,
 };
 pub use server::GeminiConnection;
 pub use static_files::{StaticFiles, DEFAULT_INDEX_FILE};
+pub use static_upload::TitanOptions;
+pub use titan::{collect, Titan, UploadFlow, UploadReceiver, DEFAULT_MAX_UPLOAD, DEFAULT_UPLOAD_MIME};
 
 /// The URL crate requests are parsed with (its `Url` and `Host` appear in
 /// this module's API).
