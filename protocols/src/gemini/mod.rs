@@ -56,9 +56,11 @@
 mod certs;
 mod cgi;
 mod config;
+mod relay;
 mod request;
 mod response;
 mod router;
+mod scgi;
 mod server;
 mod static_files;
 mod static_upload;
@@ -82,6 +84,7 @@ pub use router::{
     check_upload_size, input, require_authorised_cert, require_cert, sensitive_input, Context, Handler,
     HandlerError, Reply, Responder, Router,
 };
+pub use scgi::{Scgi, ScgiAddress, ScgiOptions, DEFAULT_SCGI_TIMEOUT};
 pub use server::GeminiConnection;
 pub use static_files::{StaticFiles, DEFAULT_INDEX_FILE};
 pub use static_upload::TitanOptions;
