@@ -56,6 +56,7 @@
 mod certs;
 mod cgi;
 mod config;
+mod proxy;
 mod relay;
 mod request;
 mod response;
@@ -75,6 +76,7 @@ pub use config::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STALL_TIMEOUT,
     DEFAULT_UPLOAD_TIMEOUT,
 };
+pub use proxy::{GeminiProxy, ProxyBuilder, UpstreamTrust, DEFAULT_PROXY_TIMEOUT};
 pub use request::{
     host_name, normalize_host, parse_request_line, ClientCert, Refusal, Request, RequestLine, TlsFacts,
     MAX_REQUEST,
