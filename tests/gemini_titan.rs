@@ -246,6 +246,13 @@ fn uploads_to_a_framework_route() {
                 .sni(Some("other.example")),
             // No size: a bad request.
             titan(addr, "/notes/x", "mime=text/plain", b""),
+            // Refused (a host not served) with a large body already on
+            // its way: the answer still arrives whole.
+            Ask::bytes(addr, {
+                let mut d = format!("titan://nowhere.example:{p}/a;size=8388608\r\n").into_bytes();
+                d.extend_from_slice(&vec![b'z'; 8 << 20]);
+                d
+            }),
         ],
     );
     assert_eq!(a[0].header(), format!("30 gemini://localhost:{p}/notes/todo"));
@@ -254,5 +261,7 @@ fn uploads_to_a_framework_route() {
     assert_eq!(a[3].status(), 53);
     assert_eq!(a[4].status(), 53);
     assert_eq!(a[5].header(), "59 A Titan request needs a size parameter");
+    assert_eq!(a[6].status(), 53, "{:?}", a[6].error);
+    assert!(a[6].close_notify);
     assert_eq!(notes.borrow().len(), 1);
 }

@@ -222,6 +222,11 @@ impl GeminiConnection {
     fn on_line(&mut self, t: &mut dyn Transport, line: RequestLine, rest: &[u8]) {
         self.disarm(t);
         self.access.url = Some(line.raw.clone());
+        // A Titan body is coming, wanted or not; what came with the line
+        // is its start (given to a receiver below, or dropped).
+        let size = line.titan.as_ref().map_or(0, |p| p.size);
+        let rest = &rest[..rest.len().min(usize::try_from(size).unwrap_or(usize::MAX))];
+        self.unread = size - rest.len() as u64;
         let server = self.server.clone();
         if let (Some(limiter), Some(ip)) = (&server.limiter, t.peer().ip()) {
             let now = t.reactor().now();
@@ -258,7 +263,8 @@ impl GeminiConnection {
         let req = Request::new(line, t.peer(), t.host(), self.tls_facts(t), t.id());
         let id = t.id();
         if titan {
-            self.unread = req.titan().map_or(0, |p| p.size);
+            // `start_upload` gives the receiver what came with the line.
+            self.unread = size;
             let mut cx = Context::new(t.reactor(), id);
             let outcome = catch_panic(format_args!("{id}: gemini upload handler"), || {
                 site.upload(req, &mut cx)
