@@ -3,9 +3,12 @@
 //! Gemini server behind the reverse proxy sending a 256 MiB file. The
 //! client reads a burst only after each pause of the front connection, so
 //! it is slower than the backend on any machine; if the relay read the
-//! backend regardless, the whole body would pile up in the server. What is
-//! asserted is an allocation count (the peak of live heap bytes in this
-//! process, the upstream server included), not a time.
+//! backend regardless, the whole body would pile up in the server. The
+//! other way, a 32 MiB Titan upload goes to an SCGI application that
+//! reads it slowly: the client's upload is not read while the backend's
+//! connection is full. What is asserted is an allocation count (the peak
+//! of live heap bytes in this process, the upstream server included), not
+//! a time.
 
 mod gemini_common;
 
@@ -18,7 +21,7 @@ use std::sync::mpsc;
 
 use gemini_common::*;
 use twistor::protocols::gemini::{
-    GeminiConnection, GeminiProxy, Router, Scgi, Server, StaticFiles, UpstreamTrust, VirtualHost,
+    GeminiConnection, GeminiProxy, Router, Scgi, ScgiOptions, Server, StaticFiles, UpstreamTrust, VirtualHost,
 };
 use twistor::reactor::{Address, Protocol, ProtocolCall, Reason, Transport};
 use twistor::transports::tls::{listen_tls_with, rustls, ClientConfigBuilder};
@@ -176,7 +179,12 @@ fn large_answers_from_backends_keep_memory_bounded() {
     let up = listen(&mut r, &upstream, "127.0.0.1");
 
     let mut app = Router::new();
-    app.mount("/scgi", Scgi::new(format!("127.0.0.1:{}", scgi.address).parse().unwrap()));
+    let scgi_opts = ScgiOptions {
+        max_upload: Some(64 * MIB),
+        ..ScgiOptions::default()
+    };
+    let scgi_address = format!("127.0.0.1:{}", scgi.address).parse().unwrap();
+    app.mount("/scgi", Scgi::with_options(scgi_address, scgi_opts));
     let proxy = GeminiProxy::builder("127.0.0.1", up.port())
         .sni("localhost")
         .rewrite_host(true)
@@ -225,6 +233,32 @@ fn large_answers_from_backends_keep_memory_bounded() {
         assert!(pauses.get() >= 10, "{name}: pauses {}", pauses.get());
         assert!(growth < BOUND, "{name}: the heap grew by {growth} bytes");
     }
+
+    // The other way: an upload to a slow application.
+    let addr = listen(&mut r, &front, "127.0.0.1");
+    let config = ClientConfigBuilder::new().pinned(&front_fp).build().unwrap();
+    let size = 32 * MIB;
+    let baseline = LIVE.load(Ordering::Relaxed);
+    PEAK.store(baseline, Ordering::Relaxed);
+    let answer = in_thread(&mut r, move || {
+        let tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(WAIT)).unwrap();
+        let conn = rustls::ClientConnection::new(config, "localhost".try_into().unwrap()).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let line = format!("titan://localhost:{}/scgi/sink;size={size}\r\n", addr.port());
+        tls.write_all(line.as_bytes()).unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        for _ in 0..size / MIB {
+            tls.write_all(&chunk).unwrap();
+        }
+        let mut answer = Vec::new();
+        tls.read_to_end(&mut answer).expect("a clean end of the response");
+        answer
+    });
+    let growth = PEAK.load(Ordering::Relaxed).saturating_sub(baseline);
+    eprintln!("upload: peak heap growth {growth} bytes");
+    assert_eq!(answer, format!("20 text/plain\r\nGOT={size}").as_bytes());
+    assert!(growth < BOUND, "upload: the heap grew by {growth} bytes");
     drop(scgi);
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -121,3 +121,61 @@ fn scgi_applications_over_tcp_and_unix_sockets() {
     drop((tcp, unix));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A Titan client that sends its body in pieces with pauses between
+/// (a slow uploader, on purpose), then prints the answer's header.
+const PY_SLOW_UPLOAD: &str = r#"
+import socket, ssl, sys, time
+port, pieces, gap = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=30), server_hostname="localhost")
+s.sendall(("titan://localhost:%d/app/sink;size=%d\r\n" % (port, pieces * 1000)).encode())
+for _ in range(pieces):
+    time.sleep(gap)
+    s.sendall(b"x" * 1000)
+got = b""
+while True:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    got += chunk
+print(got.decode().split("\r\n")[0], flush=True)
+"#;
+
+/// The application's answer is due within the timeout of the upload's
+/// last byte, not of its first: an upload slower than the timeout, but
+/// never silent for that long, goes through.
+#[test]
+fn a_slow_upload_is_not_an_application_timeout() {
+    if !have("python3") {
+        return;
+    }
+    let scgi = ScgiBackend::start("tcp");
+    let opts = ScgiOptions {
+        timeout: Duration::from_secs(2),
+        max_upload: Some(1 << 20),
+    };
+    let mut app = Router::new();
+    app.mount(
+        "/app",
+        Scgi::with_options(format!("127.0.0.1:{}", scgi.address).parse().unwrap(), opts),
+    );
+    let server = Server::builder()
+        .host(VirtualHost::new("localhost", app))
+        .build()
+        .unwrap();
+    let mut r = reactor();
+    let port = listen(&mut r, &server, "127.0.0.1").port();
+    // 20 pieces 0.2 s apart: 4 s in all, twice the timeout.
+    let out = in_thread(&mut r, move || {
+        std::process::Command::new("python3")
+            .args(["-c", PY_SLOW_UPLOAD, &port.to_string(), "20", "0.2"])
+            .output()
+            .unwrap()
+    });
+    let header = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(header, "20 text/plain", "{}", String::from_utf8_lossy(&out.stderr));
+    drop(scgi);
+}

@@ -273,9 +273,12 @@ pub fn client_cert(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
 /// - `/big`: `20 application/octet-stream` and `QUERY_STRING` MiB of zeros;
 /// - `/bad`: an HTTP status line (not a Gemini header);
 /// - `/silent`: nothing until the server closes the connection;
-/// - `/split`: the header in three writes, then a short body.
+/// - `/split`: the header in three writes, then a short body;
+/// - `/sink`: reads the body slowly (256 KiB at a time, a few
+///   milliseconds apart, a deliberately slow consumer), then answers
+///   `20 text/plain` and `GOT=<bytes>`.
 const PY_SCGI: &str = r#"
-import os, socket, sys, threading
+import os, socket, sys, threading, time
 def read_exact(c, n):
     data = b""
     while len(data) < n:
@@ -297,8 +300,15 @@ def handle(c):
         parts = payload.split(b"\0")[:-1]
         names = [p.decode() for p in parts[0::2]]
         env = dict(zip(names, [p.decode() for p in parts[1::2]]))
-        body = read_exact(c, int(env["CONTENT_LENGTH"]))
         path = env.get("PATH_INFO", "")
+        if path == "/sink":
+            left = int(env["CONTENT_LENGTH"])
+            while left:
+                left -= len(read_exact(c, min(left, 1 << 18)))
+                time.sleep(0.005)
+            c.sendall(b"20 text/plain\r\nGOT=" + env["CONTENT_LENGTH"].encode())
+            return
+        body = read_exact(c, int(env["CONTENT_LENGTH"]))
         if path == "/env":
             out = "ORDER=" + ",".join(names) + "\n"
             out += "".join("%s=%s\n" % (k, v) for k, v in sorted(env.items()))

@@ -16,8 +16,9 @@
 //!   either.
 //!
 //! The relay's life is one named [`Stage`], changed in one place. The
-//! backend must connect and send a valid header within the timeout, and
-//! then must not fall silent for that long while the client is reading;
+//! backend must connect and send a valid header within the timeout (of
+//! the upload's last byte, for an upload), and then must not fall silent
+//! for that long while the client is reading;
 //! otherwise the client gets the failure status (`42` for SCGI, `43` for a
 //! proxy) if nothing was sent yet, or its connection is cut (no
 //! close_notify, so it cannot mistake a cut body for a whole one).
@@ -519,8 +520,14 @@ impl UploadReceiver for Forward {
                     cx.pause_upload();
                 }
             }
-            (Stage::Awaiting | Stage::Relaying, Some(backend)) => {
+            (stage @ (Stage::Awaiting | Stage::Relaying), Some(backend)) => {
                 let _ = cx.reactor().write_to(backend, chunk.to_vec());
+                if stage == Stage::Awaiting {
+                    // The answer is due within the timeout of the last byte.
+                    if let Some(timer) = self.link.timer.get() {
+                        timer.reset(cx.reactor(), self.link.spec.timeout);
+                    }
+                }
             }
             // Answered or failed: the rest of the body is not wanted.
             _ => {}
