@@ -232,7 +232,7 @@ impl Handler for GeminiProxy {
         relay::later()
     }
 
-    fn upload(&self, req: Request, cx: &mut Context<'_>) -> Result<Box<dyn UploadReceiver>, HandlerError> {
+    fn accept_upload(&self, req: Request, cx: &mut Context<'_>) -> Result<Box<dyn UploadReceiver>, HandlerError> {
         if !self.uploads {
             return Err(not_accepted());
         }

@@ -558,4 +558,23 @@ mod tests {
             .unwrap();
         assert_eq!(host_name(&l.host), "xn--bcher-kva.example");
     }
+
+    #[test]
+    fn titan_lines() {
+        let l = parse_request_line(b"titan://h/a%20b/c.gmi;mime=text/plain;size=5?q\r\nhello")
+            .unwrap()
+            .unwrap();
+        assert_eq!(l.path, "/a b/c.gmi");
+        assert_eq!(l.raw_path, "/a%20b/c.gmi");
+        let t = l.titan.unwrap();
+        assert_eq!((t.size, t.mime.as_str(), t.token), (5, "text/plain", None));
+        assert_eq!(l.consumed, 48);
+        // Gemini requests have no parameters: a ';' is part of the path.
+        let l = parse_request_line(b"gemini://h/a;size=5\r\n").unwrap().unwrap();
+        assert_eq!((l.path.as_str(), l.titan), ("/a;size=5", None));
+        assert_eq!(status(b"titan://h/a\r\n"), Some(59));
+        assert_eq!(status(b"titan://h/a;size=x\r\n"), Some(59));
+        assert_eq!(status(b"titan://h/a;size=1;size=1\r\n"), Some(59));
+        assert_eq!(status(b"titan://h/;size=0\r\n"), Some(20));
+    }
 }

@@ -138,7 +138,7 @@ impl<'a> Context<'a> {
     }
 
     /// Stop reading this connection's upload as soon as the current call
-    /// ([`Handler::upload`] or [`UploadReceiver::data`]) returns, until
+    /// ([`Handler::accept_upload`] or [`UploadReceiver::data`]) returns, until
     /// [`UploadFlow::resume`]: for a receiver that must wait (for a backend
     /// to connect, for room to write).
     pub fn pause_upload(&self) {
@@ -237,7 +237,7 @@ pub trait Handler: 'static {
     /// refuse with an answer, sent before a byte of the body is read (a
     /// size over the limit is `59`). The default takes no uploads: `53`,
     /// as for any scheme a server does not serve.
-    fn upload(&self, req: Request, cx: &mut Context<'_>) -> Result<Box<dyn UploadReceiver>, HandlerError> {
+    fn accept_upload(&self, req: Request, cx: &mut Context<'_>) -> Result<Box<dyn UploadReceiver>, HandlerError> {
         let _ = (req, cx);
         Err(not_accepted())
     }
@@ -248,8 +248,8 @@ impl Handler for Box<dyn Handler> {
         (**self).handle(req, cx)
     }
 
-    fn upload(&self, req: Request, cx: &mut Context<'_>) -> Result<Box<dyn UploadReceiver>, HandlerError> {
-        (**self).upload(req, cx)
+    fn accept_upload(&self, req: Request, cx: &mut Context<'_>) -> Result<Box<dyn UploadReceiver>, HandlerError> {
+        (**self).accept_upload(req, cx)
     }
 }
 
@@ -258,8 +258,8 @@ impl Handler for Rc<dyn Handler> {
         (**self).handle(req, cx)
     }
 
-    fn upload(&self, req: Request, cx: &mut Context<'_>) -> Result<Box<dyn UploadReceiver>, HandlerError> {
-        (**self).upload(req, cx)
+    fn accept_upload(&self, req: Request, cx: &mut Context<'_>) -> Result<Box<dyn UploadReceiver>, HandlerError> {
+        (**self).accept_upload(req, cx)
     }
 }
 
@@ -435,7 +435,7 @@ where
         Ok(Reply::Now(Response::not_found_default()))
     }
 
-    fn upload(&self, req: Request, cx: &mut Context<'_>) -> Result<Box<dyn UploadReceiver>, HandlerError> {
+    fn accept_upload(&self, req: Request, cx: &mut Context<'_>) -> Result<Box<dyn UploadReceiver>, HandlerError> {
         check_upload_size(&req, self.max_size)?;
         (self.f)(&req, cx)
     }
@@ -683,9 +683,9 @@ impl Handler for Router {
         }
     }
 
-    fn upload(&self, mut req: Request, cx: &mut Context<'_>) -> Result<Box<dyn UploadReceiver>, HandlerError> {
+    fn accept_upload(&self, mut req: Request, cx: &mut Context<'_>) -> Result<Box<dyn UploadReceiver>, HandlerError> {
         match self.find(&mut req) {
-            Some(h) => h.upload(req, cx),
+            Some(h) => h.accept_upload(req, cx),
             None => Err(not_accepted()),
         }
     }
@@ -717,5 +717,52 @@ mod tests {
         assert_eq!(m("example.org/x", "other.org", "/x"), None);
         assert!(Pattern::parse("nopath").is_err());
         assert!(Pattern::parse("/<*a>/b").is_err());
+    }
+
+    struct Echo;
+    impl Handler for Echo {
+        fn handle(&self, req: Request, _: &mut Context<'_>) -> Result<Reply, HandlerError> {
+            let text = format!("{}|{}", req.mount_point(), req.path_info());
+            Ok(Response::gemtext(text)?.into())
+        }
+    }
+
+    fn body(r: Response) -> String {
+        match r.into_parts().2 {
+            super::super::Body::Bytes(b) => String::from_utf8(b).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn mounts() {
+        let mut app = Router::new();
+        app.mount("/app/", Echo);
+        app.mount("other.example/", Echo);
+        let ask = |url: &str| app.answer_for_test(Request::for_test(url));
+        assert_eq!(body(ask("gemini://h/app")), "/app|");
+        assert_eq!(body(ask("gemini://h/app/x/y")), "/app|/x/y");
+        assert_eq!(ask("gemini://h/apple").status().code(), 51);
+        assert_eq!(body(ask("gemini://other.example/z")), "|/z");
+    }
+
+    #[test]
+    fn uploads_go_only_to_routes_that_take_them() {
+        let mut app = Router::new();
+        app.route("/a", |_| Ok(Response::gemtext("read")?));
+        app.upload("/a", 10, |req, _| Ok(super::super::collect(req, |_, _| Ok(Response::gemtext("written")?.into()))));
+        let mut r = Reactor::new().unwrap();
+        let up = |url: &str, r: &mut Reactor| {
+            let req = Request::for_test(url);
+            let mut cx = Context::new(r, req.conn_id());
+            app.accept_upload(req, &mut cx).map(|_| ()).map_err(|e| match e {
+                HandlerError::Answer(a) => a.status().code(),
+                HandlerError::Failed(_) => 42,
+            })
+        };
+        assert_eq!(up("titan://h/a;size=10", &mut r), Ok(()));
+        assert_eq!(up("titan://h/a;size=11", &mut r), Err(59));
+        assert_eq!(up("titan://h/b;size=1", &mut r), Err(53));
+        assert_eq!(body(app.answer_for_test(Request::for_test("gemini://h/a"))), "read");
     }
 }

@@ -210,7 +210,7 @@ impl Handler for Scgi {
         relay::later()
     }
 
-    fn upload(&self, req: Request, cx: &mut Context<'_>) -> Result<Box<dyn UploadReceiver>, HandlerError> {
+    fn accept_upload(&self, req: Request, cx: &mut Context<'_>) -> Result<Box<dyn UploadReceiver>, HandlerError> {
         let Some(max) = self.options.max_upload else {
             return Err(not_accepted());
         };

@@ -267,7 +267,7 @@ impl GeminiConnection {
             self.unread = size;
             let mut cx = Context::new(t.reactor(), id);
             let outcome = catch_panic(format_args!("{id}: gemini upload handler"), || {
-                site.upload(req, &mut cx)
+                site.accept_upload(req, &mut cx)
             });
             self.deferred |= cx.is_deferred();
             let pause = cx.is_upload_paused();

@@ -11,7 +11,7 @@
 //! ignored. A malformed or missing `size`, a repeated parameter, or a
 //! value holding a control character is refused with `59`.
 //!
-//! The server asks the virtual host's [`Handler::upload`](super::Handler::upload)
+//! The server asks the virtual host's [`Handler::accept_upload`](super::Handler::accept_upload)
 //! for an [`UploadReceiver`] before it reads a byte of the body (a handler
 //! that refuses answers at once: a size over its limit is `59`), then
 //! feeds it the body as it arrives, chunk by chunk (the bytes that came in
@@ -133,7 +133,7 @@ pub(crate) fn split_params(raw_path: &str) -> (&str, Option<&str>) {
 }
 
 /// Receives a Titan upload's body as it arrives (what
-/// [`Handler::upload`](super::Handler::upload) returns). The chunks come
+/// [`Handler::accept_upload`](super::Handler::accept_upload) returns). The chunks come
 /// in order and add up to exactly the declared size; then
 /// [`end`](Self::end) answers. If the upload will not complete (the
 /// client went away or stalled, or the answer came first),
