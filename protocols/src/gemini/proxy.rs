@@ -153,8 +153,14 @@ impl ProxyBuilder {
     }
 }
 
-/// A handler that passes requests to an upstream Gemini server (see the
-/// [module docs](self)).
+/// A handler that passes requests to an upstream Gemini server: each
+/// request over its own TLS connection, sent as it came (or with its host
+/// and port rewritten), a Titan body after it, the answer relayed as it
+/// arrives with backpressure both ways. The upstream's certificate is
+/// trusted on first use unless [`ProxyBuilder::trust`] says otherwise.
+/// Upstream failures (refused, TLS, an untrusted certificate, silence past
+/// the timeout, a header that is not Gemini) are `43`; a body cut upstream
+/// is cut for the client too (no close_notify).
 ///
 /// ```no_run
 /// use twistor_protocols::gemini::{GeminiProxy, Router, Server, UpstreamTrust, VirtualHost};
