@@ -16,7 +16,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use twistor::protocols::gemini::{collect, input, require_cert, Request, Response, Router, Server, VirtualHost};
+use twistor::protocols::gemini::{
+    collect, input, require_cert, Request, Response, Router, Server, VirtualHost,
+};
 use twistor::reactor::Reactor;
 
 /// Notes by certificate fingerprint.

@@ -148,7 +148,10 @@ fn slow_fetch(
             burst += n;
             let mut chunk = &buf[..n];
             if !header.ends_with(b"\r\n") {
-                let end = chunk.iter().position(|&b| b == b'\n').map_or(chunk.len(), |i| i + 1);
+                let end = chunk
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(chunk.len(), |i| i + 1);
                 header.extend_from_slice(&chunk[..end]);
                 chunk = &chunk[end..];
             }

@@ -24,7 +24,10 @@ fn titan_scgi_and_proxy_from_the_config_file() {
 
     // The upstream: a twistor server in this process.
     let upstream = Server::builder()
-        .host(VirtualHost::new("proxied.example", StaticFiles::new(dir.join("upstream"))))
+        .host(VirtualHost::new(
+            "proxied.example",
+            StaticFiles::new(dir.join("upstream")),
+        ))
         .build()
         .unwrap();
     let up_fp = upstream.fingerprints()[0].1.clone();
@@ -68,7 +71,14 @@ fingerprint = ["{up_fp}"]
         .unwrap()
         .port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_twistor"))
-        .args(["gemini", "--host", "127.0.0.1", "--port", &port.to_string(), "--config"])
+        .args([
+            "gemini",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--config",
+        ])
         .arg(&config)
         .stderr(Stdio::piped())
         .spawn()

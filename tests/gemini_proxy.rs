@@ -55,7 +55,9 @@ fn proxy_to_a_second_server_and_every_failure_is_43() {
     let mut r = reactor();
 
     // The upstream: another twistor Gemini server, taking uploads.
-    let files = StaticFiles::new(&dir).with_titan(TitanOptions::new("tok")).unwrap();
+    let files = StaticFiles::new(&dir)
+        .with_titan(TitanOptions::new("tok"))
+        .unwrap();
     let upstream = Server::builder()
         .host(VirtualHost::new("upstream.example", files).alias("proxied.example"))
         .build()
@@ -75,7 +77,11 @@ fn proxy_to_a_second_server_and_every_failure_is_43() {
     let mut app = Router::new();
     app.mount(
         "/up",
-        proxy(up.port()).rewrite_host(true).trust(pinned()).build().unwrap(),
+        proxy(up.port())
+            .rewrite_host(true)
+            .trust(pinned())
+            .build()
+            .unwrap(),
     );
     app.mount("/tofu", proxy(up.port()).rewrite_host(true).build().unwrap());
     app.mount("/dead", proxy(dead_port).build().unwrap());
@@ -89,9 +95,16 @@ fn proxy_to_a_second_server_and_every_failure_is_43() {
     app.mount("/garbage", proxy(garbage.port()).build().unwrap());
     app.mount(
         "/silent",
-        proxy(silent.port()).timeout(Duration::from_secs(1)).build().unwrap(),
+        proxy(silent.port())
+            .timeout(Duration::from_secs(1))
+            .build()
+            .unwrap(),
     );
-    let whole_host = proxy(up.port()).sni("proxied.example").trust(pinned()).build().unwrap();
+    let whole_host = proxy(up.port())
+        .sni("proxied.example")
+        .trust(pinned())
+        .build()
+        .unwrap();
     let front = Server::builder()
         .host(VirtualHost::new("localhost", app))
         .host(VirtualHost::new("proxied.example", whole_host))
@@ -121,10 +134,18 @@ fn proxy_to_a_second_server_and_every_failure_is_43() {
             Ask::line(addr, &format!("gemini://elsewhere.example:{p}/up/page.gmi")),
         ],
     );
-    assert_eq!((a[0].header(), a[0].body()), ("20 text/gemini".into(), &b"# A page upstream\n"[..]));
+    assert_eq!(
+        (a[0].header(), a[0].body()),
+        ("20 text/gemini".into(), &b"# A page upstream\n"[..])
+    );
     assert!(a[0].close_notify);
     // The path goes upstream as it is: /tofu/page.gmi there.
-    assert_eq!(a[1].body(), b"# Trusted on first use\n", "first-use trust: {:?}", a[1]);
+    assert_eq!(
+        a[1].body(),
+        b"# Trusted on first use\n",
+        "first-use trust: {:?}",
+        a[1]
+    );
     assert_eq!(a[2].body(), b"# Upstream home\n");
     assert_eq!(
         a[3].header(),

@@ -45,7 +45,10 @@ fn scgi_applications_over_tcp_and_unix_sockets() {
         Scgi::with_options(format!("127.0.0.1:{}", tcp.address).parse().unwrap(), opts),
     );
     app.mount("/unix", Scgi::new(ScgiAddress::Unix(sock.clone())));
-    app.mount("/dead", Scgi::new(format!("127.0.0.1:{dead_port}").parse().unwrap()));
+    app.mount(
+        "/dead",
+        Scgi::new(format!("127.0.0.1:{dead_port}").parse().unwrap()),
+    );
     let server = Server::builder()
         .host(VirtualHost::new("localhost", app))
         .build()
@@ -67,7 +70,10 @@ fn scgi_applications_over_tcp_and_unix_sockets() {
             Ask::line(addr, &url("/dead/env")),
             Ask::line(addr, &url("/app/nothing-here")),
             // Uploads go only where they are allowed.
-            Ask::bytes(addr, format!("titan://localhost:{p}/unix/env;size=1\r\nx").into_bytes()),
+            Ask::bytes(
+                addr,
+                format!("titan://localhost:{p}/unix/env;size=1\r\nx").into_bytes(),
+            ),
         ],
     );
 
@@ -75,7 +81,11 @@ fn scgi_applications_over_tcp_and_unix_sockets() {
     assert!(a[0].close_notify);
     let env = env_of(&a[0]);
     let order: Vec<&str> = env["ORDER"].split(',').collect();
-    assert_eq!(&order[..2], ["CONTENT_LENGTH", "SCGI"], "SCGI wants CONTENT_LENGTH first");
+    assert_eq!(
+        &order[..2],
+        ["CONTENT_LENGTH", "SCGI"],
+        "SCGI wants CONTENT_LENGTH first"
+    );
     let expect = [
         ("CONTENT_LENGTH", "0".to_string()),
         ("SCGI", "1".to_string()),
@@ -99,9 +109,15 @@ fn scgi_applications_over_tcp_and_unix_sockets() {
     assert!(!env.contains_key("AUTH_TYPE"));
 
     let env = env_of(&a[1]);
-    assert_eq!((env["SCRIPT_NAME"].as_str(), env["PATH_INFO"].as_str()), ("/unix", "/env"));
+    assert_eq!(
+        (env["SCRIPT_NAME"].as_str(), env["PATH_INFO"].as_str()),
+        ("/unix", "/env")
+    );
 
-    assert_eq!((a[2].header(), a[2].body()), ("20 text/gemini".to_string(), &b"split body\n"[..]));
+    assert_eq!(
+        (a[2].header(), a[2].body()),
+        ("20 text/gemini".to_string(), &b"split body\n"[..])
+    );
 
     assert_eq!(a[3].status(), 20, "{:?}", a[3]);
     let env = env_of(&a[3]);
@@ -176,6 +192,11 @@ fn a_slow_upload_is_not_an_application_timeout() {
             .unwrap()
     });
     let header = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert_eq!(header, "20 text/plain", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        header,
+        "20 text/plain",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     drop(scgi);
 }

@@ -77,8 +77,18 @@ fn upload_replace_read_and_delete() {
     let a = ask_python(
         &mut r,
         vec![
-            titan(addr, "/sub/new.bin", &format!("size={};token={TOKEN}", body.len()), &body),
-            titan(addr, "/sub/old.gmi", &format!("mime=text/gemini;token={TOKEN};size=4"), b"new\n"),
+            titan(
+                addr,
+                "/sub/new.bin",
+                &format!("size={};token={TOKEN}", body.len()),
+                &body,
+            ),
+            titan(
+                addr,
+                "/sub/old.gmi",
+                &format!("mime=text/gemini;token={TOKEN};size=4"),
+                b"new\n",
+            ),
             Ask::line(addr, &format!("gemini://localhost:{p}/sub/old.gmi")),
             titan(addr, "/sub/new.bin", &format!("token={TOKEN};size=0"), b""),
             titan(addr, "/sub/missing.gmi", &format!("size=0;token={TOKEN}"), b""),
@@ -88,7 +98,10 @@ fn upload_replace_read_and_delete() {
     assert!(a[0].close_notify);
     assert_eq!(a[1].header(), format!("30 gemini://localhost:{p}/sub/old.gmi"));
     assert_eq!((a[2].status(), a[2].body()), (20, &b"new\n"[..]));
-    assert_eq!((a[3].header(), a[3].body()), ("20 text/gemini".to_string(), &b"Deleted.\n"[..]));
+    assert_eq!(
+        (a[3].header(), a[3].body()),
+        ("20 text/gemini".to_string(), &b"Deleted.\n"[..])
+    );
     assert_eq!(a[4].status(), 51);
     assert!(!dir.join("sub/new.bin").exists(), "deleted");
     assert_eq!(std::fs::read(dir.join("sub/old.gmi")).unwrap(), b"new\n");
@@ -97,7 +110,12 @@ fn upload_replace_read_and_delete() {
     // The first upload's bytes, checked before the delete on a second run.
     let a = ask_python(
         &mut r,
-        vec![titan(addr, "/big.bin", &format!("size={};token={TOKEN}", body.len()), &body)],
+        vec![titan(
+            addr,
+            "/big.bin",
+            &format!("size={};token={TOKEN}", body.len()),
+            &body,
+        )],
     );
     assert_eq!(a[0].status(), 30);
     assert_eq!(std::fs::read(dir.join("big.bin")).unwrap(), body);
@@ -149,7 +167,12 @@ fn a_stalled_upload_is_cut_off_and_leaves_nothing() {
     // 10 of the 100 bytes declared, then the client only waits.
     let a = ask_python(
         &mut r,
-        vec![titan(addr, "/partial.gmi", &format!("size=100;token={TOKEN}"), &[b'x'; 10])],
+        vec![titan(
+            addr,
+            "/partial.gmi",
+            &format!("size=100;token={TOKEN}"),
+            &[b'x'; 10],
+        )],
     );
     assert_eq!(a[0].header(), "59 The upload stalled before its declared size");
     assert!(!dir.join("partial.gmi").exists());
@@ -195,7 +218,11 @@ fn uploads_stay_inside_the_root_and_need_the_token() {
     assert_eq!(a[6].header(), "59 A token is required to upload here");
     assert_eq!(a[7].header(), "59 Wrong token");
     assert!(a[8].close_notify, "{:?}", a[8]);
-    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "nothing written outside");
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "nothing written outside"
+    );
     assert!(!root.join("x.gmi").exists() && !root.join(".hidden").exists());
     assert!(!root.join("cgi-bin/run.sh").exists());
     assert!(temporaries(&dir).is_empty());
@@ -228,7 +255,10 @@ fn uploads_to_a_framework_route() {
     });
     let server = Server::builder()
         .host(VirtualHost::new("localhost", app))
-        .host(VirtualHost::new("other.example", StaticFiles::new("/nonexistent")))
+        .host(VirtualHost::new(
+            "other.example",
+            StaticFiles::new("/nonexistent"),
+        ))
         .build()
         .unwrap();
     let mut r = reactor();
@@ -242,8 +272,11 @@ fn uploads_to_a_framework_route() {
             titan(addr, "/notes/big", "size=65", &[b'y'; 65]),
             // A Gemini-only path and a host without uploads: 53.
             titan(addr, "/elsewhere", "size=1", b"z"),
-            Ask::bytes(addr, format!("titan://other.example:{p}/a;size=1\r\nz").into_bytes())
-                .sni(Some("other.example")),
+            Ask::bytes(
+                addr,
+                format!("titan://other.example:{p}/a;size=1\r\nz").into_bytes(),
+            )
+            .sni(Some("other.example")),
             // No size: a bad request.
             titan(addr, "/notes/x", "mime=text/plain", b""),
             // Refused (a host not served) with a large body already on

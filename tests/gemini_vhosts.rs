@@ -210,7 +210,10 @@ fn sni_and_url_host_by_default_and_strictly() {
     let statuses: Vec<u8> = a.iter().map(|a| a.status()).collect();
     assert_eq!(statuses, [20, 20, 20, 20, 53, 53, 20, 53, 20, 53], "{a:?}");
     assert_eq!(a[0].body(), b"# Two\n", "the URL's host picks the site");
-    assert_eq!(a[5].header(), "53 The URL's host is not the name this connection was made for");
+    assert_eq!(
+        a[5].header(),
+        "53 The URL's host is not the name this connection was made for"
+    );
     assert_eq!(a[8].body(), b"# One\n", "an address host needs no SNI");
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -96,7 +96,11 @@ impl ProxyBuilder {
     }
 
     /// Present this client certificate to the upstream.
-    pub fn client_cert(mut self, chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> ProxyBuilder {
+    pub fn client_cert(
+        mut self,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> ProxyBuilder {
         self.client_cert = Some((chain, key));
         self
     }
@@ -134,7 +138,11 @@ impl ProxyBuilder {
         if let Some((chain, key)) = self.client_cert {
             tls = tls.client_cert(chain, key);
         }
-        let host = self.host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let host = self
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let sni = self.sni.unwrap_or_else(|| host.clone());
         Ok(GeminiProxy {
             dial: Dial::Tls {
@@ -144,7 +152,11 @@ impl ProxyBuilder {
                 config: tls.build()?,
             },
             authority: self.rewrite_host.then(|| {
-                let name = if sni.contains(':') { format!("[{sni}]") } else { sni };
+                let name = if sni.contains(':') {
+                    format!("[{sni}]")
+                } else {
+                    sni
+                };
                 (name, self.port)
             }),
             timeout: self.timeout,
@@ -238,11 +250,15 @@ impl Handler for GeminiProxy {
         relay::later()
     }
 
-    fn accept_upload(&self, req: Request, cx: &mut Context<'_>) -> Result<Box<dyn UploadReceiver>, HandlerError> {
+    fn accept_upload(
+        &self,
+        req: Request,
+        cx: &mut Context<'_>,
+    ) -> Result<Box<dyn UploadReceiver>, HandlerError> {
         if !self.uploads {
             return Err(not_accepted());
         }
-        Ok(Forward::new(self.start(&req, cx)))
+        Ok(Forward::boxed(self.start(&req, cx)))
     }
 }
 
@@ -262,10 +278,19 @@ mod tests {
             .unwrap();
         assert_eq!(rw.request_line(&req), "gemini://back.example:1966/a%20b?q\r\n");
         let req = Request::for_test("titan://front.example:1965/up;size=3;token=x");
-        assert_eq!(rw.request_line(&req), "titan://back.example:1966/up;size=3;token=x\r\n");
-        let default_port = GeminiProxy::builder("::1", 1965).rewrite_host(true).build().unwrap();
+        assert_eq!(
+            rw.request_line(&req),
+            "titan://back.example:1966/up;size=3;token=x\r\n"
+        );
+        let default_port = GeminiProxy::builder("::1", 1965)
+            .rewrite_host(true)
+            .build()
+            .unwrap();
         let req = Request::for_test("gemini://front.example:1970/");
         assert_eq!(default_port.request_line(&req), "gemini://[::1]/\r\n");
-        assert!(GeminiProxy::builder("h", 1).trust(UpstreamTrust::Pinned(vec![])).build().is_err());
+        assert!(GeminiProxy::builder("h", 1)
+            .trust(UpstreamTrust::Pinned(vec![]))
+            .build()
+            .is_err());
     }
 }

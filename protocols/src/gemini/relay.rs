@@ -246,13 +246,16 @@ impl Link {
     /// Tell the backend's connection to pause or resume reading.
     fn backend_reading(&self, r: &mut Reactor, on: bool) {
         if let Some(id) = self.backend.get() {
-            let _ = r.call_on(id, move |_, t| {
-                if on {
-                    t.resume_reading()
-                } else {
-                    t.pause_reading()
-                }
-            });
+            let _ = r.call_on(
+                id,
+                move |_, t| {
+                    if on {
+                        t.resume_reading()
+                    } else {
+                        t.pause_reading()
+                    }
+                },
+            );
         }
     }
 }
@@ -414,7 +417,11 @@ fn on_flow(link: &Rc<Link>, r: &mut Reactor, flow: Flow) {
             link.backend_reading(r, true);
         }
         Flow::Stop => {
-            log::debug!("{}: the client went away; closing its {}", link.client, link.spec.what);
+            log::debug!(
+                "{}: the client went away; closing its {}",
+                link.client,
+                link.spec.what
+            );
             link.give_up(r);
         }
     }
@@ -505,7 +512,7 @@ pub(crate) struct Forward {
 }
 
 impl Forward {
-    pub(crate) fn new(link: Rc<Link>) -> Box<dyn UploadReceiver> {
+    pub(crate) fn boxed(link: Rc<Link>) -> Box<dyn UploadReceiver> {
         Box::new(Forward { link })
     }
 }

@@ -237,7 +237,11 @@ pub trait Handler: 'static {
     /// refuse with an answer, sent before a byte of the body is read (a
     /// size over the limit is `59`). The default takes no uploads: `53`,
     /// as for any scheme a server does not serve.
-    fn accept_upload(&self, req: Request, cx: &mut Context<'_>) -> Result<Box<dyn UploadReceiver>, HandlerError> {
+    fn accept_upload(
+        &self,
+        req: Request,
+        cx: &mut Context<'_>,
+    ) -> Result<Box<dyn UploadReceiver>, HandlerError> {
         let _ = (req, cx);
         Err(not_accepted())
     }
@@ -248,7 +252,11 @@ impl Handler for Box<dyn Handler> {
         (**self).handle(req, cx)
     }
 
-    fn accept_upload(&self, req: Request, cx: &mut Context<'_>) -> Result<Box<dyn UploadReceiver>, HandlerError> {
+    fn accept_upload(
+        &self,
+        req: Request,
+        cx: &mut Context<'_>,
+    ) -> Result<Box<dyn UploadReceiver>, HandlerError> {
         (**self).accept_upload(req, cx)
     }
 }
@@ -258,7 +266,11 @@ impl Handler for Rc<dyn Handler> {
         (**self).handle(req, cx)
     }
 
-    fn accept_upload(&self, req: Request, cx: &mut Context<'_>) -> Result<Box<dyn UploadReceiver>, HandlerError> {
+    fn accept_upload(
+        &self,
+        req: Request,
+        cx: &mut Context<'_>,
+    ) -> Result<Box<dyn UploadReceiver>, HandlerError> {
         (**self).accept_upload(req, cx)
     }
 }
@@ -435,7 +447,11 @@ where
         Ok(Reply::Now(Response::not_found_default()))
     }
 
-    fn accept_upload(&self, req: Request, cx: &mut Context<'_>) -> Result<Box<dyn UploadReceiver>, HandlerError> {
+    fn accept_upload(
+        &self,
+        req: Request,
+        cx: &mut Context<'_>,
+    ) -> Result<Box<dyn UploadReceiver>, HandlerError> {
         check_upload_size(&req, self.max_size)?;
         (self.f)(&req, cx)
     }
@@ -486,7 +502,10 @@ enum Matcher {
     Pattern(Pattern),
     /// A path prefix (no trailing slash; `""` for everything), optionally
     /// on one host.
-    Prefix { host: Option<String>, prefix: String },
+    Prefix {
+        host: Option<String>,
+        prefix: String,
+    },
 }
 
 struct Route {
@@ -663,7 +682,9 @@ impl Router {
                 Matcher::Prefix { host: h, prefix } => {
                     let path = req.path();
                     let under = path == prefix
-                        || path.strip_prefix(prefix.as_str()).is_some_and(|r| r.starts_with('/'));
+                        || path
+                            .strip_prefix(prefix.as_str())
+                            .is_some_and(|r| r.starts_with('/'));
                     if h.as_deref().map_or(true, |h| h == host) && under {
                         req.set_mount(prefix);
                         return Some(&*route.handler);
@@ -683,7 +704,11 @@ impl Handler for Router {
         }
     }
 
-    fn accept_upload(&self, mut req: Request, cx: &mut Context<'_>) -> Result<Box<dyn UploadReceiver>, HandlerError> {
+    fn accept_upload(
+        &self,
+        mut req: Request,
+        cx: &mut Context<'_>,
+    ) -> Result<Box<dyn UploadReceiver>, HandlerError> {
         match self.find(&mut req) {
             Some(h) => h.accept_upload(req, cx),
             None => Err(not_accepted()),
@@ -750,7 +775,11 @@ mod tests {
     fn uploads_go_only_to_routes_that_take_them() {
         let mut app = Router::new();
         app.route("/a", |_| Ok(Response::gemtext("read")?));
-        app.upload("/a", 10, |req, _| Ok(super::super::collect(req, |_, _| Ok(Response::gemtext("written")?.into()))));
+        app.upload("/a", 10, |req, _| {
+            Ok(super::super::collect(req, |_, _| {
+                Ok(Response::gemtext("written")?.into())
+            }))
+        });
         let mut r = Reactor::new().unwrap();
         let up = |url: &str, r: &mut Reactor| {
             let req = Request::for_test(url);
@@ -763,6 +792,9 @@ mod tests {
         assert_eq!(up("titan://h/a;size=10", &mut r), Ok(()));
         assert_eq!(up("titan://h/a;size=11", &mut r), Err(59));
         assert_eq!(up("titan://h/b;size=1", &mut r), Err(53));
-        assert_eq!(body(app.answer_for_test(Request::for_test("gemini://h/a"))), "read");
+        assert_eq!(
+            body(app.answer_for_test(Request::for_test("gemini://h/a"))),
+            "read"
+        );
     }
 }

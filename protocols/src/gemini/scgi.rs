@@ -136,7 +136,9 @@ pub struct Scgi {
 
 impl std::fmt::Debug for Scgi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scgi").field("options", &self.options).finish_non_exhaustive()
+        f.debug_struct("Scgi")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
     }
 }
 
@@ -210,12 +212,16 @@ impl Handler for Scgi {
         relay::later()
     }
 
-    fn accept_upload(&self, req: Request, cx: &mut Context<'_>) -> Result<Box<dyn UploadReceiver>, HandlerError> {
+    fn accept_upload(
+        &self,
+        req: Request,
+        cx: &mut Context<'_>,
+    ) -> Result<Box<dyn UploadReceiver>, HandlerError> {
         let Some(max) = self.options.max_upload else {
             return Err(not_accepted());
         };
         check_upload_size(&req, max)?;
-        Ok(Forward::new(self.start(&req, cx)?))
+        Ok(Forward::boxed(self.start(&req, cx)?))
     }
 }
 

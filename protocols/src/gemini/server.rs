@@ -37,8 +37,7 @@ use twistor_transports::tls::rustls::pki_types::{CertificateDer, UnixTime};
 
 use super::config::Shared;
 use super::request::{
-    host_name, normalize_host, parse_request_line, ClientCert, Request, RequestLine, TlsFacts,
-    MAX_REQUEST,
+    host_name, normalize_host, parse_request_line, ClientCert, Request, RequestLine, TlsFacts, MAX_REQUEST,
 };
 use super::response::{Response, Status};
 use super::router::{Context, HandlerError, Reply};
@@ -206,7 +205,11 @@ impl GeminiConnection {
             self.abort_upload(t);
             // A stalled client gets its answer, but no lingering.
             self.unread = 0;
-            self.refuse(t, Status::BadRequest, "The upload stalled before its declared size");
+            self.refuse(
+                t,
+                Status::BadRequest,
+                "The upload stalled before its declared size",
+            );
         }
     }
 
@@ -383,7 +386,9 @@ impl GeminiConnection {
         if let Phase::Receiving(upload) = self.enter(Phase::Handling) {
             let id = t.id();
             let r = t.reactor();
-            let _ = catch_panic(format_args!("{id}: aborting an upload"), || upload.receiver.abort(r));
+            let _ = catch_panic(format_args!("{id}: aborting an upload"), || {
+                upload.receiver.abort(r)
+            });
         }
     }
 

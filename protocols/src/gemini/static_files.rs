@@ -288,7 +288,11 @@ impl StaticFiles {
 }
 
 impl Handler for StaticFiles {
-    fn accept_upload(&self, req: Request, _: &mut Context<'_>) -> Result<Box<dyn UploadReceiver>, HandlerError> {
+    fn accept_upload(
+        &self,
+        req: Request,
+        _: &mut Context<'_>,
+    ) -> Result<Box<dyn UploadReceiver>, HandlerError> {
         match &self.titan {
             Some(options) => static_upload::accept(self, options, &req),
             None => Err(not_accepted()),

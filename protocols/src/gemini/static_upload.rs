@@ -99,7 +99,11 @@ pub(crate) fn accept(
 ) -> Result<Box<dyn UploadReceiver>, HandlerError> {
     let titan = req.titan().expect("an upload has Titan parameters");
     match titan.token.as_deref() {
-        None => return Err(answer(Response::bad_request("A token is required to upload here"))),
+        None => {
+            return Err(answer(Response::bad_request(
+                "A token is required to upload here",
+            )))
+        }
         Some(t) if !same_token(t, &options.token) => {
             log::info!("{}: a Titan upload with a wrong token refused", req.conn_id());
             return Err(answer(Response::bad_request("Wrong token")));
@@ -110,20 +114,29 @@ pub(crate) fn accept(
     let not_found = || answer(Ok(Response::not_found_default()));
     let segments = StaticFiles::segments(req).ok_or_else(not_found)?;
     let Some((name, dirs)) = segments.split_last() else {
-        return Err(answer(Response::permanent_failure("A directory is not an upload target")));
+        return Err(answer(Response::permanent_failure(
+            "A directory is not an upload target",
+        )));
     };
     if req.raw_path().ends_with('/') {
-        return Err(answer(Response::permanent_failure("A directory is not an upload target")));
+        return Err(answer(Response::permanent_failure(
+            "A directory is not an upload target",
+        )));
     }
     if files.in_cgi_dir(&segments) {
         return Err(not_found());
     }
     let parent = dirs.iter().fold(files.root().to_path_buf(), |p, s| p.join(s));
-    let dir = files.resolve(&parent).filter(|d| d.is_dir()).ok_or_else(not_found)?;
+    let dir = files
+        .resolve(&parent)
+        .filter(|d| d.is_dir())
+        .ok_or_else(not_found)?;
     let target = dir.join(name);
     let existing = fs::symlink_metadata(&target).ok();
     if existing.as_ref().is_some_and(|m| m.is_dir()) {
-        return Err(answer(Response::permanent_failure("A directory is not an upload target")));
+        return Err(answer(Response::permanent_failure(
+            "A directory is not an upload target",
+        )));
     }
     if titan.size == 0 {
         if existing.is_none() {
@@ -207,7 +220,10 @@ impl FileUpload {
         let file = self.file.take().expect("the file is open until the end");
         file.sync_all()?;
         drop(file);
-        let temp = self.temp.as_ref().expect("the temporary file exists until the end");
+        let temp = self
+            .temp
+            .as_ref()
+            .expect("the temporary file exists until the end");
         fs::rename(temp, &self.target)?;
         self.temp = None;
         sync_dir(&self.dir)

@@ -120,7 +120,9 @@ pub(crate) fn split_params(raw_path: &str) -> (&str, Option<&str>) {
     let is_param = |p: &str| {
         let (name, value) = p.split_once('=').unwrap_or((p, ""));
         !name.is_empty()
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             && (!value.contains('/') || name == "mime" || name == "token")
     };
     for (i, _) in raw_path.match_indices(';') {
@@ -304,7 +306,10 @@ mod tests {
     #[test]
     fn splitting() {
         assert_eq!(split_params("/a/b;size=1"), ("/a/b", Some("size=1")));
-        assert_eq!(split_params("/a;x/b;size=2;mime=t"), ("/a;x/b", Some("size=2;mime=t")));
+        assert_eq!(
+            split_params("/a;x/b;size=2;mime=t"),
+            ("/a;x/b", Some("size=2;mime=t"))
+        );
         assert_eq!(
             split_params("/u;size=2;mime=text/plain;token=a"),
             ("/u", Some("size=2;mime=text/plain;token=a"))

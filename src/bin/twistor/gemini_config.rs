@@ -306,7 +306,8 @@ fn proxy(p: &ProxyConfig) -> Result<GeminiProxy, String> {
     }
     if let (Some(cert), Some(key)) = (&p.client_cert, &p.client_key) {
         let chain = load_certs(cert).map_err(|e| format!("{}: {e}", cert.display()))?;
-        let key = load_key(key, &crate::common::passphrase(None)).map_err(|e| format!("{}: {e}", key.display()))?;
+        let key =
+            load_key(key, &crate::common::passphrase(None)).map_err(|e| format!("{}: {e}", key.display()))?;
         b = b.client_cert(chain, key);
     }
     b.build().map_err(|e| format!("proxy to {}: {e}", p.upstream))
@@ -326,7 +327,9 @@ pub fn virtual_host(v: VhostConfig, cgi: &CgiOptions) -> Result<VirtualHost, Str
         for s in &v.scgi {
             let address: ScgiAddress = s.address.parse()?;
             let options = ScgiOptions {
-                timeout: s.timeout.map_or(ScgiOptions::default().timeout, Duration::from_secs),
+                timeout: s
+                    .timeout
+                    .map_or(ScgiOptions::default().timeout, Duration::from_secs),
                 max_upload: s.max_upload,
             };
             app.mount(&mount_prefix(&s.prefix)?, Scgi::with_options(address, options));
@@ -394,8 +397,14 @@ mod tests {
         assert_eq!(opts.upload_timeout, Duration::from_secs(5));
         assert!(opts.strict_sni);
         let v = &file.vhost[0];
-        assert_eq!((v.scgi[0].prefix.as_str(), v.scgi[0].max_upload), ("/app", Some(100)));
+        assert_eq!(
+            (v.scgi[0].prefix.as_str(), v.scgi[0].max_upload),
+            ("/app", Some(100))
+        );
         assert_eq!(v.proxy[0].fingerprint, ["ab"]);
-        assert!(toml::from_str::<ConfigFile>("[[vhost]]\nhostname = \"a\"\n[vhost.titan]\ntokn = \"x\"\n").is_err());
+        assert!(
+            toml::from_str::<ConfigFile>("[[vhost]]\nhostname = \"a\"\n[vhost.titan]\ntokn = \"x\"\n")
+                .is_err()
+        );
     }
 }
