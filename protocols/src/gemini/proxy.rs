@@ -38,6 +38,17 @@ use super::titan::{not_accepted, UploadReceiver};
 pub const DEFAULT_PROXY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How the upstream's certificate is trusted.
+///
+/// ```
+/// use twistor_protocols::gemini::{GeminiProxy, UpstreamTrust};
+/// use twistor_transports::tls::{generate_self_signed_cert, sha256_fingerprint};
+/// let (chain, _key) = generate_self_signed_cert(&["upstream.example"]).unwrap();
+/// let pinned = UpstreamTrust::Pinned(vec![sha256_fingerprint(&chain[0])]);
+/// let by_ca = UpstreamTrust::Ca(chain);
+/// for trust in [UpstreamTrust::FirstUse, pinned, by_ca] {
+///     assert!(GeminiProxy::builder("127.0.0.1", 1966).trust(trust).build().is_ok());
+/// }
+/// ```
 #[derive(Debug, Clone, Default)]
 pub enum UpstreamTrust {
     /// The first certificate seen is remembered (in memory, for the life
@@ -62,6 +73,22 @@ pub enum UpstreamTrust {
 /// | [`client_cert`](Self::client_cert) | none |
 /// | [`timeout`](Self::timeout) | 30 s ([`DEFAULT_PROXY_TIMEOUT`]) |
 /// | [`uploads`](Self::uploads) | passed on |
+///
+/// ```
+/// use std::time::Duration;
+/// use twistor_protocols::gemini::GeminiProxy;
+/// use twistor_transports::tls::generate_self_signed_cert;
+/// let (chain, key) = generate_self_signed_cert(&["proxy"]).unwrap();
+/// let proxy = GeminiProxy::builder("10.0.0.2", 1965)
+///     .sni("notes.internal")
+///     .rewrite_host(true)
+///     .client_cert(chain, key)
+///     .timeout(Duration::from_secs(10))
+///     .uploads(false)
+///     .build()
+///     .unwrap();
+/// # let _ = proxy;
+/// ```
 pub struct ProxyBuilder {
     host: String,
     port: u16,

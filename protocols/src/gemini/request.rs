@@ -367,6 +367,12 @@ impl Request {
     }
 
     /// A Titan request's parameters (`None` for a Gemini request).
+    ///
+    /// ```
+    /// use twistor_protocols::gemini::Request;
+    /// assert_eq!(Request::for_test("titan://h/a;size=3").titan().unwrap().size, 3);
+    /// assert!(Request::for_test("gemini://h/a;size=3").titan().is_none());
+    /// ```
     pub fn titan(&self) -> Option<&Titan> {
         self.line.titan.as_ref()
     }
@@ -406,7 +412,8 @@ impl Request {
     /// let mut app = Router::new();
     /// app.mount("/app", Where);
     /// let answer = app.answer_for_test(Request::for_test("gemini://h/app/x/y"));
-    /// # let _ = answer;
+    /// assert_eq!(answer.header(), "20 text/gemini\r\n");
+    /// assert_eq!(Request::for_test("gemini://h/app/x").mount_point(), ""); // not mounted
     /// ```
     pub fn mount_point(&self) -> &str {
         self.mount.as_deref().unwrap_or("")
@@ -415,6 +422,11 @@ impl Request {
     /// The decoded path after the [`mount_point`](Self::mount_point)
     /// (`PATH_INFO` for a backend): the whole path when nothing was
     /// mounted.
+    ///
+    /// ```
+    /// use twistor_protocols::gemini::Request;
+    /// assert_eq!(Request::for_test("gemini://h/a%20b").path_info(), "/a b");
+    /// ```
     pub fn path_info(&self) -> &str {
         let prefix = self.mount_point();
         self.line.path.strip_prefix(prefix).unwrap_or(&self.line.path)

@@ -141,6 +141,24 @@ impl<'a> Context<'a> {
     /// ([`Handler::accept_upload`] or [`UploadReceiver::data`]) returns, until
     /// [`UploadFlow::resume`]: for a receiver that must wait (for a backend
     /// to connect, for room to write).
+    ///
+    /// ```
+    /// use twistor_protocols::gemini::{Context, HandlerError, Reply, UploadFlow, UploadReceiver};
+    ///
+    /// /// Holds the body until something else says it may go on.
+    /// struct Gate { held: Vec<u8>, flow: Option<UploadFlow> }
+    /// impl UploadReceiver for Gate {
+    ///     fn data(&mut self, cx: &mut Context<'_>, chunk: &[u8]) -> Result<(), HandlerError> {
+    ///         self.held.extend_from_slice(chunk);
+    ///         cx.pause_upload(); // resumed later with self.flow's resume()
+    ///         self.flow = Some(cx.upload_flow());
+    ///         Ok(())
+    ///     }
+    ///     fn end(self: Box<Self>, _: &mut Context<'_>) -> Result<Reply, HandlerError> {
+    ///         Ok(twistor_protocols::gemini::Response::gemtext("ok\n")?.into())
+    ///     }
+    /// }
+    /// ```
     pub fn pause_upload(&self) {
         self.pause.set(true);
     }
@@ -188,6 +206,15 @@ impl Responder {
 
     /// Give up answering: the connection is answered another way (or
     /// gone), so nothing is sent, not even the `40` of a dropped responder.
+    ///
+    /// ```
+    /// use twistor_protocols::gemini::Context;
+    /// let mut r = twistor_reactor::Reactor::new().unwrap();
+    /// let mut cx = Context::new(&mut r, twistor_reactor::ConnId::from_token(twistor_reactor::mio::Token(1)));
+    /// let responder = cx.defer();
+    /// responder.dismiss(); // nothing queued
+    /// assert!(!r.has_queued_work());
+    /// ```
     pub fn dismiss(mut self) {
         self.remote = None;
     }
@@ -237,6 +264,24 @@ pub trait Handler: 'static {
     /// refuse with an answer, sent before a byte of the body is read (a
     /// size over the limit is `59`). The default takes no uploads: `53`,
     /// as for any scheme a server does not serve.
+    ///
+    /// ```
+    /// use twistor_protocols::gemini::{
+    ///     check_upload_size, collect, Context, Handler, HandlerError, Reply, Request, Response, UploadReceiver,
+    /// };
+    ///
+    /// /// Takes uploads of up to 1 KiB anywhere, and says how long they were.
+    /// struct Sizer;
+    /// impl Handler for Sizer {
+    ///     fn handle(&self, _: Request, _: &mut Context<'_>) -> Result<Reply, HandlerError> {
+    ///         Ok(Response::gemtext("Send me something with Titan.\n")?.into())
+    ///     }
+    ///     fn accept_upload(&self, req: Request, _: &mut Context<'_>) -> Result<Box<dyn UploadReceiver>, HandlerError> {
+    ///         check_upload_size(&req, 1024)?;
+    ///         Ok(collect(&req, |_, body| Ok(Response::gemtext(format!("{} bytes\n", body.len()))?.into())))
+    ///     }
+    /// }
+    /// ```
     fn accept_upload(
         &self,
         req: Request,
