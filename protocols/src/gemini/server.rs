@@ -26,8 +26,8 @@
 //! the body is in, the client closes or the upload timeout passes: closing
 //! with unread input would reset the connection and could destroy the
 //! answer before the client reads it. Each request gets one access-log line
-//! (target `twistor::gemini::access`): client address (or `-`), URL,
-//! status, meta, body bytes, duration.
+//! (target `twistor::gemini::access`): client address (or `-`), URL (a
+//! Titan token shown as `token=-`), status, meta, body bytes, duration.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -41,7 +41,7 @@ use super::request::{
 };
 use super::response::{Response, Status};
 use super::router::{Context, HandlerError, Reply};
-use super::titan::UploadReceiver;
+use super::titan::{redact_token, UploadReceiver};
 use crate::producer::{Progress, Sender, Waker};
 
 /// Where a connection is (see the [module docs](self)).
@@ -224,7 +224,7 @@ impl GeminiConnection {
     /// start).
     fn on_line(&mut self, t: &mut dyn Transport, line: RequestLine, rest: &[u8]) {
         self.disarm(t);
-        self.access.url = Some(line.raw.clone());
+        self.access.url = Some(redact_token(&line.raw));
         // A Titan body is coming, wanted or not; what came with the line
         // is its start (given to a receiver below, or dropped).
         let size = line.titan.as_ref().map_or(0, |p| p.size);
@@ -639,7 +639,7 @@ impl Protocol for GeminiConnection {
             }
             Err(refusal) => {
                 self.disarm(t);
-                self.access.url = Some(String::from_utf8_lossy(&self.input).into_owned());
+                self.access.url = Some(redact_token(&String::from_utf8_lossy(&self.input)));
                 self.input = Vec::new();
                 log::debug!("{}: request refused: {}", t.id(), refusal.meta);
                 self.refuse(t, refusal.status, refusal.meta);

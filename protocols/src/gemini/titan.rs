@@ -134,6 +134,22 @@ pub(crate) fn split_params(raw_path: &str) -> (&str, Option<&str>) {
     (raw_path, None)
 }
 
+/// `url` with the value of every `;token=` parameter replaced by `-`,
+/// for log lines (a token is a password).
+pub(crate) fn redact_token(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    let mut rest = url;
+    while let Some(i) = rest.find(";token=") {
+        let start = i + ";token=".len();
+        out.push_str(&rest[..start]);
+        out.push('-');
+        let tail = &rest[start..];
+        rest = &tail[tail.find([';', '?', '#', '\r', '\n']).unwrap_or(tail.len())..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Receives a Titan upload's body as it arrives (what
 /// [`Handler::accept_upload`](super::Handler::accept_upload) returns). The chunks come
 /// in order and add up to exactly the declared size; then
@@ -301,6 +317,16 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn tokens_are_not_logged() {
+        assert_eq!(
+            redact_token("titan://h/a;size=3;token=s3cret;mime=x?q"),
+            "titan://h/a;size=3;token=-;mime=x?q"
+        );
+        assert_eq!(redact_token("titan://h/a;token=s3cret"), "titan://h/a;token=-");
+        assert_eq!(redact_token("gemini://h/a"), "gemini://h/a");
     }
 
     #[test]
