@@ -8,17 +8,39 @@
 //! ```
 //!
 //! Then browse `gemini://localhost/` with any Gemini client, and make a
-//! client certificate when it asks for one. Notes live in memory.
+//! client certificate when it asks for one. A Titan client (Lagrange,
+//! `twistor fetch`) can also upload several notes at once, one per line,
+//! to `titan://localhost/notes/add`. Notes live in memory.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use twistor::protocols::gemini::{input, require_cert, Response, Router, Server, VirtualHost};
+use twistor::protocols::gemini::{
+    collect, input, require_cert, Request, Response, Router, Server, VirtualHost,
+};
 use twistor::reactor::Reactor;
 
 /// Notes by certificate fingerprint.
 type Notes = Rc<RefCell<HashMap<String, Vec<String>>>>;
+
+/// The largest Titan upload of notes taken, in bytes.
+const MAX_UPLOAD: u64 = 4096;
+
+/// One line per note: a control character would break the page.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// `path` on the request's host, as a Gemini URL (a Titan upload's
+/// answer must not send the client to a titan:// URL).
+fn gemini_url(req: &Request, path: &str) -> String {
+    let url = req.gemini_url();
+    let end = url.len() - req.raw_path().len();
+    format!("{}{path}", &url[..end])
+}
 
 fn app(notes: Notes) -> Router {
     let mut app = Router::new();
@@ -37,19 +59,30 @@ fn app(notes: Notes) -> Router {
             page.push_str(&format!("* {note}\n"));
         }
         page.push_str("\n=> /notes/add Add a note\n=> /notes/clear Delete them all\n");
+        let upload = gemini_url(req, "/notes/add").replacen("gemini://", "titan://", 1);
+        page.push_str(&format!("=> {upload} Upload notes, one per line (Titan)\n"));
         Ok(Response::gemtext(page)?)
     });
     let n = notes.clone();
     app.route("/notes/add", move |req| {
         let me = require_cert(req)?.fingerprint().to_string();
         let text = input(req, "Your note")?;
-        // One line per note: a newline would start a new gemtext line.
-        let text: String = text
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
-        n.borrow_mut().entry(me).or_default().push(text);
+        n.borrow_mut().entry(me).or_default().push(one_line(&text));
         Ok(Response::redirect("/notes")?)
+    });
+    // Titan: several notes at once, the body held in memory (at most
+    // MAX_UPLOAD bytes: larger uploads are refused before they are read).
+    let n = notes.clone();
+    app.upload("/notes/add", MAX_UPLOAD, move |req, _cx| {
+        let me = require_cert(req)?.fingerprint().to_string();
+        let n = n.clone();
+        Ok(collect(req, move |req, body| {
+            let text = String::from_utf8_lossy(&body);
+            let mut notes = n.borrow_mut();
+            let mine = notes.entry(me).or_default();
+            mine.extend(text.lines().filter(|l| !l.trim().is_empty()).map(one_line));
+            Ok(Response::redirect(gemini_url(&req, "/notes"))?.into())
+        }))
     });
     app.route("/notes/clear", move |req| {
         let me = require_cert(req)?.fingerprint().to_string();
@@ -108,5 +141,36 @@ mod tests {
         assert!(!notes.borrow().contains_key(&bob.sha256_fingerprint));
         ask("gemini://localhost/notes/clear", Some(&alice));
         assert!(notes.borrow().is_empty());
+    }
+
+    #[test]
+    fn notes_are_uploaded_with_titan() {
+        use twistor::protocols::gemini::{Context, Handler, HandlerError, Reply};
+        let notes = Notes::default();
+        let app = app(notes.clone());
+        let alice = cert_facts(&generate_self_signed_cert(&["alice"]).unwrap().0[0]).unwrap();
+        let mut r = Reactor::new().unwrap();
+        let body = b"milk\n\nbread\n";
+        let url = format!("titan://localhost:1966/notes/add;size={}", body.len());
+        let req = Request::for_test(&url).with_client_cert(alice.clone(), false);
+        let mut cx = Context::new(&mut r, req.conn_id());
+        let mut receiver = app.accept_upload(req, &mut cx).unwrap();
+        receiver.data(&mut cx, body).unwrap();
+        let Ok(Reply::Now(answer)) = receiver.end(&mut cx) else {
+            panic!("an answer now");
+        };
+        assert_eq!(answer.header(), "30 gemini://localhost:1966/notes\r\n");
+        assert_eq!(notes.borrow()[&alice.sha256_fingerprint], ["milk", "bread"]);
+        // No certificate: 60 before a byte is read; too large: 59.
+        let req = Request::for_test("titan://localhost/notes/add;size=3");
+        let Err(HandlerError::Answer(a)) = app.accept_upload(req, &mut cx) else {
+            panic!("refused");
+        };
+        assert_eq!(a.status().code(), 60);
+        let req = Request::for_test("titan://localhost/notes/add;size=4097").with_client_cert(alice, false);
+        let Err(HandlerError::Answer(a)) = app.accept_upload(req, &mut cx) else {
+            panic!("refused");
+        };
+        assert_eq!(a.status().code(), 59);
     }
 }

@@ -163,3 +163,57 @@ fn config_file_vhosts_from_the_command_line() {
     assert!(dir.join("state/alpha.example.crt").exists() && dir.join("state/beta.example.crt").exists());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// The Gemini specification (v0.24) makes clients send SNI for a host
+/// name, but defines `53` by whether the server serves the URL's host,
+/// not by SNI (a proxy request's host differs from the proxy's name by
+/// design): by default the URL's host picks the site. `strict_sni` is the
+/// opt-in for servers whose hosts must not be reached over a connection
+/// made for another.
+#[test]
+fn sni_and_url_host_by_default_and_strictly() {
+    if !have("python3") {
+        return;
+    }
+    let dir = temp_dir("sni-strict");
+    for (host, text) in [("one", "# One\n"), ("two", "# Two\n")] {
+        std::fs::create_dir_all(dir.join(host)).unwrap();
+        std::fs::write(dir.join(host).join("index.gmi"), text).unwrap();
+    }
+    let server = |strict_sni| {
+        Server::builder()
+            .host(VirtualHost::new("one.example", StaticFiles::new(dir.join("one"))).alias("127.0.0.1"))
+            .host(VirtualHost::new("two.example", StaticFiles::new(dir.join("two"))))
+            .options(ServerOptions {
+                strict_sni,
+                ..ServerOptions::default()
+            })
+            .build()
+            .unwrap()
+    };
+    let mut r = reactor();
+    let lenient = listen(&mut r, &server(false), "127.0.0.1");
+    let strict = listen(&mut r, &server(true), "127.0.0.1");
+    let asks = |addr: std::net::SocketAddr| {
+        let p = addr.port();
+        vec![
+            Ask::line(addr, &format!("gemini://two.example:{p}/")).sni(Some("one.example")),
+            Ask::line(addr, &format!("gemini://two.example:{p}/")).sni(Some("TWO.example")),
+            Ask::line(addr, &format!("gemini://two.example:{p}/")).sni(None),
+            Ask::line(addr, &format!("gemini://127.0.0.1:{p}/")).sni(None),
+            Ask::line(addr, &format!("gemini://three.example:{p}/")).sni(Some("one.example")),
+        ]
+    };
+    let mut all = asks(lenient);
+    all.extend(asks(strict));
+    let a = ask_python(&mut r, all);
+    let statuses: Vec<u8> = a.iter().map(|a| a.status()).collect();
+    assert_eq!(statuses, [20, 20, 20, 20, 53, 53, 20, 53, 20, 53], "{a:?}");
+    assert_eq!(a[0].body(), b"# Two\n", "the URL's host picks the site");
+    assert_eq!(
+        a[5].header(),
+        "53 The URL's host is not the name this connection was made for"
+    );
+    assert_eq!(a[8].body(), b"# One\n", "an address host needs no SNI");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -2,7 +2,7 @@
 //! what the specification refuses.
 
 use proptest::prelude::*;
-use twistor_protocols::gemini::{parse_request_line, Status, MAX_REQUEST};
+use twistor_protocols::gemini::{parse_request_line, Status, Titan, MAX_REQUEST};
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
@@ -33,6 +33,27 @@ proptest! {
                 prop_assert!(line.path.starts_with('/'));
             }
             Ok(None) => prop_assert!(end.is_empty() || end == "\r"),
+            Err(r) => prop_assert_eq!(r.status, Status::BadRequest),
+        }
+    }
+
+    #[test]
+    fn titan_parameters_never_panic(
+        path in "[a-z/;=%.]{0,20}",
+        params in proptest::collection::vec("(size|mime|token|edit|x)(=[0-9a-z/%;+\\-]{0,12})?", 0..5),
+    ) {
+        let joined = params.join(";");
+        let _ = Titan::parse(&joined);
+        let input = format!("titan://h/{path};{joined}\r\n");
+        match parse_request_line(input.as_bytes()) {
+            Ok(Some(line)) => {
+                let titan = line.titan.expect("a titan line has parameters");
+                prop_assert!(!titan.mime.is_empty());
+                // The parameters were split off the path.
+                prop_assert!(line.path.starts_with('/'));
+                prop_assert!(line.raw_path.len() + "titan://h;size=".len() + 2 <= input.len());
+            }
+            Ok(None) => prop_assert!(false, "a complete line"),
             Err(r) => prop_assert_eq!(r.status, Status::BadRequest),
         }
     }

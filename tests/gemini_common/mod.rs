@@ -263,3 +263,122 @@ pub fn client_cert(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
     std::fs::write(&k, key).unwrap();
     (c, k)
 }
+
+/// A real SCGI application in Python (a few lines of socket code speaking
+/// the protocol, nothing of ours): it reads the netstring of headers and
+/// `CONTENT_LENGTH` bytes of body, then answers by `PATH_INFO`:
+///
+/// - `/env`: `20 text/plain`, then the header names in the order sent
+///   (`ORDER=...`), each `NAME=value`, and `BODY=` with the body;
+/// - `/big`: `20 application/octet-stream` and `QUERY_STRING` MiB of zeros;
+/// - `/bad`: an HTTP status line (not a Gemini header);
+/// - `/silent`: nothing until the server closes the connection;
+/// - `/split`: the header in three writes, then a short body;
+/// - `/sink`: reads the body slowly (256 KiB at a time, a few
+///   milliseconds apart, a deliberately slow consumer), then answers
+///   `20 text/plain` and `GOT=<bytes>`.
+const PY_SCGI: &str = r#"
+import os, socket, sys, threading, time
+def read_exact(c, n):
+    data = b""
+    while len(data) < n:
+        chunk = c.recv(min(65536, n - len(data)))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return data
+def handle(c):
+    try:
+        length = b""
+        while True:
+            ch = read_exact(c, 1)
+            if ch == b":":
+                break
+            length += ch
+        payload = read_exact(c, int(length))
+        assert read_exact(c, 1) == b","
+        parts = payload.split(b"\0")[:-1]
+        names = [p.decode() for p in parts[0::2]]
+        env = dict(zip(names, [p.decode() for p in parts[1::2]]))
+        path = env.get("PATH_INFO", "")
+        if path == "/sink":
+            left = int(env["CONTENT_LENGTH"])
+            while left:
+                left -= len(read_exact(c, min(left, 1 << 18)))
+                time.sleep(0.005)
+            c.sendall(b"20 text/plain\r\nGOT=" + env["CONTENT_LENGTH"].encode())
+            return
+        body = read_exact(c, int(env["CONTENT_LENGTH"]))
+        if path == "/env":
+            out = "ORDER=" + ",".join(names) + "\n"
+            out += "".join("%s=%s\n" % (k, v) for k, v in sorted(env.items()))
+            c.sendall(b"20 text/plain\r\n" + out.encode() + b"BODY=" + body)
+        elif path == "/big":
+            c.sendall(b"20 application/octet-stream\r\n")
+            zeros = bytes(1 << 20)
+            for _ in range(int(env["QUERY_STRING"])):
+                c.sendall(zeros)
+        elif path == "/bad":
+            c.sendall(b"HTTP/1.0 200 OK\r\n\r\nhello")
+        elif path == "/silent":
+            c.recv(1)
+        elif path == "/split":
+            for part in (b"2", b"0 text/ge", b"mini\r\nsplit body\n"):
+                c.sendall(part)
+        else:
+            c.sendall(b"51 No such page\r\n")
+    except Exception as e:
+        print("scgi backend:", repr(e), file=sys.stderr, flush=True)
+    finally:
+        c.close()
+where = sys.argv[1]
+if where == "tcp":
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 0))
+    name = str(s.getsockname()[1])
+else:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(where)
+    name = where
+s.listen(64)
+print(name, flush=True)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=handle, args=(c,), daemon=True).start()
+"#;
+
+/// A running Python SCGI application; killed when dropped.
+pub struct ScgiBackend {
+    child: std::process::Child,
+    /// Its TCP port, or its socket's path.
+    pub address: String,
+}
+
+impl ScgiBackend {
+    /// Start one on TCP (`"tcp"`) or on a Unix socket at a path.
+    pub fn start(where_: &str) -> ScgiBackend {
+        use std::io::BufRead;
+        let mut child = Command::new("python3")
+            .args(["-c", PY_SCGI, where_])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        ScgiBackend {
+            child,
+            address: line.trim().to_string(),
+        }
+    }
+}
+
+impl Drop for ScgiBackend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

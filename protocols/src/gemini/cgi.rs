@@ -39,7 +39,7 @@ pub const DEFAULT_CGI_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default number of scripts running at once (per server).
 pub const DEFAULT_MAX_CGI: usize = 16;
 /// The longest header line read from a script (status, space, meta, CRLF).
-const MAX_HEADER: usize = 2 + 1 + super::response::MAX_META + 2;
+pub(crate) const MAX_HEADER: usize = 2 + 1 + super::response::MAX_META + 2;
 
 /// CGI knobs.
 ///
@@ -193,7 +193,7 @@ struct CgiProcess {
 }
 
 /// Parse a script's header line (without its line ending).
-fn parse_header(line: &[u8]) -> Option<(Status, String)> {
+pub(crate) fn parse_header(line: &[u8]) -> Option<(Status, String)> {
     let text = std::str::from_utf8(line).ok()?;
     let code = text.get(..2)?;
     if !code.bytes().all(|b| b.is_ascii_digit()) {

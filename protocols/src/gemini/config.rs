@@ -8,6 +8,8 @@
 //! | request line must arrive within | 10 s | [`ServerOptions::request_timeout`] |
 //! | TLS handshake must finish within | 10 s | [`ServerOptions::handshake_timeout`] |
 //! | a reader that takes nothing is cut off after | 60 s | [`ServerOptions::stall_timeout`] |
+//! | a Titan upload whose bytes stop coming is cut off after | 30 s | [`ServerOptions::upload_timeout`] |
+//! | the URL's host must be the SNI name | no | [`ServerOptions::strict_sni`] |
 //! | connections per listener | 1,024 | [`ServerOptions::max_connections`] |
 //! | requests per client address | unlimited | [`ServerOptions::rate_limit`] |
 //! | client addresses in the access log | yes | [`ServerOptions::log_client_addresses`] |
@@ -47,6 +49,8 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default [`ServerOptions::stall_timeout`].
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default [`ServerOptions::upload_timeout`].
+pub const DEFAULT_UPLOAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default [`ServerOptions::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
@@ -118,6 +122,8 @@ impl RateLimit {
 /// | [`request_timeout`](Self::request_timeout) | 10 s ([`DEFAULT_REQUEST_TIMEOUT`]) |
 /// | [`handshake_timeout`](Self::handshake_timeout) | 10 s ([`DEFAULT_HANDSHAKE_TIMEOUT`]) |
 /// | [`stall_timeout`](Self::stall_timeout) | 60 s ([`DEFAULT_STALL_TIMEOUT`]) |
+/// | [`upload_timeout`](Self::upload_timeout) | 30 s ([`DEFAULT_UPLOAD_TIMEOUT`]) |
+/// | [`strict_sni`](Self::strict_sni) | no |
 /// | [`max_connections`](Self::max_connections) | 1,024 ([`DEFAULT_MAX_CONNECTIONS`]) |
 /// | [`rate_limit`](Self::rate_limit) | unlimited |
 /// | [`log_client_addresses`](Self::log_client_addresses) | yes |
@@ -143,6 +149,18 @@ pub struct ServerOptions {
     /// While a response is being sent, a client whose reading stays paused
     /// this long is cut off (so it cannot hold a connection forever).
     pub stall_timeout: Duration,
+    /// While a Titan upload's body is read, a client that sends nothing
+    /// for this long is answered `59` and closed (and what was received is
+    /// thrown away). It also bounds how long the server reads and drops
+    /// the rest of a body it answered early.
+    pub upload_timeout: Duration,
+    /// Refuse (`53`) a request whose URL host is a name other than the
+    /// one the client sent in SNI. Off by default: the Gemini
+    /// specification (v0.24) makes clients send SNI but lets the URL pick
+    /// among the hosts a server serves (it is how proxy requests work);
+    /// turn it on so that a client can never reach one virtual host over a
+    /// connection made for another.
+    pub strict_sni: bool,
     /// Connections per listener; those over it are closed at once.
     pub max_connections: usize,
     /// Requests per client address (`None`: unlimited).
@@ -157,6 +175,8 @@ impl Default for ServerOptions {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
+            upload_timeout: DEFAULT_UPLOAD_TIMEOUT,
+            strict_sni: false,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             rate_limit: None,
             log_client_addresses: true,

@@ -12,6 +12,14 @@
 //!   [`input`].
 //! - [`static_files`](self#static-files-and-cgi): [`StaticFiles`], and CGI
 //!   with jetforce's environment ([`CgiOptions`], [`cgi_environment`]).
+//! - [`titan`](self#titan-uploads): Titan requests' parameters
+//!   ([`Titan`]), the [`UploadReceiver`] a body streams into, its flow
+//!   control ([`UploadFlow`]); `static_upload`: uploads into a served
+//!   directory ([`TitanOptions`]).
+//! - [`scgi`](self#backends): SCGI applications ([`Scgi`]); [`proxy`](self#backends):
+//!   upstream Gemini servers ([`GeminiProxy`]); `relay`: the backend
+//!   connection both use, joined to the client's with backpressure both
+//!   ways.
 //! - [`config`](self#servers): [`Server`], [`VirtualHost`],
 //!   [`ServerOptions`], [`RateLimit`]; certificates kept across restarts
 //!   ([`load_or_generate_cert`]).
@@ -41,8 +49,12 @@
 //!
 //! # Parsing requests
 //! See [`parse_request_line`] for what is refused with 59; the server
-//! answers 53 for a scheme other than `gemini`, a host it does not serve
-//! (names in punycode, IP literals as addresses) or another port.
+//! answers 53 for a scheme other than `gemini` and `titan`, a host it does
+//! not serve (names in punycode, IP literals as addresses) or another
+//! port. The URL's host picks the virtual host even when it is not the
+//! SNI name (the specification defines 53 by the hosts a server serves,
+//! and a proxy request's host is never the proxy's name);
+//! [`ServerOptions::strict_sni`] refuses that.
 //!
 //! # Responses
 //! See [`Response`]; only 20 carries a body.
@@ -52,15 +64,30 @@
 //!
 //! # Static files and CGI
 //! See [`StaticFiles`] and [`cgi_environment`].
+//!
+//! # Titan uploads
+//! A `titan://` request goes to the virtual host's
+//! [`Handler::accept_upload`]: [`Router::upload`] takes them per route,
+//! [`StaticFiles::with_titan`] into a directory; see [`UploadReceiver`].
+//!
+//! # Backends
+//! [`Router::mount`] puts an [`Scgi`] application or a [`GeminiProxy`] at
+//! a path prefix; a [`GeminiProxy`] can also be a whole virtual host's
+//! handler.
 
 mod certs;
 mod cgi;
 mod config;
+mod proxy;
+mod relay;
 mod request;
 mod response;
 mod router;
+mod scgi;
 mod server;
 mod static_files;
+mod static_upload;
+mod titan;
 
 pub use certs::{default_state_dir, load_or_generate_cert, KeptCert};
 pub use cgi::{
@@ -69,18 +96,23 @@ pub use cgi::{
 pub use config::{
     CertSource, RateLimit, Server, ServerBuilder, ServerOptions, VirtualHost, DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STALL_TIMEOUT,
+    DEFAULT_UPLOAD_TIMEOUT,
 };
+pub use proxy::{GeminiProxy, ProxyBuilder, UpstreamTrust, DEFAULT_PROXY_TIMEOUT};
 pub use request::{
     host_name, normalize_host, parse_request_line, ClientCert, Refusal, Request, RequestLine, TlsFacts,
     MAX_REQUEST,
 };
 pub use response::{Body, InvalidMeta, Response, Status, MAX_META};
 pub use router::{
-    input, require_authorised_cert, require_cert, sensitive_input, Context, Handler, HandlerError, Reply,
-    Responder, Router,
+    check_upload_size, input, require_authorised_cert, require_cert, sensitive_input, Context, Handler,
+    HandlerError, Reply, Responder, Router,
 };
+pub use scgi::{Scgi, ScgiAddress, ScgiOptions, DEFAULT_SCGI_TIMEOUT};
 pub use server::GeminiConnection;
 pub use static_files::{StaticFiles, DEFAULT_INDEX_FILE};
+pub use static_upload::TitanOptions;
+pub use titan::{collect, Titan, UploadFlow, UploadReceiver, DEFAULT_MAX_UPLOAD, DEFAULT_UPLOAD_MIME};
 
 /// The URL crate requests are parsed with (its `Url` and `Host` appear in
 /// this module's API).

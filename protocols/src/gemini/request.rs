@@ -20,6 +20,7 @@ use twistor_reactor::{Address, CertFacts, ConnId};
 use url::{Host, Url};
 
 use super::response::Status;
+use super::titan::{split_params, Titan};
 
 /// The longest URL accepted, in bytes (CRLF not counted).
 pub const MAX_REQUEST: usize = 1024;
@@ -59,8 +60,14 @@ pub struct RequestLine {
     pub host: Host<String>,
     /// The port, if the URL gives one.
     pub port: Option<u16>,
-    /// The path, percent-decoded; `/` for an empty path.
+    /// The path, percent-decoded; `/` for an empty path (without a Titan
+    /// request's parameters).
     pub path: String,
+    /// The path as sent: percent-encoded, dot segments resolved, `/` for
+    /// an empty one, without a Titan request's parameters.
+    pub raw_path: String,
+    /// A Titan request's parameters (`titan` scheme only).
+    pub titan: Option<Titan>,
     /// Bytes of input the line took, CRLF included (what follows belongs
     /// to a request body, as in Titan).
     pub consumed: usize,
@@ -138,7 +145,14 @@ fn parse_url(line: &[u8]) -> Result<RequestLine, Refusal> {
         Some(Host::Ipv4(a)) => Host::Ipv4(a),
         Some(Host::Ipv6(a)) => Host::Ipv6(a),
     };
-    let raw_path = if url.path().is_empty() { "/" } else { url.path() };
+    let mut raw_path = if url.path().is_empty() { "/" } else { url.path() };
+    let mut titan = None;
+    if url.scheme() == "titan" {
+        let (path, params) = split_params(raw_path);
+        let params = params.ok_or(bad("A Titan request needs a size parameter"))?;
+        titan = Some(Titan::parse(params)?);
+        raw_path = if path.is_empty() { "/" } else { path };
+    }
     let path = percent_decode_str(raw_path)
         .decode_utf8()
         .map_err(|_| bad("The path is not valid UTF-8 once decoded"))?
@@ -146,6 +160,8 @@ fn parse_url(line: &[u8]) -> Result<RequestLine, Refusal> {
     Ok(RequestLine {
         port: url.port(),
         raw: text.to_string(),
+        raw_path: raw_path.to_string(),
+        titan,
         url,
         host,
         path,
@@ -258,6 +274,8 @@ pub struct TlsFacts {
 pub struct Request {
     line: RequestLine,
     captures: Vec<(String, String)>,
+    /// The prefix a [`Router::mount`](super::Router::mount) matched.
+    mount: Option<String>,
     remote: Address,
     local: Address,
     tls: TlsFacts,
@@ -270,6 +288,7 @@ impl Request {
         Request {
             line,
             captures: Vec::new(),
+            mount: None,
             remote,
             local,
             tls,
@@ -341,12 +360,80 @@ impl Request {
         &self.line.path
     }
 
-    /// The path as sent (percent-encoded, dot segments resolved).
+    /// The path as sent (percent-encoded, dot segments resolved), without
+    /// a Titan request's parameters.
     pub fn raw_path(&self) -> &str {
-        match self.line.url.path() {
-            "" => "/",
-            p => p,
-        }
+        &self.line.raw_path
+    }
+
+    /// A Titan request's parameters (`None` for a Gemini request).
+    ///
+    /// ```
+    /// use twistor_protocols::gemini::Request;
+    /// assert_eq!(Request::for_test("titan://h/a;size=3").titan().unwrap().size, 3);
+    /// assert!(Request::for_test("gemini://h/a;size=3").titan().is_none());
+    /// ```
+    pub fn titan(&self) -> Option<&Titan> {
+        self.line.titan.as_ref()
+    }
+
+    /// The Gemini URL of the resource this request names: the scheme
+    /// `gemini`, without Titan parameters and without the query. Where a
+    /// Titan upload's answer usually redirects to.
+    ///
+    /// ```
+    /// use twistor_protocols::gemini::Request;
+    /// let req = Request::for_test("titan://example.org:1966/a%20b.gmi;size=3?q");
+    /// assert_eq!(req.gemini_url(), "gemini://example.org:1966/a%20b.gmi");
+    /// ```
+    pub fn gemini_url(&self) -> String {
+        let port = match self.line.port {
+            Some(p) => format!(":{p}"),
+            None => String::new(),
+        };
+        let host = match &self.line.host {
+            Host::Ipv6(a) => format!("[{a}]"),
+            h => host_name(h),
+        };
+        format!("gemini://{host}{port}{}", self.line.raw_path)
+    }
+
+    /// The prefix of the path a [`Router::mount`](super::Router::mount)
+    /// matched (`SCRIPT_NAME` for a backend), or `""`.
+    ///
+    /// ```
+    /// use twistor_protocols::gemini::{Context, Handler, HandlerError, Reply, Request, Response, Router};
+    /// struct Where;
+    /// impl Handler for Where {
+    ///     fn handle(&self, req: Request, _: &mut Context<'_>) -> Result<Reply, HandlerError> {
+    ///         Ok(Response::gemtext(format!("{} {}", req.mount_point(), req.path_info()))?.into())
+    ///     }
+    /// }
+    /// let mut app = Router::new();
+    /// app.mount("/app", Where);
+    /// let answer = app.answer_for_test(Request::for_test("gemini://h/app/x/y"));
+    /// assert_eq!(answer.header(), "20 text/gemini\r\n");
+    /// assert_eq!(Request::for_test("gemini://h/app/x").mount_point(), ""); // not mounted
+    /// ```
+    pub fn mount_point(&self) -> &str {
+        self.mount.as_deref().unwrap_or("")
+    }
+
+    /// The decoded path after the [`mount_point`](Self::mount_point)
+    /// (`PATH_INFO` for a backend): the whole path when nothing was
+    /// mounted.
+    ///
+    /// ```
+    /// use twistor_protocols::gemini::Request;
+    /// assert_eq!(Request::for_test("gemini://h/a%20b").path_info(), "/a b");
+    /// ```
+    pub fn path_info(&self) -> &str {
+        let prefix = self.mount_point();
+        self.line.path.strip_prefix(prefix).unwrap_or(&self.line.path)
+    }
+
+    pub(crate) fn set_mount(&mut self, prefix: &str) {
+        self.mount = Some(prefix.to_string());
     }
 
     /// The query, percent-decoded (not valid UTF-8: lossily).
@@ -482,5 +569,24 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(host_name(&l.host), "xn--bcher-kva.example");
+    }
+
+    #[test]
+    fn titan_lines() {
+        let l = parse_request_line(b"titan://h/a%20b/c.gmi;mime=text/plain;size=5?q\r\nhello")
+            .unwrap()
+            .unwrap();
+        assert_eq!(l.path, "/a b/c.gmi");
+        assert_eq!(l.raw_path, "/a%20b/c.gmi");
+        let t = l.titan.unwrap();
+        assert_eq!((t.size, t.mime.as_str(), t.token), (5, "text/plain", None));
+        assert_eq!(l.consumed, 48);
+        // Gemini requests have no parameters: a ';' is part of the path.
+        let l = parse_request_line(b"gemini://h/a;size=5\r\n").unwrap().unwrap();
+        assert_eq!((l.path.as_str(), l.titan), ("/a;size=5", None));
+        assert_eq!(status(b"titan://h/a\r\n"), Some(59));
+        assert_eq!(status(b"titan://h/a;size=x\r\n"), Some(59));
+        assert_eq!(status(b"titan://h/a;size=1;size=1\r\n"), Some(59));
+        assert_eq!(status(b"titan://h/;size=0\r\n"), Some(20));
     }
 }

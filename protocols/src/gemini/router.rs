@@ -34,12 +34,14 @@
 
 use std::cell::Cell;
 use std::fmt;
+use std::rc::Rc;
 use std::time::SystemTime;
 
 use twistor_reactor::{CallError, ConnId, Reactor, Remote};
 
 use super::request::{normalize_host, ClientCert, Request};
 use super::response::Response;
+use super::titan::{not_accepted, UploadFlow, UploadReceiver};
 
 /// Why a handler did not produce a reply.
 pub enum HandlerError {
@@ -91,6 +93,7 @@ pub struct Context<'a> {
     reactor: &'a mut Reactor,
     conn: ConnId,
     deferred: Cell<bool>,
+    pause: Cell<bool>,
 }
 
 impl<'a> Context<'a> {
@@ -100,6 +103,7 @@ impl<'a> Context<'a> {
             reactor,
             conn,
             deferred: Cell::new(false),
+            pause: Cell::new(false),
         }
     }
 
@@ -126,6 +130,42 @@ impl<'a> Context<'a> {
     /// Whether [`defer`](Self::defer) was called.
     pub fn is_deferred(&self) -> bool {
         self.deferred.get()
+    }
+
+    /// Flow control of a Titan upload coming over this connection.
+    pub fn upload_flow(&self) -> UploadFlow {
+        UploadFlow::new(self.conn)
+    }
+
+    /// Stop reading this connection's upload as soon as the current call
+    /// ([`Handler::accept_upload`] or [`UploadReceiver::data`]) returns, until
+    /// [`UploadFlow::resume`]: for a receiver that must wait (for a backend
+    /// to connect, for room to write).
+    ///
+    /// ```
+    /// use twistor_protocols::gemini::{Context, HandlerError, Reply, UploadFlow, UploadReceiver};
+    ///
+    /// /// Holds the body until something else says it may go on.
+    /// struct Gate { held: Vec<u8>, flow: Option<UploadFlow> }
+    /// impl UploadReceiver for Gate {
+    ///     fn data(&mut self, cx: &mut Context<'_>, chunk: &[u8]) -> Result<(), HandlerError> {
+    ///         self.held.extend_from_slice(chunk);
+    ///         cx.pause_upload(); // resumed later with self.flow's resume()
+    ///         self.flow = Some(cx.upload_flow());
+    ///         Ok(())
+    ///     }
+    ///     fn end(self: Box<Self>, _: &mut Context<'_>) -> Result<Reply, HandlerError> {
+    ///         Ok(twistor_protocols::gemini::Response::gemtext("ok\n")?.into())
+    ///     }
+    /// }
+    /// ```
+    pub fn pause_upload(&self) {
+        self.pause.set(true);
+    }
+
+    /// Whether [`pause_upload`](Self::pause_upload) was called.
+    pub fn is_upload_paused(&self) -> bool {
+        self.pause.get()
     }
 }
 
@@ -162,6 +202,21 @@ impl Responder {
     /// The connection this responder answers.
     pub fn conn_id(&self) -> ConnId {
         self.conn
+    }
+
+    /// Give up answering: the connection is answered another way (or
+    /// gone), so nothing is sent, not even the `40` of a dropped responder.
+    ///
+    /// ```
+    /// use twistor_protocols::gemini::Context;
+    /// let mut r = twistor_reactor::Reactor::new().unwrap();
+    /// let mut cx = Context::new(&mut r, twistor_reactor::ConnId::from_token(twistor_reactor::mio::Token(1)));
+    /// let responder = cx.defer();
+    /// responder.dismiss(); // nothing queued
+    /// assert!(!r.has_queued_work());
+    /// ```
+    pub fn dismiss(mut self) {
+        self.remote = None;
     }
 }
 
@@ -203,11 +258,65 @@ impl fmt::Debug for Responder {
 pub trait Handler: 'static {
     /// Answer `req`, now or later.
     fn handle(&self, req: Request, cx: &mut Context<'_>) -> Result<Reply, HandlerError>;
+
+    /// Accept a Titan upload to `req` ([`Request::titan`] gives its size,
+    /// type and token): return the receiver its body streams into, or
+    /// refuse with an answer, sent before a byte of the body is read (a
+    /// size over the limit is `59`). The default takes no uploads: `53`,
+    /// as for any scheme a server does not serve.
+    ///
+    /// ```
+    /// use twistor_protocols::gemini::{
+    ///     check_upload_size, collect, Context, Handler, HandlerError, Reply, Request, Response, UploadReceiver,
+    /// };
+    ///
+    /// /// Takes uploads of up to 1 KiB anywhere, and says how long they were.
+    /// struct Sizer;
+    /// impl Handler for Sizer {
+    ///     fn handle(&self, _: Request, _: &mut Context<'_>) -> Result<Reply, HandlerError> {
+    ///         Ok(Response::gemtext("Send me something with Titan.\n")?.into())
+    ///     }
+    ///     fn accept_upload(&self, req: Request, _: &mut Context<'_>) -> Result<Box<dyn UploadReceiver>, HandlerError> {
+    ///         check_upload_size(&req, 1024)?;
+    ///         Ok(collect(&req, |_, body| Ok(Response::gemtext(format!("{} bytes\n", body.len()))?.into())))
+    ///     }
+    /// }
+    /// ```
+    fn accept_upload(
+        &self,
+        req: Request,
+        cx: &mut Context<'_>,
+    ) -> Result<Box<dyn UploadReceiver>, HandlerError> {
+        let _ = (req, cx);
+        Err(not_accepted())
+    }
 }
 
 impl Handler for Box<dyn Handler> {
     fn handle(&self, req: Request, cx: &mut Context<'_>) -> Result<Reply, HandlerError> {
         (**self).handle(req, cx)
+    }
+
+    fn accept_upload(
+        &self,
+        req: Request,
+        cx: &mut Context<'_>,
+    ) -> Result<Box<dyn UploadReceiver>, HandlerError> {
+        (**self).accept_upload(req, cx)
+    }
+}
+
+impl Handler for Rc<dyn Handler> {
+    fn handle(&self, req: Request, cx: &mut Context<'_>) -> Result<Reply, HandlerError> {
+        (**self).handle(req, cx)
+    }
+
+    fn accept_upload(
+        &self,
+        req: Request,
+        cx: &mut Context<'_>,
+    ) -> Result<Box<dyn UploadReceiver>, HandlerError> {
+        (**self).accept_upload(req, cx)
     }
 }
 
@@ -369,6 +478,87 @@ where
     }
 }
 
+/// A handler from a closure accepting uploads up to a size.
+struct Uploads<F> {
+    max_size: u64,
+    f: F,
+}
+impl<F> Handler for Uploads<F>
+where
+    F: Fn(&Request, &mut Context<'_>) -> Result<Box<dyn UploadReceiver>, HandlerError> + 'static,
+{
+    fn handle(&self, _: Request, _: &mut Context<'_>) -> Result<Reply, HandlerError> {
+        // Never routed here: an upload route takes only Titan requests.
+        Ok(Reply::Now(Response::not_found_default()))
+    }
+
+    fn accept_upload(
+        &self,
+        req: Request,
+        cx: &mut Context<'_>,
+    ) -> Result<Box<dyn UploadReceiver>, HandlerError> {
+        check_upload_size(&req, self.max_size)?;
+        (self.f)(&req, cx)
+    }
+}
+
+/// `59` if `req` declares an upload larger than `max_size` bytes.
+///
+/// ```
+/// use twistor_protocols::gemini::{check_upload_size, Request};
+/// let req = Request::for_test("titan://h/a;size=2000");
+/// assert_eq!(check_upload_size(&req, 1000).unwrap_err().header(), "59 The upload is larger than 1000 bytes\r\n");
+/// assert!(check_upload_size(&req, 2000).is_ok());
+/// ```
+pub fn check_upload_size(req: &Request, max_size: u64) -> Result<(), Response> {
+    match req.titan() {
+        Some(t) if t.size > max_size => Err(Response::bad_request(format!(
+            "The upload is larger than {max_size} bytes"
+        ))
+        .expect("valid meta")),
+        _ => Ok(()),
+    }
+}
+
+/// Which requests a route takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Takes {
+    /// Gemini requests ([`Router::route`], [`Router::route_deferred`]).
+    Gemini,
+    /// Titan uploads ([`Router::upload`]).
+    Titan,
+    /// Both, the handler deciding ([`Router::handler`], [`Router::mount`]).
+    Both,
+}
+
+impl Takes {
+    fn takes(self, titan: bool) -> bool {
+        match self {
+            Takes::Gemini => !titan,
+            Takes::Titan => titan,
+            Takes::Both => true,
+        }
+    }
+}
+
+/// What a route matches: a pattern, or a mounted prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Matcher {
+    Pattern(Pattern),
+    /// A path prefix (no trailing slash; `""` for everything), optionally
+    /// on one host.
+    Prefix {
+        host: Option<String>,
+        prefix: String,
+    },
+}
+
+struct Route {
+    matcher: Matcher,
+    takes: Takes,
+    handler: Box<dyn Handler>,
+}
+
 /// Routes requests to handlers by path pattern (jetforce's
 /// `JetforceApplication`).
 ///
@@ -378,6 +568,10 @@ where
 /// (`example.org/notes/<id>`) to match only that host. Paths are matched
 /// decoded and exactly (`/notes` and `/notes/` differ). The first route
 /// that matches wins; without one, the fallback handler answers, or 51.
+///
+/// Titan uploads go to the routes added with [`upload`](Self::upload),
+/// [`handler`](Self::handler) or [`mount`](Self::mount) (never to
+/// [`route`](Self::route)'s), then to the fallback; without one, `53`.
 ///
 /// ```
 /// use twistor_protocols::gemini::{Request, Response, Router};
@@ -389,7 +583,7 @@ where
 /// ```
 #[derive(Default)]
 pub struct Router {
-    routes: Vec<(Pattern, Box<dyn Handler>)>,
+    routes: Vec<Route>,
     fallback: Option<Box<dyn Handler>>,
 }
 
@@ -399,9 +593,13 @@ impl Router {
         Router::default()
     }
 
-    fn add(&mut self, pattern: &str, h: Box<dyn Handler>) -> &mut Router {
+    fn add(&mut self, pattern: &str, takes: Takes, handler: Box<dyn Handler>) -> &mut Router {
         match Pattern::parse(pattern) {
-            Ok(p) => self.routes.push((p, h)),
+            Ok(p) => self.routes.push(Route {
+                matcher: Matcher::Pattern(p),
+                takes,
+                handler,
+            }),
             // A bad pattern is a programming error, found at start-up.
             Err(e) => panic!("{e}"),
         }
@@ -415,7 +613,7 @@ impl Router {
         pattern: &str,
         f: impl Fn(&Request) -> Result<Response, HandlerError> + 'static,
     ) -> &mut Router {
-        self.add(pattern, Box::new(Now(f)))
+        self.add(pattern, Takes::Gemini, Box::new(Now(f)))
     }
 
     /// Answer requests matching `pattern` with `f`, which may answer
@@ -425,16 +623,78 @@ impl Router {
         pattern: &str,
         f: impl Fn(Request, &mut Context<'_>) -> Result<Reply, HandlerError> + 'static,
     ) -> &mut Router {
-        self.add(pattern, Box::new(Deferred(f)))
+        self.add(pattern, Takes::Gemini, Box::new(Deferred(f)))
     }
 
-    /// Answer requests matching `pattern` with any handler.
+    /// Accept Titan uploads of at most `max_size` bytes to paths matching
+    /// `pattern`: `f` returns the receiver of the body (see
+    /// [`collect`](super::collect) for a small one held in memory). A
+    /// larger upload is answered `59` before a byte of it is read.
+    ///
+    /// ```
+    /// use twistor_protocols::gemini::{collect, Request, Response, Router};
+    /// let mut app = Router::new();
+    /// app.upload("/inbox/<name>", 64 * 1024, |req, _cx| {
+    ///     Ok(collect(req, |req, body| {
+    ///         println!("{} bytes for {}", body.len(), req.capture("name").unwrap());
+    ///         Ok(Response::redirect(req.gemini_url())?.into())
+    ///     }))
+    /// });
+    /// ```
+    pub fn upload(
+        &mut self,
+        pattern: &str,
+        max_size: u64,
+        f: impl Fn(&Request, &mut Context<'_>) -> Result<Box<dyn UploadReceiver>, HandlerError> + 'static,
+    ) -> &mut Router {
+        self.add(pattern, Takes::Titan, Box::new(Uploads { max_size, f }))
+    }
+
+    /// Answer requests matching `pattern` with any handler (its uploads
+    /// too).
     pub fn handler(&mut self, pattern: &str, h: impl Handler) -> &mut Router {
-        self.add(pattern, Box::new(h))
+        self.add(pattern, Takes::Both, Box::new(h))
+    }
+
+    /// Answer every request under the path `prefix` (the prefix itself,
+    /// and anything below it) with `h`, uploads too: a backend such as an
+    /// [`Scgi`](super::Scgi) application or a [`GeminiProxy`](super::GeminiProxy).
+    /// The handler sees the prefix as [`Request::mount_point`] and the
+    /// rest as [`Request::path_info`]. `prefix` may start with a host name
+    /// (`example.org/app`); `/` mounts everything. Panics if `prefix` has
+    /// no `/`.
+    ///
+    /// ```
+    /// use twistor_protocols::gemini::{Request, Response, Router};
+    /// let mut app = Router::new();
+    /// app.route("/", |_| Ok(Response::gemtext("home\n")?));
+    /// let mut inner = Router::new();
+    /// inner.route("/app/<*rest>", |req| Ok(Response::gemtext(req.path_info().to_string())?));
+    /// app.mount("/app", inner);
+    /// let a = app.answer_for_test(Request::for_test("gemini://h/app/x"));
+    /// assert_eq!(a.status().code(), 20);
+    /// let a = app.answer_for_test(Request::for_test("gemini://h/application"));
+    /// assert_eq!(a.status().code(), 51);
+    /// ```
+    pub fn mount(&mut self, prefix: &str, h: impl Handler) -> &mut Router {
+        let slash = prefix
+            .find('/')
+            .unwrap_or_else(|| panic!("mount prefix {prefix:?} has no path (it must contain '/')"));
+        let host = match &prefix[..slash] {
+            "" => None,
+            h => Some(normalize_host(h).unwrap_or_else(|e| panic!("{e}"))),
+        };
+        let prefix = prefix[slash..].trim_end_matches('/').to_string();
+        self.routes.push(Route {
+            matcher: Matcher::Prefix { host, prefix },
+            takes: Takes::Both,
+            handler: Box::new(h),
+        });
+        self
     }
 
     /// Answer requests no route matches with `h` (e.g. a
-    /// [`StaticFiles`](super::StaticFiles)).
+    /// [`StaticFiles`](super::StaticFiles)); its uploads too.
     pub fn fallback(&mut self, h: impl Handler) -> &mut Router {
         self.fallback = Some(Box::new(h));
         self
@@ -451,20 +711,52 @@ impl Router {
             Err(HandlerError::Failed(e)) => Response::cgi_error(e.to_string()).expect("valid"),
         }
     }
+
+    /// The route for `req`, with the request's captures or mount point set.
+    fn find(&self, req: &mut Request) -> Option<&dyn Handler> {
+        let host = req.hostname();
+        let titan = req.titan().is_some();
+        for route in self.routes.iter().filter(|r| r.takes.takes(titan)) {
+            match &route.matcher {
+                Matcher::Pattern(p) => {
+                    if let Some(captures) = p.matches(&host, req.path()) {
+                        req.set_captures(captures);
+                        return Some(&*route.handler);
+                    }
+                }
+                Matcher::Prefix { host: h, prefix } => {
+                    let path = req.path();
+                    let under = path == prefix
+                        || path
+                            .strip_prefix(prefix.as_str())
+                            .is_some_and(|r| r.starts_with('/'));
+                    if h.as_deref().map_or(true, |h| h == host) && under {
+                        req.set_mount(prefix);
+                        return Some(&*route.handler);
+                    }
+                }
+            }
+        }
+        self.fallback.as_deref()
+    }
 }
 
 impl Handler for Router {
     fn handle(&self, mut req: Request, cx: &mut Context<'_>) -> Result<Reply, HandlerError> {
-        let host = req.hostname();
-        for (pattern, h) in &self.routes {
-            if let Some(captures) = pattern.matches(&host, req.path()) {
-                req.set_captures(captures);
-                return h.handle(req, cx);
-            }
-        }
-        match &self.fallback {
+        match self.find(&mut req) {
             Some(h) => h.handle(req, cx),
             None => Ok(Reply::Now(Response::not_found_default())),
+        }
+    }
+
+    fn accept_upload(
+        &self,
+        mut req: Request,
+        cx: &mut Context<'_>,
+    ) -> Result<Box<dyn UploadReceiver>, HandlerError> {
+        match self.find(&mut req) {
+            Some(h) => h.accept_upload(req, cx),
+            None => Err(not_accepted()),
         }
     }
 }
@@ -495,5 +787,59 @@ mod tests {
         assert_eq!(m("example.org/x", "other.org", "/x"), None);
         assert!(Pattern::parse("nopath").is_err());
         assert!(Pattern::parse("/<*a>/b").is_err());
+    }
+
+    struct Echo;
+    impl Handler for Echo {
+        fn handle(&self, req: Request, _: &mut Context<'_>) -> Result<Reply, HandlerError> {
+            let text = format!("{}|{}", req.mount_point(), req.path_info());
+            Ok(Response::gemtext(text)?.into())
+        }
+    }
+
+    fn body(r: Response) -> String {
+        match r.into_parts().2 {
+            super::super::Body::Bytes(b) => String::from_utf8(b).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn mounts() {
+        let mut app = Router::new();
+        app.mount("/app/", Echo);
+        app.mount("other.example/", Echo);
+        let ask = |url: &str| app.answer_for_test(Request::for_test(url));
+        assert_eq!(body(ask("gemini://h/app")), "/app|");
+        assert_eq!(body(ask("gemini://h/app/x/y")), "/app|/x/y");
+        assert_eq!(ask("gemini://h/apple").status().code(), 51);
+        assert_eq!(body(ask("gemini://other.example/z")), "|/z");
+    }
+
+    #[test]
+    fn uploads_go_only_to_routes_that_take_them() {
+        let mut app = Router::new();
+        app.route("/a", |_| Ok(Response::gemtext("read")?));
+        app.upload("/a", 10, |req, _| {
+            Ok(super::super::collect(req, |_, _| {
+                Ok(Response::gemtext("written")?.into())
+            }))
+        });
+        let mut r = Reactor::new().unwrap();
+        let up = |url: &str, r: &mut Reactor| {
+            let req = Request::for_test(url);
+            let mut cx = Context::new(r, req.conn_id());
+            app.accept_upload(req, &mut cx).map(|_| ()).map_err(|e| match e {
+                HandlerError::Answer(a) => a.status().code(),
+                HandlerError::Failed(_) => 42,
+            })
+        };
+        assert_eq!(up("titan://h/a;size=10", &mut r), Ok(()));
+        assert_eq!(up("titan://h/a;size=11", &mut r), Err(59));
+        assert_eq!(up("titan://h/b;size=1", &mut r), Err(53));
+        assert_eq!(
+            body(app.answer_for_test(Request::for_test("gemini://h/a"))),
+            "read"
+        );
     }
 }

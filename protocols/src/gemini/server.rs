@@ -1,22 +1,33 @@
 //! The Gemini server protocol: one connection, one request, one response,
 //! then close_notify.
 //!
-//! A connection goes through four phases, changed only by
+//! A connection goes through five phases, changed only by
 //! [`GeminiConnection::enter`], which refuses an illegal step:
 //!
 //! ```text
 //! Request --(line refused, rate limited, host not served)--> Closing
+//! Request --(Titan upload accepted)--> Receiving
+//! Receiving --(whole body in; or answered early, refused, stalled: aborted)--> Handling
 //! Request --(handler answers later)--> Handling --(Responder::send)--> Sending | Closing
 //! Request --(handler answers now)--> Sending (a body to stream) | Closing (none)
 //! Sending --(body sent, failed, or client gone)--> Closing
 //! ```
 //!
-//! The request line must arrive within the request timeout; a body is
-//! streamed with a [`Sender`] (backpressure: a slow reader holds about one
-//! high-water mark of memory), and a reader that stops reading altogether
-//! is cut off after the stall timeout. Each request gets one access-log
-//! line (target `twistor::gemini::access`): client address (or `-`), URL,
-//! status, meta, body bytes, duration.
+//! The request line must arrive within the request timeout; a Titan
+//! upload's body streams into its receiver as it arrives (what came in the
+//! same packet as the line first), and a client that stops sending it for
+//! the upload timeout is answered `59` and closed (the receiver aborts, so
+//! nothing half-written stays). A response body is streamed with a
+//! [`Sender`] (backpressure: a slow reader holds about one high-water mark
+//! of memory), and a reader that stops reading altogether is cut off after
+//! the stall timeout. When an answer goes out while the client is still
+//! sending a body it declared (an upload refused before it is read), the
+//! server closes its side with close_notify and reads on, discarding, until
+//! the body is in, the client closes or the upload timeout passes: closing
+//! with unread input would reset the connection and could destroy the
+//! answer before the client reads it. Each request gets one access-log line
+//! (target `twistor::gemini::access`): client address (or `-`), URL (a
+//! Titan token shown as `token=-`), status, meta, body bytes, duration.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -26,10 +37,11 @@ use twistor_transports::tls::rustls::pki_types::{CertificateDer, UnixTime};
 
 use super::config::Shared;
 use super::request::{
-    host_name, parse_request_line, ClientCert, Request, RequestLine, TlsFacts, MAX_REQUEST,
+    host_name, normalize_host, parse_request_line, ClientCert, Request, RequestLine, TlsFacts, MAX_REQUEST,
 };
 use super::response::{Response, Status};
 use super::router::{Context, HandlerError, Reply};
+use super::titan::{redact_token, UploadReceiver};
 use crate::producer::{Progress, Sender, Waker};
 
 /// Where a connection is (see the [module docs](self)).
@@ -37,6 +49,8 @@ use crate::producer::{Progress, Sender, Waker};
 enum Phase {
     /// Reading the request line.
     Request,
+    /// Reading a Titan upload's body into its receiver.
+    Receiving(Upload),
     /// The handler will answer later.
     Handling,
     /// Streaming the response body.
@@ -49,10 +63,24 @@ impl Phase {
     fn name(&self) -> &'static str {
         match self {
             Phase::Request => "request",
+            Phase::Receiving(_) => "receiving",
             Phase::Handling => "handling",
             Phase::Sending(_) => "sending",
             Phase::Closing => "closing",
         }
+    }
+}
+
+/// A Titan upload being read.
+struct Upload {
+    receiver: Box<dyn UploadReceiver>,
+    /// The receiver asked to stop reading for now ([`UploadFlow`](super::UploadFlow)).
+    paused: bool,
+}
+
+impl std::fmt::Debug for Upload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Upload {{ paused: {} }}", self.paused)
     }
 }
 
@@ -72,7 +100,11 @@ pub struct GeminiConnection {
     phase: Phase,
     /// The request line so far (at most `MAX_REQUEST + 2` bytes).
     input: Vec<u8>,
-    /// The request timeout, then the stall timeout.
+    /// Bytes of a declared upload body not read yet.
+    unread: u64,
+    /// A handler or receiver of this request took a Responder.
+    deferred: bool,
+    /// The request timeout, then the upload, stall or linger timeout.
     timer: Option<DelayedCall>,
     access: Access,
     started: Instant,
@@ -86,6 +118,8 @@ impl GeminiConnection {
             server,
             phase: Phase::Request,
             input: Vec::new(),
+            unread: 0,
+            deferred: false,
             timer: None,
             access: Access::default(),
             started: Instant::now(),
@@ -93,14 +127,15 @@ impl GeminiConnection {
         }
     }
 
-    /// The one place the phase changes.
-    fn enter(&mut self, next: Phase) {
+    /// The one place the phase changes; returns the phase left.
+    fn enter(&mut self, next: Phase) -> Phase {
         let legal = matches!(
             (&self.phase, &next),
             (
                 Phase::Request,
-                Phase::Handling | Phase::Sending(_) | Phase::Closing
-            ) | (Phase::Handling, Phase::Sending(_) | Phase::Closing)
+                Phase::Receiving(_) | Phase::Handling | Phase::Sending(_) | Phase::Closing
+            ) | (Phase::Receiving(_), Phase::Handling)
+                | (Phase::Handling, Phase::Sending(_) | Phase::Closing)
                 | (Phase::Sending(_), Phase::Closing)
         );
         assert!(
@@ -109,7 +144,7 @@ impl GeminiConnection {
             self.phase.name(),
             next.name()
         );
-        self.phase = next;
+        std::mem::replace(&mut self.phase, next)
     }
 
     fn arm(
@@ -159,11 +194,42 @@ impl GeminiConnection {
         }
     }
 
+    fn upload_stalled(&mut self, t: &mut dyn Transport) {
+        if matches!(self.phase, Phase::Receiving(_)) {
+            log::info!(
+                "{}: no upload bytes for {:?} with {} still to come; closing",
+                t.id(),
+                self.server.options.upload_timeout,
+                self.unread
+            );
+            self.abort_upload(t);
+            // A stalled client gets its answer, but no lingering.
+            self.unread = 0;
+            self.refuse(
+                t,
+                Status::BadRequest,
+                "The upload stalled before its declared size",
+            );
+        }
+    }
+
+    fn linger_over(&mut self, t: &mut dyn Transport) {
+        log::debug!("{}: {} body bytes never came; closing", t.id(), self.unread);
+        t.lose_connection();
+    }
+
     // ----- the request ----------------------------------------------------------------
 
-    fn on_line(&mut self, t: &mut dyn Transport, line: RequestLine) {
+    /// The request line is in; `rest` is what followed it (a Titan body's
+    /// start).
+    fn on_line(&mut self, t: &mut dyn Transport, line: RequestLine, rest: &[u8]) {
         self.disarm(t);
-        self.access.url = Some(line.raw.clone());
+        self.access.url = Some(redact_token(&line.raw));
+        // A Titan body is coming, wanted or not; what came with the line
+        // is its start (given to a receiver below, or dropped).
+        let size = line.titan.as_ref().map_or(0, |p| p.size);
+        let rest = &rest[..rest.len().min(usize::try_from(size).unwrap_or(usize::MAX))];
+        self.unread = size - rest.len() as u64;
         let server = self.server.clone();
         if let (Some(limiter), Some(ip)) = (&server.limiter, t.peer().ip()) {
             let now = t.reactor().now();
@@ -171,29 +237,62 @@ impl GeminiConnection {
                 return self.respond(t, Response::slow_down(wait));
             }
         }
-        if line.url.scheme() != "gemini" {
-            return self.refuse(
-                t,
-                Status::ProxyRequestRefused,
-                "This server serves only gemini URLs",
-            );
-        }
-        let Some(site) = server.sites.get(&host_name(&line.host)).cloned() else {
+        let titan = match line.url.scheme() {
+            "gemini" => false,
+            "titan" => true,
+            _ => {
+                return self.refuse(
+                    t,
+                    Status::ProxyRequestRefused,
+                    "This server serves only gemini and titan URLs",
+                )
+            }
+        };
+        let host = host_name(&line.host);
+        let Some(site) = server.sites.get(&host).cloned() else {
             return self.refuse(t, Status::ProxyRequestRefused, "This host is not served here");
         };
         let local_port = t.host().inet().map(|a| a.port());
         if line.port.is_some() && line.port != local_port {
             return self.refuse(t, Status::ProxyRequestRefused, "This port is not served here");
         }
+        if server.options.strict_sni && !sni_matches(t, &line) {
+            return self.refuse(
+                t,
+                Status::ProxyRequestRefused,
+                "The URL's host is not the name this connection was made for",
+            );
+        }
         let req = Request::new(line, t.peer(), t.host(), self.tls_facts(t), t.id());
-        self.enter(Phase::Handling);
         let id = t.id();
+        if titan {
+            // `start_upload` gives the receiver what came with the line.
+            self.unread = size;
+            let mut cx = Context::new(t.reactor(), id);
+            let outcome = catch_panic(format_args!("{id}: gemini upload handler"), || {
+                site.accept_upload(req, &mut cx)
+            });
+            self.deferred |= cx.is_deferred();
+            let pause = cx.is_upload_paused();
+            return match outcome {
+                Ok(Ok(receiver)) => self.start_upload(t, receiver, rest, pause),
+                Ok(Err(e)) => self.answer(t, Ok(Err(e))),
+                Err(p) => self.answer(t, Err(p)),
+            };
+        }
+        self.enter(Phase::Handling);
         let mut cx = Context::new(t.reactor(), id);
         let outcome = catch_panic(format_args!("{id}: gemini handler"), || site.handle(req, &mut cx));
-        let deferred = cx.is_deferred();
+        self.deferred |= cx.is_deferred();
+        self.answer(t, outcome);
+    }
+
+    /// Act on what a handler (or an upload's receiver) answered.
+    fn answer(&mut self, t: &mut dyn Transport, outcome: Result<Result<Reply, HandlerError>, String>) {
+        let id = t.id();
         match outcome {
             Ok(Ok(Reply::Now(resp))) | Ok(Err(HandlerError::Answer(resp))) => self.respond(t, resp),
-            Ok(Ok(Reply::Later)) if deferred => {}
+            Ok(Ok(Reply::Later)) if self.deferred => {}
             Ok(Ok(Reply::Later)) => {
                 log::error!("{id}: the handler answered Later without taking a Responder");
                 self.refuse(t, Status::CgiError, "The application did not answer");
@@ -203,6 +302,112 @@ impl GeminiConnection {
                 self.refuse(t, Status::CgiError, "The application failed");
             }
             Err(_) => self.refuse(t, Status::CgiError, "The application failed"),
+        }
+    }
+
+    // ----- a Titan upload's body --------------------------------------------------------
+
+    fn start_upload(
+        &mut self,
+        t: &mut dyn Transport,
+        receiver: Box<dyn UploadReceiver>,
+        rest: &[u8],
+        pause: bool,
+    ) {
+        self.enter(Phase::Receiving(Upload {
+            receiver,
+            paused: false,
+        }));
+        if self.unread == 0 {
+            return self.end_upload(t);
+        }
+        let timeout = self.server.options.upload_timeout;
+        self.arm(t, timeout, GeminiConnection::upload_stalled);
+        if pause {
+            self.set_upload_paused(t, true);
+        }
+        if !rest.is_empty() {
+            self.receive(t, rest);
+        }
+    }
+
+    /// Hand body bytes to the receiver.
+    fn receive(&mut self, t: &mut dyn Transport, data: &[u8]) {
+        let n = data.len().min(usize::try_from(self.unread).unwrap_or(usize::MAX));
+        self.unread -= n as u64;
+        let Phase::Receiving(upload) = &mut self.phase else {
+            return;
+        };
+        if !upload.paused {
+            if let Some(timer) = self.timer {
+                timer.reset(t.reactor(), self.server.options.upload_timeout);
+            }
+        }
+        let id = t.id();
+        let mut cx = Context::new(t.reactor(), id);
+        let outcome = catch_panic(format_args!("{id}: gemini upload receiver"), || {
+            upload.receiver.data(&mut cx, &data[..n])
+        });
+        self.deferred |= cx.is_deferred();
+        if cx.is_upload_paused() {
+            self.set_upload_paused(t, true);
+        }
+        match outcome {
+            Ok(Ok(())) if self.unread == 0 => self.end_upload(t),
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => self.answer(t, Ok(Err(e))),
+            Err(p) => self.answer(t, Err(p)),
+        }
+    }
+
+    /// The whole body is in: the receiver answers.
+    fn end_upload(&mut self, t: &mut dyn Transport) {
+        self.disarm(t);
+        let Phase::Receiving(_) = self.phase else {
+            return;
+        };
+        let Phase::Receiving(upload) = self.enter(Phase::Handling) else {
+            return;
+        };
+        let id = t.id();
+        let mut cx = Context::new(t.reactor(), id);
+        let outcome = catch_panic(format_args!("{id}: gemini upload receiver"), || {
+            upload.receiver.end(&mut cx)
+        });
+        self.deferred |= cx.is_deferred();
+        self.answer(t, outcome);
+    }
+
+    /// The upload will not complete: its receiver undoes what it did.
+    fn abort_upload(&mut self, t: &mut dyn Transport) {
+        let Phase::Receiving(_) = self.phase else {
+            return;
+        };
+        if let Phase::Receiving(upload) = self.enter(Phase::Handling) {
+            let id = t.id();
+            let r = t.reactor();
+            let _ = catch_panic(format_args!("{id}: aborting an upload"), || {
+                upload.receiver.abort(r)
+            });
+        }
+    }
+
+    /// Pause (or resume) reading an upload's body, for its receiver.
+    fn set_upload_paused(&mut self, t: &mut dyn Transport, pause: bool) {
+        let Phase::Receiving(upload) = &mut self.phase else {
+            return;
+        };
+        if upload.paused == pause {
+            return;
+        }
+        upload.paused = pause;
+        if pause {
+            t.pause_reading();
+            self.disarm(t);
+        } else {
+            t.resume_reading();
+            let timeout = self.server.options.upload_timeout;
+            self.arm(t, timeout, GeminiConnection::upload_stalled);
         }
     }
 
@@ -248,6 +453,8 @@ impl GeminiConnection {
 
     /// Send `resp` (if a response is still due).
     fn respond(&mut self, t: &mut dyn Transport, resp: Response) {
+        // An answer before the whole body is in ends the upload.
+        self.abort_upload(t);
         if !matches!(self.phase, Phase::Request | Phase::Handling) {
             log::debug!("{}: a response in phase {} ignored", t.id(), self.phase.name());
             return;
@@ -305,7 +512,18 @@ impl GeminiConnection {
         }
         self.enter(Phase::Closing);
         self.disarm(t);
-        t.lose_connection();
+        if self.unread > 0 && !t.is_closing() {
+            // The client may still be sending the body it declared: close
+            // our side (close_notify) and read on, discarding, so that
+            // closing with unread input does not reset the connection
+            // before the client has read the answer. Bounded in time.
+            t.resume_reading();
+            t.write_eof();
+            let linger = self.server.options.upload_timeout;
+            self.arm(t, linger, GeminiConnection::linger_over);
+        } else {
+            t.lose_connection();
+        }
     }
 
     fn log_access(&self, reason: &Reason) {
@@ -348,6 +566,24 @@ fn waker(id: ConnId) -> Waker {
     })
 }
 
+/// Whether the connection's SNI names the URL's host (an IP-address host
+/// is reached without SNI, so it is not checked).
+fn sni_matches(t: &dyn Transport, line: &RequestLine) -> bool {
+    if !matches!(line.host, url::Host::Domain(_)) {
+        return true;
+    }
+    let sni = t.tls_info().and_then(|i| i.sni.as_deref());
+    sni.and_then(|n| normalize_host(n).ok()).as_deref() == Some(host_name(&line.host).as_str())
+}
+
+/// Pause or resume an upload's body on its connection (what
+/// [`UploadFlow`](super::UploadFlow) delivers).
+pub(crate) fn flow(p: &mut dyn Protocol, t: &mut dyn Transport, pause: bool) {
+    if let Some(c) = p.downcast_mut::<GeminiConnection>() {
+        c.set_upload_paused(t, pause);
+    }
+}
+
 /// Hand a deferred response to its connection (what
 /// [`Responder::send`](super::Responder::send) delivers).
 pub(crate) fn deliver(p: &mut dyn Protocol, t: &mut dyn Transport, response: Response) {
@@ -372,22 +608,38 @@ impl Protocol for GeminiConnection {
     }
 
     fn data_received(&mut self, t: &mut dyn Transport, data: &[u8]) {
-        if !matches!(self.phase, Phase::Request) {
-            // One request per connection; Gemini requests carry no body.
-            return;
+        match self.phase {
+            Phase::Request => {}
+            Phase::Receiving(_) => return self.receive(t, data),
+            _ => {
+                // One request per connection; what is left of a declared
+                // body is read and dropped (see `finish`).
+                let n = data.len().min(usize::try_from(self.unread).unwrap_or(usize::MAX));
+                self.unread -= n as u64;
+                if self.unread == 0 && matches!(self.phase, Phase::Closing) && !t.is_closing() {
+                    self.disarm(t);
+                    t.lose_connection();
+                }
+                return;
+            }
         }
         // Never hold more than a longest valid line: past that it is refused.
         let room = (MAX_REQUEST + 2).saturating_sub(self.input.len());
-        self.input.extend_from_slice(&data[..data.len().min(room)]);
+        let taken = data.len().min(room);
+        self.input.extend_from_slice(&data[..taken]);
         match parse_request_line(&self.input) {
             Ok(None) => {}
             Ok(Some(line)) => {
-                self.input = Vec::new();
-                self.on_line(t, line);
+                let input = std::mem::take(&mut self.input);
+                // What follows the line, in this read and past the part of
+                // it that was taken, is a Titan body's start.
+                let mut rest = input[line.consumed..].to_vec();
+                rest.extend_from_slice(&data[taken..]);
+                self.on_line(t, line, &rest);
             }
             Err(refusal) => {
                 self.disarm(t);
-                self.access.url = Some(String::from_utf8_lossy(&self.input).into_owned());
+                self.access.url = Some(redact_token(&String::from_utf8_lossy(&self.input)));
                 self.input = Vec::new();
                 log::debug!("{}: request refused: {}", t.id(), refusal.meta);
                 self.refuse(t, refusal.status, refusal.meta);
@@ -396,6 +648,13 @@ impl Protocol for GeminiConnection {
     }
 
     fn eof_received(&mut self, t: &mut dyn Transport) -> bool {
+        if matches!(self.phase, Phase::Receiving(_)) {
+            log::info!("{}: the upload ended {} bytes short", t.id(), self.unread);
+            self.abort_upload(t);
+            self.unread = 0;
+            self.refuse(t, Status::BadRequest, "The upload ended before its declared size");
+            return true;
+        }
         // A client may half-close after its request; keep sending the answer.
         let answering = !matches!(self.phase, Phase::Request | Phase::Closing);
         if !answering {
@@ -406,6 +665,10 @@ impl Protocol for GeminiConnection {
 
     fn connection_lost(&mut self, t: &mut dyn Transport, reason: &Reason) {
         self.disarm(t);
+        if matches!(self.phase, Phase::Receiving(_)) {
+            log::info!("{}: the client went away during its upload ({reason})", t.id());
+            self.abort_upload(t);
+        }
         if let Phase::Sending(s) = &mut self.phase {
             self.access.bytes = s.sent();
             s.stop(t.reactor());

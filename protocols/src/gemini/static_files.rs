@@ -1,6 +1,7 @@
 //! Serving a directory (jetforce's file server, hardened): files streamed
 //! from disk with backpressure, an index file or a generated listing for
-//! directories, CGI scripts under the CGI directory.
+//! directories, CGI scripts under the CGI directory, and (opt-in) Titan
+//! uploads into it (see `static_upload.rs`).
 //!
 //! What is refused, always with 51 so nothing is revealed: a path segment
 //! that decodes to `.` or `..` or holds `/` or NUL (`%2e%2e`, `%2f`), a
@@ -21,6 +22,8 @@ use super::cgi::{Cgi, CgiOptions};
 use super::request::Request;
 use super::response::Response;
 use super::router::{Context, Handler, HandlerError, Reply};
+use super::static_upload::{self, TitanOptions};
+use super::titan::{not_accepted, UploadReceiver};
 
 /// Default index file of a directory.
 pub const DEFAULT_INDEX_FILE: &str = "index.gmi";
@@ -74,6 +77,7 @@ pub struct StaticFiles {
     index_file: String,
     lang: Option<String>,
     cgi: Option<Cgi>,
+    titan: Option<TitanOptions>,
 }
 
 impl StaticFiles {
@@ -90,6 +94,7 @@ impl StaticFiles {
             index_file: DEFAULT_INDEX_FILE.to_string(),
             lang: None,
             cgi: None,
+            titan: None,
         }
     }
 
@@ -132,6 +137,26 @@ impl StaticFiles {
         self
     }
 
+    /// Accept Titan uploads into the directory, with the same rules as
+    /// reading (no `..`, no dotfiles, nothing outside the root, nothing in
+    /// the CGI directory): each written atomically (a temporary file in
+    /// the target's directory, fsync, rename), `size=0` deleting. Refused
+    /// if the token is empty.
+    ///
+    /// ```
+    /// use twistor_protocols::gemini::{StaticFiles, TitanOptions};
+    /// let files = StaticFiles::new("/srv/wiki").with_titan(TitanOptions::new("s3cret")).unwrap();
+    /// # let _ = files;
+    /// assert!(StaticFiles::new("/srv/wiki").with_titan(TitanOptions::new("")).is_err());
+    /// ```
+    pub fn with_titan(mut self, options: TitanOptions) -> Result<StaticFiles, String> {
+        if options.token.is_empty() {
+            return Err("a Titan upload token must not be empty".to_string());
+        }
+        self.titan = Some(options);
+        Ok(self)
+    }
+
     /// The root directory, resolved.
     pub fn root(&self) -> &Path {
         &self.root
@@ -169,12 +194,12 @@ impl StaticFiles {
     }
 
     /// Whether `name` is hidden (a dotfile other than `.well-known`).
-    fn hidden(name: &str) -> bool {
+    pub(crate) fn hidden(name: &str) -> bool {
         name.starts_with('.') && name != ".well-known"
     }
 
     /// The request path as decoded segments, or `None` if one is refused.
-    fn segments(req: &Request) -> Option<Vec<String>> {
+    pub(crate) fn segments(req: &Request) -> Option<Vec<String>> {
         let mut out = Vec::new();
         for raw in req.raw_path().split('/').filter(|s| !s.is_empty()) {
             let seg = percent_decode_str(raw).decode_utf8().ok()?.into_owned();
@@ -187,7 +212,7 @@ impl StaticFiles {
     }
 
     /// `path` resolved, if it exists inside the root and is not hidden.
-    fn resolve(&self, path: &Path) -> Option<PathBuf> {
+    pub(crate) fn resolve(&self, path: &Path) -> Option<PathBuf> {
         let real = fs::canonicalize(path).ok()?;
         let rel = real.strip_prefix(&self.root).ok()?;
         let hidden = rel.components().any(|c| match c {
@@ -251,14 +276,36 @@ fn label(name: &str) -> String {
         .collect()
 }
 
+impl StaticFiles {
+    /// Whether `segments` fall under the CGI directory (if CGI is on).
+    pub(crate) fn in_cgi_dir(&self, segments: &[String]) -> bool {
+        let Some(cgi) = &self.cgi else {
+            return false;
+        };
+        let cgi_dir: Vec<&str> = cgi.options().dir.split('/').filter(|s| !s.is_empty()).collect();
+        segments.len() > cgi_dir.len() && segments.iter().zip(&cgi_dir).all(|(a, b)| a == b)
+    }
+}
+
 impl Handler for StaticFiles {
+    fn accept_upload(
+        &self,
+        req: Request,
+        _: &mut Context<'_>,
+    ) -> Result<Box<dyn UploadReceiver>, HandlerError> {
+        match &self.titan {
+            Some(options) => static_upload::accept(self, options, &req),
+            None => Err(not_accepted()),
+        }
+    }
+
     fn handle(&self, req: Request, cx: &mut Context<'_>) -> Result<Reply, HandlerError> {
         let Some(segments) = Self::segments(&req) else {
             return Ok(Response::not_found_default().into());
         };
         if let Some(cgi) = &self.cgi {
             let cgi_dir: Vec<&str> = cgi.options().dir.split('/').filter(|s| !s.is_empty()).collect();
-            if segments.len() > cgi_dir.len() && segments.iter().zip(&cgi_dir).all(|(a, b)| a == b) {
+            if self.in_cgi_dir(&segments) {
                 for end in cgi_dir.len() + 1..=segments.len() {
                     let candidate = segments[..end].iter().fold(self.root.clone(), |p, s| p.join(s));
                     let Some(real) = self.resolve(&candidate) else {

@@ -125,7 +125,7 @@ fn build(args: GeminiArgs) -> Result<(Server, ListenAddr), String> {
         Some(text) => Some(text.parse::<RateLimit>()?),
         None => args.rate_limit,
     };
-    let options = ServerOptions {
+    let mut options = ServerOptions {
         request_timeout: secs(args.request_timeout, file_ref.and_then(|f| f.request_timeout)),
         max_connections: file_ref
             .and_then(|f| f.max_connections)
@@ -135,6 +135,9 @@ fn build(args: GeminiArgs) -> Result<(Server, ListenAddr), String> {
             && file_ref.and_then(|f| f.log_client_addresses).unwrap_or(true),
         ..ServerOptions::default()
     };
+    if let Some(f) = file_ref {
+        f.apply(&mut options);
+    }
     let cgi = CgiOptions {
         dir: args.cgi_dir.clone(),
         timeout: secs(args.cgi_timeout, file_ref.and_then(|f| f.cgi_timeout)),
@@ -162,19 +165,7 @@ fn build(args: GeminiArgs) -> Result<(Server, ListenAddr), String> {
     match file {
         Some(file) => {
             for v in file.vhost {
-                let files = static_files(&v.dir, v.index_file.as_deref(), v.default_lang.as_deref())?;
-                let cgi = CgiOptions {
-                    dir: v.cgi_dir.clone().unwrap_or_else(|| cgi.dir.clone()),
-                    ..cgi.clone()
-                };
-                let mut host = VirtualHost::new(&v.hostname, files.with_cgi(cgi));
-                for alias in &v.aliases {
-                    host = host.alias(alias);
-                }
-                if let (Some(c), Some(k)) = (v.tls_certfile, v.tls_keyfile) {
-                    host = host.cert_files_with(c, k, crate::common::passphrase(None));
-                }
-                builder = builder.host(host);
+                builder = builder.host(config::virtual_host(v, &cgi)?);
             }
         }
         None => {
