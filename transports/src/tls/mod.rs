@@ -60,6 +60,10 @@
 //! and [`ClientConfigBuilder`] (system roots by default, CA files, or an
 //! explicit pinned fingerprint / trust on first use).
 //!
+//! A listener's configuration can be replaced while it serves
+//! ([`ReloadableServerConfig`], e.g. on SIGHUP): new connections get the
+//! new certificates, those in flight finish on the old ones.
+//!
 //! Entry points: [`listen_tls`] / [`connect_tls`] (TCP with TLS inserted),
 //! [`start_tls`] (STARTTLS on a live connection),
 //! [`TlsServerFactory`] / [`TlsClientFactory`] (put TLS under any factory's
@@ -102,6 +106,7 @@ mod layer;
 mod loader;
 mod options;
 mod prompt;
+mod reload;
 mod resume;
 mod selfsigned;
 mod server_config;
@@ -121,6 +126,7 @@ pub use keys::{
 pub use layer::TlsProtocol;
 pub use loader::default_server_config;
 pub use options::{TlsOptions, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_TLS_SHUTDOWN_TIMEOUT};
+pub use reload::ReloadableServerConfig;
 pub use resume::{DEFAULT_CLIENT_SESSION_CACHE, DEFAULT_SESSION_CACHE};
 pub use selfsigned::{generate_self_signed_cert, generate_self_signed_pem, LOCAL_NAMES};
 pub use server_config::{load_server_config, ClientAuth, ServerConfigBuilder};
