@@ -5,6 +5,8 @@
 //! ```toml
 //! port = 1965
 //! rate_limit = "60/5m"
+//! proxy_protocol = "required"        # behind HAProxy / nginx (default "off")
+//! proxy_trusted = ["10.0.0.5"]       # who may send the header (default: anyone)
 //!
 //! [[vhost]]
 //! hostname = "example.org"
@@ -31,6 +33,15 @@ pub struct ConfigFile {
     pub host: Option<IpAddr>,
     /// Port (default 1965).
     pub port: Option<u16>,
+    /// Read a PROXY protocol header first: "required", "optional" or
+    /// "off" (the default); `--proxy-protocol` overrides it.
+    pub proxy_protocol: Option<String>,
+    /// The proxies allowed to send one (addresses or CIDR networks);
+    /// empty: any client can claim any address.
+    #[serde(default)]
+    pub proxy_trusted: Vec<String>,
+    /// Seconds a connection has to send its header (default 10).
+    pub proxy_timeout: Option<u64>,
     /// Where generated certificates are kept.
     pub state_dir: Option<PathBuf>,
     /// jetforce's syntax, e.g. `60/5m`.
