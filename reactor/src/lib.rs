@@ -89,6 +89,9 @@
 //!   abort the rest (`stop.rs`). `run()` installs SIGINT/SIGTERM handlers that do the
 //!   same (a second signal aborts at once), and after `run()` returns the
 //!   default action (terminate) is back.
+//! - **Other signals are asked for.** [`Reactor::add_signal_handler`]
+//!   runs a callback on the loop when a signal arrives (SIGHUP: reload);
+//!   a signal nobody asked for keeps its default action (`signals.rs`).
 //!
 //! ```
 //! use std::time::Duration;
@@ -117,6 +120,7 @@ mod protocol;
 mod reactor;
 mod ready;
 mod reason;
+mod signals;
 mod slots;
 mod stop;
 mod stream;
@@ -140,6 +144,10 @@ pub use reactor::{Reactor, READ_BUFFER_SIZE};
 pub use ready::Ready;
 pub use reason::{catch_panic, panic_message, Reason};
 pub use stop::DEFAULT_SHUTDOWN_TIMEOUT;
+
+/// Signal numbers for [`Reactor::add_signal_handler`]: SIGHUP ("reload
+/// your configuration"), SIGUSR1 and SIGUSR2 (the program's own meaning).
+pub use libc::{SIGHUP, SIGUSR1, SIGUSR2};
 pub use stream::{
     open_stream, open_stream_now, LostHook, StreamIo, StreamOptions, DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, DEFAULT_MAX_WRITE_BUFFER, DEFAULT_READ_BUDGET,

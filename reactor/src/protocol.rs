@@ -144,6 +144,10 @@ pub struct TlsInfo {
     pub peer_chain: Vec<Vec<u8>>,
     /// Facts about the peer's leaf certificate.
     pub peer_cert: Option<CertFacts>,
+    /// Whether the handshake resumed an earlier session (a ticket or a
+    /// cached session id) rather than doing a full one; the peer's
+    /// certificate is then the one shown when that session was made.
+    pub resumed: bool,
 }
 
 /// Facts about one X.509 certificate.

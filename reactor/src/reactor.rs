@@ -8,8 +8,9 @@
 //! runs it is out of its slot, so it can use the whole `&mut Reactor`
 //! without aliasing; work addressed to it meanwhile is held and delivered
 //! after it returns, which is what keeps protocol callbacks from being
-//! re-entered. Stopping and signals are in `stop.rs`, the timer API in
-//! `timer.rs`, threads in `threads.rs`.
+//! re-entered. Stopping and the stop signals are in `stop.rs`, other
+//! signals in `signals.rs`, the timer API in `timer.rs`, threads in
+//! `threads.rs`.
 
 use std::collections::VecDeque;
 use std::io;
@@ -33,6 +34,7 @@ pub const READ_BUFFER_SIZE: usize = 64 * 1024;
 
 pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
 pub(crate) const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
+pub(crate) const USER_SIGNAL_TOKEN: Token = Token(usize::MAX - 2);
 
 pub(crate) enum Queued {
     Soon(Box<dyn FnOnce(&mut Reactor)>),
@@ -81,6 +83,8 @@ pub struct Reactor {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) install_signals: bool,
     pub(crate) signals: Option<signal_hook_mio::v1_0::Signals>,
+    /// Signals handled with `add_signal_handler` (`signals.rs`).
+    pub(crate) user_signals: crate::signals::UserSignals,
     turns: u64,
     _not_send: std::marker::PhantomData<*const ()>,
 }
@@ -113,6 +117,7 @@ impl Reactor {
             shutdown_timeout: crate::DEFAULT_SHUTDOWN_TIMEOUT,
             install_signals: true,
             signals: None,
+            user_signals: Default::default(),
             turns: 0,
             _not_send: std::marker::PhantomData,
         })
@@ -525,6 +530,7 @@ impl Reactor {
             match e.token() {
                 WAKER_TOKEN => self.run_remote(),
                 SIGNAL_TOKEN => self.on_signal(),
+                USER_SIGNAL_TOKEN => self.run_signal_handlers(),
                 t => {
                     let id = ConnId::from_token(t);
                     let ready = Ready::from_event(e);

@@ -6,12 +6,14 @@
 //! ([`DEFAULT_SHUTDOWN_TIMEOUT`]), when it aborts the rest. `run()` installs
 //! SIGINT / SIGTERM handlers that call `stop()`; a second signal while
 //! stopping aborts every connection at once. Once `run()` returns, the
-//! default action (terminate) is back.
+//! default action (terminate) is back (`signals.rs` keeps it, and handles
+//! the other signals a program asks for).
 
 use std::io;
 use std::time::{Duration, Instant};
 
 use crate::reactor::SIGNAL_TOKEN;
+use crate::signals::default_action;
 use crate::timer::later;
 use crate::{catch_panic, Reactor};
 
@@ -146,7 +148,8 @@ impl Reactor {
             Ok(mut s) => {
                 self.registry()
                     .register(&mut s, SIGNAL_TOKEN, mio::Interest::READABLE)?;
-                signal_default::handling(true);
+                default_action::handling(libc::SIGINT, true);
+                default_action::handling(libc::SIGTERM, true);
                 self.signals = Some(s);
             }
             Err(e) => log::warn!("cannot install signal handlers: {e}"),
@@ -159,53 +162,8 @@ impl Reactor {
         if let Some(mut s) = self.signals.take() {
             let _ = self.registry().deregister(&mut s);
             drop(s);
-            signal_default::handling(false);
+            default_action::handling(libc::SIGINT, false);
+            default_action::handling(libc::SIGTERM, false);
         }
-    }
-}
-
-/// Keeps SIGINT / SIGTERM terminating the process while no reactor is
-/// running with its signal handlers.
-///
-/// signal-hook leaves its process-wide handler in place when the last
-/// action for a signal is removed, so once `run()` returned the signals
-/// would be ignored: Ctrl-C would no longer end a program that goes on
-/// after its reactor stopped. A conditional default action, armed only
-/// while no reactor handles the signals, restores the usual behaviour.
-mod signal_default {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Mutex, OnceLock};
-
-    struct Guard {
-        running: Mutex<usize>,
-        default_on: Arc<AtomicBool>,
-    }
-
-    fn guard() -> &'static Guard {
-        static GUARD: OnceLock<Guard> = OnceLock::new();
-        GUARD.get_or_init(|| {
-            let default_on = Arc::new(AtomicBool::new(false));
-            for sig in [libc::SIGINT, libc::SIGTERM] {
-                if let Err(e) = signal_hook::flag::register_conditional_default(sig, default_on.clone()) {
-                    log::warn!("cannot keep the default action of signal {sig}: {e}");
-                }
-            }
-            Guard {
-                running: Mutex::new(0),
-                default_on,
-            }
-        })
-    }
-
-    /// A reactor starts (`true`) or stops (`false`) handling the signals.
-    pub(super) fn handling(on: bool) {
-        let g = guard();
-        let mut n = g.running.lock().unwrap_or_else(|e| e.into_inner());
-        if on {
-            *n += 1;
-        } else {
-            *n = n.saturating_sub(1);
-        }
-        g.default_on.store(*n == 0, Ordering::SeqCst);
     }
 }

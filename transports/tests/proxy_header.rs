@@ -67,6 +67,7 @@ fn header() -> impl Strategy<Value = (Vec<u8>, Origin)> {
             let line = format!("PROXY TCP6 {} {} {sp} {dp}\r\n", s.ip(), d.ip());
             (line.into_bytes(), client(s, d))
         }),
+        // "PROXY UNKNOWN" + " " + rest + CRLF stays within V1_MAX_LEN (107).
         "[ -~]{0,91}".prop_map(|rest| {
             let line = format!(
                 "PROXY UNKNOWN{}{rest}\r\n",

@@ -2,18 +2,22 @@
 //!
 //! Logging: `info` says where it listens and about the certificate; `debug`
 //! logs each connection and each read (or datagram) by address and size,
-//! never the bytes themselves, the same for TCP and UDP.
+//! never the bytes themselves, the same for TCP and UDP. With `--tls
+//! --cert --key`, SIGHUP reloads the certificate files; behind a load
+//! balancer, `--proxy-protocol` reads the client's address from a PROXY
+//! header.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use twistor::prelude::*;
-use twistor::transports::tls;
-use twistor::transports::{listen_udp, ListenAddr, UdpEcho};
+use twistor::reactor::SIGHUP;
+use twistor::transports::tls::{self, ReloadableServerConfig, ServerConfigBuilder, TlsOptions};
+use twistor::transports::{listen_tcp_with, listen_udp, ListenAddr, ListenOptions, UdpEcho};
 
 use crate::certificate::ServerCert;
-use crate::common;
+use crate::common::{self, Asking, ProxyArgs};
 
 #[derive(clap::Args)]
 pub struct EchoArgs {
@@ -25,8 +29,9 @@ pub struct EchoArgs {
     /// Port for TCP and UDP alike; 0 picks a free one (logged at start)
     #[arg(long, short, default_value_t = 1234)]
     port: u16,
-    /// Also serve UDP echo, on the same port number as TCP
-    #[arg(long)]
+    /// Also serve UDP echo, on the same port number as TCP (not with
+    /// --proxy-protocol)
+    #[arg(long, conflicts_with = "proxy_protocol")]
     udp: bool,
     /// Serve no TCP, only UDP (needs --udp; not with --tls)
     #[arg(long, requires = "udp", conflicts_with = "tls")]
@@ -36,7 +41,8 @@ pub struct EchoArgs {
     /// --cert-out for clients to trust, its SHA-256 fingerprint logged
     #[arg(long)]
     tls: bool,
-    /// Certificate chain, PEM (needs --tls and --key)
+    /// Certificate chain, PEM (needs --tls and --key). SIGHUP reads it and
+    /// the key again: new connections get the new certificate
     #[arg(long, value_name = "FILE", requires = "tls", requires = "key")]
     cert: Option<PathBuf>,
     /// Private key, PEM: PKCS#8, PKCS#1, SEC1 or encrypted PKCS#8 (needs --cert)
@@ -52,6 +58,8 @@ pub struct EchoArgs {
     /// [default: twistor-echo-PORT.crt in the temporary directory]
     #[arg(long, value_name = "FILE", requires = "tls", conflicts_with = "cert")]
     cert_out: Option<PathBuf>,
+    #[command(flatten)]
+    proxy: ProxyArgs,
 }
 
 /// Echo, logging each connection at `debug`: addresses and sizes, never
@@ -115,27 +123,41 @@ fn listen_addr(ip: Option<IpAddr>, port: u16) -> ListenAddr {
 pub fn run(args: EchoArgs) -> io::Result<()> {
     let ips = interfaces(args.host.as_deref())?;
     let mut reactor = Reactor::new()?;
+    let opts = ListenOptions {
+        proxy_protocol: args.proxy.options().unwrap_or_default(),
+        ..ListenOptions::default()
+    };
     // With --port 0 the first listener picks the number; the others, and
     // UDP, take the same one.
     let mut port = args.port;
     if !args.no_tcp {
+        common::log_proxy(&opts.proxy_protocol);
         let cert = match (&args.tls, &args.cert, &args.key) {
             (false, _, _) => None,
-            (true, Some(cert), Some(key)) => Some(ServerCert::from_files(
-                cert,
-                key,
-                &common::passphrase(args.passphrase_file.as_ref()),
-            )?),
+            (true, Some(cert), Some(key)) => {
+                let passphrase = common::key_passphrase(key, args.passphrase_file.as_ref(), Asking::Allowed)?;
+                Some(ServerCert::from_files(cert, key, &passphrase)?)
+            }
             (true, _, _) => {
                 let addrs: Vec<IpAddr> = ips.iter().flatten().copied().collect();
                 Some(ServerCert::generate(args.host.as_deref(), &addrs)?)
             }
         };
+        let certs = cert
+            .as_ref()
+            .map(|c| ReloadableServerConfig::new(c.config.clone()));
         for ip in &ips {
             let addr = listen_addr(*ip, port);
-            let listening = match &cert {
-                Some(c) => tls::listen_tls(&mut reactor, addr, |_: &Address| Echo, c.config.clone())?,
-                None => listen_tcp(&mut reactor, addr, |_: &Address| Echo)?,
+            let listening = match &certs {
+                Some(c) => tls::listen_tls_with(
+                    &mut reactor,
+                    addr,
+                    |_: &Address| Echo,
+                    c.clone(),
+                    TlsOptions::default(),
+                    opts.clone(),
+                )?,
+                None => listen_tcp_with(&mut reactor, addr, |_: &Address| Echo, opts.clone())?,
             };
             let kind = if cert.is_some() { "TLS" } else { "TCP" };
             log::info!("{kind} echo on {}", listening.local_addr());
@@ -143,6 +165,9 @@ pub fn run(args: EchoArgs) -> io::Result<()> {
         }
         if let Some(c) = &cert {
             c.write_for_clients(args.cert_out.as_deref(), port)?;
+        }
+        if let (Some(certs), Some(cert), Some(key)) = (&certs, &args.cert, &args.key) {
+            reload_on_sighup(&mut reactor, certs, cert, key, args.passphrase_file.clone())?;
         }
     }
     if args.udp {
@@ -154,5 +179,30 @@ pub fn run(args: EchoArgs) -> io::Result<()> {
     }
     reactor.run()?;
     log::info!("stopped");
+    Ok(())
+}
+
+/// SIGHUP reads the certificate and key files again; what fails to load
+/// leaves the certificate in use as it is (and is logged).
+fn reload_on_sighup(
+    reactor: &mut Reactor,
+    certs: &ReloadableServerConfig,
+    cert: &Path,
+    key: &Path,
+    passphrase_file: Option<PathBuf>,
+) -> io::Result<()> {
+    let (cert_path, key_path) = (cert.to_path_buf(), key.to_path_buf());
+    certs.reload_on_signal(reactor, SIGHUP, move || {
+        let (cert, key) = (&cert_path, &key_path);
+        let passphrase = common::key_passphrase(key, passphrase_file.as_ref(), Asking::Never)?;
+        let chain = tls::load_certs(cert)?;
+        let fingerprint = tls::sha256_fingerprint(&chain[0]);
+        let config = ServerConfigBuilder::new()
+            .cert(chain, tls::load_key(key, &passphrase)?)?
+            .build()?;
+        log::info!("certificate reloaded: SHA-256 fingerprint {fingerprint}");
+        Ok(config)
+    })?;
+    log::info!("SIGHUP reloads {} and {}", cert.display(), key.display());
     Ok(())
 }

@@ -5,24 +5,35 @@
 //! in the state directory. `--dir` serves a directory (with CGI), and
 //! `--config` reads virtual hosts from a TOML file. A bad flag or an
 //! unreadable file is one line on stderr and exit status 2.
+//!
+//! SIGHUP reloads: the config file (when one is given) and every
+//! certificate are read again and the server rebuilt; new connections get
+//! the new certificates and sites, connections in flight finish on the old
+//! ones, and a reload that fails keeps everything as it was and logs why.
+//! The listener's own settings (address, port, connection limit, PROXY
+//! protocol, handshake timeout) change only at a restart.
 
+use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::Duration;
 
 use twistor::protocols::gemini::{
     default_state_dir, CgiOptions, RateLimit, Server, ServerOptions, StaticFiles, VirtualHost,
     DEFAULT_CGI_DIR, DEFAULT_INDEX_FILE, DEFAULT_PORT,
 };
-use twistor::reactor::Reactor;
-use twistor::transports::tls::load_ca;
-use twistor::transports::ListenAddr;
+use twistor::reactor::{Address, Factory, Protocol, Reactor, SIGHUP};
+use twistor::transports::proxy::ProxyOptions;
+use twistor::transports::tls::{listen_tls_with, load_ca, ReloadableServerConfig, TlsOptions};
+use twistor::transports::{ListenAddr, ListenOptions};
 
+use crate::common::{self, Asking, ProxyArgs};
 use crate::gemini_capsule as capsule;
 use crate::gemini_config as config;
 
 /// `twistor gemini`'s flags.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct GeminiArgs {
     /// Address to listen on [default: every interface, IPv6 and IPv4]
     #[arg(long)]
@@ -85,12 +96,33 @@ pub struct GeminiArgs {
     /// Leave client addresses out of the access log
     #[arg(long)]
     no_log_addresses: bool,
+    #[command(flatten)]
+    proxy: ProxyArgs,
+}
+
+/// What the listener is made with: set at start, kept across reloads.
+#[derive(Debug, Clone, PartialEq)]
+struct Listener {
+    addr: ListenAddr,
+    max_connections: usize,
+    proxy: ProxyOptions,
+    tls: TlsOptions,
+}
+
+/// The listener's factory: the server built last (a reload replaces it).
+#[derive(Clone)]
+struct Current(Rc<RefCell<Server>>);
+
+impl Factory for Current {
+    fn build_protocol(&mut self, addr: &Address) -> Option<Box<dyn Protocol>> {
+        self.0.borrow_mut().build_protocol(addr)
+    }
 }
 
 /// Run the server until Ctrl-C or SIGTERM. Configuration errors end the
 /// process with one line and status 2.
 pub fn run(args: GeminiArgs) -> std::io::Result<()> {
-    let (server, addr) = match build(args) {
+    let (server, listener) = match build(&args, Asking::Allowed) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("twistor gemini: {e}");
@@ -98,7 +130,22 @@ pub fn run(args: GeminiArgs) -> std::io::Result<()> {
         }
     };
     let mut reactor = Reactor::new()?;
-    let listening = match server.listen(&mut reactor, addr) {
+    let certs = ReloadableServerConfig::new(server.tls_config());
+    let current = Current(Rc::new(RefCell::new(server.clone())));
+    let opts = ListenOptions {
+        max_connections: Some(listener.max_connections),
+        proxy_protocol: listener.proxy.clone(),
+        ..ListenOptions::default()
+    };
+    common::log_proxy(&listener.proxy);
+    let listening = match listen_tls_with(
+        &mut reactor,
+        listener.addr.clone(),
+        current.clone(),
+        certs.clone(),
+        listener.tls,
+        opts,
+    ) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("twistor gemini: cannot listen: {e}");
@@ -109,12 +156,52 @@ pub fn run(args: GeminiArgs) -> std::io::Result<()> {
         log::info!("{host}: certificate SHA-256 fingerprint {fingerprint}");
     }
     log::info!("Gemini on {}", listening.local_addr());
+    let what = match &args.config {
+        Some(file) => format!("{} and the certificates", file.display()),
+        None => "the certificates".to_string(),
+    };
+    reactor.add_signal_handler(SIGHUP, reloader(args, listener, certs, current))?;
+    log::info!("SIGHUP reloads {what}");
     reactor.run()?;
     log::info!("stopped");
     Ok(())
 }
 
-fn build(args: GeminiArgs) -> Result<(Server, ListenAddr), String> {
+/// What SIGHUP does: build the server again from the flags and the config
+/// file, and put it and its certificates in place; on failure keep both.
+fn reloader(
+    args: GeminiArgs,
+    listener: Listener,
+    certs: ReloadableServerConfig,
+    current: Current,
+) -> impl FnMut(&mut Reactor) {
+    let mut n = 0u64;
+    move |_| {
+        n += 1;
+        match build(&args, Asking::Never) {
+            Ok((server, new_listener)) => {
+                if new_listener != listener {
+                    log::warn!(
+                        "reload {n}: the listener's settings (address, port, max_connections, \
+                         PROXY protocol, handshake timeout) change only at a restart"
+                    );
+                }
+                certs.replace(server.tls_config());
+                for (host, fingerprint) in server.fingerprints() {
+                    log::info!("{host}: certificate SHA-256 fingerprint {fingerprint}");
+                }
+                *current.0.borrow_mut() = server;
+                log::info!("configuration reloaded (reload {n})");
+            }
+            Err(e) => log::error!("reload {n} failed, keeping the previous configuration: {e}"),
+        }
+    }
+}
+
+/// The server and its listener's settings, from the flags and the config
+/// file (read again each time). Keys' passphrases are asked on the
+/// terminal only when `asking` allows (at start).
+fn build(args: &GeminiArgs, asking: Asking) -> Result<(Server, Listener), String> {
     let file = match &args.config {
         Some(path) => Some(config::load(path)?),
         None => None,
@@ -124,6 +211,14 @@ fn build(args: GeminiArgs) -> Result<(Server, ListenAddr), String> {
     let rate_limit = match file_ref.and_then(|f| f.rate_limit.as_deref()) {
         Some(text) => Some(text.parse::<RateLimit>()?),
         None => args.rate_limit,
+    };
+    let proxy = match (args.proxy.options(), file_ref) {
+        (Some(flags), _) => flags,
+        (None, Some(f)) => match &f.proxy_protocol {
+            Some(mode) => common::proxy_options(mode, &f.proxy_trusted, f.proxy_timeout)?,
+            None => ProxyOptions::default(),
+        },
+        (None, None) => ProxyOptions::default(),
     };
     let mut options = ServerOptions {
         request_timeout: secs(args.request_timeout, file_ref.and_then(|f| f.request_timeout)),
@@ -152,6 +247,7 @@ fn build(args: GeminiArgs) -> Result<(Server, ListenAddr), String> {
         .port
         .or(file_ref.and_then(|f| f.port))
         .unwrap_or(DEFAULT_PORT);
+    let max_connections = options.max_connections;
     let mut builder = Server::builder().options(options).state_dir(state_dir);
     let cafile = file_ref
         .and_then(|f| f.tls_cafile.clone())
@@ -165,7 +261,7 @@ fn build(args: GeminiArgs) -> Result<(Server, ListenAddr), String> {
     match file {
         Some(file) => {
             for v in file.vhost {
-                builder = builder.host(config::virtual_host(v, &cgi)?);
+                builder = builder.host(config::virtual_host(v, &cgi, asking)?);
             }
         }
         None => {
@@ -180,7 +276,7 @@ fn build(args: GeminiArgs) -> Result<(Server, ListenAddr), String> {
                 host = host.alias("127.0.0.1").alias("::1");
             }
             if let (Some(c), Some(k)) = (&args.tls_certfile, &args.tls_keyfile) {
-                host = host.cert_files_with(c, k, crate::common::passphrase(None));
+                host = host.cert_files_with(c, k, key_passphrase(k, asking)?);
             }
             builder = builder.host(host);
         }
@@ -190,7 +286,20 @@ fn build(args: GeminiArgs) -> Result<(Server, ListenAddr), String> {
         Some(ip) => ListenAddr::Addr(SocketAddr::new(ip, port)),
         None => ListenAddr::Port(port),
     };
-    Ok((server, addr))
+    let listener = Listener {
+        addr,
+        max_connections,
+        proxy,
+        tls: server.tls_options(),
+    };
+    Ok((server, listener))
+}
+
+fn key_passphrase(
+    key: &std::path::Path,
+    asking: Asking,
+) -> Result<twistor::transports::tls::Passphrase, String> {
+    common::key_passphrase(key, None, asking).map_err(|e| format!("{}: {e}", key.display()))
 }
 
 fn static_files(

@@ -8,6 +8,8 @@
 //! ```toml
 //! port = 1965
 //! rate_limit = "60/5m"
+//! proxy_protocol = "required"        # behind HAProxy / nginx (default "off")
+//! proxy_trusted = ["10.0.0.5"]       # who may send the header (default: anyone)
 //!
 //! [[vhost]]
 //! hostname = "example.org"
@@ -34,6 +36,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::common::{key_passphrase, Asking};
 use serde::Deserialize;
 use twistor::protocols::gemini::{
     CgiOptions, GeminiProxy, Handler, Router, Scgi, ScgiAddress, ScgiOptions, ServerOptions, StaticFiles,
@@ -49,6 +52,15 @@ pub struct ConfigFile {
     pub host: Option<IpAddr>,
     /// Port (default 1965).
     pub port: Option<u16>,
+    /// Read a PROXY protocol header first: "required", "optional" or
+    /// "off" (the default); `--proxy-protocol` overrides it.
+    pub proxy_protocol: Option<String>,
+    /// The proxies allowed to send one (addresses or CIDR networks);
+    /// empty: any client can claim any address.
+    #[serde(default)]
+    pub proxy_trusted: Vec<String>,
+    /// Seconds a connection has to send its header (default 10).
+    pub proxy_timeout: Option<u64>,
     /// Where generated certificates are kept.
     pub state_dir: Option<PathBuf>,
     /// jetforce's syntax, e.g. `60/5m`.
@@ -287,7 +299,7 @@ fn host_port(text: &str) -> Result<(String, u16), String> {
     }
 }
 
-fn proxy(p: &ProxyConfig) -> Result<GeminiProxy, String> {
+fn proxy(p: &ProxyConfig, asking: Asking) -> Result<GeminiProxy, String> {
     let (host, port) = host_port(&p.upstream)?;
     let mut b = GeminiProxy::builder(&host, port)
         .rewrite_host(p.rewrite_host.unwrap_or(false))
@@ -306,8 +318,8 @@ fn proxy(p: &ProxyConfig) -> Result<GeminiProxy, String> {
     }
     if let (Some(cert), Some(key)) = (&p.client_cert, &p.client_key) {
         let chain = load_certs(cert).map_err(|e| format!("{}: {e}", cert.display()))?;
-        let key =
-            load_key(key, &crate::common::passphrase(None)).map_err(|e| format!("{}: {e}", key.display()))?;
+        let passphrase = key_passphrase(key, None, asking).map_err(|e| format!("{}: {e}", key.display()))?;
+        let key = load_key(key, &passphrase).map_err(|e| format!("{}: {e}", key.display()))?;
         b = b.client_cert(chain, key);
     }
     b.build().map_err(|e| format!("proxy to {}: {e}", p.upstream))
@@ -315,7 +327,7 @@ fn proxy(p: &ProxyConfig) -> Result<GeminiProxy, String> {
 
 /// One `[[vhost]]` as the library's virtual host: its directory (with CGI
 /// and Titan), behind its SCGI and proxy routes if it has any.
-pub fn virtual_host(v: VhostConfig, cgi: &CgiOptions) -> Result<VirtualHost, String> {
+pub fn virtual_host(v: VhostConfig, cgi: &CgiOptions, asking: Asking) -> Result<VirtualHost, String> {
     let files = match &v.dir {
         Some(dir) => Some(static_files(&v, dir, cgi)?),
         None => None,
@@ -336,7 +348,7 @@ pub fn virtual_host(v: VhostConfig, cgi: &CgiOptions) -> Result<VirtualHost, Str
         }
         for p in &v.proxy {
             let prefix = mount_prefix(p.prefix.as_deref().unwrap_or("/"))?;
-            app.mount(&prefix, proxy(p)?);
+            app.mount(&prefix, proxy(p, asking)?);
         }
         if let Some(files) = files {
             app.fallback(files);
@@ -348,7 +360,8 @@ pub fn virtual_host(v: VhostConfig, cgi: &CgiOptions) -> Result<VirtualHost, Str
         host = host.alias(alias);
     }
     if let (Some(c), Some(k)) = (v.tls_certfile, v.tls_keyfile) {
-        host = host.cert_files_with(c, k, crate::common::passphrase(None));
+        let passphrase = key_passphrase(&k, None, asking).map_err(|e| format!("{}: {e}", k.display()))?;
+        host = host.cert_files_with(c, k, passphrase);
     }
     Ok(host)
 }

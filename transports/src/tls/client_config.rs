@@ -1,6 +1,7 @@
 //! Building a client's rustls configuration: whom to trust (the system
 //! roots by default, CA files, or an explicit opt-in to a pinned fingerprint,
-//! a certificate file or trust on first use), a client certificate, ALPN.
+//! a certificate file or trust on first use), a client certificate, ALPN,
+//! the session store that lets its connections resume.
 //! A refused certificate is explained in words (see `explain.rs`).
 
 use std::io;
@@ -15,6 +16,7 @@ use rustls::{ClientConfig, RootCertStore};
 use super::explain::ExplainingVerifier;
 use super::info::sha256_fingerprint;
 use super::keys::{load_ca, load_certs, load_key, system_roots, Passphrase};
+use super::resume::{client_resumption, DEFAULT_CLIENT_SESSION_CACHE};
 use super::server_config::provider;
 use super::verify::{normal_fingerprint, FingerprintVerifier, TofuStore, Trust};
 
@@ -44,6 +46,7 @@ pub struct ClientConfigBuilder {
     trust: ServerTrust,
     client_cert: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     alpn: Vec<Vec<u8>>,
+    session_cache: usize,
 }
 
 impl Default for ClientConfigBuilder {
@@ -60,6 +63,7 @@ impl ClientConfigBuilder {
             trust: ServerTrust::System,
             client_cert: None,
             alpn: Vec::new(),
+            session_cache: DEFAULT_CLIENT_SESSION_CACHE,
         }
     }
 
@@ -144,6 +148,27 @@ impl ClientConfigBuilder {
         self
     }
 
+    /// How many servers (by name) to keep sessions for, so that the next
+    /// connection to one resumes instead of doing a full handshake
+    /// (default [`DEFAULT_CLIENT_SESSION_CACHE`](super::DEFAULT_CLIENT_SESSION_CACHE),
+    /// 256; 0 never resumes). The store belongs to the built
+    /// configuration: every connection made with the same
+    /// `Arc<ClientConfig>` shares it, and a new `build()` starts empty.
+    /// A resumed connection shows the certificate of the session it
+    /// resumed (`tls_info().peer_cert`), which was verified when the
+    /// session was made, and says so in `tls_info().resumed`.
+    ///
+    /// ```
+    /// use twistor_transports::tls::{ClientConfigBuilder, TofuStore};
+    /// // A client that never resumes: each connection is a full handshake.
+    /// let config = ClientConfigBuilder::new().tofu(TofuStore::in_memory()).session_cache(0).build().unwrap();
+    /// # let _ = config;
+    /// ```
+    pub fn session_cache(mut self, servers: usize) -> Self {
+        self.session_cache = servers;
+        self
+    }
+
     /// Build the shared configuration.
     pub fn build(self) -> io::Result<Arc<ClientConfig>> {
         let err = |e: rustls::Error| io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
@@ -187,6 +212,7 @@ impl ClientConfigBuilder {
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = self.alpn;
+        config.resumption = client_resumption(self.session_cache);
         Ok(Arc::new(config))
     }
 }

@@ -5,14 +5,17 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use rustls::{ClientConfig, ServerConfig};
+use rustls::ClientConfig;
 use twistor_reactor::{Address, ClientFactory, Connector, Factory, Protocol, Reactor, Reason};
 
 use super::layer::{Outcome, TlsProtocol};
 use super::options::TlsOptions;
+use super::reload::ReloadableServerConfig;
 
 /// Wraps a factory so each protocol it builds runs over the server side of
-/// TLS. The configuration is the listener's, shared by its connections.
+/// TLS. The configuration is the listener's, shared by its connections: an
+/// `Arc<ServerConfig>`, or a [`ReloadableServerConfig`] whose current
+/// configuration each new connection takes.
 ///
 /// ```
 /// use twistor_reactor::{Address, Factory, Protocol, Transport};
@@ -27,21 +30,25 @@ use super::options::TlsOptions;
 /// ```
 pub struct TlsServerFactory<F> {
     inner: F,
-    config: Arc<ServerConfig>,
+    config: ReloadableServerConfig,
     opts: TlsOptions,
 }
 
 impl<F: Factory> TlsServerFactory<F> {
     /// Wrap `inner`.
-    pub fn new(inner: F, config: Arc<ServerConfig>, opts: TlsOptions) -> Self {
-        TlsServerFactory { inner, config, opts }
+    pub fn new(inner: F, config: impl Into<ReloadableServerConfig>, opts: TlsOptions) -> Self {
+        TlsServerFactory {
+            inner,
+            config: config.into(),
+            opts,
+        }
     }
 }
 
 impl<F: Factory> Factory for TlsServerFactory<F> {
     fn build_protocol(&mut self, addr: &Address) -> Option<Box<dyn Protocol>> {
         let app = self.inner.build_protocol(addr)?;
-        match TlsProtocol::server(app, self.config.clone()) {
+        match TlsProtocol::server(app, self.config.current()) {
             Ok(layer) => Some(Box::new(layer.with_options(self.opts))),
             Err(e) => {
                 log::error!("cannot start TLS for {addr}: {e}");

@@ -1,10 +1,11 @@
 //! Facts about a TLS session and a certificate: what `Transport::tls_info`
-//! returns (version, cipher suite, ALPN, SNI, the peer's chain and its leaf's
-//! fingerprint, subject CN, validity and serial).
+//! returns (version, cipher suite, ALPN, SNI, whether the session was
+//! resumed, the peer's chain and its leaf's fingerprint, subject CN,
+//! validity and serial).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rustls::{Connection, ProtocolVersion};
+use rustls::{Connection, HandshakeKind, ProtocolVersion};
 use twistor_reactor::{CertFacts, TlsInfo};
 
 /// SHA-256 of `der`, lowercase hex (the form `openssl x509 -fingerprint
@@ -101,5 +102,6 @@ pub(crate) fn session_info(conn: &Connection, asked_sni: Option<&str>) -> TlsInf
         sni,
         peer_cert: peer_chain.first().and_then(|d| cert_facts(d)),
         peer_chain,
+        resumed: conn.handshake_kind() == Some(HandshakeKind::Resumed),
     }
 }

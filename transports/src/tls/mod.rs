@@ -44,12 +44,25 @@
 //! any ─bad input, alert, timeout, truncation, abort, limit─▶ Failed;  any ─lost─▶ Closed
 //! ```
 //! - [`Transport::tls_info`](twistor_reactor::Transport::tls_info) gives the
-//!   version, cipher suite, ALPN, SNI and the peer's certificate facts.
+//!   version, cipher suite, ALPN, SNI, whether the session was resumed, and
+//!   the peer's certificate facts.
+//! - Sessions resume. A server gives tickets (keys rotated every 6 hours,
+//!   in memory only) and keeps a bounded cache of sessions
+//!   ([`DEFAULT_SESSION_CACHE`], 1,024), both on by default
+//!   ([`ServerConfigBuilder::tickets`] says what tickets mean for forward
+//!   secrecy); a client keeps the sessions servers give it, shared by every
+//!   connection made with the same `Arc<ClientConfig>`
+//!   ([`ClientConfigBuilder::session_cache`]), so its next connection to
+//!   the same server skips the certificate and its signature.
 //!
 //! Configurations: [`ServerConfigBuilder`] (PEM files with encrypted keys,
 //! SNI, client-certificate modes, ALPN; built once per listener and shared)
 //! and [`ClientConfigBuilder`] (system roots by default, CA files, or an
 //! explicit pinned fingerprint / trust on first use).
+//!
+//! A listener's configuration can be replaced while it serves
+//! ([`ReloadableServerConfig`], e.g. on SIGHUP): new connections get the
+//! new certificates, those in flight finish on the old ones.
 //!
 //! Entry points: [`listen_tls`] / [`connect_tls`] (TCP with TLS inserted),
 //! [`start_tls`] (STARTTLS on a live connection),
@@ -93,6 +106,8 @@ mod layer;
 mod loader;
 mod options;
 mod prompt;
+mod reload;
+mod resume;
 mod selfsigned;
 mod server_config;
 mod start;
@@ -111,6 +126,8 @@ pub use keys::{
 pub use layer::TlsProtocol;
 pub use loader::default_server_config;
 pub use options::{TlsOptions, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_TLS_SHUTDOWN_TIMEOUT};
+pub use reload::ReloadableServerConfig;
+pub use resume::{DEFAULT_CLIENT_SESSION_CACHE, DEFAULT_SESSION_CACHE};
 pub use selfsigned::{generate_self_signed_cert, generate_self_signed_pem, LOCAL_NAMES};
 pub use server_config::{load_server_config, ClientAuth, ServerConfigBuilder};
 pub use start::{start_tls, TlsRole};

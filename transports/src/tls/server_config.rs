@@ -1,6 +1,8 @@
 //! Building a server's rustls configuration: certificates (one per SNI name
-//! plus a default), client-certificate modes, ALPN. A configuration is
-//! built once per listener and shared by all of its connections (`Arc`).
+//! plus a default), client-certificate modes, ALPN, protocol versions,
+//! session resumption (tickets and a bounded cache, `resume.rs`). A
+//! configuration is built once per listener and shared by all of its
+//! connections (`Arc`).
 
 use std::collections::HashMap;
 use std::io;
@@ -11,9 +13,10 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
 
 use super::keys::{load_certs, load_key, Passphrase};
+use super::resume::{server_sessions, ticketer, DEFAULT_SESSION_CACHE};
 use super::selfsigned::generate_self_signed_cert;
 use super::verify::AnyClientCert;
 
@@ -75,6 +78,14 @@ impl ResolvesServerCert for SniResolver {
 
 /// Builds a shared server configuration.
 ///
+/// | knob | default |
+/// |---|---|
+/// | [`client_auth`](Self::client_auth) | no client certificate asked for |
+/// | [`alpn`](Self::alpn) | none |
+/// | [`versions`](Self::versions) | TLS 1.3 and 1.2 |
+/// | [`tickets`](Self::tickets) | on: rotating keys, a ticket lives at most 12 h |
+/// | [`session_cache`](Self::session_cache) | 1,024 sessions ([`DEFAULT_SESSION_CACHE`](super::DEFAULT_SESSION_CACHE)) |
+///
 /// ```
 /// use twistor_transports::tls::{generate_self_signed_cert, ClientAuth, ServerConfigBuilder};
 /// let (chain, key) = generate_self_signed_cert(&["localhost"]).unwrap();
@@ -94,6 +105,9 @@ pub struct ServerConfigBuilder {
     by_name: HashMap<String, Arc<CertifiedKey>>,
     client_auth: ClientAuth,
     alpn: Vec<Vec<u8>>,
+    versions: Vec<&'static SupportedProtocolVersion>,
+    tickets: bool,
+    session_cache: usize,
 }
 
 impl Default for ServerConfigBuilder {
@@ -111,6 +125,9 @@ impl ServerConfigBuilder {
             by_name: HashMap::new(),
             client_auth: ClientAuth::None,
             alpn: Vec::new(),
+            versions: rustls::DEFAULT_VERSIONS.to_vec(),
+            tickets: true,
+            session_cache: DEFAULT_SESSION_CACHE,
         }
     }
 
@@ -196,6 +213,92 @@ impl ServerConfigBuilder {
         self
     }
 
+    /// The protocol versions offered (default: TLS 1.3 and 1.2, rustls's
+    /// [`DEFAULT_VERSIONS`](rustls::DEFAULT_VERSIONS)). An empty list is
+    /// an error at [`build`](Self::build).
+    ///
+    /// ```
+    /// use twistor_transports::tls::{rustls, ServerConfigBuilder};
+    /// // TLS 1.3 only.
+    /// let (chain, key) = twistor_transports::tls::generate_self_signed_cert(&["localhost"]).unwrap();
+    /// let config = ServerConfigBuilder::new()
+    ///     .cert(chain, key)
+    ///     .unwrap()
+    ///     .versions(&[&rustls::version::TLS13])
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = config;
+    /// ```
+    pub fn versions(mut self, versions: &[&'static SupportedProtocolVersion]) -> Self {
+        self.versions = versions.to_vec();
+        self
+    }
+
+    /// Whether the server gives clients session tickets to resume with
+    /// (default: yes). A resumed handshake skips the certificate, its
+    /// signature (the server's most expensive step, with RSA especially)
+    /// and, in TLS 1.2, a round trip: what a protocol that opens a
+    /// connection per request, such as Gemini, gains most from.
+    ///
+    /// A ticket is the session's secrets sealed with a key that lives only
+    /// in this process's memory: ChaCha20-Poly1305, a new key every 6
+    /// hours and the previous one accepted for 6 more, so a ticket is good
+    /// for at most 12 hours; a restart or a reload makes new keys.
+    ///
+    /// **Forward secrecy.** Whoever steals a ticket key while it lives can
+    /// open the tickets it sealed that they recorded on the wire. In TLS
+    /// 1.3 that lets them resume those sessions but not read recorded
+    /// traffic: rustls resumes only with a fresh key exchange (psk_dhe_ke)
+    /// and accepts no early data, so every connection keeps its forward
+    /// secrecy. In TLS 1.2 a ticket holds the master secret itself, so the
+    /// connections it came from and those resumed with it can be decrypted
+    /// until the key is rotated out: forward secrecy for TLS 1.2 holds only
+    /// after at most 12 hours. Hence the short rotation, the keys never
+    /// written anywhere, and TLS 1.3 first; turn tickets off (the session
+    /// cache still resumes, with secrets that never leave the server) or
+    /// offer only TLS 1.3 ([`versions`](Self::versions)) where that window
+    /// matters.
+    ///
+    /// With several reactors (threads), share one configuration (it is
+    /// `Send + Sync`) so a ticket from one is good at all.
+    ///
+    /// ```
+    /// use twistor_transports::tls::{generate_self_signed_cert, ServerConfigBuilder};
+    /// let (chain, key) = generate_self_signed_cert(&["localhost"]).unwrap();
+    /// let config = ServerConfigBuilder::new().cert(chain, key).unwrap().tickets(false).build().unwrap();
+    /// assert!(!config.ticketer.enabled());
+    /// ```
+    pub fn tickets(mut self, on: bool) -> Self {
+        self.tickets = on;
+        self
+    }
+
+    /// How many sessions the server keeps in memory for clients that
+    /// resume by session id rather than with a ticket: TLS 1.2 clients
+    /// that do not take tickets, and every client when
+    /// [`tickets`](Self::tickets) are off (default
+    /// [`DEFAULT_SESSION_CACHE`](super::DEFAULT_SESSION_CACHE), 1,024;
+    /// past it the oldest go; 0 keeps none). A cached session's secrets
+    /// stay in memory until it is pushed out, and never cross the wire.
+    ///
+    /// ```
+    /// use twistor_transports::tls::{generate_self_signed_cert, ServerConfigBuilder};
+    /// let (chain, key) = generate_self_signed_cert(&["localhost"]).unwrap();
+    /// // No resumption at all: no tickets, no cache.
+    /// let config = ServerConfigBuilder::new()
+    ///     .cert(chain, key)
+    ///     .unwrap()
+    ///     .tickets(false)
+    ///     .session_cache(0)
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = config;
+    /// ```
+    pub fn session_cache(mut self, sessions: usize) -> Self {
+        self.session_cache = sessions;
+        self
+    }
+
     /// Build the shared configuration.
     pub fn build(self) -> io::Result<Arc<ServerConfig>> {
         if self.default.is_none() && self.by_name.is_empty() {
@@ -205,7 +308,7 @@ impl ServerConfigBuilder {
             ));
         }
         let builder = ServerConfig::builder_with_provider(self.provider.clone())
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(&self.versions)
             .map_err(tls_err)?;
         let roots = |cas: &[CertificateDer<'static>]| -> io::Result<Arc<RootCertStore>> {
             let mut store = RootCertStore::empty();
@@ -236,6 +339,10 @@ impl ServerConfigBuilder {
             default: self.default,
         }));
         config.alpn_protocols = self.alpn;
+        config.session_storage = server_sessions(self.session_cache);
+        if let Some(t) = ticketer(self.tickets)? {
+            config.ticketer = t;
+        }
         Ok(Arc::new(config))
     }
 

@@ -5,18 +5,21 @@
 use std::io;
 use std::sync::Arc;
 
-use rustls::{ClientConfig, ServerConfig};
+use rustls::ClientConfig;
 use twistor_reactor::{ClientFactory, Connector, Factory, Reactor};
 
 use super::factory::{TlsClientFactory, TlsServerFactory};
 use super::options::TlsOptions;
+use super::reload::ReloadableServerConfig;
 use crate::tcp::{
     connect_tcp_with, listen_tcp_with, ConnectOptions, ListenAddr, ListenOptions, ListeningPort,
 };
 
 /// Listen for TLS connections (Twisted's `reactor.listenSSL(port, factory,
 /// contextFactory)`). `config` is built once and shared by every connection
-/// of this listener.
+/// of this listener: an `Arc<ServerConfig>`, or a
+/// [`ReloadableServerConfig`] to replace it while the listener serves
+/// (renewed certificates).
 ///
 /// ```no_run
 /// use twistor_reactor::{Protocol, Reactor, Transport};
@@ -34,7 +37,7 @@ pub fn listen_tls(
     r: &mut Reactor,
     addr: impl Into<ListenAddr>,
     factory: impl Factory,
-    config: Arc<ServerConfig>,
+    config: impl Into<ReloadableServerConfig>,
 ) -> io::Result<ListeningPort> {
     listen_tls_with(
         r,
@@ -63,7 +66,7 @@ pub fn listen_tls_with(
     r: &mut Reactor,
     addr: impl Into<ListenAddr>,
     factory: impl Factory,
-    config: Arc<ServerConfig>,
+    config: impl Into<ReloadableServerConfig>,
     tls: TlsOptions,
     opts: ListenOptions,
 ) -> io::Result<ListeningPort> {
