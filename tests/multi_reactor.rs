@@ -239,34 +239,43 @@ impl Drop for PanicsOnDrop {
 }
 
 #[test]
-fn a_panic_escaping_one_reactors_loop_stops_the_others_and_is_reported() {
+fn a_handler_that_panics_when_dropped_is_contained_and_its_reactor_serves_on() {
+    // The reactor drops a removed handler under its panic guard, so even a
+    // panicking Drop ends only that handler: nothing escapes reactor 1's
+    // loop, and the group keeps serving on both reactors. (A panic that did
+    // escape a loop, which only a bug in twistor itself could cause, stops
+    // the whole group and is reported: see the unit tests of `multi.rs` for
+    // the same path through a panicking setup.)
     let g = Echoes::start(|_, _| {});
-    let mut conns = open_echoing(g.addr, 16);
-    // Make reactor 1's loop panic: insert the handler and wake it.
+    let (tx, rx) = std::sync::mpsc::channel();
     g.handle
         .remote(1)
         .unwrap()
         .call(move |r| {
             let id = r.insert_with(|_, _| Ok(Box::new(PanicsOnDrop))).unwrap();
             r.requeue(id, Ready::NONE);
+            // Look on later loop turns (bounded) until the handler ran and
+            // was removed.
+            fn watch(r: &mut Reactor, id: ConnId, tx: std::sync::mpsc::Sender<bool>, left: u32) {
+                if !r.contains(id) || left == 0 {
+                    tx.send(r.contains(id)).unwrap();
+                } else {
+                    r.call_later(Duration::from_millis(1), move |r| watch(r, id, tx, left - 1));
+                }
+            }
+            watch(r, id, tx, 1000);
         })
         .unwrap();
-    let counts = g.counts.clone();
-    let err = g.wait().expect_err("the panic is reported");
+    assert_eq!(rx.recv_timeout(WAIT), Ok(false), "the handler was removed");
+    let before = g.counts.made();
+    let _conns = open_echoing(g.addr, 64);
+    let after = g.counts.made();
     assert!(
-        err.to_string()
-            .contains("reactor 1 panicked in its loop: dropped with a panic"),
-        "{err}"
+        after[0] > before[0] && after[1] > before[1],
+        "{before:?} -> {after:?}"
     );
-    // Reactor 0 stopped gracefully: every connection it had was lost once,
-    // and every client sees its connection end.
-    let made = counts.made();
-    assert_eq!(counts.lost()[0], made[0]);
-    for s in &mut conns {
-        let mut rest = Vec::new();
-        let _ = s.read_to_end(&mut rest);
-        assert!(rest.is_empty());
-    }
+    assert!(!g.handle.is_stopping());
+    g.stop().unwrap();
 }
 
 #[test]
@@ -458,6 +467,8 @@ struct Flood;
 
 impl Protocol for Flood {
     fn connection_made(&mut self, t: &mut dyn Transport) {
+        // Above the default hard cap (16 MiB), which would abort it.
+        t.set_max_write_buffer(128 << 20);
         let chunk = vec![0u8; 1 << 20];
         for _ in 0..96 {
             t.write(&chunk);
