@@ -56,6 +56,7 @@
 mod certs;
 mod cgi;
 mod config;
+mod known_hosts;
 mod request;
 mod response;
 mod router;
@@ -70,6 +71,7 @@ pub use config::{
     CertSource, RateLimit, Server, ServerBuilder, ServerOptions, VirtualHost, DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STALL_TIMEOUT,
 };
+pub use known_hosts::{default_data_dir, default_known_hosts_path, format_time, KnownHost, KnownHosts};
 pub use request::{
     host_name, normalize_host, parse_request_line, ClientCert, Refusal, Request, RequestLine, TlsFacts,
     MAX_REQUEST,
