@@ -55,6 +55,10 @@
 
 mod certs;
 mod cgi;
+mod client;
+mod client_conn;
+mod client_exchange;
+mod client_trust;
 mod config;
 mod known_hosts;
 mod request;
@@ -62,11 +66,19 @@ mod response;
 mod router;
 mod server;
 mod static_files;
+mod terminal;
 
 pub use certs::{default_state_dir, load_or_generate_cert, KeptCert};
 pub use cgi::{
     environment as cgi_environment, CgiOptions, DEFAULT_CGI_DIR, DEFAULT_CGI_TIMEOUT, DEFAULT_MAX_CGI,
 };
+pub use client::{
+    fetch, fetch_with, titan_request, with_input, FetchError, FetchHandle, FetchHandler, FetchOptions,
+    FetchResponse, Redirect, RedirectStop, ResponseHead, Upload, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_FETCH_TIMEOUT, DEFAULT_MAX_BODY, DEFAULT_MAX_REDIRECTS, GEMINI_PORT, MAX_HEADER,
+};
+pub use client_conn::{parse_response_header, ResponseHeader};
+pub use client_trust::{CertificateChanged, Identity, Replacement, ServerCert, ServerTrust, TrustDecision};
 pub use config::{
     CertSource, RateLimit, Server, ServerBuilder, ServerOptions, VirtualHost, DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STALL_TIMEOUT,
@@ -83,6 +95,7 @@ pub use router::{
 };
 pub use server::GeminiConnection;
 pub use static_files::{StaticFiles, DEFAULT_INDEX_FILE};
+pub use terminal::ask_input;
 
 /// The URL crate requests are parsed with (its `Url` and `Host` appear in
 /// this module's API).

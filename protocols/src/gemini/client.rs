@@ -1,0 +1,815 @@
+//! A Gemini (and Titan) client: [`fetch`] a URL and get its response in a
+//! callback, or [`fetch_with`] a [`FetchHandler`] that gets the body as it
+//! arrives.
+//!
+//! The rules a fetch follows are in [`fetch`]'s docs.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use twistor_reactor::{Reactor, Reason};
+use url::Url;
+
+use super::client_exchange;
+use super::client_trust::{CertificateChanged, Identity, ServerCert, ServerTrust};
+use super::request::{host_name, parse_request_line, MAX_REQUEST};
+use super::response::{Status, MAX_META};
+
+/// Redirects followed by default (the specification's advice).
+pub const DEFAULT_MAX_REDIRECTS: usize = 5;
+/// Time allowed by default to look the name up, connect and complete the
+/// TLS handshake.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Time allowed by default for a whole fetch, redirects included.
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// The largest body [`fetch`] collects by default (16 MiB).
+pub const DEFAULT_MAX_BODY: usize = 16 << 20;
+/// The longest response header accepted: two digits, a space, a meta of
+/// [`MAX_META`] bytes, CRLF.
+pub const MAX_HEADER: usize = 2 + 1 + MAX_META + 2;
+/// The port of a URL that names none.
+pub const GEMINI_PORT: u16 = 1965;
+
+/// How a fetch goes (every field has a default).
+///
+/// ```
+/// use std::time::Duration;
+/// use twistor_protocols::gemini::{FetchOptions, KnownHosts, ServerTrust};
+/// let opts = FetchOptions {
+///     trust: ServerTrust::KnownHosts(KnownHosts::in_memory()),
+///     max_redirects: 2,
+///     timeout: Some(Duration::from_secs(10)),
+///     ..FetchOptions::default()
+/// };
+/// assert_eq!(opts.connect_timeout, twistor_protocols::gemini::DEFAULT_CONNECT_TIMEOUT);
+/// ```
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// Whom to trust (default: trust on first use, remembered in memory
+    /// only; use [`KnownHosts::open_default`](super::KnownHosts::open_default)
+    /// to share the user's known-hosts file).
+    pub trust: ServerTrust,
+    /// Accept a certificate that differs from the one remembered, and
+    /// remember it instead (default: refuse it).
+    pub trust_new: bool,
+    /// The client certificate to present to the URL's host (default: none).
+    pub identity: Option<Identity>,
+    /// Redirects to follow ([`DEFAULT_MAX_REDIRECTS`]; 0 follows none).
+    pub max_redirects: usize,
+    /// Limit on name lookup, TCP connect and TLS handshake, for each
+    /// connection ([`DEFAULT_CONNECT_TIMEOUT`]).
+    pub connect_timeout: Duration,
+    /// Limit on the whole fetch, redirects included
+    /// ([`DEFAULT_FETCH_TIMEOUT`]; `None` for none).
+    pub timeout: Option<Duration>,
+    /// The largest body [`fetch`] collects ([`DEFAULT_MAX_BODY`]); past
+    /// it the fetch fails with [`FetchError::BodyTooLarge`]. A
+    /// [`FetchHandler`] gets the body in pieces and keeps what it wants.
+    pub max_body: usize,
+    /// A Titan upload, for a `titan://` URL (default: none).
+    pub upload: Option<Upload>,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        FetchOptions {
+            trust: ServerTrust::default(),
+            trust_new: false,
+            identity: None,
+            max_redirects: DEFAULT_MAX_REDIRECTS,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            timeout: Some(DEFAULT_FETCH_TIMEOUT),
+            max_body: DEFAULT_MAX_BODY,
+            upload: None,
+        }
+    }
+}
+
+/// What a Titan request uploads: a file (streamed from disk) or bytes,
+/// with its size, MIME type and token.
+///
+/// ```
+/// use twistor_protocols::gemini::{titan_request, Upload};
+/// let upload = Upload::bytes("# New page\n").mime("text/gemini").token("s3cret");
+/// let url = url::Url::parse("titan://example.org/wiki/page").unwrap();
+/// assert_eq!(
+///     titan_request(&url, &upload).unwrap(),
+///     "titan://example.org/wiki/page;size=11;mime=text/gemini;token=s3cret"
+/// );
+/// ```
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub(crate) body: UploadBody,
+    pub(crate) size: u64,
+    mime: Option<String>,
+    token: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum UploadBody {
+    File(PathBuf),
+    Bytes(Arc<[u8]>),
+}
+
+impl Upload {
+    /// Upload the file at `path` (its size is read now; it is opened when
+    /// the connection is up and read a chunk at a time). An empty file is
+    /// `size=0`, which Titan servers take as "delete".
+    pub fn file(path: impl AsRef<Path>) -> io::Result<Upload> {
+        let path = path.as_ref();
+        let meta = std::fs::metadata(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot upload {}: {e}", path.display())))?;
+        if !meta.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot upload {}: not a regular file", path.display()),
+            ));
+        }
+        Ok(Upload {
+            body: UploadBody::File(path.to_path_buf()),
+            size: meta.len(),
+            mime: None,
+            token: None,
+        })
+    }
+
+    /// Upload these bytes.
+    pub fn bytes(data: impl Into<Vec<u8>>) -> Upload {
+        let data: Vec<u8> = data.into();
+        Upload {
+            size: data.len() as u64,
+            body: UploadBody::Bytes(data.into()),
+            mime: None,
+            token: None,
+        }
+    }
+
+    /// The `mime` parameter (without one, servers assume `text/gemini`).
+    pub fn mime(mut self, mime: impl Into<String>) -> Upload {
+        self.mime = Some(mime.into());
+        self
+    }
+
+    /// The `token` parameter (a password the server may ask for).
+    pub fn token(mut self, token: impl Into<String>) -> Upload {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// The `size` parameter: the bytes sent after the request line.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+/// What a parameter value may hold as is; everything else is
+/// percent-encoded (`;`, `=`, `?`, `#`, `%`, spaces...).
+const PARAM: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+/// A MIME type keeps its `/` and `+` (`image/svg+xml`), as Titan's
+/// examples write it.
+const MIME: &AsciiSet = &PARAM.remove(b'/').remove(b'+');
+
+/// The Titan request line (without CRLF) for uploading `upload` to
+/// `url`: the parameters are appended to the path, in the order `size`,
+/// `mime`, `token`. A URL that already has parameters, or whose scheme is
+/// not `titan`, is refused.
+pub fn titan_request(url: &Url, upload: &Upload) -> Result<String, FetchError> {
+    if url.scheme() != "titan" {
+        return Err(FetchError::BadUrl(format!(
+            "an upload needs a titan:// URL, not {}",
+            url.scheme()
+        )));
+    }
+    if url.path().contains(';') {
+        return Err(FetchError::BadUrl(
+            "the titan URL already has parameters (;...): give the URL without them".into(),
+        ));
+    }
+    let mut params = format!(";size={}", upload.size);
+    if let Some(m) = &upload.mime {
+        params.push_str(&format!(";mime={}", utf8_percent_encode(m, MIME)));
+    }
+    if let Some(t) = &upload.token {
+        params.push_str(&format!(";token={}", utf8_percent_encode(t, PARAM)));
+    }
+    let mut base = url.clone();
+    base.set_query(None);
+    base.set_fragment(None);
+    let mut line = base.to_string();
+    if base.path().is_empty() {
+        line.push('/');
+    }
+    line.push_str(&params);
+    if let Some(q) = url.query() {
+        line.push('?');
+        line.push_str(q);
+    }
+    Ok(line)
+}
+
+/// What the user typed after a 10 or 11 becomes the query of the URL that
+/// asked: percent-encoded (a space is `%20`), replacing any query.
+///
+/// ```
+/// use twistor_protocols::gemini::with_input;
+/// let url = url::Url::parse("gemini://example.org/search?old").unwrap();
+/// assert_eq!(with_input(&url, "café & tea?").as_str(), "gemini://example.org/search?caf%C3%A9%20%26%20tea%3F");
+/// ```
+pub fn with_input(url: &Url, input: &str) -> Url {
+    let mut u = url.clone();
+    u.set_fragment(None);
+    u.set_query(Some(&utf8_percent_encode(input, PARAM).to_string()));
+    u
+}
+
+/// A URL checked for fetching: its host normalized (lowercase punycode,
+/// addresses parsed), its port, and the request line that asks for it.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub url: Url,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Target {
+    /// Check `url` (a fragment is dropped: it is never sent).
+    pub fn new(mut url: Url) -> Result<Target, FetchError> {
+        url.set_fragment(None);
+        if !matches!(url.scheme(), "gemini" | "titan") {
+            return Err(FetchError::BadUrl(format!(
+                "{url}: only gemini:// and titan:// URLs can be fetched"
+            )));
+        }
+        let line = parse_request_line(format!("{url}\r\n").as_bytes())
+            .map_err(|refusal| FetchError::BadUrl(format!("{url}: {}", refusal.meta)))?
+            .ok_or_else(|| FetchError::BadUrl(format!("{url}: not a valid request")))?;
+        let host = host_name(&line.host);
+        // Send the host as it is compared: punycode, lowercase.
+        if matches!(line.host, url::Host::Domain(_)) && url.host_str() != Some(host.as_str()) {
+            url.set_host(Some(&host))
+                .map_err(|e| FetchError::BadUrl(format!("{url}: the host: {e}")))?;
+        }
+        Ok(Target {
+            port: line.port.unwrap_or(GEMINI_PORT),
+            url,
+            host,
+        })
+    }
+
+    /// `host:port` (an IPv6 address in brackets).
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// What identifies this URL for loop detection.
+    pub fn key(&self) -> String {
+        format!(
+            "{}://{}{}?{}",
+            self.url.scheme(),
+            self.authority(),
+            match self.url.path() {
+                "" => "/",
+                p => p,
+            },
+            self.url.query().unwrap_or("")
+        )
+    }
+
+    /// The request line (without CRLF), checked against the limit.
+    pub fn request_line(&self, upload: Option<&Upload>) -> Result<String, FetchError> {
+        let line = match upload {
+            Some(u) => titan_request(&self.url, u)?,
+            None if self.url.scheme() == "titan" => {
+                return Err(FetchError::BadUrl(format!(
+                    "{}: a titan:// URL needs something to upload",
+                    self.url
+                )))
+            }
+            None => self.url.to_string(),
+        };
+        if line.len() > MAX_REQUEST {
+            return Err(FetchError::BadUrl(format!(
+                "the request is {} bytes, over the {MAX_REQUEST}-byte limit of a Gemini request",
+                line.len()
+            )));
+        }
+        Ok(line)
+    }
+}
+
+/// A response header, and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    /// The URL that answered (after redirects, the last one).
+    pub url: Url,
+    /// The two-digit status code (10 to 69; codes the specification does
+    /// not define are kept as sent: handle them by their first digit).
+    pub code: u8,
+    /// The meta: a prompt, a MIME type, a URL or a message.
+    pub meta: String,
+    /// The server's certificate and what was decided about it.
+    pub server_cert: ServerCert,
+}
+
+impl ResponseHead {
+    /// The status, if the specification defines this code.
+    pub fn status(&self) -> Option<Status> {
+        Status::from_code(self.code)
+    }
+
+    /// The first digit: 1 input, 2 success, 3 redirect, 4 temporary
+    /// failure, 5 permanent failure, 6 client certificate.
+    pub fn class(&self) -> u8 {
+        self.code / 10
+    }
+
+    /// The body's MIME type for a 2x (`text/gemini; charset=utf-8` when
+    /// the meta is empty, as the specification says).
+    pub fn mime(&self) -> Option<&str> {
+        match (self.class(), self.meta.trim()) {
+            (2, "") => Some("text/gemini; charset=utf-8"),
+            (2, m) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+/// One redirect that was followed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    /// The URL that answered 3x.
+    pub from: Url,
+    /// Where it led.
+    pub to: Url,
+    /// 30 or 31 (or another 3x code).
+    pub code: u8,
+    /// Whether `to` is another host or port than `from` (the client
+    /// certificate, if any, is not presented there).
+    pub cross_host: bool,
+}
+
+/// Why a 3x response was not followed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedirectStop {
+    /// [`FetchOptions::max_redirects`] were followed already.
+    Limit(usize),
+    /// It leads to a URL this fetch already visited.
+    Loop(Url),
+    /// It leads to another scheme (only `gemini` is followed).
+    Scheme(Url),
+    /// Its meta is not a URL.
+    Invalid(String),
+}
+
+impl fmt::Display for RedirectStop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RedirectStop::Limit(n) => write!(f, "not followed: {n} redirects were followed already"),
+            RedirectStop::Loop(u) => write!(f, "not followed: a redirect loop back to {u}"),
+            RedirectStop::Scheme(u) => write!(f, "not followed: {u} is not a gemini:// URL"),
+            RedirectStop::Invalid(m) => write!(f, "not followed: {m}"),
+        }
+    }
+}
+
+/// The result of a fetch: the last response, and how it was reached.
+#[derive(Debug, Clone)]
+pub struct FetchResponse {
+    /// The response header.
+    pub head: ResponseHead,
+    /// The body ([`fetch`] collects it; empty with a [`FetchHandler`],
+    /// which got it in pieces).
+    pub body: Vec<u8>,
+    /// Bytes of body received.
+    pub body_len: u64,
+    /// The redirects followed, in order.
+    pub redirects: Vec<Redirect>,
+    /// Set when the response is a 3x that was not followed.
+    pub redirect_stopped: Option<RedirectStop>,
+    /// For an upload: the bytes sent (less than its size when the server
+    /// answered before it had them all).
+    pub upload_sent: Option<u64>,
+}
+
+impl FetchResponse {
+    /// The status code.
+    pub fn code(&self) -> u8 {
+        self.head.code
+    }
+
+    /// The meta.
+    pub fn meta(&self) -> &str {
+        &self.head.meta
+    }
+
+    /// The URL that answered.
+    pub fn url(&self) -> &Url {
+        &self.head.url
+    }
+}
+
+/// Why a fetch failed (every variant prints as one clear sentence).
+///
+/// ```
+/// use twistor_protocols::gemini::FetchError;
+/// let e = FetchError::Truncated { target: "example.org:1965".into(), received: 42 };
+/// assert!(e.to_string().contains("without close_notify"));
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// The URL cannot be fetched (scheme, host, length...).
+    BadUrl(String),
+    /// The options cannot be used (an identity, a TLS configuration).
+    Options(String),
+    /// The connection could not be made (name lookup, refused, unreachable).
+    Connect {
+        /// `host:port`.
+        target: String,
+        /// Why.
+        reason: Reason,
+    },
+    /// Name lookup and TCP connect took longer than the connect timeout.
+    ConnectTimeout {
+        /// `host:port`.
+        target: String,
+        /// The limit.
+        after: Duration,
+    },
+    /// The TLS handshake took longer than the connect timeout.
+    HandshakeTimeout {
+        /// `host:port`.
+        target: String,
+        /// The limit.
+        after: Duration,
+    },
+    /// The TLS handshake failed.
+    Tls {
+        /// `host:port`.
+        target: String,
+        /// Why (an alert, an unusable certificate...).
+        message: String,
+    },
+    /// The server's certificate is not the one remembered (both are named).
+    CertificateChanged(Box<CertificateChanged>),
+    /// The whole fetch took longer than [`FetchOptions::timeout`].
+    Timeout {
+        /// The limit.
+        after: Duration,
+    },
+    /// The server's answer is not a valid Gemini response.
+    BadResponse {
+        /// `host:port`.
+        target: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The body ended without TLS close_notify: it may be cut short.
+    Truncated {
+        /// `host:port`.
+        target: String,
+        /// Body bytes received.
+        received: u64,
+    },
+    /// The connection failed during the exchange.
+    Lost {
+        /// `host:port`.
+        target: String,
+        /// Why.
+        reason: Reason,
+    },
+    /// The body is larger than [`FetchOptions::max_body`].
+    BodyTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// Reading what is uploaded failed.
+    Upload(String),
+    /// A [`FetchHandler`] refused the body or panicked.
+    Handler(String),
+    /// [`FetchHandle::cancel`] was called.
+    Cancelled,
+}
+
+fn secs(d: &Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+impl fmt::Display for FetchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FetchError::BadUrl(m) | FetchError::Options(m) => f.write_str(m),
+            FetchError::Connect { target, reason } => match reason {
+                Reason::ConnectionLost(e) => write!(f, "cannot connect to {target}: {e}"),
+                Reason::Dns(m) => write!(f, "cannot connect to {target}: name lookup failed: {m}"),
+                other => write!(f, "cannot connect to {target}: {other}"),
+            },
+            FetchError::ConnectTimeout { target, after } => {
+                write!(
+                    f,
+                    "cannot connect to {target}: no connection within {}",
+                    secs(after)
+                )
+            }
+            FetchError::HandshakeTimeout { target, after } => write!(
+                f,
+                "{target}: the TLS handshake did not complete within {}",
+                secs(after)
+            ),
+            FetchError::Tls { target, message } => write!(f, "{target}: TLS failed: {message}"),
+            FetchError::CertificateChanged(c) => write!(f, "{c}"),
+            FetchError::Timeout { after } => {
+                write!(f, "the request did not complete within {}", secs(after))
+            }
+            FetchError::BadResponse { target, message } => {
+                write!(f, "{target} sent an invalid response: {message}")
+            }
+            FetchError::Truncated { target, received } => write!(
+                f,
+                "{target} closed the connection without close_notify after {received} bytes of body: \
+                 the body may be incomplete"
+            ),
+            FetchError::Lost { target, reason } => write!(f, "{target}: {reason}"),
+            FetchError::BodyTooLarge { limit } => {
+                write!(f, "the body is larger than the {limit}-byte limit")
+            }
+            FetchError::Upload(m) => write!(f, "the upload failed: {m}"),
+            FetchError::Handler(m) => write!(f, "the response handler stopped the fetch: {m}"),
+            FetchError::Cancelled => f.write_str("the fetch was cancelled"),
+        }
+    }
+}
+
+impl std::error::Error for FetchError {}
+
+/// Gets a fetch's responses as they arrive (see [`fetch_with`]). All
+/// callbacks run on the reactor's thread; [`done`](Self::done) runs
+/// exactly once, last.
+///
+/// ```
+/// use twistor_protocols::gemini::{FetchError, FetchHandler, FetchResponse, ResponseHead};
+/// use twistor_reactor::Reactor;
+///
+/// /// Counts the body's lines as they come, keeping none of it.
+/// struct Lines(usize);
+/// impl FetchHandler for Lines {
+///     fn header(&mut self, _: &mut Reactor, head: &ResponseHead) {
+///         println!("{} {}", head.code, head.meta);
+///     }
+///     fn body(&mut self, _: &mut Reactor, data: &[u8]) -> Result<(), FetchError> {
+///         self.0 += data.iter().filter(|&&b| b == b'\n').count();
+///         Ok(())
+///     }
+///     fn done(&mut self, r: &mut Reactor, result: Result<FetchResponse, FetchError>) {
+///         println!("{} lines: {:?}", self.0, result.map(|resp| resp.code()));
+///         r.stop();
+///     }
+/// }
+/// ```
+pub trait FetchHandler: 'static {
+    /// A response header arrived: each redirect's, then the last one's.
+    fn header(&mut self, r: &mut Reactor, head: &ResponseHead) {
+        let _ = (r, head);
+    }
+
+    /// A redirect is being followed (after its [`header`](Self::header)).
+    fn redirect(&mut self, r: &mut Reactor, hop: &Redirect) {
+        let _ = (r, hop);
+    }
+
+    /// A piece of the body of a 2x response. An error stops the fetch
+    /// (the connection is aborted) and is what [`done`](Self::done) gets.
+    fn body(&mut self, r: &mut Reactor, data: &[u8]) -> Result<(), FetchError>;
+
+    /// The fetch is over: the last response (its body already given to
+    /// [`body`](Self::body)), or why it failed.
+    fn done(&mut self, r: &mut Reactor, result: Result<FetchResponse, FetchError>);
+}
+
+/// A fetch in progress: cancel it.
+#[derive(Debug, Clone)]
+pub struct FetchHandle(pub(crate) std::rc::Weak<std::cell::RefCell<client_exchange::Fetch>>);
+
+impl FetchHandle {
+    /// Stop the fetch: its connection is aborted and its handler's `done`
+    /// gets [`FetchError::Cancelled`] (on a later turn when called from
+    /// one of its own callbacks). Nothing happens if it is over.
+    ///
+    /// ```
+    /// use twistor_protocols::gemini::{fetch, FetchError, FetchOptions};
+    /// let mut r = twistor_reactor::Reactor::new().unwrap();
+    /// let handle = fetch(&mut r, "gemini://192.0.2.1/", FetchOptions::default(), |r, result| {
+    ///     assert!(matches!(result, Err(FetchError::Cancelled)));
+    ///     r.stop();
+    /// });
+    /// handle.cancel(&mut r);
+    /// r.run().unwrap();
+    /// ```
+    pub fn cancel(&self, r: &mut Reactor) {
+        client_exchange::cancel(r, &self.0);
+    }
+
+    /// Whether the fetch is still going.
+    pub fn is_active(&self) -> bool {
+        client_exchange::is_active(&self.0)
+    }
+}
+
+/// Fetch `url` and hand the last response, body collected (up to
+/// [`FetchOptions::max_body`]), or the error to `on_done` on a later turn
+/// of the reactor.
+///
+/// One fetch is one or more requests, each on its own TLS connection:
+///
+/// - The server is trusted on first use (see [`ServerTrust`] for the
+///   rules); a client
+///   certificate ([`Identity`]) is presented to the host and port of the
+///   URL fetched, never to another host a redirect leads to.
+/// - SNI carries the host name; none is sent for an IP address.
+/// - Redirects (3x) are followed up to [`FetchOptions::max_redirects`]
+///   ([`DEFAULT_MAX_REDIRECTS`]), to `gemini` URLs only. A redirect to a
+///   URL already visited, past the limit, to another scheme, or to no
+///   valid URL is not followed: the 3x response is the result, with
+///   [`FetchResponse::redirect_stopped`] saying why. Every hop is in
+///   [`FetchResponse::redirects`], marked when it leads to another host.
+/// - Input (10, 11) is returned: ask the user and fetch
+///   [`with_input`]`(url, answer)`.
+/// - Limits: [`FetchOptions::connect_timeout`] (name lookup, TCP and the
+///   TLS handshake), [`FetchOptions::timeout`] (the whole fetch,
+///   redirects included), [`FetchOptions::max_body`] (what [`fetch`]
+///   collects). A response header must be at most [`MAX_HEADER`] bytes.
+/// - What a server sends is checked, never trusted: a header that is not
+///   `<two digits>[ <meta>]` and CRLF, with a meta of at most 1024 bytes
+///   of UTF-8 without control characters, is a [`FetchError::BadResponse`];
+///   a body that ends without TLS close_notify is
+///   [`FetchError::Truncated`] (the body may be cut short).
+/// - A Titan upload ([`FetchOptions::upload`], a `titan://` URL) sends
+///   `URL;size=N;mime=T;token=X` and CRLF, then exactly N bytes streamed
+///   from the file with backpressure, then reads a normal response.
+///
+/// ```
+/// use twistor_protocols::gemini::{fetch, FetchOptions, Response, Router, Server, ServerTrust, VirtualHost};
+/// use twistor_reactor::Reactor;
+///
+/// // A capsule on loopback to fetch from.
+/// let mut app = Router::new();
+/// app.route("/", |_| Ok(Response::gemtext("# Hello\n")?));
+/// let server = Server::builder().host(VirtualHost::new("localhost", app)).build()?;
+/// let mut r = Reactor::new()?;
+/// let port = server.listen(&mut r, "127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap())?.local_addr().port();
+///
+/// let got = std::rc::Rc::new(std::cell::RefCell::new(None));
+/// let slot = got.clone();
+/// let url = format!("gemini://localhost:{port}/");
+/// fetch(&mut r, &url, FetchOptions::default(), move |r, result| {
+///     *slot.borrow_mut() = Some(result);
+///     r.stop();
+/// });
+/// r.run()?;
+/// let response = got.borrow_mut().take().unwrap().unwrap();
+/// assert_eq!((response.code(), response.meta()), (20, "text/gemini"));
+/// assert_eq!(response.body, b"# Hello\n");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn fetch(
+    r: &mut Reactor,
+    url: &str,
+    options: FetchOptions,
+    on_done: impl FnOnce(&mut Reactor, Result<FetchResponse, FetchError>) + 'static,
+) -> FetchHandle {
+    let limit = options.max_body;
+    let collect = Collect {
+        body: Vec::new(),
+        limit,
+        on_done: Some(Box::new(on_done)),
+    };
+    fetch_with(r, url, options, collect)
+}
+
+/// Fetch `url`, giving each header and each piece of the body to
+/// `handler` as they arrive; `handler.done` gets the outcome (on a later
+/// turn, never from inside this call).
+///
+/// ```
+/// use twistor_protocols::gemini::{fetch_with, FetchError, FetchHandler, FetchOptions, FetchResponse};
+/// use twistor_reactor::Reactor;
+/// struct ToStdout;
+/// impl FetchHandler for ToStdout {
+///     fn body(&mut self, _: &mut Reactor, data: &[u8]) -> Result<(), FetchError> {
+///         use std::io::Write;
+///         std::io::stdout().write_all(data).map_err(|e| FetchError::Handler(e.to_string()))
+///     }
+///     fn done(&mut self, r: &mut Reactor, result: Result<FetchResponse, FetchError>) {
+///         if let Err(e) = result { eprintln!("{e}") }
+///         r.stop();
+///     }
+/// }
+/// let mut r = Reactor::new().unwrap();
+/// // Not a URL to fetch: `done` says why, on the first turn.
+/// fetch_with(&mut r, "https://example.org/", FetchOptions::default(), ToStdout);
+/// r.run().unwrap();
+/// ```
+pub fn fetch_with(
+    r: &mut Reactor,
+    url: &str,
+    options: FetchOptions,
+    handler: impl FetchHandler,
+) -> FetchHandle {
+    client_exchange::start(r, url, options, Box::new(handler))
+}
+
+type OnDone = Box<dyn FnOnce(&mut Reactor, Result<FetchResponse, FetchError>)>;
+
+/// The handler behind [`fetch`]: keeps the body, up to a limit.
+struct Collect {
+    body: Vec<u8>,
+    limit: usize,
+    on_done: Option<OnDone>,
+}
+
+impl FetchHandler for Collect {
+    fn body(&mut self, _: &mut Reactor, data: &[u8]) -> Result<(), FetchError> {
+        if self.body.len() + data.len() > self.limit {
+            self.body = Vec::new();
+            return Err(FetchError::BodyTooLarge { limit: self.limit });
+        }
+        self.body.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn done(&mut self, r: &mut Reactor, result: Result<FetchResponse, FetchError>) {
+        let result = result.map(|mut resp| {
+            resp.body = std::mem::take(&mut self.body);
+            resp
+        });
+        if let Some(f) = self.on_done.take() {
+            f(r, result);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(u: &str) -> Result<Target, FetchError> {
+        Target::new(Url::parse(u).unwrap())
+    }
+
+    #[test]
+    fn targets() {
+        let t = target("gemini://Example.ORG/a b#frag").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("example.org", 1965));
+        assert_eq!(t.request_line(None).unwrap(), "gemini://example.org/a%20b");
+        let t = target("gemini://[::1]:1966/").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("::1", 1966));
+        assert_eq!(t.authority(), "[::1]:1966");
+        let t = target("gemini://bücher.example/").unwrap();
+        assert_eq!(t.host, "xn--bcher-kva.example");
+        assert!(t
+            .request_line(None)
+            .unwrap()
+            .starts_with("gemini://xn--bcher-kva.example/"));
+        assert!(target("https://example.org/").is_err());
+        assert!(target("gemini://user@example.org/").is_err());
+        let long = format!("gemini://example.org/{}", "a".repeat(1100));
+        assert!(target(&long).is_err());
+        let t = target("titan://example.org/x").unwrap();
+        assert!(t.request_line(None).is_err(), "titan needs an upload");
+    }
+
+    #[test]
+    fn titan_lines() {
+        let url = Url::parse("titan://example.org").unwrap();
+        let up = Upload::bytes(vec![0; 3]).mime("image/svg+xml").token("a;b=c d");
+        assert_eq!(
+            titan_request(&url, &up).unwrap(),
+            "titan://example.org/;size=3;mime=image/svg+xml;token=a%3Bb%3Dc%20d"
+        );
+        let url = Url::parse("titan://example.org/x;size=3").unwrap();
+        assert!(titan_request(&url, &up).is_err());
+        let url = Url::parse("gemini://example.org/x").unwrap();
+        assert!(titan_request(&url, &up).is_err());
+        let url = Url::parse("titan://example.org/x?q").unwrap();
+        assert_eq!(
+            titan_request(&url, &Upload::bytes(Vec::new())).unwrap(),
+            "titan://example.org/x;size=0?q"
+        );
+    }
+}
