@@ -154,6 +154,37 @@ impl Upload {
         self
     }
 
+    /// The `mime` parameter guessed from the file's name: `text/gemini`
+    /// for `.gmi` and `.gemini`, the usual type for a known extension,
+    /// `application/octet-stream` otherwise (bytes: unchanged).
+    ///
+    /// ```
+    /// use twistor_protocols::gemini::{titan_request, Upload};
+    /// let dir = std::env::temp_dir();
+    /// let file = dir.join(format!("upload-doc-{}.png", std::process::id()));
+    /// std::fs::write(&file, b"not really a PNG").unwrap();
+    /// let upload = Upload::file(&file).unwrap().mime_from_name();
+    /// let url = url::Url::parse("titan://example.org/cat.png").unwrap();
+    /// assert!(titan_request(&url, &upload).unwrap().ends_with(";size=16;mime=image/png"));
+    /// # std::fs::remove_file(file).unwrap();
+    /// ```
+    pub fn mime_from_name(mut self) -> Upload {
+        if let UploadBody::File(path) = &self.body {
+            let ext = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase);
+            let mime = match ext.as_deref() {
+                Some("gmi" | "gemini") => "text/gemini",
+                _ => mime_guess::from_path(path)
+                    .first_raw()
+                    .unwrap_or("application/octet-stream"),
+            };
+            self.mime = Some(mime.to_string());
+        }
+        self
+    }
+
     /// The `token` parameter (a password the server may ask for).
     pub fn token(mut self, token: impl Into<String>) -> Upload {
         self.token = Some(token.into());

@@ -19,34 +19,38 @@ use std::io::{self, BufRead, Write};
 /// }
 /// ```
 pub fn ask_input(prompt: &str, sensitive: bool) -> io::Result<Option<String>> {
-    let _echo = if sensitive { EchoOff::new() } else { EchoOff(None) };
+    // SAFETY: isatty only inspects the descriptor.
+    let terminal = unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
+    let echo = if sensitive && terminal {
+        EchoOff::new()
+    } else {
+        EchoOff(None)
+    };
     let mut stderr = io::stderr();
     write!(stderr, "{prompt}")?;
     stderr.flush()?;
     let mut line = String::new();
     let n = io::stdin().lock().read_line(&mut line)?;
-    if sensitive && _echo.0.is_some() {
-        // The Enter typed was not echoed either.
+    if !terminal || echo.0.is_some() {
+        // Nothing echoed the Enter that ended the line: end it here.
         writeln!(stderr)?;
     }
+    drop(echo);
     if n == 0 {
         return Ok(None);
     }
     Ok(Some(line.trim_end_matches(['\r', '\n']).to_string()))
 }
 
-/// Turns the terminal's echo off for its lifetime (nothing when standard
-/// input is not a terminal).
+/// Turns the terminal's echo off for its lifetime (nothing when that
+/// fails).
 struct EchoOff(Option<libc::termios>);
 
 impl EchoOff {
     fn new() -> EchoOff {
-        // SAFETY: isatty only inspects the descriptor; termios is plain
-        // data that tcgetattr fills or leaves alone on failure.
+        // SAFETY: termios is plain data that tcgetattr fills or leaves
+        // alone on failure.
         unsafe {
-            if libc::isatty(libc::STDIN_FILENO) != 1 {
-                return EchoOff(None);
-            }
             let mut t: libc::termios = std::mem::zeroed();
             if libc::tcgetattr(libc::STDIN_FILENO, &mut t) != 0 {
                 return EchoOff(None);
