@@ -287,6 +287,24 @@ fn exit_statuses() {
         run.stderr
     );
     drop(mute);
+
+    // Interrupted while the handshake hangs: 130, said in one line.
+    let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mute_url = format!("gemini://127.0.0.1:{}/", mute.local_addr().unwrap().port());
+    let child = Command::new(BIN)
+        .args(["fetch", &mute_url])
+        .env("XDG_DATA_HOME", home.join("data"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _conn = mute.accept().unwrap(); // it is connected, so its loop runs
+                                        // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let run = Run::from(child.wait_with_output().unwrap());
+    assert_eq!(run.code, Some(130), "{run:?}");
+    assert!(run.stderr.ends_with("twistor: interrupted\n"), "{}", run.stderr);
     std::fs::remove_dir_all(home).unwrap();
 }
 

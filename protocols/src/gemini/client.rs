@@ -532,6 +532,9 @@ pub enum FetchError {
     Handler(String),
     /// [`FetchHandle::cancel`] was called.
     Cancelled,
+    /// The reactor stopped (Ctrl-C, SIGTERM, `stop()`) before the fetch
+    /// completed.
+    Stopped,
 }
 
 fn secs(d: &Duration) -> String {
@@ -583,6 +586,7 @@ impl fmt::Display for FetchError {
             FetchError::Upload(m) => write!(f, "the upload failed: {m}"),
             FetchError::Handler(m) => write!(f, "the response handler stopped the fetch: {m}"),
             FetchError::Cancelled => f.write_str("the fetch was cancelled"),
+            FetchError::Stopped => f.write_str("the reactor stopped before the fetch completed"),
         }
     }
 }

@@ -560,6 +560,12 @@ fn finish(r: &mut Reactor, rc: &Shared, result: Result<FetchResponse, FetchError
     if let Some(d) = deadline {
         d.cancel(r);
     }
+    // A stop closes the connection under the fetch: say that, not what
+    // the closing looked like from below.
+    let result = match result {
+        Err(e) if r.is_stopping() && !matches!(e, FetchError::Cancelled) => Err(FetchError::Stopped),
+        other => other,
+    };
     if abort {
         match left {
             Phase::Connecting { connector, .. } => connector.stop_connecting(r),

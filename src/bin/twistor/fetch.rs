@@ -177,7 +177,7 @@ fn fetch_all(args: FetchArgs) -> End {
     loop {
         let resp = match fetch_once(&url, opts.clone()) {
             Ok(Some(resp)) => resp,
-            Ok(None) => {
+            Ok(None) | Err(FetchError::Stopped) => {
                 eprintln!("twistor: interrupted");
                 return End::Status(130);
             }
