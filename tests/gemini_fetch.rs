@@ -481,11 +481,14 @@ fn input_is_asked_on_the_terminal_and_a_secret_is_not_echoed() {
     std::fs::remove_dir_all(home).unwrap();
 }
 
+/// The uploads a recorder saw: (request line, body).
+type Uploads = Rc<RefCell<Vec<(String, Vec<u8>)>>>;
+
 /// Records one Titan upload: the line, then `size` bytes, then answers.
 struct TitanRecorder {
     buf: Vec<u8>,
     want: Option<usize>,
-    log: Rc<RefCell<Vec<(String, Vec<u8>)>>>,
+    log: Uploads,
 }
 
 impl Protocol for TitanRecorder {
