@@ -55,7 +55,11 @@ pub fn default_known_hosts_path() -> PathBuf {
     default_data_dir().join("known_hosts")
 }
 
-/// One server trusted on first use.
+/// One server trusted on first use: the host as the URL names it (a
+/// lowercase punycode name or an IP address without brackets), the port,
+/// the SHA-256 fingerprint of its certificate in lowercase hex, when it was
+/// first trusted, and when that certificate expires (its notAfter), both
+/// in UTC as `2025-01-31T12:00:00Z`.
 ///
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};
@@ -131,8 +135,15 @@ impl KnownHost {
 }
 
 /// The servers trusted on first use, by host and port, optionally kept in
-/// a file (see the [module docs](self) for its format). Shared by the
-/// fetches that use it; safe to use from several threads.
+/// a file. Shared by the fetches that use it; safe to use from several
+/// threads.
+///
+/// The file has one line per server, `HOST PORT SHA256 FIRST-SEEN
+/// EXPIRES` (see [`KnownHost`]); blank lines and lines starting with `#`
+/// are comments. A line that does not parse makes [`open`](Self::open)
+/// fail with its line number, rather than quietly trusting every server
+/// anew. Changes are merged with what is in the file at that moment and
+/// renamed into place, so a client running at the same time loses nothing.
 ///
 /// ```
 /// use std::time::SystemTime;
