@@ -25,7 +25,8 @@ use super::client_exchange::{self, HeaderAction, Shared};
 use super::response::MAX_META;
 use crate::producer::{BytesSource, Produced, Progress, Sender, Source, Waker};
 
-/// A response header as received: the code and the meta.
+/// A response header as received: the code and the meta (see
+/// [`parse_response_header`] for an example).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseHeader {
     /// Two digits, 10 to 69.
@@ -192,6 +193,18 @@ impl ClientConn {
         t.abort_connection();
     }
 
+    /// What a close before a complete header means.
+    fn closed_early(&self) -> String {
+        if self.header.is_empty() {
+            "the server closed the connection without answering".into()
+        } else {
+            format!(
+                "the server closed the connection after {} bytes of an incomplete header",
+                self.header.len()
+            )
+        }
+    }
+
     fn stop_upload(&mut self, r: &mut Reactor) {
         if let Some(mut s) = self.upload.take() {
             self.upload_sent = Some(s.sent());
@@ -261,6 +274,12 @@ impl ClientConn {
             t.abort_connection();
         }
     }
+}
+
+/// Whether the peer closed without close_notify (what the TLS layer
+/// reports as `truncated: ...`).
+fn is_truncation(reason: &Reason) -> bool {
+    matches!(reason, Reason::Tls(m) if m.starts_with("truncated"))
 }
 
 /// Reaches a connection's protocol to send more of its upload.
@@ -359,14 +378,7 @@ impl Protocol for ClientConn {
     fn eof_received(&mut self, t: &mut dyn Transport) -> bool {
         match self.phase {
             Phase::Header => {
-                let message = if self.header.is_empty() {
-                    "the server closed the connection without answering".to_string()
-                } else {
-                    format!(
-                        "the server closed the connection after {} bytes of an incomplete header",
-                        self.header.len()
-                    )
-                };
+                let message = self.closed_early();
                 self.fail(t, message);
             }
             Phase::Body => self.finish(t.reactor(), Ok(())),
@@ -381,23 +393,14 @@ impl Protocol for ClientConn {
         let result = match (self.phase, reason) {
             (Phase::Ended | Phase::Handshaking, _) => return,
             (Phase::Body, Reason::ConnectionDone) => Ok(()),
-            (Phase::Body, Reason::Tls(m)) if m.starts_with("truncated") => Err(FetchError::Truncated {
+            (Phase::Body, r) if is_truncation(r) => Err(FetchError::Truncated {
                 target,
                 received: self.body_len,
             }),
-            (Phase::Header, Reason::ConnectionDone) | (Phase::Header, Reason::Tls(_)) => {
-                Err(FetchError::BadResponse {
-                    target,
-                    message: if self.header.is_empty() {
-                        "the server closed the connection without answering".into()
-                    } else {
-                        format!(
-                            "the server closed the connection after {} bytes of an incomplete header",
-                            self.header.len()
-                        )
-                    },
-                })
-            }
+            (Phase::Header, r) if r.is_clean() || is_truncation(r) => Err(FetchError::BadResponse {
+                target,
+                message: self.closed_early(),
+            }),
             (_, reason) => Err(FetchError::Lost {
                 target,
                 reason: reason.clone(),
