@@ -212,6 +212,15 @@ const MIME: &AsciiSet = &PARAM.remove(b'/').remove(b'+');
 /// `url`: the parameters are appended to the path, in the order `size`,
 /// `mime`, `token`. A URL that already has parameters, or whose scheme is
 /// not `titan`, is refused.
+///
+/// ```
+/// use twistor_protocols::gemini::{titan_request, Upload};
+/// let url = url::Url::parse("titan://example.org/notes/today.gmi").unwrap();
+/// let line = titan_request(&url, &Upload::bytes("hi\n")).unwrap();
+/// assert_eq!(line, "titan://example.org/notes/today.gmi;size=3");
+/// let gemini = url::Url::parse("gemini://example.org/").unwrap();
+/// assert!(titan_request(&gemini, &Upload::bytes("hi\n")).is_err());
+/// ```
 pub fn titan_request(url: &Url, upload: &Upload) -> Result<String, FetchError> {
     if url.scheme() != "titan" {
         return Err(FetchError::BadUrl(format!(
@@ -341,6 +350,20 @@ impl Target {
 }
 
 /// A response header, and where it came from.
+///
+/// ```
+/// use twistor_protocols::gemini::ResponseHead;
+/// /// What to do with a header, by its class.
+/// fn describe(head: &ResponseHead) -> String {
+///     match head.class() {
+///         1 => format!("asks: {}", head.meta),
+///         2 => format!("a {} document from {}", head.mime().unwrap(), head.url),
+///         3 => format!("moved to {}", head.meta),
+///         _ => format!("failed with {}: {}", head.code, head.meta),
+///     }
+/// }
+/// # let _ = describe;
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseHead {
     /// The URL that answered (after redirects, the last one).
@@ -378,6 +401,15 @@ impl ResponseHead {
 }
 
 /// One redirect that was followed.
+///
+/// ```
+/// use twistor_protocols::gemini::FetchResponse;
+/// /// The hops that left the host first asked.
+/// fn elsewhere(resp: &FetchResponse) -> Vec<String> {
+///     resp.redirects.iter().filter(|h| h.cross_host).map(|h| h.to.to_string()).collect()
+/// }
+/// # let _ = elsewhere;
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Redirect {
     /// The URL that answered 3x.
@@ -392,6 +424,14 @@ pub struct Redirect {
 }
 
 /// Why a 3x response was not followed.
+///
+/// ```
+/// use twistor_protocols::gemini::{FetchResponse, RedirectStop};
+/// fn is_loop(resp: &FetchResponse) -> bool {
+///     matches!(resp.redirect_stopped, Some(RedirectStop::Loop(_)))
+/// }
+/// # let _ = is_loop;
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedirectStop {
     /// [`FetchOptions::max_redirects`] were followed already.
@@ -416,6 +456,17 @@ impl fmt::Display for RedirectStop {
 }
 
 /// The result of a fetch: the last response, and how it was reached.
+///
+/// ```
+/// use twistor_protocols::gemini::FetchResponse;
+/// fn summary(resp: &FetchResponse) -> String {
+///     format!(
+///         "{} {} from {} after {} redirects, {} bytes",
+///         resp.code(), resp.meta(), resp.url(), resp.redirects.len(), resp.body_len
+///     )
+/// }
+/// # let _ = summary;
+/// ```
 #[derive(Debug, Clone)]
 pub struct FetchResponse {
     /// The response header.

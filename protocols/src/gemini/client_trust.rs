@@ -67,7 +67,8 @@ impl Default for ServerTrust {
     }
 }
 
-/// Why a remembered certificate was replaced by the one offered.
+/// Why a remembered certificate was replaced by the one offered (see
+/// [`TrustDecision`] for an example).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Replacement {
     /// The fetch was told to trust a new certificate.
@@ -78,6 +79,20 @@ pub enum Replacement {
 }
 
 /// What the client decided about a server's certificate.
+///
+/// ```
+/// use twistor_protocols::gemini::{FetchResponse, TrustDecision};
+/// /// A line worth telling the user, if any.
+/// fn note(resp: &FetchResponse) -> Option<String> {
+///     let cert = &resp.head.server_cert;
+///     match &cert.decision {
+///         TrustDecision::FirstUse => Some(format!("trusting {} on first use", cert.fingerprint)),
+///         TrustDecision::Replaced { old, why } => Some(format!("replaced {old} ({why:?})")),
+///         TrustDecision::Known | TrustDecision::Unchecked => None,
+///     }
+/// }
+/// # let _ = note;
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrustDecision {
     /// It is the certificate remembered for this host and port.
@@ -95,7 +110,8 @@ pub enum TrustDecision {
     Unchecked,
 }
 
-/// The certificate a server showed, and what was decided about it.
+/// The certificate a server showed, and what was decided about it (see
+/// [`TrustDecision`] for an example).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerCert {
     /// SHA-256 fingerprint, lowercase hex.
@@ -112,6 +128,17 @@ pub struct ServerCert {
 
 /// A server showed another certificate than the one remembered for it
 /// (see [`FetchError::CertificateChanged`](super::FetchError::CertificateChanged)).
+///
+/// ```
+/// use twistor_protocols::gemini::FetchError;
+/// fn both(e: &FetchError) -> Option<(String, String)> {
+///     match e {
+///         FetchError::CertificateChanged(c) => Some((c.trusted.fingerprint.clone(), c.offered.clone())),
+///         _ => None,
+///     }
+/// }
+/// # let _ = both;
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateChanged {
     /// What is remembered for the host and port.
