@@ -14,9 +14,9 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use twistor_protocols::gemini::{
-    fetch, input, sensitive_input, with_input, CgiOptions, FetchError, FetchOptions, FetchResponse, Identity,
-    KnownHost, KnownHosts, RedirectStop, Replacement, Reply, Response, Router, Server, ServerTrust,
-    StaticFiles, TrustDecision, VirtualHost,
+    fetch, fetch_with, input, sensitive_input, with_input, CgiOptions, FetchError, FetchHandler,
+    FetchOptions, FetchResponse, Identity, KnownHost, KnownHosts, Redirect, RedirectStop, Replacement, Reply,
+    Response, ResponseHead, Router, Server, ServerTrust, StaticFiles, TrustDecision, VirtualHost,
 };
 use twistor_reactor::Reactor;
 use twistor_transports::tls::generate_self_signed_cert;
@@ -474,4 +474,94 @@ fn limits_and_failures_are_clear_errors() {
         get(&mut r, &long, tofu(&store)),
         Err(FetchError::BadUrl(_))
     ));
+}
+
+/// Records what a streaming handler is told; panics in `body` if asked.
+struct Recording {
+    events: Rc<RefCell<Vec<String>>>,
+    panic_in_body: bool,
+}
+
+impl FetchHandler for Recording {
+    fn header(&mut self, _: &mut Reactor, head: &ResponseHead) {
+        self.events
+            .borrow_mut()
+            .push(format!("header {} {}", head.code, head.meta));
+    }
+    fn redirect(&mut self, _: &mut Reactor, hop: &Redirect) {
+        self.events
+            .borrow_mut()
+            .push(format!("redirect {} cross={}", hop.to.path(), hop.cross_host));
+    }
+    fn body(&mut self, _: &mut Reactor, data: &[u8]) -> Result<(), FetchError> {
+        if self.panic_in_body {
+            panic!("a handler bug");
+        }
+        self.events.borrow_mut().push(format!("body {}", data.len()));
+        Ok(())
+    }
+    fn done(&mut self, _: &mut Reactor, result: Result<FetchResponse, FetchError>) {
+        let what = match result {
+            Ok(resp) => format!("done {} {} bytes", resp.code(), resp.body_len),
+            Err(e) => format!("failed: {e}"),
+        };
+        self.events.borrow_mut().push(what);
+    }
+}
+
+#[test]
+fn a_handler_sees_each_header_and_its_panic_ends_only_its_fetch() {
+    let mut r = reactor();
+    let s = server(&["localhost"], None);
+    let p = listen(&mut r, &s, "127.0.0.1:0").port();
+    let run = |r: &mut Reactor, url: String, panic_in_body: bool| {
+        let events = Rc::new(RefCell::new(Vec::new()));
+        let handler = Recording {
+            events: events.clone(),
+            panic_in_body,
+        };
+        fetch_with(r, &url, FetchOptions::default(), handler);
+        let e = events.clone();
+        let done = r
+            .run_until(WAIT, |_| {
+                e.borrow()
+                    .last()
+                    .is_some_and(|l| l.starts_with("done") || l.starts_with("failed"))
+            })
+            .unwrap();
+        assert!(done, "{url}: no end in time");
+        let v = events.borrow().clone();
+        v
+    };
+    let events = run(&mut r, format!("gemini://localhost:{p}/a"), false);
+    assert_eq!(
+        events[..4],
+        [
+            "header 30 /b",
+            "redirect /b cross=false",
+            &format!("header 31 gemini://127.0.0.1:{p}/c")[..],
+            "redirect /c cross=true"
+        ]
+    );
+    assert_eq!(events[4], "header 20 text/gemini");
+    assert!(
+        events[5..events.len() - 1].iter().all(|e| e.starts_with("body ")),
+        "{events:?}"
+    );
+    assert_eq!(events.last().unwrap(), "done 20 16 bytes");
+
+    let events = run(&mut r, format!("gemini://localhost:{p}/big"), true);
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(
+        events[1],
+        "failed: the response handler stopped the fetch: body panicked: a handler bug"
+    );
+    // The reactor, the server and other fetches carry on.
+    let resp = get(
+        &mut r,
+        &format!("gemini://localhost:{p}/"),
+        FetchOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(resp.body, b"# Home\n");
 }
