@@ -5,17 +5,16 @@
 //! The rules a fetch follows are in [`fetch`]'s docs.
 
 use std::fmt;
-use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use twistor_reactor::{Reactor, Reason};
+use percent_encoding::utf8_percent_encode;
+use twistor_reactor::Reactor;
 use url::Url;
 
+use super::client_error::FetchError;
 use super::client_exchange;
-use super::client_trust::{CertificateChanged, Identity, ServerCert, ServerTrust};
+use super::client_trust::{Identity, ServerCert, ServerTrust};
+use super::client_upload::{titan_request, Upload, PARAM};
 use super::request::{host_name, parse_request_line, MAX_REQUEST};
 use super::response::{Status, MAX_META};
 
@@ -87,172 +86,6 @@ impl Default for FetchOptions {
             upload: None,
         }
     }
-}
-
-/// What a Titan request uploads: a file (streamed from disk) or bytes,
-/// with its size, MIME type and token.
-///
-/// ```
-/// use twistor_protocols::gemini::{titan_request, Upload};
-/// let upload = Upload::bytes("# New page\n").mime("text/gemini").token("s3cret");
-/// let url = url::Url::parse("titan://example.org/wiki/page").unwrap();
-/// assert_eq!(
-///     titan_request(&url, &upload).unwrap(),
-///     "titan://example.org/wiki/page;size=11;mime=text/gemini;token=s3cret"
-/// );
-/// ```
-#[derive(Debug, Clone)]
-pub struct Upload {
-    pub(crate) body: UploadBody,
-    pub(crate) size: u64,
-    mime: Option<String>,
-    token: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) enum UploadBody {
-    File(PathBuf),
-    Bytes(Arc<[u8]>),
-}
-
-impl Upload {
-    /// Upload the file at `path` (its size is read now; it is opened when
-    /// the connection is up and read a chunk at a time). An empty file is
-    /// `size=0`, which Titan servers take as "delete".
-    pub fn file(path: impl AsRef<Path>) -> io::Result<Upload> {
-        let path = path.as_ref();
-        let meta = std::fs::metadata(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot upload {}: {e}", path.display())))?;
-        if !meta.is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("cannot upload {}: not a regular file", path.display()),
-            ));
-        }
-        Ok(Upload {
-            body: UploadBody::File(path.to_path_buf()),
-            size: meta.len(),
-            mime: None,
-            token: None,
-        })
-    }
-
-    /// Upload these bytes.
-    pub fn bytes(data: impl Into<Vec<u8>>) -> Upload {
-        let data: Vec<u8> = data.into();
-        Upload {
-            size: data.len() as u64,
-            body: UploadBody::Bytes(data.into()),
-            mime: None,
-            token: None,
-        }
-    }
-
-    /// The `mime` parameter (without one, servers assume `text/gemini`).
-    pub fn mime(mut self, mime: impl Into<String>) -> Upload {
-        self.mime = Some(mime.into());
-        self
-    }
-
-    /// The `mime` parameter guessed from the file's name: `text/gemini`
-    /// for `.gmi` and `.gemini`, the usual type for a known extension,
-    /// `application/octet-stream` otherwise (bytes: unchanged).
-    ///
-    /// ```
-    /// use twistor_protocols::gemini::{titan_request, Upload};
-    /// let dir = std::env::temp_dir();
-    /// let file = dir.join(format!("upload-doc-{}.png", std::process::id()));
-    /// std::fs::write(&file, b"not really a PNG").unwrap();
-    /// let upload = Upload::file(&file).unwrap().mime_from_name();
-    /// let url = url::Url::parse("titan://example.org/cat.png").unwrap();
-    /// assert!(titan_request(&url, &upload).unwrap().ends_with(";size=16;mime=image/png"));
-    /// # std::fs::remove_file(file).unwrap();
-    /// ```
-    pub fn mime_from_name(mut self) -> Upload {
-        if let UploadBody::File(path) = &self.body {
-            let ext = path
-                .extension()
-                .and_then(|e| e.to_str())
-                .map(str::to_ascii_lowercase);
-            let mime = match ext.as_deref() {
-                Some("gmi" | "gemini") => "text/gemini",
-                _ => mime_guess::from_path(path)
-                    .first_raw()
-                    .unwrap_or("application/octet-stream"),
-            };
-            self.mime = Some(mime.to_string());
-        }
-        self
-    }
-
-    /// The `token` parameter (a password the server may ask for).
-    pub fn token(mut self, token: impl Into<String>) -> Upload {
-        self.token = Some(token.into());
-        self
-    }
-
-    /// The `size` parameter: the bytes sent after the request line.
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-}
-
-/// What a parameter value may hold as is; everything else is
-/// percent-encoded (`;`, `=`, `?`, `#`, `%`, spaces...).
-const PARAM: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-/// A MIME type keeps its `/` and `+` (`image/svg+xml`), as Titan's
-/// examples write it.
-const MIME: &AsciiSet = &PARAM.remove(b'/').remove(b'+');
-
-/// The Titan request line (without CRLF) for uploading `upload` to
-/// `url`: the parameters are appended to the path, in the order `size`,
-/// `mime`, `token`. A URL that already has parameters, or whose scheme is
-/// not `titan`, is refused.
-///
-/// ```
-/// use twistor_protocols::gemini::{titan_request, Upload};
-/// let url = url::Url::parse("titan://example.org/notes/today.gmi").unwrap();
-/// let line = titan_request(&url, &Upload::bytes("hi\n")).unwrap();
-/// assert_eq!(line, "titan://example.org/notes/today.gmi;size=3");
-/// let gemini = url::Url::parse("gemini://example.org/").unwrap();
-/// assert!(titan_request(&gemini, &Upload::bytes("hi\n")).is_err());
-/// ```
-pub fn titan_request(url: &Url, upload: &Upload) -> Result<String, FetchError> {
-    if url.scheme() != "titan" {
-        return Err(FetchError::BadUrl(format!(
-            "an upload needs a titan:// URL, not {}",
-            url.scheme()
-        )));
-    }
-    if url.path().contains(';') {
-        return Err(FetchError::BadUrl(
-            "the titan URL already has parameters (;...): give the URL without them".into(),
-        ));
-    }
-    let mut params = format!(";size={}", upload.size);
-    if let Some(m) = &upload.mime {
-        params.push_str(&format!(";mime={}", utf8_percent_encode(m, MIME)));
-    }
-    if let Some(t) = &upload.token {
-        params.push_str(&format!(";token={}", utf8_percent_encode(t, PARAM)));
-    }
-    let mut base = url.clone();
-    base.set_query(None);
-    base.set_fragment(None);
-    let mut line = base.to_string();
-    if base.path().is_empty() {
-        line.push('/');
-    }
-    line.push_str(&params);
-    if let Some(q) = url.query() {
-        line.push('?');
-        line.push_str(q);
-    }
-    Ok(line)
 }
 
 /// What the user typed after a 10 or 11 becomes the query of the URL that
@@ -502,148 +335,6 @@ impl FetchResponse {
     }
 }
 
-/// Why a fetch failed (every variant prints as one clear sentence).
-///
-/// ```
-/// use twistor_protocols::gemini::FetchError;
-/// let e = FetchError::Truncated { target: "example.org:1965".into(), received: 42 };
-/// assert!(e.to_string().contains("without close_notify"));
-/// ```
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum FetchError {
-    /// The URL cannot be fetched (scheme, host, length...).
-    BadUrl(String),
-    /// The options cannot be used (an identity, a TLS configuration).
-    Options(String),
-    /// The connection could not be made (name lookup, refused, unreachable).
-    Connect {
-        /// `host:port`.
-        target: String,
-        /// Why.
-        reason: Reason,
-    },
-    /// Name lookup and TCP connect took longer than the connect timeout.
-    ConnectTimeout {
-        /// `host:port`.
-        target: String,
-        /// The limit.
-        after: Duration,
-    },
-    /// The TLS handshake took longer than the connect timeout.
-    HandshakeTimeout {
-        /// `host:port`.
-        target: String,
-        /// The limit.
-        after: Duration,
-    },
-    /// The TLS handshake failed.
-    Tls {
-        /// `host:port`.
-        target: String,
-        /// Why (an alert, an unusable certificate...).
-        message: String,
-    },
-    /// The server's certificate is not the one remembered (both are named).
-    CertificateChanged(Box<CertificateChanged>),
-    /// The whole fetch took longer than [`FetchOptions::timeout`].
-    Timeout {
-        /// The limit.
-        after: Duration,
-    },
-    /// The server's answer is not a valid Gemini response.
-    BadResponse {
-        /// `host:port`.
-        target: String,
-        /// What is wrong with it.
-        message: String,
-    },
-    /// The body ended without TLS close_notify: it may be cut short.
-    Truncated {
-        /// `host:port`.
-        target: String,
-        /// Body bytes received.
-        received: u64,
-    },
-    /// The connection failed during the exchange.
-    Lost {
-        /// `host:port`.
-        target: String,
-        /// Why.
-        reason: Reason,
-    },
-    /// The body is larger than [`FetchOptions::max_body`].
-    BodyTooLarge {
-        /// The limit, in bytes.
-        limit: usize,
-    },
-    /// Reading what is uploaded failed.
-    Upload(String),
-    /// A [`FetchHandler`] refused the body or panicked.
-    Handler(String),
-    /// [`FetchHandle::cancel`] was called.
-    Cancelled,
-    /// The reactor stopped (Ctrl-C, SIGTERM, `stop()`) before the fetch
-    /// completed.
-    Stopped,
-}
-
-fn secs(d: &Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{} s", d.as_secs())
-    } else {
-        format!("{:.1} s", d.as_secs_f64())
-    }
-}
-
-impl fmt::Display for FetchError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            FetchError::BadUrl(m) | FetchError::Options(m) => f.write_str(m),
-            FetchError::Connect { target, reason } => match reason {
-                Reason::ConnectionLost(e) => write!(f, "cannot connect to {target}: {e}"),
-                Reason::Dns(m) => write!(f, "cannot connect to {target}: name lookup failed: {m}"),
-                other => write!(f, "cannot connect to {target}: {other}"),
-            },
-            FetchError::ConnectTimeout { target, after } => {
-                write!(
-                    f,
-                    "cannot connect to {target}: no connection within {}",
-                    secs(after)
-                )
-            }
-            FetchError::HandshakeTimeout { target, after } => write!(
-                f,
-                "{target}: the TLS handshake did not complete within {}",
-                secs(after)
-            ),
-            FetchError::Tls { target, message } => write!(f, "{target}: TLS failed: {message}"),
-            FetchError::CertificateChanged(c) => write!(f, "{c}"),
-            FetchError::Timeout { after } => {
-                write!(f, "the request did not complete within {}", secs(after))
-            }
-            FetchError::BadResponse { target, message } => {
-                write!(f, "{target} sent an invalid response: {message}")
-            }
-            FetchError::Truncated { target, received } => write!(
-                f,
-                "{target} closed the connection without close_notify after {received} bytes of body: \
-                 the body may be incomplete"
-            ),
-            FetchError::Lost { target, reason } => write!(f, "{target}: {reason}"),
-            FetchError::BodyTooLarge { limit } => {
-                write!(f, "the body is larger than the {limit}-byte limit")
-            }
-            FetchError::Upload(m) => write!(f, "the upload failed: {m}"),
-            FetchError::Handler(m) => write!(f, "the response handler stopped the fetch: {m}"),
-            FetchError::Cancelled => f.write_str("the fetch was cancelled"),
-            FetchError::Stopped => f.write_str("the reactor stopped before the fetch completed"),
-        }
-    }
-}
-
-impl std::error::Error for FetchError {}
-
 /// Gets a fetch's responses as they arrive (see [`fetch_with`]). All
 /// callbacks run on the reactor's thread; [`done`](Self::done) runs
 /// exactly once, last.
@@ -878,24 +569,5 @@ mod tests {
         assert!(target(&long).is_err());
         let t = target("titan://example.org/x").unwrap();
         assert!(t.request_line(None).is_err(), "titan needs an upload");
-    }
-
-    #[test]
-    fn titan_lines() {
-        let url = Url::parse("titan://example.org").unwrap();
-        let up = Upload::bytes(vec![0; 3]).mime("image/svg+xml").token("a;b=c d");
-        assert_eq!(
-            titan_request(&url, &up).unwrap(),
-            "titan://example.org/;size=3;mime=image/svg+xml;token=a%3Bb%3Dc%20d"
-        );
-        let url = Url::parse("titan://example.org/x;size=3").unwrap();
-        assert!(titan_request(&url, &up).is_err());
-        let url = Url::parse("gemini://example.org/x").unwrap();
-        assert!(titan_request(&url, &up).is_err());
-        let url = Url::parse("titan://example.org/x?q").unwrap();
-        assert_eq!(
-            titan_request(&url, &Upload::bytes(Vec::new())).unwrap(),
-            "titan://example.org/x;size=0?q"
-        );
     }
 }

@@ -15,15 +15,14 @@
 //! An upload runs beside the `Header` phase: a server may answer before it
 //! has every byte (an error, usually), and then the upload stops.
 
-use std::fs::File;
-use std::io::{self, Read};
-
 use twistor_reactor::{ConnId, Protocol, Reactor, Reason, Transport};
 
-use super::client::{FetchError, UploadBody, MAX_HEADER};
+use super::client::MAX_HEADER;
+use super::client_error::FetchError;
 use super::client_exchange::{self, HeaderAction, Shared};
+use super::client_upload::{upload_source, UploadBody};
 use super::response::MAX_META;
-use crate::producer::{BytesSource, Produced, Progress, Sender, Source, Waker};
+use crate::producer::{Progress, Sender, Waker};
 
 /// A response header as received: the code and the meta (see
 /// [`parse_response_header`] for an example).
@@ -290,51 +289,6 @@ fn waker(id: ConnId) -> Waker {
                 c.pump(t);
             }
         });
-    })
-}
-
-/// Exactly `size` bytes of a file: one that turns out shorter fails the
-/// upload (it changed while being sent), anything past `size` is not read.
-struct FileSource {
-    file: File,
-    remaining: u64,
-    size: u64,
-}
-
-impl Source for FileSource {
-    fn produce(&mut self, _: &mut Reactor, buf: &mut Vec<u8>, max: usize) -> io::Result<Produced> {
-        if self.remaining == 0 {
-            return Ok(Produced::End);
-        }
-        let want = self.remaining.min(max as u64);
-        let n = (&mut self.file).take(want).read_to_end(buf)?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!(
-                    "the file ended after {} of its {} bytes (it changed while being sent)",
-                    self.size - self.remaining,
-                    self.size
-                ),
-            ));
-        }
-        self.remaining -= n as u64;
-        Ok(Produced::Data)
-    }
-}
-
-fn upload_source(body: &UploadBody, size: u64) -> io::Result<Box<dyn Source>> {
-    Ok(match body {
-        UploadBody::Bytes(b) => Box::new(BytesSource::new(b.to_vec())),
-        UploadBody::File(path) => {
-            let file = File::open(path)
-                .map_err(|e| io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display())))?;
-            Box::new(FileSource {
-                file,
-                remaining: size,
-                size,
-            })
-        }
     })
 }
 

@@ -28,10 +28,10 @@ use twistor_transports::ConnectOptions;
 use url::Url;
 
 use super::client::{
-    FetchError, FetchHandle, FetchHandler, FetchOptions, FetchResponse, Redirect, RedirectStop, ResponseHead,
-    Target,
+    FetchHandle, FetchHandler, FetchOptions, FetchResponse, Redirect, RedirectStop, ResponseHead, Target,
 };
 use super::client_conn::{ClientConn, Request, ResponseHeader};
+use super::client_error::FetchError;
 use super::client_trust::{client_config, Seen, ServerCert, ServerTrust, TrustDecision};
 use super::known_hosts::KnownHost;
 

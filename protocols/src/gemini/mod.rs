@@ -57,8 +57,10 @@ mod certs;
 mod cgi;
 mod client;
 mod client_conn;
+mod client_error;
 mod client_exchange;
 mod client_trust;
+mod client_upload;
 mod config;
 mod known_hosts;
 mod request;
@@ -73,12 +75,14 @@ pub use cgi::{
     environment as cgi_environment, CgiOptions, DEFAULT_CGI_DIR, DEFAULT_CGI_TIMEOUT, DEFAULT_MAX_CGI,
 };
 pub use client::{
-    fetch, fetch_with, titan_request, with_input, FetchError, FetchHandle, FetchHandler, FetchOptions,
-    FetchResponse, Redirect, RedirectStop, ResponseHead, Upload, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_FETCH_TIMEOUT, DEFAULT_MAX_BODY, DEFAULT_MAX_REDIRECTS, GEMINI_PORT, MAX_HEADER,
+    fetch, fetch_with, with_input, FetchHandle, FetchHandler, FetchOptions, FetchResponse, Redirect,
+    RedirectStop, ResponseHead, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FETCH_TIMEOUT, DEFAULT_MAX_BODY,
+    DEFAULT_MAX_REDIRECTS, GEMINI_PORT, MAX_HEADER,
 };
 pub use client_conn::{parse_response_header, ResponseHeader};
+pub use client_error::FetchError;
 pub use client_trust::{CertificateChanged, Identity, Replacement, ServerCert, ServerTrust, TrustDecision};
+pub use client_upload::{titan_request, Upload};
 pub use config::{
     CertSource, RateLimit, Server, ServerBuilder, ServerOptions, VirtualHost, DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STALL_TIMEOUT,
