@@ -67,7 +67,7 @@ fn header() -> impl Strategy<Value = (Vec<u8>, Origin)> {
             let line = format!("PROXY TCP6 {} {} {sp} {dp}\r\n", s.ip(), d.ip());
             (line.into_bytes(), client(s, d))
         }),
-        "[ -~]{0,92}".prop_map(|rest| {
+        "[ -~]{0,91}".prop_map(|rest| {
             let line = format!(
                 "PROXY UNKNOWN{}{rest}\r\n",
                 if rest.is_empty() { "" } else { " " }
