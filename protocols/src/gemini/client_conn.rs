@@ -427,4 +427,26 @@ mod tests {
         // Garbage is refused from its first bytes.
         assert!(err(b"2222").contains("not followed"));
     }
+
+    proptest::proptest! {
+        /// Whatever a server sends: no panic, and a header found is a
+        /// whole line within the limit.
+        #[test]
+        fn any_bytes(buf in proptest::collection::vec(proptest::num::u8::ANY, 0..1100)) {
+            if let Ok(Some((h, used))) = parse_response_header(&buf) {
+                proptest::prop_assert!(used <= MAX_HEADER && &buf[used - 2..used] == b"\r\n");
+                proptest::prop_assert!((10..70).contains(&h.code) && h.meta.len() <= MAX_META);
+            }
+        }
+
+        /// A valid header is found whole, however much body follows.
+        #[test]
+        fn valid_headers(code in 10u8..70, meta in "[ -~]{0,1024}", body in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let mut buf = format!("{code} {meta}\r\n").into_bytes();
+            let len = buf.len();
+            buf.extend_from_slice(&body);
+            let (h, used) = parse_response_header(&buf).unwrap().unwrap();
+            proptest::prop_assert_eq!((h.code, h.meta.as_str(), used), (code, meta.as_str(), len));
+        }
+    }
 }
