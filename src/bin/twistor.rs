@@ -18,6 +18,8 @@ mod certificate;
 mod common;
 #[path = "twistor/echo.rs"]
 mod echo;
+#[path = "twistor/fetch.rs"]
+mod fetch;
 #[path = "twistor/gemini.rs"]
 mod gemini;
 #[path = "twistor/gemini_capsule.rs"]
@@ -50,6 +52,9 @@ enum Command {
     /// Serve Gemini: a directory (with CGI), virtual hosts from a config
     /// file, or, with no flags, a built-in capsule on port 1965.
     Gemini(Box<gemini::GeminiArgs>),
+    /// Fetch a Gemini URL (or upload to a Titan one): the body to stdout,
+    /// `STATUS META` to stderr, servers trusted on first use.
+    Fetch(Box<fetch::FetchArgs>),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +77,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Echo(args) => echo::run(args),
         Command::Gemini(args) => gemini::run(*args),
+        Command::Fetch(args) => return fetch::run(*args),
     };
     common::exit_code(result)
 }

@@ -77,7 +77,14 @@
 
 mod certs;
 mod cgi;
+mod client;
+mod client_conn;
+mod client_error;
+mod client_exchange;
+mod client_trust;
+mod client_upload;
 mod config;
+mod known_hosts;
 mod proxy;
 mod relay;
 mod request;
@@ -87,17 +94,28 @@ mod scgi;
 mod server;
 mod static_files;
 mod static_upload;
+mod terminal;
 mod titan;
 
 pub use certs::{default_state_dir, load_or_generate_cert, KeptCert};
 pub use cgi::{
     environment as cgi_environment, CgiOptions, DEFAULT_CGI_DIR, DEFAULT_CGI_TIMEOUT, DEFAULT_MAX_CGI,
 };
+pub use client::{
+    fetch, fetch_with, with_input, FetchHandle, FetchHandler, FetchOptions, FetchResponse, Redirect,
+    RedirectStop, ResponseHead, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FETCH_TIMEOUT, DEFAULT_MAX_BODY,
+    DEFAULT_MAX_REDIRECTS, GEMINI_PORT, MAX_HEADER,
+};
+pub use client_conn::{parse_response_header, ResponseHeader};
+pub use client_error::FetchError;
+pub use client_trust::{CertificateChanged, Identity, Replacement, ServerCert, ServerTrust, TrustDecision};
+pub use client_upload::{titan_request, Upload};
 pub use config::{
     CertSource, RateLimit, Server, ServerBuilder, ServerOptions, VirtualHost, DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STALL_TIMEOUT,
     DEFAULT_UPLOAD_TIMEOUT,
 };
+pub use known_hosts::{default_data_dir, default_known_hosts_path, format_time, KnownHost, KnownHosts};
 pub use proxy::{GeminiProxy, ProxyBuilder, UpstreamTrust, DEFAULT_PROXY_TIMEOUT};
 pub use request::{
     host_name, normalize_host, parse_request_line, ClientCert, Refusal, Request, RequestLine, TlsFacts,
@@ -112,6 +130,7 @@ pub use scgi::{Scgi, ScgiAddress, ScgiOptions, DEFAULT_SCGI_TIMEOUT};
 pub use server::GeminiConnection;
 pub use static_files::{StaticFiles, DEFAULT_INDEX_FILE};
 pub use static_upload::TitanOptions;
+pub use terminal::ask_input;
 pub use titan::{collect, Titan, UploadFlow, UploadReceiver, DEFAULT_MAX_UPLOAD, DEFAULT_UPLOAD_MIME};
 
 /// The URL crate requests are parsed with (its `Url` and `Host` appear in

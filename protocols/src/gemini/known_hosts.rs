@@ -1,0 +1,479 @@
+//! The client's memory of servers it trusts on first use: a known-hosts
+//! file with one line per server, and the user's data directory it lives
+//! in by default.
+//!
+//! Each line is `HOST PORT SHA256 FIRST-SEEN EXPIRES`: the host as the
+//! URL names it (a lowercase punycode name or an IP address without
+//! brackets), the port, the SHA-256 fingerprint of the server's
+//! certificate in lowercase hex, when it was first trusted, and when that
+//! certificate expires (its notAfter), both in UTC as
+//! `2025-01-31T12:00:00Z`. Blank lines and lines starting with `#` are
+//! comments. A line that does not parse makes [`KnownHosts::open`] fail
+//! with its line number: a damaged file must not quietly turn every server
+//! into a first use.
+//!
+//! Changes are written to a temporary file that is then renamed over the
+//! old one, after reading the file again, so a client running at the same
+//! time loses nothing it recorded before.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The user's twistor data directory: `$XDG_DATA_HOME/twistor`, else
+/// `$HOME/.local/share/twistor`, else `./.twistor`.
+///
+/// ```
+/// let dir = twistor_protocols::gemini::default_data_dir();
+/// assert!(dir.ends_with("twistor") || dir.ends_with(".twistor"));
+/// ```
+pub fn default_data_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/share"))
+        });
+    match base {
+        Some(b) => b.join("twistor"),
+        None => PathBuf::from(".twistor"),
+    }
+}
+
+/// The default known-hosts file: `known_hosts` in [`default_data_dir`].
+///
+/// ```
+/// let file = twistor_protocols::gemini::default_known_hosts_path();
+/// assert!(file.ends_with("known_hosts"));
+/// ```
+pub fn default_known_hosts_path() -> PathBuf {
+    default_data_dir().join("known_hosts")
+}
+
+/// One server trusted on first use: the host as the URL names it (a
+/// lowercase punycode name or an IP address without brackets), the port,
+/// the SHA-256 fingerprint of its certificate in lowercase hex, when it was
+/// first trusted, and when that certificate expires (its notAfter), both
+/// in UTC as `2025-01-31T12:00:00Z`.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use twistor_protocols::gemini::KnownHost;
+/// let entry = KnownHost {
+///     host: "example.org".into(),
+///     port: 1965,
+///     fingerprint: "ab".repeat(32),
+///     first_seen: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+///     expires: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+/// };
+/// assert!(entry.to_line().starts_with("example.org 1965 abab"));
+/// assert_eq!(KnownHost::from_line(&entry.to_line()).unwrap(), entry);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownHost {
+    /// The host: a lowercase punycode name or an IP address.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+    /// SHA-256 of the server's certificate, lowercase hex.
+    pub fingerprint: String,
+    /// When it was first trusted (whole seconds).
+    pub first_seen: SystemTime,
+    /// When the certificate expires (its notAfter, whole seconds).
+    pub expires: SystemTime,
+}
+
+impl KnownHost {
+    /// The line this entry is kept as (without a newline).
+    pub fn to_line(&self) -> String {
+        format!(
+            "{} {} {} {} {}",
+            self.host,
+            self.port,
+            self.fingerprint,
+            format_time(self.first_seen),
+            format_time(self.expires)
+        )
+    }
+
+    /// Parse one line of a known-hosts file.
+    pub fn from_line(line: &str) -> Result<KnownHost, String> {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [host, port, fingerprint, first_seen, expires] = fields[..] else {
+            return Err(format!(
+                "expected 5 fields (HOST PORT SHA256 FIRST-SEEN EXPIRES), found {}",
+                fields.len()
+            ));
+        };
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("{port:?} is not a port number"))?;
+        let fingerprint = fingerprint.to_ascii_lowercase();
+        if fingerprint.len() != 64 || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "{fingerprint:?} is not a SHA-256 fingerprint (64 hex digits)"
+            ));
+        }
+        Ok(KnownHost {
+            host: host.to_ascii_lowercase(),
+            port,
+            fingerprint,
+            first_seen: parse_time(first_seen)?,
+            expires: parse_time(expires)?,
+        })
+    }
+
+    /// Whether the certificate this entry remembers has expired at `now`.
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        self.expires < now
+    }
+}
+
+/// The servers trusted on first use, by host and port, optionally kept in
+/// a file. Shared by the fetches that use it; safe to use from several
+/// threads.
+///
+/// The file has one line per server, `HOST PORT SHA256 FIRST-SEEN
+/// EXPIRES` (see [`KnownHost`]); blank lines and lines starting with `#`
+/// are comments. A line that does not parse makes [`open`](Self::open)
+/// fail with its line number, rather than quietly trusting every server
+/// anew. Changes are merged with what is in the file at that moment and
+/// renamed into place, so a client running at the same time loses nothing.
+///
+/// ```
+/// use std::time::SystemTime;
+/// use twistor_protocols::gemini::{KnownHost, KnownHosts};
+/// let file = std::env::temp_dir().join(format!("known-hosts-doc-{}", std::process::id()));
+/// let store = KnownHosts::open(&file).unwrap(); // no file yet: empty
+/// assert!(store.get("example.org", 1965).is_none());
+/// let now = SystemTime::now();
+/// store.record(KnownHost {
+///     host: "example.org".into(), port: 1965, fingerprint: "ab".repeat(32),
+///     first_seen: now, expires: now,
+/// }).unwrap();
+/// let again = KnownHosts::open(&file).unwrap();
+/// assert_eq!(again.get("Example.ORG", 1965).unwrap().fingerprint, "ab".repeat(32));
+/// assert!(again.get("example.org", 1966).is_none());
+/// # std::fs::remove_file(file).unwrap();
+/// ```
+#[derive(Debug, Default)]
+pub struct KnownHosts {
+    path: Option<PathBuf>,
+    entries: Mutex<Vec<KnownHost>>,
+}
+
+impl KnownHosts {
+    /// A store that is not kept anywhere (forgotten when dropped).
+    pub fn in_memory() -> Arc<KnownHosts> {
+        Arc::new(KnownHosts::default())
+    }
+
+    /// The store kept in `path`: read now if it exists (a missing file is
+    /// an empty store; the file and its directory are created at the first
+    /// [`record`](Self::record)).
+    pub fn open(path: impl Into<PathBuf>) -> io::Result<Arc<KnownHosts>> {
+        let path = path.into();
+        let entries = read_file(&path)?;
+        Ok(Arc::new(KnownHosts {
+            path: Some(path),
+            entries: Mutex::new(entries),
+        }))
+    }
+
+    /// The store in [`default_known_hosts_path`].
+    pub fn open_default() -> io::Result<Arc<KnownHosts>> {
+        KnownHosts::open(default_known_hosts_path())
+    }
+
+    /// The file this store is kept in, if any.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The entry for `host` (any case) and `port`.
+    pub fn get(&self, host: &str, port: u16) -> Option<KnownHost> {
+        let host = host.to_ascii_lowercase();
+        self.lock()
+            .iter()
+            .find(|e| e.host == host && e.port == port)
+            .cloned()
+    }
+
+    /// Every entry.
+    pub fn entries(&self) -> Vec<KnownHost> {
+        self.lock().clone()
+    }
+
+    /// Remember `entry`, replacing any entry for its host and port, and
+    /// write the file (if this store has one).
+    pub fn record(&self, mut entry: KnownHost) -> io::Result<()> {
+        entry.host = entry.host.to_ascii_lowercase();
+        entry.fingerprint = entry.fingerprint.to_ascii_lowercase();
+        let mut entries = self.lock();
+        if let Some(path) = &self.path {
+            // Whatever another client wrote since we read the file stays.
+            let mut merged = read_file(path)?;
+            upsert(&mut merged, entry.clone());
+            write_file(path, &merged)?;
+            *entries = merged;
+        } else {
+            upsert(&mut entries, entry);
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<KnownHost>> {
+        // A panic while holding the lock leaves a whole Vec behind: use it.
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn upsert(entries: &mut Vec<KnownHost>, entry: KnownHost) {
+    match entries
+        .iter_mut()
+        .find(|e| e.host == entry.host && e.port == entry.port)
+    {
+        Some(e) => *e = entry,
+        None => entries.push(entry),
+    }
+}
+
+fn read_file(path: &Path) -> io::Result<Vec<KnownHost>> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("cannot read the known-hosts file {}: {e}", path.display()),
+            ))
+        }
+    };
+    let mut entries = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let entry = KnownHost::from_line(line).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}:{}: {e}", path.display(), n + 1),
+            )
+        })?;
+        upsert(&mut entries, entry);
+    }
+    Ok(entries)
+}
+
+const HEADER: &str = "# twistor known hosts (trust on first use): HOST PORT SHA256 FIRST-SEEN EXPIRES\n";
+
+fn write_file(path: &Path, entries: &[KnownHost]) -> io::Result<()> {
+    let fail = |e: io::Error| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot write the known-hosts file {}: {e}", path.display()),
+        )
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(fail)?;
+    }
+    let mut text = String::from(HEADER);
+    for e in entries {
+        text.push_str(&e.to_line());
+        text.push('\n');
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
+    let res = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res.map_err(fail)
+}
+
+// ----- dates: UTC, RFC 3339, whole seconds ------------------------------------------
+
+/// `t` as `YYYY-MM-DDTHH:MM:SSZ` (UTC; times before 1970 print as 1970).
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use twistor_protocols::gemini::format_time;
+/// assert_eq!(format_time(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
+/// ```
+pub fn format_time(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Parse what [`format_time`] writes.
+fn parse_time(s: &str) -> Result<SystemTime, String> {
+    let bad = || format!("{s:?} is not a UTC time such as 2025-01-31T12:00:00Z");
+    let b = s.as_bytes();
+    if b.len() != 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'Z'
+    {
+        return Err(bad());
+    }
+    let num = |r: std::ops::Range<usize>| -> Result<u64, String> {
+        let part = &s[r];
+        if part.bytes().all(|c| c.is_ascii_digit()) {
+            part.parse().map_err(|_| bad())
+        } else {
+            Err(bad())
+        }
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if y < 1970 || !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return Err(bad());
+    }
+    let days = days_from_civil(y as i64, mo as u32, d as u32);
+    if civil_from_days(days) != (y as i64, mo as u32, d as u32) {
+        return Err(bad()); // 2025-02-30 and the like
+    }
+    let secs = days as u64 * 86_400 + h * 3600 + mi * 60 + se;
+    Ok(UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (eras of 400 years).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m as i64 + 9) % 12; // March is 0
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of a day count since 1970-01-01 (the inverse of the above).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_round_trip() {
+        for secs in [
+            0u64,
+            59,
+            86_399,
+            86_400,
+            951_782_400,
+            1_700_000_000,
+            4_102_444_800,
+            64_060_588_799,
+        ] {
+            let t = UNIX_EPOCH + Duration::from_secs(secs);
+            assert_eq!(parse_time(&format_time(t)).unwrap(), t, "{secs}");
+        }
+        assert_eq!(format_time(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            format_time(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+            "2023-11-14T22:13:20Z"
+        );
+        for bad in [
+            "2025-02-30T00:00:00Z",
+            "2025-13-01T00:00:00Z",
+            "2025-01-01 00:00:00Z",
+            "x",
+            "1969-12-31T23:59:59Z",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lines() {
+        let line = format!(
+            "Example.org 1965 {} 2024-01-01T00:00:00Z 2030-01-01T00:00:00Z",
+            "AB".repeat(32)
+        );
+        let e = KnownHost::from_line(&line).unwrap();
+        assert_eq!(e.host, "example.org");
+        assert_eq!(e.fingerprint, "ab".repeat(32));
+        assert!(!e.is_expired(parse_time("2029-12-31T23:59:59Z").unwrap()));
+        assert!(e.is_expired(parse_time("2030-01-01T00:00:01Z").unwrap()));
+        assert!(KnownHost::from_line("example.org 1965").is_err());
+        assert!(KnownHost::from_line(&line.replace("1965", "70000")).is_err());
+        assert!(KnownHost::from_line(&line.replace(&"AB".repeat(32), "abc")).is_err());
+    }
+
+    #[test]
+    fn a_damaged_file_is_refused_with_its_line() {
+        let path = std::env::temp_dir().join(format!("twistor-kh-damaged-{}", std::process::id()));
+        fs::write(&path, "# comment\n\nexample.org 1965 nothex\n").unwrap();
+        let err = KnownHosts::open(&path).unwrap_err().to_string();
+        assert!(err.contains(":3: "), "{err}");
+        fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn record_merges_with_what_another_client_wrote() {
+        let path = std::env::temp_dir().join(format!("twistor-kh-merge-{}/known_hosts", std::process::id()));
+        let _ = fs::remove_dir_all(path.parent().unwrap());
+        let entry = |host: &str, fp: &str| KnownHost {
+            host: host.into(),
+            port: 1965,
+            fingerprint: fp.repeat(32),
+            first_seen: UNIX_EPOCH,
+            expires: UNIX_EPOCH,
+        };
+        let a = KnownHosts::open(&path).unwrap();
+        let b = KnownHosts::open(&path).unwrap();
+        a.record(entry("a.example", "aa")).unwrap();
+        b.record(entry("b.example", "bb")).unwrap();
+        b.record(entry("b.example", "cc")).unwrap();
+        let again = KnownHosts::open(&path).unwrap();
+        assert_eq!(again.entries().len(), 2);
+        assert_eq!(again.get("a.example", 1965).unwrap().fingerprint, "aa".repeat(32));
+        assert_eq!(again.get("b.example", 1965).unwrap().fingerprint, "cc".repeat(32));
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("# twistor known hosts"), "{text}");
+        fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+}
