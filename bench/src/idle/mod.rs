@@ -371,7 +371,17 @@ pub fn run(cfg: &Config, certs: &CertFiles, py: Option<&Python>) -> io::Result<S
             continue;
         }
         eprintln!("idle: {} ({conns} connections)", case.name());
-        let row = measure(case, &cfg, certs, py)?;
+        let row = match measure(case, &cfg, certs, py) {
+            Ok(row) => row,
+            Err(e) => {
+                // One server that cannot hold the connections does not
+                // end the others' measurement: its row says why.
+                let (proto, server) = case.columns();
+                eprintln!("idle: {} failed: {e}", case.name());
+                let _ = writeln!(s, "| {proto} | {server} | failed: {e} | | | |");
+                continue;
+            }
+        };
         let (proto, server) = row.case.columns();
         let _ = writeln!(
             s,
