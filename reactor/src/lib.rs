@@ -155,5 +155,5 @@ pub use stream::{
 };
 pub use threads::{Remote, POOL_THREADS};
 pub use timer::{DelayedCall, LoopingCall};
-pub use wrap::WrappingTransport;
+pub use wrap::{WrappingProtocol, WrappingTransport};
 pub use write_buf::DEFAULT_WRITE_POOL;

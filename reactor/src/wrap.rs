@@ -131,3 +131,84 @@ impl<W: WrappingTransport> Transport for W {
         self.below_mut().upgrade(upgrade)
     }
 }
+
+/// A protocol that runs another one and passes every callback to it, looking
+/// at the start and the end of the connection on the way (a connection
+/// counter, a reconnecting factory's reset). Implement the accessor and the
+/// hooks you need; [`Protocol`](crate::Protocol) is implemented for you,
+/// `route_call` included, so `call_on` reaches the inner protocol.
+///
+/// ```
+/// use std::{cell::Cell, rc::Rc};
+/// use twistor_reactor::{testing::StringTransport, Protocol, Reason, Transport, WrappingProtocol};
+///
+/// struct Echo;
+/// impl Protocol for Echo {
+///     fn data_received(&mut self, t: &mut dyn Transport, d: &[u8]) { t.write(d) }
+/// }
+///
+/// /// Counts live connections.
+/// struct Counted { inner: Box<dyn Protocol>, live: Rc<Cell<usize>> }
+///
+/// impl WrappingProtocol for Counted {
+///     fn inner(&mut self) -> &mut dyn Protocol { &mut *self.inner }
+///     fn on_connection_made(&mut self, _: &mut dyn Transport) { self.live.set(self.live.get() + 1) }
+///     fn on_connection_lost(&mut self, _: &mut dyn Transport, _: &Reason) { self.live.set(self.live.get() - 1) }
+/// }
+///
+/// let live = Rc::new(Cell::new(0));
+/// let mut p = Counted { inner: Box::new(Echo), live: live.clone() };
+/// let mut t = StringTransport::new();
+/// p.connection_made(&mut t);
+/// p.data_received(&mut t, b"hi");
+/// assert_eq!((live.get(), t.value()), (1, &b"hi"[..]));
+/// p.connection_lost(&mut t, &Reason::ConnectionDone);
+/// assert_eq!(live.get(), 0);
+/// ```
+pub trait WrappingProtocol: 'static {
+    /// The protocol every callback goes to.
+    fn inner(&mut self) -> &mut dyn crate::Protocol;
+
+    /// Runs before the inner protocol's `connection_made`.
+    fn on_connection_made(&mut self, t: &mut dyn Transport) {
+        let _ = t;
+    }
+
+    /// Runs before the inner protocol's `connection_lost`.
+    fn on_connection_lost(&mut self, t: &mut dyn Transport, reason: &Reason) {
+        let _ = (t, reason);
+    }
+}
+
+impl<W: WrappingProtocol> crate::Protocol for W {
+    fn connection_made(&mut self, t: &mut dyn Transport) {
+        self.on_connection_made(t);
+        self.inner().connection_made(t)
+    }
+    fn data_received(&mut self, t: &mut dyn Transport, data: &[u8]) {
+        self.inner().data_received(t, data)
+    }
+    fn eof_received(&mut self, t: &mut dyn Transport) -> bool {
+        self.inner().eof_received(t)
+    }
+    fn connection_lost(&mut self, t: &mut dyn Transport, reason: &Reason) {
+        self.on_connection_lost(t, reason);
+        self.inner().connection_lost(t, reason)
+    }
+    fn pause_writing(&mut self, t: &mut dyn Transport) {
+        self.inner().pause_writing(t)
+    }
+    fn resume_writing(&mut self, t: &mut dyn Transport) {
+        self.inner().resume_writing(t)
+    }
+    fn route_call(
+        &mut self,
+        t: &mut dyn Transport,
+        call: crate::ProtocolCall,
+    ) -> Option<crate::ProtocolCall> {
+        let inner = self.inner();
+        let call = inner.route_call(t, call)?;
+        call(inner, t);
+        None
+    }
+}
