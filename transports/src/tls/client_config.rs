@@ -196,16 +196,14 @@ impl ClientConfigBuilder {
                 // Still the web PKI's decisions, with refusals explained.
                 builder
                     .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(ExplainingVerifier::new(webpki)))
-            }
-            ServerTrust::Fingerprint(trust) => {
-                builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(FingerprintVerifier::new(
-                        trust,
-                        self.provider.signature_verification_algorithms,
+                    .with_custom_certificate_verifier(Arc::new(ExplainingVerifier::new(
+                        webpki,
+                        &self.provider,
                     )))
             }
+            ServerTrust::Fingerprint(trust) => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(FingerprintVerifier::new(trust, &self.provider))),
         };
         let mut config = match self.client_cert {
             Some((chain, key)) => builder.with_client_auth_cert(chain, key).map_err(err)?,

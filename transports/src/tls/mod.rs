@@ -110,6 +110,7 @@ mod reload;
 mod resume;
 mod selfsigned;
 mod server_config;
+mod signatures;
 mod start;
 mod state;
 mod tcp;

@@ -8,19 +8,14 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{
-    verify_tls12_signature, verify_tls13_signature, CryptoProvider, WebPkiSupportedAlgorithms,
-};
+use rustls::client::danger::ServerCertVerified;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
+use rustls::server::danger::ClientCertVerified;
+use rustls::{CertificateError, Error};
 
 use super::info::sha256_fingerprint;
-
-fn algorithms(provider: &CryptoProvider) -> WebPkiSupportedAlgorithms {
-    provider.signature_verification_algorithms
-}
+use super::signatures::{ClientJudge, Judge, ServerJudge, Signed};
 
 fn parse_check(der: &CertificateDer<'_>) -> Result<(), Error> {
     x509_parser::parse_x509_certificate(der)
@@ -34,28 +29,21 @@ fn parse_check(der: &CertificateDer<'_>) -> Result<(), Error> {
 /// fingerprint, in `tls_info()`).
 #[derive(Debug)]
 pub(crate) struct AnyClientCert {
-    pub algs: WebPkiSupportedAlgorithms,
-    pub mandatory: bool,
+    mandatory: bool,
 }
 
 impl AnyClientCert {
-    pub(crate) fn new(provider: &CryptoProvider, mandatory: bool) -> AnyClientCert {
-        AnyClientCert {
-            algs: algorithms(provider),
-            mandatory,
-        }
+    /// The verifier: this judge, with the handshake signature checked.
+    pub(crate) fn new(provider: &CryptoProvider, mandatory: bool) -> Signed<AnyClientCert> {
+        Signed::new(AnyClientCert { mandatory }, provider)
     }
 }
 
-impl ClientCertVerifier for AnyClientCert {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
+impl Judge for AnyClientCert {}
+
+impl ClientJudge for AnyClientCert {
     fn client_auth_mandatory(&self) -> bool {
         self.mandatory
-    }
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
     }
     fn verify_client_cert(
         &self,
@@ -65,25 +53,6 @@ impl ClientCertVerifier for AnyClientCert {
     ) -> Result<ClientCertVerified, Error> {
         parse_check(end_entity)?;
         Ok(ClientCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(message, cert, dss, &self.algs)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(message, cert, dss, &self.algs)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
     }
 }
 
@@ -240,7 +209,6 @@ pub(crate) enum Trust {
 #[derive(Debug)]
 pub(crate) struct FingerprintVerifier {
     trust: Trust,
-    algs: WebPkiSupportedAlgorithms,
     /// New hosts' certificates (fingerprint, host) waiting for their
     /// handshake signature.
     pending: Mutex<Vec<(String, String)>>,
@@ -259,14 +227,17 @@ pub(crate) fn cert_error(message: String) -> Error {
 }
 
 impl FingerprintVerifier {
-    pub(crate) fn new(trust: Trust, algs: WebPkiSupportedAlgorithms) -> FingerprintVerifier {
-        FingerprintVerifier {
+    /// The verifier: this judge, with the handshake signature checked.
+    pub(crate) fn new(trust: Trust, provider: &CryptoProvider) -> Signed<FingerprintVerifier> {
+        let judge = FingerprintVerifier {
             trust,
-            algs,
             pending: Mutex::new(Vec::new()),
-        }
+        };
+        Signed::new(judge, provider)
     }
+}
 
+impl Judge for FingerprintVerifier {
     /// The signature made with `cert`'s key verified: remember the
     /// certificate for the new host it was shown for.
     fn proven(&self, cert: &CertificateDer<'_>) -> Result<(), Error> {
@@ -297,7 +268,7 @@ fn host_of(name: &ServerName<'_>) -> String {
     }
 }
 
-impl ServerCertVerifier for FingerprintVerifier {
+impl ServerJudge for FingerprintVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -326,28 +297,5 @@ impl ServerCertVerifier for FingerprintVerifier {
                 Ok(ServerCertVerified::assertion())
             }
         }
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        let valid = verify_tls12_signature(message, cert, dss, &self.algs)?;
-        self.proven(cert)?;
-        Ok(valid)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        let valid = verify_tls13_signature(message, cert, dss, &self.algs)?;
-        self.proven(cert)?;
-        Ok(valid)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
     }
 }
