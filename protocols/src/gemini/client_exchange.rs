@@ -23,7 +23,7 @@ use twistor_reactor::{
     catch_panic, Address, ClientFactory, ConnId, Connector, DelayedCall, Factory, Protocol, Reactor, Reason,
     Transport,
 };
-use twistor_transports::tls::{connect_tls_with, TlsOptions};
+use twistor_transports::tls::{connect_tls_with, KnownHost, TlsOptions};
 use twistor_transports::ConnectOptions;
 use url::Url;
 
@@ -33,7 +33,6 @@ use super::client::{
 use super::client_conn::{ClientConn, Request, ResponseHeader};
 use super::client_error::FetchError;
 use super::client_trust::{client_config, Seen, ServerCert, ServerTrust, TrustDecision};
-use super::known_hosts::KnownHost;
 
 /// A fetch, shared by its connections, their factory and its timer.
 pub(crate) type Shared = Rc<RefCell<Fetch>>;

@@ -19,10 +19,11 @@ use twistor_transports::tls::rustls::pki_types::{CertificateDer, PrivateKeyDer, 
 use twistor_transports::tls::rustls::{
     self, CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme,
 };
-use twistor_transports::tls::{cert_facts, load_certs, load_key, Passphrase};
+use twistor_transports::tls::{
+    cert_facts, default_data_dir, format_time, load_certs, load_key, KnownHost, KnownHosts, Passphrase,
+};
 
 use super::certs::load_or_generate_cert;
-use super::known_hosts::{default_data_dir, format_time, KnownHost, KnownHosts};
 
 /// How a fetch decides whether to trust a server.
 ///

@@ -102,6 +102,7 @@ mod explain;
 mod factory;
 mod info;
 mod keys;
+mod known_hosts;
 mod layer;
 mod loader;
 mod options;
@@ -114,6 +115,7 @@ mod signatures;
 mod start;
 mod state;
 mod tcp;
+mod utc;
 mod verify;
 mod view;
 
@@ -124,6 +126,7 @@ pub use keys::{
     certs_from_pem, is_encrypted_key, key_from_pem, load_ca, load_certs, load_key, system_roots, Passphrase,
     PASSPHRASE_FILE_VAR,
 };
+pub use known_hosts::{default_data_dir, default_known_hosts_path, KnownHost, KnownHosts};
 pub use layer::TlsProtocol;
 pub use loader::default_server_config;
 pub use options::{TlsOptions, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_TLS_SHUTDOWN_TIMEOUT};
@@ -133,6 +136,7 @@ pub use selfsigned::{generate_self_signed_cert, generate_self_signed_pem, LOCAL_
 pub use server_config::{load_server_config, ClientAuth, ServerConfigBuilder};
 pub use start::{start_tls, TlsRole};
 pub use tcp::{connect_tls, connect_tls_with, listen_tls, listen_tls_with};
+pub use utc::format_time;
 pub use verify::{openssl_fingerprint, TofuStore};
 pub use view::TlsTransport;
 
