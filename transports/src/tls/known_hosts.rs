@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use super::tofu::{Pin, PinStore};
 use super::utc::{format_time, parse_time};
 
 /// The user's twistor data directory: `$XDG_DATA_HOME/twistor`, else
@@ -81,7 +82,8 @@ pub fn default_known_hosts_path() -> PathBuf {
 pub struct KnownHost {
     /// The host: a lowercase punycode name or an IP address.
     pub host: String,
-    /// The port.
+    /// The port; 0 stands for any port: the pins of a client that does
+    /// not say which port it connects to ([`Tofu::port`](super::Tofu::port)).
     pub port: u16,
     /// SHA-256 of the server's certificate, lowercase hex.
     pub fingerprint: String,
@@ -233,6 +235,56 @@ impl KnownHosts {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<KnownHost>> {
         // A panic while holding the lock leaves a whole Vec behind: use it.
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Trust on first use keeps its pins here by host and port (a client
+/// that does not say its port, under port 0), with their dates.
+impl PinStore for KnownHosts {
+    fn pin(&self, host: &str, port: Option<u16>) -> Option<Pin> {
+        self.get(host, port.unwrap_or(0)).map(Pin::from)
+    }
+
+    /// Remember `pin`; it must have its dates.
+    fn remember(&self, pin: Pin) -> io::Result<()> {
+        self.record(KnownHost::try_from(pin)?)
+    }
+}
+
+impl From<KnownHost> for Pin {
+    fn from(e: KnownHost) -> Pin {
+        Pin {
+            host: e.host,
+            port: (e.port != 0).then_some(e.port),
+            fingerprint: e.fingerprint,
+            first_seen: Some(e.first_seen),
+            expires: Some(e.expires),
+        }
+    }
+}
+
+/// A pin as a known-hosts entry: refused without its dates, which the
+/// file always has.
+impl TryFrom<Pin> for KnownHost {
+    type Error = io::Error;
+
+    fn try_from(pin: Pin) -> io::Result<KnownHost> {
+        let (Some(first_seen), Some(expires)) = (pin.first_seen, pin.expires) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the pin of {} has no first-seen or expiry date, which a known-hosts file keeps",
+                    pin.server()
+                ),
+            ));
+        };
+        Ok(KnownHost {
+            host: pin.host,
+            port: pin.port.unwrap_or(0),
+            fingerprint: pin.fingerprint,
+            first_seen,
+            expires,
+        })
     }
 }
 

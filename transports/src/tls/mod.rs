@@ -115,6 +115,8 @@ mod signatures;
 mod start;
 mod state;
 mod tcp;
+mod tofu;
+mod tofu_store;
 mod utc;
 mod verify;
 mod view;
@@ -136,8 +138,10 @@ pub use selfsigned::{generate_self_signed_cert, generate_self_signed_pem, LOCAL_
 pub use server_config::{load_server_config, ClientAuth, ServerConfigBuilder};
 pub use start::{start_tls, TlsRole};
 pub use tcp::{connect_tls, connect_tls_with, listen_tls, listen_tls_with};
+pub use tofu::{CertificateChanged, Pin, PinStore, Replacement, ServerCert, Tofu, TrustDecision};
+pub use tofu_store::TofuStore;
 pub use utc::format_time;
-pub use verify::{openssl_fingerprint, TofuStore};
+pub use verify::openssl_fingerprint;
 pub use view::TlsTransport;
 
 /// The rustls crate this module is built on (configurations are rustls's).
