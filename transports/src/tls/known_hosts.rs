@@ -115,6 +115,9 @@ impl KnownHost {
                 fields.len()
             ));
         };
+        if host.starts_with('#') {
+            return Err(format!("{host:?} is not a host"));
+        }
         let port = port
             .parse::<u16>()
             .map_err(|_| format!("{port:?} is not a port number"))?;
@@ -215,10 +218,17 @@ impl KnownHosts {
     }
 
     /// Remember `entry`, replacing any entry for its host and port, and
-    /// write the file (if this store has one).
-    pub fn record(&self, mut entry: KnownHost) -> io::Result<()> {
-        entry.host = entry.host.to_ascii_lowercase();
-        entry.fingerprint = entry.fingerprint.to_ascii_lowercase();
+    /// write the file (if this store has one). An entry the file could not
+    /// read back (a fingerprint that is not 64 hex digits, a host that is
+    /// empty, holds a space or starts with `#`) is refused.
+    pub fn record(&self, entry: KnownHost) -> io::Result<()> {
+        // Kept as the file would give it back: lowercase, whole seconds.
+        let entry = KnownHost::from_line(&entry.to_line()).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot keep {:?} as a known host: {e}", entry.host),
+            )
+        })?;
         let mut entries = self.lock();
         if let Some(path) = &self.path {
             // Whatever another client wrote since we read the file stays.
@@ -385,6 +395,29 @@ mod tests {
         assert!(KnownHost::from_line("example.org 1965").is_err());
         assert!(KnownHost::from_line(&line.replace("1965", "70000")).is_err());
         assert!(KnownHost::from_line(&line.replace(&"AB".repeat(32), "abc")).is_err());
+    }
+
+    #[test]
+    fn an_entry_that_would_not_read_back_is_refused() {
+        let path = std::env::temp_dir().join(format!("twistor-kh-unreadable-{}", std::process::id()));
+        let _ = fs::remove_file(&path);
+        let store = KnownHosts::open(&path).unwrap();
+        let entry = |host: &str, fp: &str| KnownHost {
+            host: host.into(),
+            port: 1965,
+            fingerprint: fp.into(),
+            first_seen: UNIX_EPOCH,
+            expires: UNIX_EPOCH,
+        };
+        assert!(store.record(entry("a.example", "ab")).is_err());
+        assert!(store.record(entry("two words", &"ab".repeat(32))).is_err());
+        assert!(store.record(entry("", &"ab".repeat(32))).is_err());
+        assert!(store.record(entry("#comment", &"ab".repeat(32))).is_err());
+        assert!(store.entries().is_empty());
+        store.record(entry("a.example", &"AB".repeat(32))).unwrap();
+        let again = KnownHosts::open(&path).unwrap();
+        assert_eq!(again.get("a.example", 1965).unwrap().fingerprint, "ab".repeat(32));
+        fs::remove_file(path).unwrap();
     }
 
     #[test]
