@@ -60,6 +60,17 @@
 //! and [`ClientConfigBuilder`] (system roots by default, CA files, or an
 //! explicit pinned fingerprint / trust on first use).
 //!
+//! Trust on first use ([`Tofu`]) is one verifier for every client
+//! (`ClientConfigBuilder::tofu`, the Gemini client): pins kept in a
+//! [`PinStore`], either [`KnownHosts`] (by host and port, with first-seen
+//! and expiry dates, in the file `twistor fetch` keeps) or [`TofuStore`]
+//! (one per host name), or a store of your own; a changed certificate is
+//! refused naming both fingerprints ([`CertificateChanged`]) unless the
+//! client was told to take it or the pin has expired; and a certificate
+//! is remembered only once the server's handshake signature has proved it
+//! holds the key. Every verifier here, whatever it trusts, checks that
+//! signature.
+//!
 //! A listener's configuration can be replaced while it serves
 //! ([`ReloadableServerConfig`], e.g. on SIGHUP): new connections get the
 //! new certificates, those in flight finish on the old ones.

@@ -1,7 +1,9 @@
 //! Certificate verifiers beyond "chains to a trusted root": a server that
 //! accepts any client certificate (the Gemini convention), and clients that
-//! trust a pinned fingerprint or trust on first use. All of them still
-//! verify the handshake signature, so the peer proves it holds the key.
+//! trust a pinned fingerprint or trust on first use (whose rules and pins
+//! are in `tofu.rs`; this is where a certificate waits for the proof of its
+//! key before it is remembered). All of them still verify the handshake
+//! signature (`signatures.rs`), so the peer proves it holds the key.
 
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
