@@ -109,6 +109,7 @@
 //! ```
 
 mod client_config;
+mod decision;
 mod explain;
 mod factory;
 mod info;
@@ -133,6 +134,7 @@ mod verify;
 mod view;
 
 pub use client_config::ClientConfigBuilder;
+pub use decision::{CertificateChanged, Replacement, ServerCert, TrustDecision};
 pub use factory::{TlsClientFactory, TlsServerFactory};
 pub use info::{cert_facts, sha256_fingerprint};
 pub use keys::{
@@ -149,7 +151,7 @@ pub use selfsigned::{generate_self_signed_cert, generate_self_signed_pem, LOCAL_
 pub use server_config::{load_server_config, ClientAuth, ServerConfigBuilder};
 pub use start::{start_tls, TlsRole};
 pub use tcp::{connect_tls, connect_tls_with, listen_tls, listen_tls_with};
-pub use tofu::{CertificateChanged, Pin, PinStore, Replacement, ServerCert, Tofu, TrustDecision};
+pub use tofu::{Pin, PinStore, Tofu};
 pub use tofu_store::TofuStore;
 pub use utc::format_time;
 pub use verify::openssl_fingerprint;

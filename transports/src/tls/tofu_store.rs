@@ -6,7 +6,8 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::tofu::{changed_message, Pin, PinStore};
+use super::decision::changed_message;
+use super::tofu::{Pin, PinStore};
 use super::verify::normal_fingerprint;
 
 /// Known server fingerprints for trust on first use, by host name,

@@ -15,9 +15,10 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::ClientCertVerified;
 use rustls::{CertificateError, Error};
 
+use super::decision::Offered;
 use super::info::{cert_facts, sha256_fingerprint};
 use super::signatures::{ClientJudge, Judge, ServerJudge, Signed};
-use super::tofu::{Offered, Tofu};
+use super::tofu::Tofu;
 
 fn parse_check(der: &CertificateDer<'_>) -> Result<(), Error> {
     x509_parser::parse_x509_certificate(der)
