@@ -218,8 +218,18 @@ impl Tofu {
     }
 
     /// Take a certificate that differs from the pin, and remember it in
-    /// the pin's place ([`Replacement::TrustNew`](super::Replacement::TrustNew)): for when the user says
-    /// the server has a new certificate.
+    /// the pin's place
+    /// ([`Replacement::TrustNew`](super::Replacement::TrustNew)): for when
+    /// the user says the server has a new certificate (`twistor fetch
+    /// --trust-new`).
+    ///
+    /// ```
+    /// use twistor_transports::tls::{ClientConfigBuilder, KnownHosts, Tofu};
+    /// let store = KnownHosts::in_memory();
+    /// let renewed = Tofu::new(store).port(1965).trust_new(true);
+    /// let config = ClientConfigBuilder::new().tofu(renewed).build().unwrap();
+    /// # let _ = config;
+    /// ```
     pub fn trust_new(mut self, yes: bool) -> Tofu {
         self.trust_new = yes;
         self
