@@ -299,3 +299,38 @@ fn debug_logs_sizes_and_addresses_never_payloads_for_tcp_and_udp() {
     let (_, log) = server.stop();
     assert!(!log.iter().any(|l| l.contains("payload-that")), "{log:?}");
 }
+
+#[test]
+fn threads_run_several_reactors_on_one_port_and_stop_together() {
+    let server = Running::start(echo(&["--threads", "2", "--port", "0", "--udp"]));
+    server.wait_line("the group starts", |l| l.contains("running 2 reactors"));
+    let port = server.wait_port("TCP echo on");
+    // Connections from many source ports: the kernel spreads them over the
+    // two listeners; every one is echoed whichever reactor has it.
+    let mut conns: Vec<TcpStream> = (0..32)
+        .map(|i| {
+            let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            c.set_read_timeout(Some(WAIT)).unwrap();
+            let msg = format!("hello {i:02}");
+            c.write_all(msg.as_bytes()).unwrap();
+            let mut back = [0u8; 8];
+            c.read_exact(&mut back).unwrap();
+            assert_eq!(&back, msg.as_bytes());
+            c
+        })
+        .collect();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(WAIT)).unwrap();
+    udp.send_to(b"datagram", ("127.0.0.1", port)).unwrap();
+    let mut buf = [0u8; 16];
+    let (n, _) = udp.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"datagram");
+    // One SIGTERM stops every reactor; each connection sees a clean close.
+    let (status, _) = server.stop();
+    assert!(status.success(), "{status:?}");
+    for c in &mut conns {
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).expect("a clean close");
+        assert!(rest.is_empty());
+    }
+}

@@ -215,3 +215,30 @@ fn bad_flags_and_files_are_one_line_and_status_2() {
     }
     std::fs::remove_dir_all(home).unwrap();
 }
+
+#[test]
+fn threads_serve_from_several_reactors_on_one_port() {
+    if !have("python3") {
+        return;
+    }
+    let home = temp_dir("cli-threads");
+    let (child, log, rx) = start(&home, &["--port", "0", "--threads", "2"]);
+    assert!(log.iter().any(|l| l.contains("running 2 reactors")), "{log:?}");
+    let line = log.iter().find(|l| l.contains("Gemini on")).unwrap();
+    let port: u16 = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // Each request is a new connection from a new source port: the kernel
+    // spreads them over both reactors' listeners, and each reactor's own
+    // server answers with the one certificate kept in the state directory.
+    let answers = ask((0..16)
+        .map(|_| Ask::line(addr, &format!("gemini://localhost:{port}/")))
+        .collect());
+    assert!(
+        answers.iter().all(|a| a.header() == "20 text/gemini"),
+        "{answers:?}"
+    );
+    assert!(answers.iter().all(|a| a.server_cert == answers[0].server_cert));
+    assert!(answers.iter().all(|a| a.close_notify));
+    stop(child, &rx);
+    std::fs::remove_dir_all(home).unwrap();
+}

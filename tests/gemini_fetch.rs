@@ -567,3 +567,58 @@ fn a_titan_upload_from_the_command_line() {
     assert_eq!(log.borrow()[1].0, format!("{url};size=300000;mime=text/plain"));
     std::fs::remove_dir_all(home).unwrap();
 }
+
+#[test]
+fn a_titan_upload_from_the_command_line_to_twistors_own_server() {
+    use twistor::protocols::gemini::TitanOptions;
+    let home = temp_dir("fetch-titan-server");
+    let root = home.join("wiki");
+    std::fs::create_dir_all(&root).unwrap();
+    let mut r = reactor();
+    let (chain, key) = generate_self_signed_cert(&["localhost"]).unwrap();
+    let files = StaticFiles::new(&root)
+        .with_titan(TitanOptions::new("s3cret"))
+        .unwrap();
+    let server = Server::builder()
+        .host(VirtualHost::new("localhost", files).cert(chain, key))
+        .build()
+        .unwrap();
+    let port = server.listen(&mut r, "127.0.0.1:0").unwrap().port();
+    let page = home.join("notes.gmi");
+    let content = "# Notes\n\nWritten with twistor fetch.\n".repeat(2_000);
+    std::fs::write(&page, &content).unwrap();
+    let url = format!("titan://localhost:{port}/notes.gmi");
+
+    // A wrong token is refused (59: exit status 5) and nothing is written.
+    let run = twistor_fetch(
+        &mut r,
+        &home,
+        &[&url, "--upload", page.to_str().unwrap(), "--token", "guess"],
+    );
+    assert_eq!(run.code, Some(5), "{run:?}");
+    assert!(!root.join("notes.gmi").exists());
+
+    // The upload is answered with a redirect to the page, which fetch
+    // follows: what it prints is what it uploaded.
+    let run = twistor_fetch(
+        &mut r,
+        &home,
+        &[&url, "--upload", page.to_str().unwrap(), "--token", "s3cret"],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(run.header(), "20 text/gemini", "{run:?}");
+    assert!(run.stdout == content, "printed {} bytes", run.stdout.len());
+    assert_eq!(std::fs::read_to_string(root.join("notes.gmi")).unwrap(), content);
+
+    // An empty upload (size=0) deletes the page.
+    let empty = home.join("empty");
+    std::fs::write(&empty, b"").unwrap();
+    let run = twistor_fetch(
+        &mut r,
+        &home,
+        &[&url, "--upload", empty.to_str().unwrap(), "--token", "s3cret"],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(!root.join("notes.gmi").exists());
+    std::fs::remove_dir_all(home).unwrap();
+}

@@ -15,10 +15,7 @@
 //! after a `STARTTLS` command must not be read as if it had come through TLS
 //! (the CVE-2011-0411 bug class).
 
-use std::io;
-use std::time::Duration;
-
-use twistor_reactor::{Address, ConnId, Reactor, Reason, TlsInfo, Transport, Upgrade};
+use twistor_reactor::{Transport, WrappingTransport};
 
 /// What a framing's state must offer its [`Control`]. Implemented by
 /// [`LineState`](crate::LineState) and [`StringState`](crate::StringState);
@@ -127,74 +124,16 @@ impl<'a, S: FramingState> Control<'a, S> {
     }
 }
 
-impl<S: FramingState> Transport for Control<'_, S> {
-    fn write(&mut self, data: &[u8]) {
-        self.t.write(data)
+impl<S: FramingState> WrappingTransport for Control<'_, S> {
+    fn below(&self) -> &dyn Transport {
+        &*self.t
     }
-    fn write_sequence(&mut self, bufs: &[&[u8]]) {
-        self.t.write_sequence(bufs)
+    fn below_mut(&mut self) -> &mut dyn Transport {
+        &mut *self.t
     }
-    fn lose_connection(&mut self) {
-        self.t.lose_connection()
-    }
-    fn lose_connection_with(&mut self, reason: Reason) {
-        self.t.lose_connection_with(reason)
-    }
-    fn abort_connection(&mut self) {
-        self.t.abort_connection()
-    }
-    fn write_eof(&mut self) {
-        self.t.write_eof()
-    }
-    fn can_write_eof(&self) -> bool {
-        self.t.can_write_eof()
-    }
-    fn pause_reading(&mut self) {
-        self.t.pause_reading()
-    }
-    fn resume_reading(&mut self) {
-        self.t.resume_reading()
-    }
-    fn is_reading(&self) -> bool {
-        self.t.is_reading()
-    }
-    fn is_closing(&self) -> bool {
-        self.t.is_closing()
-    }
-    fn write_buffer_size(&self) -> usize {
-        self.t.write_buffer_size()
-    }
-    fn set_write_buffer_limits(&mut self, high: usize, low: usize) {
-        self.t.set_write_buffer_limits(high, low)
-    }
-    fn write_buffer_limits(&self) -> (usize, usize) {
-        self.t.write_buffer_limits()
-    }
-    fn peer(&self) -> Address {
-        self.t.peer()
-    }
-    fn host(&self) -> Address {
-        self.t.host()
-    }
-    fn id(&self) -> ConnId {
-        self.t.id()
-    }
-    fn reactor(&mut self) -> &mut Reactor {
-        self.t.reactor()
-    }
-    fn set_nodelay(&mut self, on: bool) -> io::Result<()> {
-        self.t.set_nodelay(on)
-    }
-    fn set_keepalive(&mut self, idle: Option<Duration>) -> io::Result<()> {
-        self.t.set_keepalive(idle)
-    }
-    fn tls_info(&self) -> Option<&TlsInfo> {
-        self.t.tls_info()
-    }
-    fn upgrade(&mut self, upgrade: Upgrade) {
+    fn on_upgrade(&mut self) {
         // STARTTLS: what is still buffered arrived in plaintext before the
         // handshake and must never be interpreted.
         self.st.discard_input();
-        self.t.upgrade(upgrade)
     }
 }

@@ -21,7 +21,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use twistor_reactor::{Address, Factory, Protocol, ProtocolCall, Reason, Transport};
+use twistor_reactor::{Address, Factory, Protocol, Reason, Transport, WrappingProtocol};
 
 type OverflowFn = Box<dyn FnMut(&Address) -> Option<Box<dyn Protocol>>>;
 
@@ -204,29 +204,11 @@ impl Drop for Counted {
     }
 }
 
-impl Protocol for Counted {
-    fn connection_made(&mut self, t: &mut dyn Transport) {
-        self.inner.connection_made(t);
+impl WrappingProtocol for Counted {
+    fn inner(&mut self) -> &mut dyn Protocol {
+        &mut *self.inner
     }
-    fn data_received(&mut self, t: &mut dyn Transport, data: &[u8]) {
-        self.inner.data_received(t, data);
-    }
-    fn eof_received(&mut self, t: &mut dyn Transport) -> bool {
-        self.inner.eof_received(t)
-    }
-    fn connection_lost(&mut self, t: &mut dyn Transport, reason: &Reason) {
+    fn on_connection_lost(&mut self, _: &mut dyn Transport, _: &Reason) {
         self.release();
-        self.inner.connection_lost(t, reason);
-    }
-    fn pause_writing(&mut self, t: &mut dyn Transport) {
-        self.inner.pause_writing(t);
-    }
-    fn resume_writing(&mut self, t: &mut dyn Transport) {
-        self.inner.resume_writing(t);
-    }
-    fn route_call(&mut self, t: &mut dyn Transport, call: ProtocolCall) -> Option<ProtocolCall> {
-        let call = self.inner.route_call(t, call)?;
-        call(&mut *self.inner, t);
-        None
     }
 }

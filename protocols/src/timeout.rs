@@ -29,13 +29,10 @@
 //! no `reset_timeout` until it is complete.
 
 use std::cell::Cell;
-use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 
-use twistor_reactor::{
-    Address, ConnId, DelayedCall, Protocol, ProtocolCall, Reactor, Reason, TlsInfo, Transport, Upgrade,
-};
+use twistor_reactor::{DelayedCall, Protocol, ProtocolCall, Reason, Transport, WrappingTransport};
 
 type TimeoutAction<P> = Box<dyn FnMut(&mut P, &mut dyn Transport)>;
 
@@ -455,73 +452,14 @@ impl Drop for TimedTransport<'_> {
     }
 }
 
-impl Transport for TimedTransport<'_> {
-    fn write(&mut self, data: &[u8]) {
-        self.note(data.len());
-        self.t.write(data)
+impl WrappingTransport for TimedTransport<'_> {
+    fn below(&self) -> &dyn Transport {
+        &*self.t
     }
-    fn write_sequence(&mut self, bufs: &[&[u8]]) {
-        self.note(bufs.iter().map(|b| b.len()).sum());
-        self.t.write_sequence(bufs)
+    fn below_mut(&mut self) -> &mut dyn Transport {
+        &mut *self.t
     }
-    fn lose_connection(&mut self) {
-        self.t.lose_connection()
-    }
-    fn lose_connection_with(&mut self, reason: Reason) {
-        self.t.lose_connection_with(reason)
-    }
-    fn abort_connection(&mut self) {
-        self.t.abort_connection()
-    }
-    fn write_eof(&mut self) {
-        self.t.write_eof()
-    }
-    fn can_write_eof(&self) -> bool {
-        self.t.can_write_eof()
-    }
-    fn pause_reading(&mut self) {
-        self.t.pause_reading()
-    }
-    fn resume_reading(&mut self) {
-        self.t.resume_reading()
-    }
-    fn is_reading(&self) -> bool {
-        self.t.is_reading()
-    }
-    fn is_closing(&self) -> bool {
-        self.t.is_closing()
-    }
-    fn write_buffer_size(&self) -> usize {
-        self.t.write_buffer_size()
-    }
-    fn set_write_buffer_limits(&mut self, high: usize, low: usize) {
-        self.t.set_write_buffer_limits(high, low)
-    }
-    fn write_buffer_limits(&self) -> (usize, usize) {
-        self.t.write_buffer_limits()
-    }
-    fn peer(&self) -> Address {
-        self.t.peer()
-    }
-    fn host(&self) -> Address {
-        self.t.host()
-    }
-    fn id(&self) -> ConnId {
-        self.t.id()
-    }
-    fn reactor(&mut self) -> &mut Reactor {
-        self.t.reactor()
-    }
-    fn set_nodelay(&mut self, on: bool) -> io::Result<()> {
-        self.t.set_nodelay(on)
-    }
-    fn set_keepalive(&mut self, idle: Option<Duration>) -> io::Result<()> {
-        self.t.set_keepalive(idle)
-    }
-    fn tls_info(&self) -> Option<&TlsInfo> {
-        self.t.tls_info()
-    }
-    fn upgrade(&mut self, upgrade: Upgrade) {
-        self.t.upgrade(upgrade)
+    fn on_write(&mut self, len: usize) {
+        self.note(len);
     }
 }

@@ -1,10 +1,10 @@
 //! The Gemini client against twistor's Gemini server, both in this
 //! process on one reactor, over real loopback sockets: trust on first use
 //! (first use, a changed certificate refused with both fingerprints, then
-//! replaced on request; an expired pin replaced), redirects (followed,
-//! across hosts, loops, limits, other schemes), input, SNI only for names,
-//! a client certificate reaching a CGI script and not another host, and
-//! every limit's error.
+//! replaced on request; an expired pin replaced; two ports of one host
+//! pinned apart), redirects (followed, across hosts, loops, limits, other
+//! schemes), input, SNI only for names, a client certificate reaching a CGI
+//! script and not another host, and every limit's error.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -249,6 +249,28 @@ fn an_expired_pin_is_replaced_but_a_valid_one_is_not() {
     let valid = SystemTime::now() + Duration::from_secs(86_400);
     let err = get(&mut r, &url, tofu(&pin(valid))).unwrap_err();
     assert!(matches!(err, FetchError::CertificateChanged(_)), "{err}");
+}
+
+#[test]
+fn two_ports_of_one_host_are_trusted_apart() {
+    let mut r = reactor();
+    let (one, two) = (server(&["one"], None), server(&["two"], None));
+    let p1 = listen(&mut r, &one, "127.0.0.1:0").port();
+    let p2 = listen(&mut r, &two, "127.0.0.1:0").port();
+    let store = KnownHosts::in_memory();
+    for (p, s) in [(p1, &one), (p2, &two), (p1, &one), (p2, &two)] {
+        let resp = get(&mut r, &format!("gemini://localhost:{p}/"), tofu(&store)).unwrap();
+        assert_eq!(resp.head.server_cert.fingerprint, s.fingerprints()[0].1);
+    }
+    assert_eq!(
+        store.get("localhost", p1).unwrap().fingerprint,
+        one.fingerprints()[0].1
+    );
+    assert_eq!(
+        store.get("localhost", p2).unwrap().fingerprint,
+        two.fingerprints()[0].1
+    );
+    assert_eq!(store.entries().len(), 2);
 }
 
 #[test]

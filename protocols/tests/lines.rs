@@ -475,3 +475,38 @@ proptest! {
         prop_assert_eq!(got, expected);
     }
 }
+
+#[test]
+fn a_line_handler_reaches_every_transport_setting_through_its_control() {
+    // The control forwards everything, the write-buffer cap included, and
+    // an idle timeout's view does too.
+    let mut p = LineReceiver::new(|c: &mut LineControl<'_>, line: &[u8]| {
+        if line == b"CAP" {
+            c.set_max_write_buffer(4096);
+        }
+    });
+    let mut t = StringTransport::new();
+    p.data_received(&mut t, b"CAP\r\n");
+    assert_eq!(t.max_write_buffer(), Some(4096));
+
+    struct Caps;
+    impl Protocol for Caps {
+        fn connection_made(&mut self, t: &mut dyn Transport) {
+            t.set_max_write_buffer(8192);
+        }
+        fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+    }
+    let mut pair = MemoryPair::new(
+        Box::new(Recorder::new().0),
+        Box::new(twistor_protocols::IdleTimeout::new(
+            Caps,
+            std::time::Duration::from_secs(60),
+        )),
+    )
+    .unwrap();
+    pair.pump();
+    let cap = Rc::new(RefCell::new(None));
+    let seen = cap.clone();
+    pair.with_server(move |_, t| *seen.borrow_mut() = t.max_write_buffer());
+    assert_eq!(*cap.borrow(), Some(8192));
+}

@@ -127,6 +127,7 @@ mod stream;
 pub mod testing;
 mod threads;
 mod timer;
+mod wrap;
 mod write_buf;
 
 pub use address::Address;
@@ -154,4 +155,5 @@ pub use stream::{
 };
 pub use threads::{Remote, POOL_THREADS};
 pub use timer::{DelayedCall, LoopingCall};
+pub use wrap::{WrappingProtocol, WrappingTransport};
 pub use write_buf::DEFAULT_WRITE_POOL;

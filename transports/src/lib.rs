@@ -66,6 +66,7 @@ pub mod proxy;
 pub mod reconnect;
 mod sock;
 pub mod tcp;
+pub mod terminal;
 pub mod tls;
 pub mod udp;
 pub mod unix;

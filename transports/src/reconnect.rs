@@ -13,8 +13,8 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use twistor_reactor::{
-    Address, ClientFactory, Connector, DelayedCall, Factory, Protocol, ProtocolCall, Reactor, Reason,
-    Transport,
+    Address, ClientFactory, Connector, DelayedCall, Factory, Protocol, Reactor, Reason, Transport,
+    WrappingProtocol,
 };
 
 type Build = Box<dyn FnMut(&Address) -> Option<Box<dyn Protocol>>>;
@@ -253,32 +253,14 @@ struct Made {
     initial_delay: Duration,
 }
 
-impl Protocol for Made {
-    fn connection_made(&mut self, t: &mut dyn Transport) {
+impl WrappingProtocol for Made {
+    fn inner(&mut self) -> &mut dyn Protocol {
+        &mut *self.inner
+    }
+    fn on_connection_made(&mut self, _: &mut dyn Transport) {
         self.state.connecting.borrow_mut().take();
         self.state.retries.set(0);
         self.state.delay.set(self.initial_delay);
-        self.inner.connection_made(t);
-    }
-    fn data_received(&mut self, t: &mut dyn Transport, data: &[u8]) {
-        self.inner.data_received(t, data);
-    }
-    fn eof_received(&mut self, t: &mut dyn Transport) -> bool {
-        self.inner.eof_received(t)
-    }
-    fn connection_lost(&mut self, t: &mut dyn Transport, reason: &Reason) {
-        self.inner.connection_lost(t, reason);
-    }
-    fn pause_writing(&mut self, t: &mut dyn Transport) {
-        self.inner.pause_writing(t);
-    }
-    fn resume_writing(&mut self, t: &mut dyn Transport) {
-        self.inner.resume_writing(t);
-    }
-    fn route_call(&mut self, t: &mut dyn Transport, call: ProtocolCall) -> Option<ProtocolCall> {
-        let call = self.inner.route_call(t, call)?;
-        call(&mut *self.inner, t);
-        None
     }
 }
 
@@ -364,7 +346,8 @@ mod tests {
         let mut t = StringTransport::new();
         p.connection_made(&mut t);
         assert_eq!(f.current_delay(), Duration::from_secs(1));
-        let call: ProtocolCall = Box::new(|p, _| assert!(p.downcast_mut::<Quiet>().is_some()));
+        let call: twistor_reactor::ProtocolCall =
+            Box::new(|p, _| assert!(p.downcast_mut::<Quiet>().is_some()));
         let routed = p.route_call(&mut t, call);
         assert!(routed.is_none(), "the call did not go through to the protocol");
     }

@@ -40,18 +40,12 @@ pub struct KeptCert {
 /// assert!(dir.ends_with("gemini"));
 /// ```
 pub fn default_state_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_DATA_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|h| PathBuf::from(h).join(".local/share"))
-        });
-    match base {
-        Some(b) => b.join("twistor").join("gemini"),
-        None => PathBuf::from(".twistor-gemini"),
+    let data = super::default_data_dir();
+    if data.ends_with(".twistor") {
+        // Neither XDG_DATA_HOME nor HOME: a directory of the current one.
+        return PathBuf::from(".twistor-gemini");
     }
+    data.join("gemini")
 }
 
 /// Load the certificate kept in `dir` for `names` (the first name picks

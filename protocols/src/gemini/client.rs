@@ -121,7 +121,14 @@ impl Target {
                 "{url}: only gemini:// and titan:// URLs can be fetched"
             )));
         }
-        let line = parse_request_line(format!("{url}\r\n").as_bytes())
+        // The host, port and form are checked as the server will check them;
+        // a titan:// URL as its gemini:// twin, since its parameters (size
+        // first of all) are added only when the request is made.
+        let mut checked = url.clone();
+        if url.scheme() == "titan" {
+            let _ = checked.set_scheme("gemini");
+        }
+        let line = parse_request_line(format!("{checked}\r\n").as_bytes())
             .map_err(|refusal| FetchError::BadUrl(format!("{url}: {}", refusal.meta)))?
             .ok_or_else(|| FetchError::BadUrl(format!("{url}: not a valid request")))?;
         let host = host_name(&line.host);

@@ -1,6 +1,6 @@
 //! One fetch from start to end: the connections it makes (one per
-//! request: redirects make more), the whole-fetch deadline, trust on first
-//! use recorded once a handshake has completed, redirects followed or
+//! request: redirects make more), the whole-fetch deadline, the
+//! certificate's trust decision taken from its verifier, redirects followed or
 //! refused, and the handler told exactly once how it ended.
 //!
 //! A fetch goes through four phases, changed only by [`Fetch::enter`],
@@ -17,7 +17,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use twistor_reactor::{
     catch_panic, Address, ClientFactory, ConnId, Connector, DelayedCall, Factory, Protocol, Reactor, Reason,
@@ -32,8 +32,7 @@ use super::client::{
 };
 use super::client_conn::{ClientConn, Request, ResponseHeader};
 use super::client_error::FetchError;
-use super::client_trust::{client_config, Seen, ServerCert, ServerTrust, TrustDecision};
-use super::known_hosts::KnownHost;
+use super::client_trust::{client_config, Seen, ServerCert};
 
 /// A fetch, shared by its connections, their factory and its timer.
 pub(crate) type Shared = Rc<RefCell<Fetch>>;
@@ -196,14 +195,8 @@ fn connect(r: &mut Reactor, rc: &Shared) {
             Some((h, p)) if *h == target.host && *p == target.port => f.opts.identity.as_ref(),
             _ => None,
         };
-        client_config(
-            &target.host,
-            target.port,
-            &f.opts.trust,
-            f.opts.trust_new,
-            identity,
-        )
-        .map(|(config, seen)| (config, seen, target, f.seq, f.opts.connect_timeout))
+        client_config(target.port, &f.opts.trust, f.opts.trust_new, identity)
+            .map(|(config, seen)| (config, seen, target, f.seq, f.opts.connect_timeout))
     };
     let (config, seen, target, seq, limit) = match prepared {
         Ok(p) => p,
@@ -296,7 +289,6 @@ pub(crate) fn on_connected(t: &mut dyn Transport, rc: &Shared, seq: u64) -> Opti
         let cert = seen.lock().unwrap_or_else(|e| e.into_inner()).take();
         match cert {
             Some(Ok(cert)) => {
-                remember(&f.opts.trust, f.target.as_ref().expect("a target"), &cert);
                 f.enter(Phase::Exchanging {
                     seq,
                     conn: t.id(),
@@ -327,37 +319,6 @@ pub(crate) fn on_connected(t: &mut dyn Transport, rc: &Shared, seq: u64) -> Opti
             finish(t.reactor(), rc, Err(e), false);
             None
         }
-    }
-}
-
-/// Trust on first use: remember a certificate trusted for the first time
-/// or in place of another, now that the handshake proved its key.
-fn remember(trust: &ServerTrust, target: &Target, cert: &ServerCert) {
-    let ServerTrust::KnownHosts(store) = trust else {
-        return;
-    };
-    if !matches!(
-        cert.decision,
-        TrustDecision::FirstUse | TrustDecision::Replaced { .. }
-    ) {
-        return;
-    }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let entry = KnownHost {
-        host: target.host.clone(),
-        port: target.port,
-        fingerprint: cert.fingerprint.clone(),
-        first_seen: UNIX_EPOCH + Duration::from_secs(now),
-        expires: cert.not_after,
-    };
-    if let Err(e) = store.record(entry) {
-        log::warn!(
-            "{e}; the certificate of {} is trusted for this fetch only",
-            target.authority()
-        );
     }
 }
 

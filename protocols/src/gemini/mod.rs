@@ -84,7 +84,6 @@ mod client_exchange;
 mod client_trust;
 mod client_upload;
 mod config;
-mod known_hosts;
 mod proxy;
 mod relay;
 mod request;
@@ -115,7 +114,6 @@ pub use config::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STALL_TIMEOUT,
     DEFAULT_UPLOAD_TIMEOUT,
 };
-pub use known_hosts::{default_data_dir, default_known_hosts_path, format_time, KnownHost, KnownHosts};
 pub use proxy::{GeminiProxy, ProxyBuilder, UpstreamTrust, DEFAULT_PROXY_TIMEOUT};
 pub use request::{
     host_name, normalize_host, parse_request_line, ClientCert, Refusal, Request, RequestLine, TlsFacts,
@@ -132,6 +130,9 @@ pub use static_files::{StaticFiles, DEFAULT_INDEX_FILE};
 pub use static_upload::TitanOptions;
 pub use terminal::ask_input;
 pub use titan::{collect, Titan, UploadFlow, UploadReceiver, DEFAULT_MAX_UPLOAD, DEFAULT_UPLOAD_MIME};
+pub use twistor_transports::tls::{
+    default_data_dir, default_known_hosts_path, format_time, KnownHost, KnownHosts,
+};
 
 /// The URL crate requests are parsed with (its `Url` and `Host` appear in
 /// this module's API).

@@ -1,8 +1,10 @@
 //! Asking the user for what a 10 or 11 response wants: the prompt on
 //! standard error, one line read from standard input, with terminal echo
-//! turned off for a secret (11).
+//! turned off for a secret (11). The terminal handling is the transports
+//! crate's ([`twistor_transports::terminal`]), shared with the passphrase
+//! prompt.
 
-use std::io::{self, BufRead, Write};
+use std::io;
 
 /// Print `prompt` on standard error and read one line from standard
 /// input (without its line ending). With `sensitive` (status 11) and a
@@ -19,59 +21,5 @@ use std::io::{self, BufRead, Write};
 /// }
 /// ```
 pub fn ask_input(prompt: &str, sensitive: bool) -> io::Result<Option<String>> {
-    // SAFETY: isatty only inspects the descriptor.
-    let terminal = unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
-    let echo = if sensitive && terminal {
-        EchoOff::new()
-    } else {
-        EchoOff(None)
-    };
-    let mut stderr = io::stderr();
-    write!(stderr, "{prompt}")?;
-    stderr.flush()?;
-    let mut line = String::new();
-    let n = io::stdin().lock().read_line(&mut line)?;
-    if !terminal || echo.0.is_some() {
-        // Nothing echoed the Enter that ended the line: end it here.
-        writeln!(stderr)?;
-    }
-    drop(echo);
-    if n == 0 {
-        return Ok(None);
-    }
-    Ok(Some(line.trim_end_matches(['\r', '\n']).to_string()))
-}
-
-/// Turns the terminal's echo off for its lifetime (nothing when that
-/// fails).
-struct EchoOff(Option<libc::termios>);
-
-impl EchoOff {
-    fn new() -> EchoOff {
-        // SAFETY: termios is plain data that tcgetattr fills or leaves
-        // alone on failure.
-        unsafe {
-            let mut t: libc::termios = std::mem::zeroed();
-            if libc::tcgetattr(libc::STDIN_FILENO, &mut t) != 0 {
-                return EchoOff(None);
-            }
-            let saved = t;
-            t.c_lflag &= !libc::ECHO;
-            if libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &t) != 0 {
-                return EchoOff(None);
-            }
-            EchoOff(Some(saved))
-        }
-    }
-}
-
-impl Drop for EchoOff {
-    fn drop(&mut self) {
-        if let Some(t) = self.0 {
-            // SAFETY: restores the settings read in `new`.
-            unsafe {
-                libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &t);
-            }
-        }
-    }
+    twistor_transports::terminal::ask_line(prompt, sensitive)
 }

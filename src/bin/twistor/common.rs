@@ -3,10 +3,10 @@
 //! passphrase comes from (asked once, kept for reloads), and the PROXY
 //! protocol flags of the servers.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use twistor::transports::proxy::{IpNet, ProxyMode, ProxyOptions, DEFAULT_PROXY_TIMEOUT};
@@ -41,10 +41,14 @@ pub fn passphrase(file: Option<&PathBuf>) -> Passphrase {
     }
 }
 
-thread_local! {
-    /// Passphrases typed on the terminal, by key file: kept in memory so
-    /// that a reload, which runs on the loop, never has to ask.
-    static TYPED: RefCell<HashMap<PathBuf, String>> = RefCell::new(HashMap::new());
+/// Passphrases typed on the terminal, by key file: kept in memory so that
+/// a reload, which runs on a loop (one of several with `--threads`), never
+/// has to ask.
+static TYPED: Mutex<Option<HashMap<PathBuf, String>>> = Mutex::new(None);
+
+fn typed(key: &Path) -> Option<String> {
+    let t = TYPED.lock().unwrap_or_else(|e| e.into_inner());
+    t.as_ref().and_then(|m| m.get(key).cloned())
 }
 
 /// Whether loading a key may ask for its passphrase on the terminal:
@@ -69,7 +73,7 @@ pub fn key_passphrase(key: &Path, file: Option<&PathBuf>, asking: Asking) -> std
     if source != Passphrase::Prompt {
         return Ok(source);
     }
-    if let Some(typed) = TYPED.with(|t| t.borrow().get(key).cloned()) {
+    if let Some(typed) = typed(key) {
         return Ok(Passphrase::Value(typed));
     }
     // An unreadable file is reported by whoever loads it.
@@ -81,7 +85,11 @@ pub fn key_passphrase(key: &Path, file: Option<&PathBuf>, asking: Asking) -> std
         return Ok(Passphrase::None);
     }
     let typed = Passphrase::Prompt.get()?;
-    TYPED.with(|t| t.borrow_mut().insert(key.to_path_buf(), typed.clone()));
+    TYPED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(HashMap::new)
+        .insert(key.to_path_buf(), typed.clone());
     Ok(Passphrase::Value(typed))
 }
 

@@ -12,9 +12,11 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use twistor::prelude::*;
+use twistor::reactor::ReactorGroup;
 use twistor::reactor::SIGHUP;
 use twistor::transports::tls::{self, ReloadableServerConfig, ServerConfigBuilder, TlsOptions};
-use twistor::transports::{listen_tcp_with, listen_udp, ListenAddr, ListenOptions, UdpEcho};
+use twistor::transports::udp::{listen_udp_with, UdpOptions};
+use twistor::transports::{listen_tcp_with, ListenAddr, ListenOptions, UdpEcho};
 
 use crate::certificate::ServerCert;
 use crate::common::{self, Asking, ProxyArgs};
@@ -58,6 +60,11 @@ pub struct EchoArgs {
     /// [default: twistor-echo-PORT.crt in the temporary directory]
     #[arg(long, value_name = "FILE", requires = "tls", conflicts_with = "cert")]
     cert_out: Option<PathBuf>,
+    /// Reactors to run, each on its own thread with its own SO_REUSEPORT
+    /// listeners (the kernel spreads connections over them); 0 = one per
+    /// core
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    threads: usize,
     #[command(flatten)]
     proxy: ProxyArgs,
 }
@@ -122,64 +129,117 @@ fn listen_addr(ip: Option<IpAddr>, port: u16) -> ListenAddr {
 
 pub fn run(args: EchoArgs) -> io::Result<()> {
     let ips = interfaces(args.host.as_deref())?;
-    let mut reactor = Reactor::new()?;
+    let several = args.threads != 1;
     let opts = ListenOptions {
         proxy_protocol: args.proxy.options().unwrap_or_default(),
+        // Each reactor of a group has its own listener on the same port.
+        reuse_port: several,
         ..ListenOptions::default()
     };
-    // With --port 0 the first listener picks the number; the others, and
-    // UDP, take the same one.
-    let mut port = args.port;
+    let cert = match (&args.tls, &args.cert, &args.key) {
+        (false, _, _) => None,
+        (true, Some(cert), Some(key)) => {
+            let passphrase = common::key_passphrase(key, args.passphrase_file.as_ref(), Asking::Allowed)?;
+            Some(ServerCert::from_files(cert, key, &passphrase)?)
+        }
+        (true, _, _) => {
+            let addrs: Vec<IpAddr> = ips.iter().flatten().copied().collect();
+            Some(ServerCert::generate(args.host.as_deref(), &addrs)?)
+        }
+    };
+    let certs = cert
+        .as_ref()
+        .map(|c| ReloadableServerConfig::new(c.config.clone()));
     if !args.no_tcp {
         common::log_proxy(&opts.proxy_protocol);
-        let cert = match (&args.tls, &args.cert, &args.key) {
-            (false, _, _) => None,
-            (true, Some(cert), Some(key)) => {
-                let passphrase = common::key_passphrase(key, args.passphrase_file.as_ref(), Asking::Allowed)?;
-                Some(ServerCert::from_files(cert, key, &passphrase)?)
-            }
-            (true, _, _) => {
-                let addrs: Vec<IpAddr> = ips.iter().flatten().copied().collect();
-                Some(ServerCert::generate(args.host.as_deref(), &addrs)?)
-            }
-        };
-        let certs = cert
-            .as_ref()
-            .map(|c| ReloadableServerConfig::new(c.config.clone()));
-        for ip in &ips {
-            let addr = listen_addr(*ip, port);
-            let listening = match &certs {
-                Some(c) => tls::listen_tls_with(
-                    &mut reactor,
-                    addr,
-                    |_: &Address| Echo,
-                    c.clone(),
-                    TlsOptions::default(),
-                    opts.clone(),
-                )?,
-                None => listen_tcp_with(&mut reactor, addr, |_: &Address| Echo, opts.clone())?,
-            };
-            let kind = if cert.is_some() { "TLS" } else { "TCP" };
-            log::info!("{kind} echo on {}", listening.local_addr());
-            port = listening.port();
-        }
-        if let Some(c) = &cert {
-            c.write_for_clients(args.cert_out.as_deref(), port)?;
-        }
-        if let (Some(certs), Some(cert), Some(key)) = (&certs, &args.cert, &args.key) {
-            reload_on_sighup(&mut reactor, certs, cert, key, args.passphrase_file.clone())?;
-        }
     }
-    if args.udp {
-        for ip in &ips {
-            let udp = listen_udp(&mut reactor, listen_addr(*ip, port), UdpEcho::new())?;
-            log::info!("UDP echo on {}", udp.local_addr());
-            port = udp.local_addr().port();
-        }
+    let serve = Serve {
+        args: &args,
+        ips: &ips,
+        opts: &opts,
+        cert: cert.as_ref(),
+        certs: certs.as_ref(),
+        port: std::sync::OnceLock::new(),
+    };
+    if several {
+        let group = ReactorGroup::new(args.threads);
+        log::info!("running {} reactors", group.len());
+        group.run(|r, index| serve.setup(r, index))?;
+    } else {
+        let mut reactor = Reactor::new()?;
+        serve.setup(&mut reactor, 0)?;
+        reactor.run()?;
     }
-    reactor.run()?;
     log::info!("stopped");
     Ok(())
+}
+
+/// What every reactor serves: the same listeners, each reactor its own.
+struct Serve<'a> {
+    args: &'a EchoArgs,
+    ips: &'a [Option<IpAddr>],
+    opts: &'a ListenOptions,
+    cert: Option<&'a ServerCert>,
+    certs: Option<&'a ReloadableServerConfig>,
+    /// The port the first reactor got (with --port 0, the others take it).
+    port: std::sync::OnceLock<u16>,
+}
+
+impl Serve<'_> {
+    /// Open this reactor's listeners. Reactor 0 (the only one, without
+    /// --threads) also logs where it listens, writes the generated
+    /// certificate and installs the SIGHUP reload.
+    fn setup(&self, reactor: &mut Reactor, index: usize) -> io::Result<()> {
+        let args = self.args;
+        let first = index == 0;
+        // With --port 0 the first listener picks the number; the others,
+        // and UDP, take the same one.
+        let mut port = self.port.get().copied().unwrap_or(args.port);
+        if !args.no_tcp {
+            for ip in self.ips {
+                let addr = listen_addr(*ip, port);
+                let listening = match self.certs {
+                    Some(c) => tls::listen_tls_with(
+                        reactor,
+                        addr,
+                        |_: &Address| Echo,
+                        c.clone(),
+                        TlsOptions::default(),
+                        self.opts.clone(),
+                    )?,
+                    None => listen_tcp_with(reactor, addr, |_: &Address| Echo, self.opts.clone())?,
+                };
+                if first {
+                    let kind = if self.cert.is_some() { "TLS" } else { "TCP" };
+                    log::info!("{kind} echo on {}", listening.local_addr());
+                }
+                port = listening.port();
+            }
+            if first {
+                if let Some(c) = self.cert {
+                    c.write_for_clients(args.cert_out.as_deref(), port)?;
+                }
+                if let (Some(certs), Some(cert), Some(key)) = (self.certs, &args.cert, &args.key) {
+                    reload_on_sighup(reactor, certs, cert, key, args.passphrase_file.clone())?;
+                }
+            }
+        }
+        if args.udp {
+            let opts = UdpOptions {
+                reuse_port: self.opts.reuse_port,
+                ..UdpOptions::default()
+            };
+            for ip in self.ips {
+                let udp = listen_udp_with(reactor, listen_addr(*ip, port), UdpEcho::new(), opts.clone())?;
+                if first {
+                    log::info!("UDP echo on {}", udp.local_addr());
+                }
+                port = udp.local_addr().port();
+            }
+        }
+        let _ = self.port.set(port);
+        Ok(())
+    }
 }
 
 /// SIGHUP reads the certificate and key files again; what fails to load

@@ -23,7 +23,7 @@ use twistor::protocols::gemini::{
     default_state_dir, CgiOptions, RateLimit, Server, ServerOptions, StaticFiles, VirtualHost,
     DEFAULT_CGI_DIR, DEFAULT_INDEX_FILE, DEFAULT_PORT,
 };
-use twistor::reactor::{Address, Factory, Protocol, Reactor, SIGHUP};
+use twistor::reactor::{Address, Factory, Protocol, Reactor, ReactorGroup, SIGHUP};
 use twistor::transports::proxy::ProxyOptions;
 use twistor::transports::tls::{listen_tls_with, load_ca, ReloadableServerConfig, TlsOptions};
 use twistor::transports::{ListenAddr, ListenOptions};
@@ -96,6 +96,11 @@ pub struct GeminiArgs {
     /// Leave client addresses out of the access log
     #[arg(long)]
     no_log_addresses: bool,
+    /// Reactors to run, each on its own thread with its own SO_REUSEPORT
+    /// listener; 0 = one per core. Each has its own server, so
+    /// --rate-limit, --max-cgi and --max-connections apply per reactor
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    threads: usize,
     #[command(flatten)]
     proxy: ProxyArgs,
 }
@@ -122,6 +127,9 @@ impl Factory for Current {
 /// Run the server until Ctrl-C or SIGTERM. Configuration errors end the
 /// process with one line and status 2.
 pub fn run(args: GeminiArgs) -> std::io::Result<()> {
+    // Built once here whatever the number of reactors: a bad flag or file is
+    // reported before anything listens, and a key's passphrase is asked
+    // (once) on the terminal.
     let (server, listener) = match build(&args, Asking::Allowed) {
         Ok(v) => v,
         Err(e) => {
@@ -129,17 +137,62 @@ pub fn run(args: GeminiArgs) -> std::io::Result<()> {
             std::process::exit(2);
         }
     };
-    let mut reactor = Reactor::new()?;
+    for (host, fingerprint) in server.fingerprints() {
+        log::info!("{host}: certificate SHA-256 fingerprint {fingerprint}");
+    }
+    common::log_proxy(&listener.proxy);
+    let what = match &args.config {
+        Some(file) => format!("{} and the certificates", file.display()),
+        None => "the certificates".to_string(),
+    };
+    if args.threads == 1 {
+        let mut reactor = Reactor::new()?;
+        serve(&mut reactor, &args, server, listener.clone(), &listener, false)?;
+        log::info!("SIGHUP reloads {what}");
+        reactor.run()?;
+    } else {
+        // Each reactor builds its own server on its own thread (a server's
+        // state is single-threaded); the one built above only checked the
+        // configuration. The first reactor's port (with --port 0) is the
+        // others' too.
+        let group = ReactorGroup::new(args.threads);
+        log::info!("running {} reactors", group.len());
+        let port = std::sync::OnceLock::new();
+        group.run(|r, index| {
+            let (server, mut mine) = build(&args, Asking::Never).map_err(std::io::Error::other)?;
+            if let Some(&p) = port.get() {
+                mine.addr = with_port(&mine.addr, p);
+            }
+            let got = serve(r, &args, server, mine, &listener, index > 0)?;
+            let _ = port.set(got);
+            Ok(())
+        })?;
+    }
+    log::info!("stopped");
+    Ok(())
+}
+
+/// Listen on `reactor` with `server`, and reload it on SIGHUP. Returns the
+/// port. `quiet`: one of several reactors other than the first, which says
+/// nothing at start.
+fn serve(
+    reactor: &mut Reactor,
+    args: &GeminiArgs,
+    server: Server,
+    listener: Listener,
+    at_start: &Listener,
+    quiet: bool,
+) -> std::io::Result<u16> {
     let certs = ReloadableServerConfig::new(server.tls_config());
-    let current = Current(Rc::new(RefCell::new(server.clone())));
+    let current = Current(Rc::new(RefCell::new(server)));
     let opts = ListenOptions {
         max_connections: Some(listener.max_connections),
         proxy_protocol: listener.proxy.clone(),
+        reuse_port: args.threads != 1,
         ..ListenOptions::default()
     };
-    common::log_proxy(&listener.proxy);
     let listening = match listen_tls_with(
-        &mut reactor,
+        reactor,
         listener.addr.clone(),
         current.clone(),
         certs.clone(),
@@ -152,19 +205,20 @@ pub fn run(args: GeminiArgs) -> std::io::Result<()> {
             std::process::exit(2);
         }
     };
-    for (host, fingerprint) in server.fingerprints() {
-        log::info!("{host}: certificate SHA-256 fingerprint {fingerprint}");
+    if !quiet {
+        log::info!("Gemini on {}", listening.local_addr());
     }
-    log::info!("Gemini on {}", listening.local_addr());
-    let what = match &args.config {
-        Some(file) => format!("{} and the certificates", file.display()),
-        None => "the certificates".to_string(),
-    };
-    reactor.add_signal_handler(SIGHUP, reloader(args, listener, certs, current))?;
-    log::info!("SIGHUP reloads {what}");
-    reactor.run()?;
-    log::info!("stopped");
-    Ok(())
+    reactor.add_signal_handler(SIGHUP, reloader(args.clone(), at_start.clone(), certs, current))?;
+    Ok(listening.port())
+}
+
+/// `addr` with another port.
+fn with_port(addr: &ListenAddr, port: u16) -> ListenAddr {
+    match addr {
+        ListenAddr::Port(_) => ListenAddr::Port(port),
+        ListenAddr::Addr(a) => ListenAddr::Addr(SocketAddr::new(a.ip(), port)),
+        other => other.clone(),
+    }
 }
 
 /// What SIGHUP does: build the server again from the flags and the config

@@ -18,7 +18,8 @@ use super::info::sha256_fingerprint;
 use super::keys::{load_ca, load_certs, load_key, system_roots, Passphrase};
 use super::resume::{client_resumption, DEFAULT_CLIENT_SESSION_CACHE};
 use super::server_config::provider;
-use super::verify::{normal_fingerprint, FingerprintVerifier, TofuStore, Trust};
+use super::tofu::Tofu;
+use super::verify::{normal_fingerprint, FingerprintVerifier, Trust};
 
 #[derive(Debug)]
 enum ServerTrust {
@@ -117,10 +118,26 @@ impl ClientConfigBuilder {
         Ok(self)
     }
 
-    /// Trust on first use: remember each host's certificate the first time
-    /// and refuse a different one later (the Gemini convention).
-    pub fn tofu(mut self, store: Arc<TofuStore>) -> Self {
-        self.trust = ServerTrust::Fingerprint(Trust::Tofu(store));
+    /// Trust on first use: remember each server's certificate the first
+    /// time (once its key is proven) and refuse a different one later (the
+    /// Gemini convention; the rules are on [`Tofu`]). Takes a
+    /// store alone (`Arc<TofuStore>`, `Arc<KnownHosts>`, any
+    /// [`PinStore`](super::PinStore)), or a [`Tofu`] that also says the
+    /// port, whether to take a new certificate, and who hears of each
+    /// decision.
+    ///
+    /// ```
+    /// use twistor_transports::tls::{ClientConfigBuilder, KnownHosts, Tofu, TofuStore};
+    /// // One pin per host name.
+    /// let simple = ClientConfigBuilder::new().tofu(TofuStore::in_memory()).build().unwrap();
+    /// // One pin per host and port 1965, with dates, in a file.
+    /// let file = std::env::temp_dir().join(format!("tofu-doc-{}", std::process::id()));
+    /// let store = KnownHosts::open(&file).unwrap();
+    /// let gemini = ClientConfigBuilder::new().tofu(Tofu::new(store).port(1965)).build().unwrap();
+    /// # let _ = (simple, gemini);
+    /// ```
+    pub fn tofu(mut self, tofu: impl Into<Tofu>) -> Self {
+        self.trust = ServerTrust::Fingerprint(Trust::Tofu(tofu.into()));
         self
     }
 
@@ -196,19 +213,22 @@ impl ClientConfigBuilder {
                 // Still the web PKI's decisions, with refusals explained.
                 builder
                     .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(ExplainingVerifier::new(webpki)))
-            }
-            ServerTrust::Fingerprint(trust) => {
-                builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(FingerprintVerifier::new(
-                        trust,
-                        self.provider.signature_verification_algorithms,
+                    .with_custom_certificate_verifier(Arc::new(ExplainingVerifier::new(
+                        webpki,
+                        &self.provider,
                     )))
             }
+            ServerTrust::Fingerprint(trust) => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(FingerprintVerifier::new(trust, &self.provider))),
         };
         let mut config = match self.client_cert {
-            Some((chain, key)) => builder.with_client_auth_cert(chain, key).map_err(err)?,
+            Some((chain, key)) => builder.with_client_auth_cert(chain, key).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("the client certificate: {e}"),
+                )
+            })?,
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = self.alpn;

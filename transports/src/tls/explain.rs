@@ -12,13 +12,15 @@
 
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
+use rustls::{CertificateError, Error};
 use x509_parser::extensions::GeneralName;
 
 use super::info::sha256_fingerprint;
+use super::signatures::{Judge, ServerJudge, Signed};
 use super::verify::{cert_error, openssl_fingerprint};
 
 /// The web PKI verifier (roots, names, dates), with refusals explained.
@@ -28,12 +30,20 @@ pub(crate) struct ExplainingVerifier {
 }
 
 impl ExplainingVerifier {
-    pub(crate) fn new(inner: Arc<WebPkiServerVerifier>) -> ExplainingVerifier {
-        ExplainingVerifier { inner }
+    /// The verifier: `inner`'s decisions explained, with the handshake
+    /// signature checked by `provider`'s algorithms (those `inner` was
+    /// built with).
+    pub(crate) fn new(
+        inner: Arc<WebPkiServerVerifier>,
+        provider: &CryptoProvider,
+    ) -> Signed<ExplainingVerifier> {
+        Signed::new(ExplainingVerifier { inner }, provider)
     }
 }
 
-impl ServerCertVerifier for ExplainingVerifier {
+impl Judge for ExplainingVerifier {}
+
+impl ServerJudge for ExplainingVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -45,31 +55,6 @@ impl ServerCertVerifier for ExplainingVerifier {
         self.inner
             .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
             .map_err(|e| explain(e, end_entity, server_name))
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-    fn requires_raw_public_keys(&self) -> bool {
-        self.inner.requires_raw_public_keys()
-    }
-    fn root_hint_subjects(&self) -> Option<&[DistinguishedName]> {
-        self.inner.root_hint_subjects()
     }
 }
 

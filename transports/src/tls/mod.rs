@@ -60,6 +60,17 @@
 //! and [`ClientConfigBuilder`] (system roots by default, CA files, or an
 //! explicit pinned fingerprint / trust on first use).
 //!
+//! Trust on first use ([`Tofu`]) is one verifier for every client
+//! (`ClientConfigBuilder::tofu`, the Gemini client): pins kept in a
+//! [`PinStore`], either [`KnownHosts`] (by host and port, with first-seen
+//! and expiry dates, in the file `twistor fetch` keeps) or [`TofuStore`]
+//! (one per host name), or a store of your own; a changed certificate is
+//! refused naming both fingerprints ([`CertificateChanged`]) unless the
+//! client was told to take it or the pin has expired; and a certificate
+//! is remembered only once the server's handshake signature has proved it
+//! holds the key. Every verifier here, whatever it trusts, checks that
+//! signature.
+//!
 //! A listener's configuration can be replaced while it serves
 //! ([`ReloadableServerConfig`], e.g. on SIGHUP): new connections get the
 //! new certificates, those in flight finish on the old ones.
@@ -98,10 +109,12 @@
 //! ```
 
 mod client_config;
+mod decision;
 mod explain;
 mod factory;
 mod info;
 mod keys;
+mod known_hosts;
 mod layer;
 mod loader;
 mod options;
@@ -110,19 +123,25 @@ mod reload;
 mod resume;
 mod selfsigned;
 mod server_config;
+mod signatures;
 mod start;
 mod state;
 mod tcp;
+mod tofu;
+mod tofu_store;
+mod utc;
 mod verify;
 mod view;
 
 pub use client_config::ClientConfigBuilder;
+pub use decision::{CertificateChanged, Replacement, ServerCert, TrustDecision};
 pub use factory::{TlsClientFactory, TlsServerFactory};
 pub use info::{cert_facts, sha256_fingerprint};
 pub use keys::{
     certs_from_pem, is_encrypted_key, key_from_pem, load_ca, load_certs, load_key, system_roots, Passphrase,
     PASSPHRASE_FILE_VAR,
 };
+pub use known_hosts::{default_data_dir, default_known_hosts_path, KnownHost, KnownHosts};
 pub use layer::TlsProtocol;
 pub use loader::default_server_config;
 pub use options::{TlsOptions, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_TLS_SHUTDOWN_TIMEOUT};
@@ -132,7 +151,10 @@ pub use selfsigned::{generate_self_signed_cert, generate_self_signed_pem, LOCAL_
 pub use server_config::{load_server_config, ClientAuth, ServerConfigBuilder};
 pub use start::{start_tls, TlsRole};
 pub use tcp::{connect_tls, connect_tls_with, listen_tls, listen_tls_with};
-pub use verify::{openssl_fingerprint, TofuStore};
+pub use tofu::{Pin, PinStore, Tofu};
+pub use tofu_store::TofuStore;
+pub use utc::format_time;
+pub use verify::openssl_fingerprint;
 pub use view::TlsTransport;
 
 /// The rustls crate this module is built on (configurations are rustls's).

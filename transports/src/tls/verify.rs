@@ -1,26 +1,24 @@
 //! Certificate verifiers beyond "chains to a trusted root": a server that
 //! accepts any client certificate (the Gemini convention), and clients that
-//! trust a pinned fingerprint or trust on first use. All of them still
-//! verify the handshake signature, so the peer proves it holds the key.
+//! trust a pinned fingerprint or trust on first use (whose rules and pins
+//! are in `tofu.rs`; this is where a certificate waits for the proof of its
+//! key before it is remembered). All of them still verify the handshake
+//! signature (`signatures.rs`), so the peer proves it holds the key.
 
-use std::collections::HashMap;
-use std::io::{self, Write};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{
-    verify_tls12_signature, verify_tls13_signature, CryptoProvider, WebPkiSupportedAlgorithms,
-};
+use rustls::client::danger::ServerCertVerified;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
+use rustls::server::danger::ClientCertVerified;
+use rustls::{CertificateError, Error};
 
-use super::info::sha256_fingerprint;
-
-fn algorithms(provider: &CryptoProvider) -> WebPkiSupportedAlgorithms {
-    provider.signature_verification_algorithms
-}
+use super::decision::Offered;
+use super::info::{cert_facts, sha256_fingerprint};
+use super::signatures::{ClientJudge, Judge, ServerJudge, Signed};
+use super::tofu::Tofu;
 
 fn parse_check(der: &CertificateDer<'_>) -> Result<(), Error> {
     x509_parser::parse_x509_certificate(der)
@@ -34,28 +32,21 @@ fn parse_check(der: &CertificateDer<'_>) -> Result<(), Error> {
 /// fingerprint, in `tls_info()`).
 #[derive(Debug)]
 pub(crate) struct AnyClientCert {
-    pub algs: WebPkiSupportedAlgorithms,
-    pub mandatory: bool,
+    mandatory: bool,
 }
 
 impl AnyClientCert {
-    pub(crate) fn new(provider: &CryptoProvider, mandatory: bool) -> AnyClientCert {
-        AnyClientCert {
-            algs: algorithms(provider),
-            mandatory,
-        }
+    /// The verifier: this judge, with the handshake signature checked.
+    pub(crate) fn new(provider: &CryptoProvider, mandatory: bool) -> Signed<AnyClientCert> {
+        Signed::new(AnyClientCert { mandatory }, provider)
     }
 }
 
-impl ClientCertVerifier for AnyClientCert {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
+impl Judge for AnyClientCert {}
+
+impl ClientJudge for AnyClientCert {
     fn client_auth_mandatory(&self) -> bool {
         self.mandatory
-    }
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
     }
     fn verify_client_cert(
         &self,
@@ -65,25 +56,6 @@ impl ClientCertVerifier for AnyClientCert {
     ) -> Result<ClientCertVerified, Error> {
         parse_check(end_entity)?;
         Ok(ClientCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(message, cert, dss, &self.algs)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(message, cert, dss, &self.algs)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
     }
 }
 
@@ -117,98 +89,6 @@ pub fn openssl_fingerprint(fp: &str) -> String {
     pairs.join(":")
 }
 
-/// Known server fingerprints for trust on first use, by host name,
-/// optionally kept in a file (one `host fingerprint` pair per line, like
-/// a Gemini client's known_hosts). Host names compare without regard to
-/// case; fingerprints are SHA-256 in hex, with or without colons.
-///
-/// ```
-/// use twistor_transports::tls::TofuStore;
-/// let store = TofuStore::in_memory();
-/// assert!(store.check("example.org", "aa").is_ok()); // first use: trusted
-/// assert!(store.check("example.org", "aa").is_ok());
-/// assert!(store.check("example.org", "bb").is_err()); // changed: refused
-/// ```
-#[derive(Debug, Default)]
-pub struct TofuStore {
-    known: Mutex<HashMap<String, String>>,
-    file: Option<PathBuf>,
-}
-
-impl TofuStore {
-    /// A store that forgets everything when dropped.
-    pub fn in_memory() -> Arc<TofuStore> {
-        Arc::new(TofuStore::default())
-    }
-
-    /// A store kept in `path` (read now, appended to on each first use).
-    pub fn open(path: impl Into<PathBuf>) -> io::Result<Arc<TofuStore>> {
-        let path = path.into();
-        let mut known = HashMap::new();
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                for line in text.lines() {
-                    let mut parts = line.split_whitespace();
-                    if let (Some(h), Some(f)) = (parts.next(), parts.next()) {
-                        known.insert(h.to_ascii_lowercase(), normal_fingerprint(f));
-                    }
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        Ok(Arc::new(TofuStore {
-            known: Mutex::new(known),
-            file: Some(path),
-        }))
-    }
-
-    /// The fingerprint remembered for `host`.
-    pub fn get(&self, host: &str) -> Option<String> {
-        self.known.lock().ok()?.get(&host.to_ascii_lowercase()).cloned()
-    }
-
-    /// Whether `fingerprint` may be trusted for `host`, without remembering
-    /// anything: `Ok(true)` if it is the one remembered, `Ok(false)` if
-    /// `host` is new, an error if `host` has another one.
-    pub(crate) fn lookup(&self, host: &str, fingerprint: &str) -> Result<bool, String> {
-        let (host, fingerprint) = (host.to_ascii_lowercase(), normal_fingerprint(fingerprint));
-        let known = self.known.lock().map_err(|_| "TOFU store poisoned".to_string())?;
-        match known.get(&host) {
-            Some(f) if *f == fingerprint => Ok(true),
-            Some(f) => Err(changed(&host, f, &fingerprint)),
-            None => Ok(false),
-        }
-    }
-
-    /// Check `fingerprint` for `host`: trusted if it is the one remembered,
-    /// remembered and trusted if `host` is new, refused otherwise.
-    pub fn check(&self, host: &str, fingerprint: &str) -> Result<(), String> {
-        let (host, fingerprint) = (host.to_ascii_lowercase(), normal_fingerprint(fingerprint));
-        let (host, fingerprint) = (host.as_str(), fingerprint.as_str());
-        let mut known = self.known.lock().map_err(|_| "TOFU store poisoned".to_string())?;
-        match known.get(host) {
-            Some(f) if f == fingerprint => Ok(()),
-            Some(f) => Err(changed(host, f, fingerprint)),
-            None => {
-                known.insert(host.to_string(), fingerprint.to_string());
-                if let Some(path) = &self.file {
-                    let line = format!("{host} {fingerprint}\n");
-                    let res = std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(path)
-                        .and_then(|mut f| f.write_all(line.as_bytes()));
-                    if let Err(e) = res {
-                        log::warn!("cannot record {host} in {}: {e}", path.display());
-                    }
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
 fn not_pinned(fp: &str, pins: &[String]) -> String {
     let pins: Vec<String> = pins.iter().map(|p| openssl_fingerprint(p)).collect();
     format!(
@@ -219,35 +99,38 @@ fn not_pinned(fp: &str, pins: &[String]) -> String {
     )
 }
 
-fn changed(host: &str, trusted: &str, offered: &str) -> String {
-    format!("the certificate of {host} changed: trusted {trusted}, offered {offered} (trust on first use)")
-}
-
 /// How a client that does not use CA roots decides to trust a server.
 #[derive(Debug)]
 pub(crate) enum Trust {
     /// One of these SHA-256 fingerprints (lowercase hex).
     Pinned(Vec<String>),
-    /// Trust on first use.
-    Tofu(Arc<TofuStore>),
+    /// Trust on first use (or, with no store, no check at all).
+    Tofu(Tofu),
 }
 
 /// Client side: trust a server by its certificate's fingerprint.
 ///
-/// With trust on first use, a new host's certificate is remembered only
-/// once the handshake signature made with its key has verified: a peer
-/// that shows a certificate without holding its key is not remembered.
+/// With trust on first use, a certificate to remember (a new server's, or
+/// one that replaces a pin) is remembered only once the handshake
+/// signature made with its key has verified: a peer that shows a
+/// certificate without holding its key is not remembered.
 #[derive(Debug)]
 pub(crate) struct FingerprintVerifier {
     trust: Trust,
-    algs: WebPkiSupportedAlgorithms,
-    /// New hosts' certificates (fingerprint, host) waiting for their
-    /// handshake signature.
-    pending: Mutex<Vec<(String, String)>>,
+    /// Certificates to remember, waiting for their handshake signature.
+    pending: Mutex<Vec<Pending>>,
 }
 
-/// At most this many first-use certificates wait for their signature at
-/// once (handshakes that never get that far leave theirs behind).
+/// A certificate judged worth remembering for `host`, at `now`.
+#[derive(Debug)]
+struct Pending {
+    host: String,
+    offered: Offered,
+    now: SystemTime,
+}
+
+/// At most this many certificates wait for their signature at once
+/// (handshakes that never get that far leave theirs behind).
 const MAX_PENDING: usize = 64;
 
 /// A refusal with this message (what the TLS layer reports after
@@ -259,36 +142,54 @@ pub(crate) fn cert_error(message: String) -> Error {
 }
 
 impl FingerprintVerifier {
-    pub(crate) fn new(trust: Trust, algs: WebPkiSupportedAlgorithms) -> FingerprintVerifier {
-        FingerprintVerifier {
+    /// The verifier: this judge, with the handshake signature checked.
+    pub(crate) fn new(trust: Trust, provider: &CryptoProvider) -> Signed<FingerprintVerifier> {
+        let judge = FingerprintVerifier {
             trust,
-            algs,
             pending: Mutex::new(Vec::new()),
-        }
+        };
+        Signed::new(judge, provider)
     }
 
+    fn pending(&self) -> MutexGuard<'_, Vec<Pending>> {
+        // A panic while holding the lock leaves a whole Vec behind: use it.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Judge for FingerprintVerifier {
     /// The signature made with `cert`'s key verified: remember the
-    /// certificate for the new host it was shown for.
+    /// certificate for the server it was shown by, judging it again
+    /// against the store as it is now (another connection may have
+    /// remembered another certificate meanwhile).
     fn proven(&self, cert: &CertificateDer<'_>) -> Result<(), Error> {
-        let Trust::Tofu(store) = &self.trust else {
+        let Trust::Tofu(tofu) = &self.trust else {
             return Ok(());
         };
         let fp = sha256_fingerprint(cert);
-        let hosts: Vec<String> = match self.pending.lock() {
-            Ok(mut pending) => {
-                let (mine, rest): (Vec<_>, Vec<_>) = pending.drain(..).partition(|(f, _)| *f == fp);
-                *pending = rest;
-                mine.into_iter().map(|(_, h)| h).collect()
-            }
-            Err(_) => return Err(cert_error("TOFU store poisoned".into())),
+        let mine: Vec<Pending> = {
+            let mut pending = self.pending();
+            let (mine, rest) = pending.drain(..).partition(|p| p.offered.fingerprint == fp);
+            *pending = rest;
+            mine
         };
-        for host in hosts {
-            store.check(&host, &fp).map_err(cert_error)?;
+        for p in mine {
+            match tofu.judge(&p.host, &p.offered, p.now) {
+                Ok(decision) if decision.remembers() => tofu.remember(&p.host, &p.offered, p.now),
+                Ok(_) => {}
+                Err(changed) => {
+                    let message = changed.to_string();
+                    tofu.report(&p.offered, &Err(changed));
+                    return Err(cert_error(message));
+                }
+            }
         }
         Ok(())
     }
 }
 
+/// The host as trust on first use keys it: a lowercase name, or an
+/// address without brackets.
 fn host_of(name: &ServerName<'_>) -> String {
     match name {
         ServerName::DnsName(d) => d.as_ref().to_ascii_lowercase(),
@@ -297,57 +198,51 @@ fn host_of(name: &ServerName<'_>) -> String {
     }
 }
 
-impl ServerCertVerifier for FingerprintVerifier {
+fn system_time(t: UnixTime) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(t.as_secs())
+}
+
+impl ServerJudge for FingerprintVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
         _intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
         _ocsp: &[u8],
-        _now: UnixTime,
+        now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        parse_check(end_entity)?;
-        let fp = sha256_fingerprint(end_entity);
-        match &self.trust {
-            Trust::Pinned(pins) if pins.contains(&fp) => Ok(ServerCertVerified::assertion()),
-            Trust::Pinned(pins) => Err(cert_error(not_pinned(&fp, pins))),
-            Trust::Tofu(store) => {
-                let host = host_of(server_name);
-                if !store.lookup(&host, &fp).map_err(cert_error)? {
-                    // New: remembered once the handshake signature proves
-                    // the server holds the key.
-                    if let Ok(mut pending) = self.pending.lock() {
-                        if pending.len() >= MAX_PENDING {
-                            pending.remove(0);
-                        }
-                        pending.push((fp, host));
+        let facts = cert_facts(end_entity).ok_or(Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        let tofu = match &self.trust {
+            Trust::Pinned(pins) if pins.contains(&facts.sha256_fingerprint) => {
+                return Ok(ServerCertVerified::assertion())
+            }
+            Trust::Pinned(pins) => return Err(cert_error(not_pinned(&facts.sha256_fingerprint, pins))),
+            Trust::Tofu(tofu) => tofu,
+        };
+        let host = host_of(server_name);
+        let offered = Offered {
+            fingerprint: facts.sha256_fingerprint,
+            not_before: facts.not_before,
+            not_after: facts.not_after,
+            subject_cn: facts.subject_cn,
+        };
+        let now = system_time(now);
+        let outcome = tofu.judge(&host, &offered, now);
+        tofu.report(&offered, &outcome);
+        match outcome {
+            Ok(decision) => {
+                if decision.remembers() {
+                    // Remembered once the handshake signature proves the
+                    // server holds the key.
+                    let mut pending = self.pending();
+                    if pending.len() >= MAX_PENDING {
+                        pending.remove(0);
                     }
+                    pending.push(Pending { host, offered, now });
                 }
                 Ok(ServerCertVerified::assertion())
             }
+            Err(changed) => Err(cert_error(changed.to_string())),
         }
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        let valid = verify_tls12_signature(message, cert, dss, &self.algs)?;
-        self.proven(cert)?;
-        Ok(valid)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        let valid = verify_tls13_signature(message, cert, dss, &self.algs)?;
-        self.proven(cert)?;
-        Ok(valid)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
     }
 }

@@ -1,6 +1,7 @@
-//! The client's memory of servers it trusts on first use: a known-hosts
-//! file with one line per server, and the user's data directory it lives
-//! in by default.
+//! A TLS client's memory of the servers it trusts on first use, by host
+//! and port: a known-hosts file with one line per server (what `twistor
+//! fetch` and the Gemini client keep), and the user's data directory it
+//! lives in by default.
 //!
 //! Each line is `HOST PORT SHA256 FIRST-SEEN EXPIRES`: the host as the
 //! URL names it (a lowercase punycode name or an IP address without
@@ -21,13 +22,16 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
+
+use super::tofu::{Pin, PinStore};
+use super::utc::{format_time, parse_time};
 
 /// The user's twistor data directory: `$XDG_DATA_HOME/twistor`, else
 /// `$HOME/.local/share/twistor`, else `./.twistor`.
 ///
 /// ```
-/// let dir = twistor_protocols::gemini::default_data_dir();
+/// let dir = twistor_transports::tls::default_data_dir();
 /// assert!(dir.ends_with("twistor") || dir.ends_with(".twistor"));
 /// ```
 pub fn default_data_dir() -> PathBuf {
@@ -48,7 +52,7 @@ pub fn default_data_dir() -> PathBuf {
 /// The default known-hosts file: `known_hosts` in [`default_data_dir`].
 ///
 /// ```
-/// let file = twistor_protocols::gemini::default_known_hosts_path();
+/// let file = twistor_transports::tls::default_known_hosts_path();
 /// assert!(file.ends_with("known_hosts"));
 /// ```
 pub fn default_known_hosts_path() -> PathBuf {
@@ -63,7 +67,7 @@ pub fn default_known_hosts_path() -> PathBuf {
 ///
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};
-/// use twistor_protocols::gemini::KnownHost;
+/// use twistor_transports::tls::KnownHost;
 /// let entry = KnownHost {
 ///     host: "example.org".into(),
 ///     port: 1965,
@@ -78,7 +82,8 @@ pub fn default_known_hosts_path() -> PathBuf {
 pub struct KnownHost {
     /// The host: a lowercase punycode name or an IP address.
     pub host: String,
-    /// The port.
+    /// The port; 0 stands for any port: the pins of a client that does
+    /// not say which port it connects to ([`Tofu::port`](super::Tofu::port)).
     pub port: u16,
     /// SHA-256 of the server's certificate, lowercase hex.
     pub fingerprint: String,
@@ -110,6 +115,9 @@ impl KnownHost {
                 fields.len()
             ));
         };
+        if host.starts_with('#') {
+            return Err(format!("{host:?} is not a host"));
+        }
         let port = port
             .parse::<u16>()
             .map_err(|_| format!("{port:?} is not a port number"))?;
@@ -135,8 +143,8 @@ impl KnownHost {
 }
 
 /// The servers trusted on first use, by host and port, optionally kept in
-/// a file. Shared by the fetches that use it; safe to use from several
-/// threads.
+/// a file. Shared by the connections that use it; safe to use from
+/// several threads.
 ///
 /// The file has one line per server, `HOST PORT SHA256 FIRST-SEEN
 /// EXPIRES` (see [`KnownHost`]); blank lines and lines starting with `#`
@@ -147,7 +155,7 @@ impl KnownHost {
 ///
 /// ```
 /// use std::time::SystemTime;
-/// use twistor_protocols::gemini::{KnownHost, KnownHosts};
+/// use twistor_transports::tls::{KnownHost, KnownHosts};
 /// let file = std::env::temp_dir().join(format!("known-hosts-doc-{}", std::process::id()));
 /// let store = KnownHosts::open(&file).unwrap(); // no file yet: empty
 /// assert!(store.get("example.org", 1965).is_none());
@@ -210,10 +218,17 @@ impl KnownHosts {
     }
 
     /// Remember `entry`, replacing any entry for its host and port, and
-    /// write the file (if this store has one).
-    pub fn record(&self, mut entry: KnownHost) -> io::Result<()> {
-        entry.host = entry.host.to_ascii_lowercase();
-        entry.fingerprint = entry.fingerprint.to_ascii_lowercase();
+    /// write the file (if this store has one). An entry the file could not
+    /// read back (a fingerprint that is not 64 hex digits, a host that is
+    /// empty, holds a space or starts with `#`) is refused.
+    pub fn record(&self, entry: KnownHost) -> io::Result<()> {
+        // Kept as the file would give it back: lowercase, whole seconds.
+        let entry = KnownHost::from_line(&entry.to_line()).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot keep {:?} as a known host: {e}", entry.host),
+            )
+        })?;
         let mut entries = self.lock();
         if let Some(path) = &self.path {
             // Whatever another client wrote since we read the file stays.
@@ -230,6 +245,56 @@ impl KnownHosts {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<KnownHost>> {
         // A panic while holding the lock leaves a whole Vec behind: use it.
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Trust on first use keeps its pins here by host and port (a client
+/// that does not say its port, under port 0), with their dates.
+impl PinStore for KnownHosts {
+    fn pin(&self, host: &str, port: Option<u16>) -> Option<Pin> {
+        self.get(host, port.unwrap_or(0)).map(Pin::from)
+    }
+
+    /// Remember `pin`; it must have its dates.
+    fn remember(&self, pin: Pin) -> io::Result<()> {
+        self.record(KnownHost::try_from(pin)?)
+    }
+}
+
+impl From<KnownHost> for Pin {
+    fn from(e: KnownHost) -> Pin {
+        Pin {
+            host: e.host,
+            port: (e.port != 0).then_some(e.port),
+            fingerprint: e.fingerprint,
+            first_seen: Some(e.first_seen),
+            expires: Some(e.expires),
+        }
+    }
+}
+
+/// A pin as a known-hosts entry: refused without its dates, which the
+/// file always has.
+impl TryFrom<Pin> for KnownHost {
+    type Error = io::Error;
+
+    fn try_from(pin: Pin) -> io::Result<KnownHost> {
+        let (Some(first_seen), Some(expires)) = (pin.first_seen, pin.expires) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the pin of {} has no first-seen or expiry date, which a known-hosts file keeps",
+                    pin.server()
+                ),
+            ));
+        };
+        Ok(KnownHost {
+            host: pin.host,
+            port: pin.port.unwrap_or(0),
+            fingerprint: pin.fingerprint,
+            first_seen,
+            expires,
+        })
     }
 }
 
@@ -311,121 +376,10 @@ fn write_file(path: &Path, entries: &[KnownHost]) -> io::Result<()> {
     res.map_err(fail)
 }
 
-// ----- dates: UTC, RFC 3339, whole seconds ------------------------------------------
-
-/// `t` as `YYYY-MM-DDTHH:MM:SSZ` (UTC; times before 1970 print as 1970).
-///
-/// ```
-/// use std::time::{Duration, UNIX_EPOCH};
-/// use twistor_protocols::gemini::format_time;
-/// assert_eq!(format_time(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
-/// ```
-pub fn format_time(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Parse what [`format_time`] writes.
-fn parse_time(s: &str) -> Result<SystemTime, String> {
-    let bad = || format!("{s:?} is not a UTC time such as 2025-01-31T12:00:00Z");
-    let b = s.as_bytes();
-    if b.len() != 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b'T'
-        || b[13] != b':'
-        || b[16] != b':'
-        || b[19] != b'Z'
-    {
-        return Err(bad());
-    }
-    let num = |r: std::ops::Range<usize>| -> Result<u64, String> {
-        let part = &s[r];
-        if part.bytes().all(|c| c.is_ascii_digit()) {
-            part.parse().map_err(|_| bad())
-        } else {
-            Err(bad())
-        }
-    };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if y < 1970 || !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
-        return Err(bad());
-    }
-    let days = days_from_civil(y as i64, mo as u32, d as u32);
-    if civil_from_days(days) != (y as i64, mo as u32, d as u32) {
-        return Err(bad()); // 2025-02-30 and the like
-    }
-    let secs = days as u64 * 86_400 + h * 3600 + mi * 60 + se;
-    Ok(UNIX_EPOCH + Duration::from_secs(secs))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (eras of 400 years).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m as i64 + 9) % 12; // March is 0
-    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of a day count since 1970-01-01 (the inverse of the above).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates_round_trip() {
-        for secs in [
-            0u64,
-            59,
-            86_399,
-            86_400,
-            951_782_400,
-            1_700_000_000,
-            4_102_444_800,
-            64_060_588_799,
-        ] {
-            let t = UNIX_EPOCH + Duration::from_secs(secs);
-            assert_eq!(parse_time(&format_time(t)).unwrap(), t, "{secs}");
-        }
-        assert_eq!(format_time(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            format_time(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
-            "2023-11-14T22:13:20Z"
-        );
-        for bad in [
-            "2025-02-30T00:00:00Z",
-            "2025-13-01T00:00:00Z",
-            "2025-01-01 00:00:00Z",
-            "x",
-            "1969-12-31T23:59:59Z",
-        ] {
-            assert!(parse_time(bad).is_err(), "{bad}");
-        }
-    }
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn lines() {
@@ -441,6 +395,29 @@ mod tests {
         assert!(KnownHost::from_line("example.org 1965").is_err());
         assert!(KnownHost::from_line(&line.replace("1965", "70000")).is_err());
         assert!(KnownHost::from_line(&line.replace(&"AB".repeat(32), "abc")).is_err());
+    }
+
+    #[test]
+    fn an_entry_that_would_not_read_back_is_refused() {
+        let path = std::env::temp_dir().join(format!("twistor-kh-unreadable-{}", std::process::id()));
+        let _ = fs::remove_file(&path);
+        let store = KnownHosts::open(&path).unwrap();
+        let entry = |host: &str, fp: &str| KnownHost {
+            host: host.into(),
+            port: 1965,
+            fingerprint: fp.into(),
+            first_seen: UNIX_EPOCH,
+            expires: UNIX_EPOCH,
+        };
+        assert!(store.record(entry("a.example", "ab")).is_err());
+        assert!(store.record(entry("two words", &"ab".repeat(32))).is_err());
+        assert!(store.record(entry("", &"ab".repeat(32))).is_err());
+        assert!(store.record(entry("#comment", &"ab".repeat(32))).is_err());
+        assert!(store.entries().is_empty());
+        store.record(entry("a.example", &"AB".repeat(32))).unwrap();
+        let again = KnownHosts::open(&path).unwrap();
+        assert_eq!(again.get("a.example", 1965).unwrap().fingerprint, "ab".repeat(32));
+        fs::remove_file(path).unwrap();
     }
 
     #[test]
