@@ -35,12 +35,13 @@ pub fn count_this_thread() {
 
 /// Allocations (including reallocations) and bytes requested so far by
 /// counted threads.
+#[cfg(test)]
 pub fn snapshot() -> (u64, u64) {
     (ALLOCS.load(Relaxed), BYTES.load(Relaxed))
 }
 
 /// Allocations and bytes requested so far by the calling thread since it
-/// opted in: unlike [`snapshot`], untouched by other counted threads (tests
+/// opted in: unlike the global counts, untouched by other counted threads (tests
 /// run side by side).
 pub fn this_thread() -> (u64, u64) {
     MINE.try_with(|c| c.get()).unwrap_or((0, 0))
@@ -58,6 +59,21 @@ pub fn live_bytes() -> i64 {
 #[cfg(test)]
 pub fn this_thread_live() -> i64 {
     MINE_LIVE.try_with(|c| c.get()).unwrap_or(0)
+}
+
+/// The allocation count (allocations, bytes) of a counted reactor's own
+/// thread, read on that thread through its remote: the figure is that
+/// thread's alone, whatever other counted threads run alongside.
+pub fn server_count(remote: &twistor_reactor::Remote) -> std::io::Result<(u64, u64)> {
+    // A rendezvous channel: sending on it allocates nothing.
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    remote
+        .call(move |_| {
+            let _ = tx.send(this_thread());
+        })
+        .map_err(|_| std::io::Error::other("the counted server is gone"))?;
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .map_err(|_| std::io::Error::other("the counted server did not answer"))
 }
 
 fn live(delta: i64) {

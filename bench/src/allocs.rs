@@ -1,8 +1,9 @@
-//! `twistor-bench allocs`: allocations per request in twistor's echo steady
-//! state. The twistor echo server runs on a thread of this process pinned
-//! to the server core, and only that thread's allocations are counted
-//! (see `alloc_count.rs`); the load generator runs on this thread, pinned
-//! to the client core. The count is the delta over the measured window.
+//! `twistor-bench allocs`: allocations per request in twistor's TCP echo
+//! steady state (and a test `cargo test` runs). The twistor echo server
+//! runs on a thread of this process pinned to the server core, and only
+//! that thread's allocations are counted (see `alloc_count.rs`), read on
+//! that thread; the load generator runs on this thread, pinned to the
+//! client core. The count is the delta over the measured window.
 
 use std::fmt::Write as _;
 use std::io;
@@ -10,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use twistor_reactor::{Address, Reactor};
+use twistor_reactor::{Address, Reactor, Remote};
 use twistor_transports::listen_tcp;
 
 use crate::alloc_count;
@@ -21,10 +22,22 @@ use crate::servers::twistor_echo::Echo;
 /// Run the counted server, apply request/response, bulk and
 /// connection-churn load, and return the report (markdown).
 pub fn count(server_core: usize, client_core: usize, requests: u64) -> io::Result<String> {
+    pin_to(client_core)?;
+    with_server(Some(server_core), |addr, remote| measure(addr, remote, requests))
+}
+
+/// Run the counted echo server on its own thread (pinned to `core` if
+/// given) while `f` drives it.
+fn with_server<T>(
+    core: Option<usize>,
+    f: impl FnOnce(SocketAddr, &Remote) -> io::Result<T>,
+) -> io::Result<T> {
     let (tx, rx) = mpsc::channel();
     let server = std::thread::spawn(move || -> io::Result<()> {
-        if let Err(e) = pin_to(server_core) {
-            eprintln!("cannot pin the server thread: {e}");
+        if let Some(core) = core {
+            if let Err(e) = pin_to(core) {
+                eprintln!("cannot pin the server thread: {e}");
+            }
         }
         alloc_count::count_this_thread();
         let mut r = Reactor::new()?;
@@ -36,8 +49,7 @@ pub fn count(server_core: usize, client_core: usize, requests: u64) -> io::Resul
     let (addr, remote) = rx
         .recv()
         .map_err(|_| io::Error::other("the counted server did not start"))?;
-    pin_to(client_core)?;
-    let res = measure(addr, requests);
+    let res = f(addr, &remote);
     let _ = remote.stop();
     server
         .join()
@@ -45,7 +57,8 @@ pub fn count(server_core: usize, client_core: usize, requests: u64) -> io::Resul
     res
 }
 
-fn measure(addr: SocketAddr, requests: u64) -> io::Result<String> {
+fn measure(addr: SocketAddr, remote: &Remote, requests: u64) -> io::Result<String> {
+    let count = || alloc_count::server_count(remote);
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -61,7 +74,8 @@ fn measure(addr: SocketAddr, requests: u64) -> io::Result<String> {
         window: Duration::from_secs(10),
         max_requests: requests,
     };
-    let (out, a, b) = load::run(&rr, alloc_count::snapshot)?;
+    let (out, a, b) = load::run(&rr, count)?;
+    let (a, b) = (a?, b?);
     let _ = writeln!(
         s,
         "| request/response, 50 conns, 64 B | {} requests | {} | {:.4} | {} |",
@@ -77,7 +91,8 @@ fn measure(addr: SocketAddr, requests: u64) -> io::Result<String> {
         max_requests: requests / 10,
         ..rr.clone()
     };
-    let (out, a, b) = load::run(&bulk, alloc_count::snapshot)?;
+    let (out, a, b) = load::run(&bulk, count)?;
+    let (a, b) = (a?, b?);
     let _ = writeln!(
         s,
         "| bulk, 1 conn, 64 KiB chunks | {} MB | {} | {:.4} per 64 KiB | {} |",
@@ -86,7 +101,7 @@ fn measure(addr: SocketAddr, requests: u64) -> io::Result<String> {
         (b.0 - a.0) as f64 / out.requests.max(1) as f64,
         b.1 - a.1
     );
-    let (n, allocs, bytes) = churn(addr, 1000)?;
+    let (n, allocs, bytes) = churn(addr, remote, 1000)?;
     let _ = writeln!(
         s,
         "| connection churn (connect, 64 B echo, close) | {n} connections | {allocs} | {:.1} per connection | {bytes} |",
@@ -97,7 +112,7 @@ fn measure(addr: SocketAddr, requests: u64) -> io::Result<String> {
 
 /// Open, use and close `n` connections one after another; count the
 /// server's allocations over them.
-fn churn(addr: SocketAddr, n: u64) -> io::Result<(u64, u64, u64)> {
+fn churn(addr: SocketAddr, remote: &Remote, n: u64) -> io::Result<(u64, u64, u64)> {
     use std::io::{Read, Write};
     let mut buf = [0u8; 64];
     let one = |buf: &mut [u8; 64]| -> io::Result<()> {
@@ -110,13 +125,53 @@ fn churn(addr: SocketAddr, n: u64) -> io::Result<(u64, u64, u64)> {
     for _ in 0..10 {
         one(&mut buf)?;
     }
-    let a = alloc_count::snapshot();
+    let a = alloc_count::server_count(remote)?;
     for _ in 0..n {
         one(&mut buf)?;
     }
     // The last connection's close may still be in flight; one more full
     // round trip on a fresh connection lets the server reach it.
     one(&mut buf)?;
-    let b = alloc_count::snapshot();
+    let b = alloc_count::server_count(remote)?;
     Ok((n, b.0 - a.0, b.1 - a.1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Invariant: zero allocations per event on the TCP echo path in
+    /// steady state, request/response and bulk.
+    #[test]
+    fn tcp_echo_allocates_nothing_per_request_in_steady_state() {
+        with_server(None, |addr, remote| {
+            let count = || alloc_count::server_count(remote);
+            let rr = Spec {
+                addr,
+                mode: Mode::RequestResponse,
+                conns: 20,
+                size: 64,
+                warmup: Duration::from_millis(500),
+                window: Duration::from_secs(30),
+                max_requests: 50_000,
+            };
+            let (out, a, b) = load::run(&rr, count)?;
+            let (a, b) = (a?, b?);
+            assert!(out.requests >= 50_000, "{} requests", out.requests);
+            assert_eq!((b.0 - a.0, b.1 - a.1), (0, 0), "over {} requests", out.requests);
+            let bulk = Spec {
+                mode: Mode::Bulk { window: 256 * 1024 },
+                conns: 1,
+                size: 64 * 1024,
+                max_requests: 2_000,
+                ..rr
+            };
+            let (out, a, b) = load::run(&bulk, count)?;
+            let (a, b) = (a?, b?);
+            assert!(out.requests >= 2_000, "{} chunks", out.requests);
+            assert_eq!((b.0 - a.0, b.1 - a.1), (0, 0), "over {} chunks", out.requests);
+            Ok(())
+        })
+        .unwrap();
+    }
 }

@@ -19,19 +19,6 @@ use crate::alloc_count;
 use crate::cpu::pin_to;
 use crate::udp_load::{self, UdpSpec};
 
-/// The server's allocation count, read on its own thread.
-fn server_count(remote: &Remote) -> io::Result<(u64, u64)> {
-    // A rendezvous channel: sending on it allocates nothing.
-    let (tx, rx) = mpsc::sync_channel(1);
-    remote
-        .call(move |_| {
-            let _ = tx.send(alloc_count::this_thread());
-        })
-        .map_err(|_| io::Error::other("the counted server is gone"))?;
-    rx.recv_timeout(Duration::from_secs(60))
-        .map_err(|_| io::Error::other("the counted server did not answer"))
-}
-
 /// One measured window: datagrams echoed, allocations, bytes.
 pub struct Window {
     /// Echoes received in the window.
@@ -87,7 +74,7 @@ pub fn measure(
                 max_datagrams: datagrams,
                 ..spec
             };
-            let (o, a, b) = udp_load::run(&spec, || server_count(&remote))?;
+            let (o, a, b) = udp_load::run(&spec, || alloc_count::server_count(&remote))?;
             let (a, b) = (a?, b?);
             out.push((
                 w,

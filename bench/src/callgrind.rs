@@ -22,7 +22,8 @@ use std::fmt::Write as _;
 use std::io;
 use std::time::Duration;
 
-use crate::udp::{Proc, UdpKind};
+use crate::proc::Proc;
+use crate::udp::UdpKind;
 use crate::udp_load::{self, UdpSpec};
 
 /// Settings for the counts.

@@ -5,25 +5,22 @@
 use std::io;
 use std::time::Duration;
 
-/// Pin the calling thread to `core` (`sched_setaffinity`, as `taskset` does).
-/// Threads it spawns afterwards inherit the mask.
-pub fn pin_to(core: usize) -> io::Result<()> {
+/// The CPU set holding `core` alone.
+pub fn one_core(core: usize) -> libc::cpu_set_t {
     // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(core, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        set
     }
-    Ok(())
 }
 
-/// Set this process's nice value (children started afterwards inherit it).
-/// Negative values need privileges.
-pub fn set_nice(nice: i32) -> io::Result<()> {
-    // SAFETY: setpriority has no memory preconditions.
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
+/// Pin the calling thread to `core` (`sched_setaffinity`, as `taskset` does).
+/// Threads it spawns afterwards inherit the mask.
+pub fn pin_to(core: usize) -> io::Result<()> {
+    let set = one_core(core);
+    // SAFETY: a valid, fully initialised cpu_set_t.
+    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

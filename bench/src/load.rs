@@ -1,13 +1,17 @@
 //! The load generator: one thread, one mio loop, N connections to an echo
-//! server on loopback. Three modes:
+//! server on loopback. Four modes:
 //!
-//! - request/response: each connection sends a small message and waits for
-//!   the whole echo before sending the next (closed loop: measures req/s);
+//! - request/response: each connection sends a message and waits for the
+//!   whole echo before sending the next (closed loop: measures req/s and
+//!   each request's latency);
 //! - bulk: each connection keeps a bounded window of bytes in flight
 //!   (measures MB/s echoed);
 //! - paced: requests are issued at a fixed total rate, at most one in flight
 //!   per connection (so the server's CPU time per request can be compared at
-//!   the same load, and latency measured).
+//!   the same load, and latency measured);
+//! - churn: each of N slots connects, sends one message, waits for its
+//!   echo, closes, and connects again (connections per second; latency is
+//!   from the connect to the whole echo).
 //!
 //! Every run is bounded in time (warm-up + window) and in count.
 
@@ -34,6 +38,8 @@ pub enum Mode {
         /// Requests per second.
         rate: u64,
     },
+    /// Connect, one `size`-byte echo, close; again. A request is a connection.
+    Churn,
 }
 
 /// One load run.
@@ -67,7 +73,7 @@ pub struct Outcome {
     /// Paced mode: requests that could not be issued on time because every
     /// connection was still waiting for an echo.
     pub missed: u64,
-    /// Paced mode: median and 99th-percentile request latency.
+    /// Median and 99th-percentile request latency (not in bulk mode).
     pub latency: Option<(Duration, Duration)>,
 }
 
@@ -93,6 +99,34 @@ struct Conn {
     sent_at: Instant,
     /// WRITABLE interest is registered (only while a write is short).
     want_write: bool,
+    /// Churn: the connect has not completed yet.
+    connecting: bool,
+}
+
+/// Latencies kept per window at most (request/response at full speed
+/// makes a few hundred thousand a second).
+const MAX_LATENCIES: usize = 4_000_000;
+
+fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let s = std::net::TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    s.set_nonblocking(true)?;
+    Ok(TcpStream::from_std(s))
+}
+
+/// Churn: a new non-blocking connection for slot `i`, registered for the
+/// end of its connect.
+fn reconnect(c: &mut Conn, i: usize, poll: &Poll, addr: SocketAddr, size: usize) -> io::Result<()> {
+    let mut s = TcpStream::connect(addr)?;
+    poll.registry()
+        .register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE)?;
+    c.s = s;
+    c.to_send = size;
+    c.owed = 0;
+    c.sent_at = Instant::now();
+    c.want_write = true;
+    c.connecting = true;
+    Ok(())
 }
 
 /// Run `spec`, calling `probe` at the start and at the end of the measured
@@ -104,11 +138,9 @@ pub fn run<P>(spec: &Spec, mut probe: impl FnMut() -> P) -> io::Result<(Outcome,
     let msg = vec![b'x'; spec.size.max(1)];
     let mut buf = vec![0u8; 64 * 1024];
     let mut conns = Vec::with_capacity(spec.conns);
+    let churn = spec.mode == Mode::Churn;
     for i in 0..spec.conns.max(1) {
-        let s = std::net::TcpStream::connect(spec.addr)?;
-        s.set_nodelay(true)?;
-        s.set_nonblocking(true)?;
-        let mut s = TcpStream::from_std(s);
+        let mut s = connect(spec.addr)?;
         poll.registry().register(&mut s, Token(i), Interest::READABLE)?;
         conns.push(Conn {
             s,
@@ -116,6 +148,7 @@ pub fn run<P>(spec: &Spec, mut probe: impl FnMut() -> P) -> io::Result<(Outcome,
             owed: 0,
             sent_at: Instant::now(),
             want_write: false,
+            connecting: false,
         });
     }
 
@@ -124,9 +157,12 @@ pub fn run<P>(spec: &Spec, mut probe: impl FnMut() -> P) -> io::Result<(Outcome,
         _ => None,
     };
     let mut latencies: Vec<u32> = Vec::new();
-    if let Some(rate) = paced_rate {
-        let expected = rate as f64 * spec.window.as_secs_f64() * 1.1;
-        latencies.reserve((expected as usize).min(20_000_000));
+    if !matches!(spec.mode, Mode::Bulk { .. }) {
+        let expected = match paced_rate {
+            Some(rate) => rate as f64 * spec.window.as_secs_f64() * 1.1,
+            None => MAX_LATENCIES as f64,
+        };
+        latencies.reserve((expected as usize).min(MAX_LATENCIES));
     }
     let mut idle: VecDeque<usize> = VecDeque::with_capacity(conns.len());
 
@@ -141,7 +177,11 @@ pub fn run<P>(spec: &Spec, mut probe: impl FnMut() -> P) -> io::Result<(Outcome,
         }
     }
     for (i, c) in conns.iter_mut().enumerate() {
-        pump(c, Token(i), &poll, &msg, spec.mode, spec.size)?;
+        if churn {
+            reconnect(c, i, &poll, spec.addr, spec.size)?;
+        } else {
+            pump(c, Token(i), &poll, &msg, spec.mode, spec.size)?;
+        }
     }
 
     let warm_end = start + spec.warmup;
@@ -197,6 +237,15 @@ pub fn run<P>(spec: &Spec, mut probe: impl FnMut() -> P) -> io::Result<(Outcome,
         for ev in events.iter() {
             let i = ev.token().0;
             let c = &mut conns[i];
+            if c.connecting {
+                if !ev.is_writable() && !ev.is_error() {
+                    continue;
+                }
+                if let Some(e) = c.s.take_error()? {
+                    return Err(e);
+                }
+                c.connecting = false;
+            }
             if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                 loop {
                     match c.s.read(&mut buf) {
@@ -216,15 +265,22 @@ pub fn run<P>(spec: &Spec, mut probe: impl FnMut() -> P) -> io::Result<(Outcome,
                     Mode::Bulk { .. } => {}
                     _ if c.owed == 0 && c.to_send == 0 => {
                         out.requests += 1;
-                        if spec.mode == Mode::RequestResponse {
-                            c.to_send = spec.size;
-                            c.sent_at = Instant::now();
-                        } else {
-                            if first.is_some() && latencies.len() < latencies.capacity() {
-                                let us = c.sent_at.elapsed().as_micros().min(u32::MAX as u128);
-                                latencies.push(us as u32);
+                        if first.is_some() && latencies.len() < latencies.capacity() {
+                            let us = c.sent_at.elapsed().as_micros().min(u32::MAX as u128);
+                            latencies.push(us as u32);
+                        }
+                        match spec.mode {
+                            Mode::RequestResponse => {
+                                c.to_send = spec.size;
+                                c.sent_at = Instant::now();
                             }
-                            idle.push_back(i);
+                            Mode::Churn => {
+                                // Closing first leaves the TIME_WAIT here, on
+                                // loopback reusable (tcp_tw_reuse).
+                                reconnect(c, i, &poll, spec.addr, spec.size)?;
+                                continue;
+                            }
+                            _ => idle.push_back(i),
                         }
                     }
                     _ => {}

@@ -1,38 +1,41 @@
-//! `twistor-bench`: twistor's echo server against a hand-written mio echo
-//! loop (the limit for twistor's design) and tokio's `current_thread`
-//! runtime, in one run, on loopback. See `bench/README.md`.
+//! `twistor-bench`: twistor against hand-written mio loops (the limit for
+//! its design), tokio, tokio-rustls, Twisted, asyncio on uvloop, agate and
+//! jetforce, in one run, on loopback, one markdown table per area. See
+//! `bench/README.md`.
 //!
 //! ```text
-//! cargo run --release -p twistor-bench -- all       # the whole comparison (~2 min)
-//! cargo run --release -p twistor-bench -- allocs    # allocations per request
-//! cargo run --release -p twistor-bench -- idle      # memory per idle connection
-//! cargo run --release -p twistor-bench -- server twistor|mio|tokio [--port P] [--cpu N]
-//! cargo run --release -p twistor-bench -- load rr|bulk|paced --port P [--conns N] [--size B] [--rate R] [--secs S]
-//! cargo run --release -p twistor-bench -- udp       # UDP echo: twistor vs mio vs tokio
-//! cargo run --release -p twistor-bench -- udp-counts  # instructions and syscalls per datagram
-//! cargo run --release -p twistor-bench -- multi     # one reactor vs two
+//! cargo run --release -p twistor-bench -- all           # every area (~15 min; --quick: under 2)
+//! cargo run --release -p twistor-bench -- tcp|udp|tls|gemini|multi|allocs|idle   # one area
+//! cargo run --release -p twistor-bench -- help          # every command and flag
 //! ```
 
 mod alloc_count;
 mod allocs;
+mod allocs_tls;
 mod allocs_udp;
 mod callgrind;
 mod cpu;
+mod gemini;
 mod idle;
 mod limits;
 mod load;
 mod multi;
-mod run;
+mod peers;
+mod proc;
+mod quiet;
 mod servers;
-mod servers_proc;
 mod stats;
+mod table;
+mod tcp;
+mod tls;
+mod tls_load;
 mod udp;
 mod udp_load;
 
 use std::io;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use servers::Kind;
 
@@ -42,38 +45,49 @@ static ALLOC: alloc_count::Counting = alloc_count::Counting;
 const USAGE: &str = "\
 usage: twistor-bench COMMAND [FLAGS]
 
-commands:
-  all      run the whole comparison (twistor, mio, tokio) and print the report
-           flags: --rounds N (7) --rate R (50000) --conns N (50) --size B (64)
-                  --secs S (request/response window, 1.5) --server-cpu N (0) --client-cpu N (1)
-                  --quick (1 round, short windows: a smoke run)
-                  --quiet-wait S (5: before each round, wait up to S seconds for idle cores)
-                  --with-mio-short (add a mio loop that stops at a short read)
-                  --nice N (0; e.g. -10 on a busy machine, needs privileges: servers and
-                  load generator then win most of their cores from other processes)
-  allocs   count the twistor echo server's allocations per request
+commands (each prints markdown; progress goes to stderr):
+  all      every area below, one table per area (about 15 minutes; --quick: under 2)
+           flags: --quick (1 round, short windows, 500 idle connections; agate only if
+                  already built) --areas a,b (tcp,udp,tls,gemini,multi,allocs,idle)
+                  --server-cpu N (0) --client-cpu N (1) --with-mio-short
+  tcp      TCP echo: 64 B / 1 KiB / 16 KiB x 1 / 10 / 100 connections, paced 50k req/s at
+           50 and 100 connections, bulk, connection churn; twistor, mio, tokio, Twisted,
+           asyncio+uvloop
+           flags: --rounds N (3) --secs S (0.8) --rate R (50000) --quiet-wait S (3)
+                  --with-mio-short --quick --server-cpu N --client-cpu N
+  udp      UDP echo, 32 and 256 datagrams in flight: twistor (batched and batch 1), mio,
+           tokio, Twisted, asyncio+uvloop
+           flags: --rounds N (3) --size B (64) --secs S (1) --quick
+  tls      TLS echo, full and resumed handshakes: twistor, mio+rustls, tokio-rustls,
+           Twisted, asyncio+uvloop   flags: --rounds N (3) --quick
+  gemini   Gemini, 16 clients, a connection and handshake per request, small .gmi and
+           1 MiB, full and resumed: twistor, agate, jetforce   flags: --rounds N (3) --quick
+  multi    TCP echo on 1 vs 2 reactors (ReactorGroup), nothing pinned
+           flags: --rounds N (3) --conns N (50) --rate R (50000) --quick
+  allocs   allocations per request on twistor's TCP, UDP and TLS echo paths
            flags: --requests N (200000) --server-cpu N (0) --client-cpu N (1)
-  idle     server memory per idle connection (TCP, line and TLS echo; twistor, mio, tokio)
+  idle     server memory per idle connection (TCP, line and TLS echo, every server)
            flags: --conns N (10000) --size B (60000: the large message)
-                  --cases C,C... (all: tcp-twistor tcp-mio tcp-tokio line-twistor line-tokio
-                  tls-twistor tls-mio)
-  server   KIND: run one echo server (twistor, mio, tokio or mio-short) on 127.0.0.1
-           flags: --port P (0 = any; the port is printed) --cpu N (no pinning)
-  load     MODE: drive a running echo server (rr, bulk or paced)
-           flags: --port P (required) --conns N (50; bulk 1) --size B (64; bulk 65536)
-                  --rate R (paced, 50000) --secs S (2) --cpu N (no pinning)
-  udp      UDP echo, twistor vs mio vs tokio, 32 and 256 datagrams in flight
-           flags: --rounds N (7) --size B (64) --secs S (1.5) --server-cpu N (0) --client-cpu N (1) --quick
+                  --cases C,C... (see `idle --help`)
+  peers    install the peers (Python environment, agate) and say where they are
+
   udp-counts  instructions (callgrind) and syscalls (perf) per datagram of each UDP server
            flags: --n1 N (10000) --n2 N (60000) --inflight W (32 and 256) --kinds a,b (all)
-  udp-server  KIND: one UDP echo server (twistor, twistor-batch1, mio or tokio); --port P --cpu N
-  udp-load    drive a running UDP echo server: --port P (required) --inflight W (32) --count N
-              --size B (64) --secs S (10) --cpu N
-  multi    TCP echo on 1 vs 2 reactors (ReactorGroup), nothing pinned
-           flags: --rounds N (7) --conns N (50) --rate R (50000) --quick
-  multi-server  TCP echo on --reactors N (2) with SO_REUSEPORT; --port P
   multi-counts  instructions (callgrind) and syscalls (perf) per request, 1 vs 2 reactors
            flags: --n1 N (10000) --n2 N (40000) --conns N (50)
+
+servers and loads, for profiling one by hand:
+  server KIND         one TCP echo server (twistor, mio, tokio or mio-short) on 127.0.0.1
+                      flags: --port P (0 = any; printed) --cpu N (no pinning)
+  tls-server KIND     one TLS echo server (twistor, mio+rustls, tokio-rustls): --cert F --key F --cpu N
+  gemini-server       twistor's Gemini server: --dir D --cert F --key F --cpu N
+  udp-server KIND     one UDP echo server (twistor, twistor-batch1, mio or tokio); --port P --cpu N
+  multi-server        TCP echo on --reactors N (2) with SO_REUSEPORT; --port P
+  load MODE           drive a running TCP echo server (rr, bulk, paced or churn)
+                      flags: --port P (required) --conns N (50; bulk 1) --size B (64; bulk 65536)
+                      --rate R (paced, 50000) --secs S (2) --cpu N (no pinning)
+  udp-load            drive a running UDP echo server: --port P (required) --inflight W (32)
+                      --count N --size B (64) --secs S (10) --cpu N
 ";
 
 /// Command-line flags after the command: `--name value` pairs and `--quick`.
@@ -101,24 +115,28 @@ impl Flags {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = || Flags(args.get(1..).unwrap_or_default().to_vec());
+    let after_kind = || Flags(args.get(2..).unwrap_or_default().to_vec());
     let res = match args.first().map(String::as_str) {
-        Some("all") => cmd_all(&Flags(args[1..].to_vec())),
-        Some("allocs") => cmd_allocs(&Flags(args[1..].to_vec())),
-        Some("idle") => cmd_idle(&Flags(args[1..].to_vec())),
-        Some("idle-server") => {
-            cmd_idle_server(args.get(1), &Flags(args.get(2..).unwrap_or_default().to_vec()))
-        }
-        Some("server") => cmd_server(args.get(1), &Flags(args.get(2..).unwrap_or_default().to_vec())),
-        Some("load") => cmd_load(args.get(1), &Flags(args.get(2..).unwrap_or_default().to_vec())),
-        Some("udp") => udp::cmd_compare(&Flags(args[1..].to_vec())),
-        Some("udp-counts") => callgrind::cmd_counts(&Flags(args[1..].to_vec())),
-        Some("udp-load") => udp::cmd_load(&Flags(args[1..].to_vec())),
-        Some("udp-server") => {
-            udp::cmd_server(args.get(1), &Flags(args.get(2..).unwrap_or_default().to_vec()))
-        }
-        Some("multi") => multi::cmd_compare(&Flags(args[1..].to_vec())),
-        Some("multi-server") => multi::cmd_server(&Flags(args[1..].to_vec())),
-        Some("multi-counts") => multi::cmd_counts(&Flags(args[1..].to_vec())),
+        Some("all") => cmd_all(&rest()),
+        Some("tcp") => cmd_tcp(&rest()),
+        Some("tls") => cmd_tls(&rest()),
+        Some("gemini") => cmd_gemini(&rest()),
+        Some("allocs") => cmd_allocs(&rest()),
+        Some("idle") => cmd_idle(&rest()),
+        Some("peers") => cmd_peers(),
+        Some("idle-server") => cmd_idle_server(args.get(1), &after_kind()),
+        Some("server") => cmd_server(args.get(1), &after_kind()),
+        Some("tls-server") => tls::cmd_server(args.get(1), &after_kind()),
+        Some("gemini-server") => gemini::cmd_server(&rest()),
+        Some("load") => cmd_load(args.get(1), &after_kind()),
+        Some("udp") => udp::cmd_compare(&rest()),
+        Some("udp-counts") => callgrind::cmd_counts(&rest()),
+        Some("udp-load") => udp::cmd_load(&rest()),
+        Some("udp-server") => udp::cmd_server(args.get(1), &after_kind()),
+        Some("multi") => multi::cmd_compare(&rest()),
+        Some("multi-server") => multi::cmd_server(&rest()),
+        Some("multi-counts") => multi::cmd_counts(&rest()),
         Some("-h") | Some("--help") | Some("help") => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -138,56 +156,207 @@ fn io_err(e: io::Error) -> String {
     e.to_string()
 }
 
+/// The areas `all` runs, in order.
+const AREAS: [&str; 7] = ["tcp", "udp", "tls", "gemini", "multi", "allocs", "idle"];
+
 fn cmd_all(f: &Flags) -> Result<(), String> {
-    let mut cfg = run::Config::default();
-    if f.has("--quick") {
-        cfg.rounds = 1;
-        cfg.rr_window = Duration::from_millis(500);
-        cfg.bulk_window_time = Duration::from_millis(500);
-        cfg.paced_window = Duration::from_millis(500);
-        cfg.warmup = Duration::from_millis(100);
-        cfg.quiet_wait = Duration::ZERO;
+    let quick = f.has("--quick");
+    let areas: Vec<String> = match f.get::<String>("--areas")? {
+        Some(list) => list.split(',').map(str::to_string).collect(),
+        None => AREAS.iter().map(|a| a.to_string()).collect(),
+    };
+    if let Some(a) = areas.iter().find(|a| !AREAS.contains(&a.as_str())) {
+        return Err(format!("unknown area {a}"));
     }
+    let t0 = Instant::now();
+    let avail = peers::Available::find(quick);
+    let certs = peers::certs::CertFiles::make().map_err(io_err)?;
+    println!(
+        "# twistor-bench{}\n",
+        if quick {
+            " --quick (a smoke run: one short round)"
+        } else {
+            ""
+        }
+    );
+    println!("{}", machine());
+    println!("{}", versions(&avail));
+    print!("{}", avail.report());
+    let py = avail.python.as_ref();
+    let has = |a: &str| areas.iter().any(|x| x == a);
+    if has("tcp") {
+        let mut cfg = tcp_config(f)?;
+        cfg.with_mio_short = f.has("--with-mio-short");
+        println!("## TCP echo\n\n{}", tcp::compare(&cfg, py).map_err(io_err)?);
+    }
+    if has("udp") {
+        println!(
+            "## UDP echo\n\n{}",
+            udp::compare(&udp::config(f)?, py).map_err(io_err)?
+        );
+    }
+    if has("tls") {
+        println!(
+            "## TLS\n\n{}",
+            tls::compare(&tls_config(f)?, &certs, py).map_err(io_err)?
+        );
+    }
+    if has("gemini") {
+        let cfg = gemini_config(f)?;
+        println!(
+            "## Gemini\n\n{}",
+            gemini::compare(&cfg, &certs, &avail).map_err(io_err)?
+        );
+    }
+    if has("multi") {
+        println!(
+            "## One reactor per core: 1 vs 2 reactors\n\n{}",
+            multi::compare(&multi::config(f)?).map_err(io_err)?
+        );
+    }
+    if has("allocs") {
+        println!(
+            "## Allocations on twistor's echo paths\n\n{}",
+            allocs_report(f, quick)?
+        );
+    }
+    if has("idle") {
+        let mut cfg = idle::Config::default();
+        if quick {
+            cfg.conns = 500;
+        }
+        println!(
+            "## Memory per idle connection\n\n{}",
+            idle::run(&cfg, &certs, py).map_err(io_err)?
+        );
+    }
+    eprintln!("all: {:.0} s", t0.elapsed().as_secs_f64());
+    println!("The whole run took {:.0} s.", t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn tcp_config(f: &Flags) -> Result<tcp::Config, String> {
+    let mut cfg = if f.has("--quick") {
+        tcp::Config::quick()
+    } else {
+        tcp::Config::default()
+    };
     cfg.rounds = f.or("--rounds", cfg.rounds)?.max(1);
     cfg.rate = f.or("--rate", cfg.rate)?;
-    cfg.conns = f.or("--conns", cfg.conns)?.max(1);
-    cfg.size = f.or("--size", cfg.size)?.max(1);
     if let Some(secs) = f.get::<f64>("--secs")? {
-        cfg.rr_window = Duration::from_secs_f64(secs.clamp(0.1, 60.0));
-    }
-    if let Some(nice) = f.get::<i32>("--nice")? {
-        cpu::set_nice(nice).map_err(|e| format!("--nice {nice}: {e}"))?;
-        println!("Run at nice {nice}.\n");
-    }
-    if f.has("--with-mio-short") {
-        cfg.servers.push(Kind::MioShort);
+        cfg.window = Duration::from_secs_f64(secs.clamp(0.1, 60.0));
     }
     if let Some(secs) = f.get::<f64>("--quiet-wait")? {
         cfg.quiet_wait = Duration::from_secs_f64(secs.clamp(0.0, 600.0));
     }
     cfg.server_core = f.or("--server-cpu", cfg.server_core)?;
     cfg.client_core = f.or("--client-cpu", cfg.client_core)?;
-    let allocs_n = if f.has("--quick") { 20_000 } else { 200_000 };
+    Ok(cfg)
+}
+
+fn tls_config(f: &Flags) -> Result<tls::TlsConfig, String> {
+    let mut cfg = if f.has("--quick") {
+        tls::TlsConfig::quick()
+    } else {
+        tls::TlsConfig::default()
+    };
+    cfg.rounds = f.or("--rounds", cfg.rounds)?.max(1);
+    cfg.server_core = f.or("--server-cpu", cfg.server_core)?;
+    cfg.client_core = f.or("--client-cpu", cfg.client_core)?;
+    Ok(cfg)
+}
+
+fn gemini_config(f: &Flags) -> Result<gemini::GeminiConfig, String> {
+    let mut cfg = if f.has("--quick") {
+        gemini::GeminiConfig::quick()
+    } else {
+        gemini::GeminiConfig::default()
+    };
+    cfg.rounds = f.or("--rounds", cfg.rounds)?.max(1);
+    cfg.clients = f.or("--clients", cfg.clients)?.max(1);
+    cfg.server_core = f.or("--server-cpu", cfg.server_core)?;
+    cfg.client_core = f.or("--client-cpu", cfg.client_core)?;
+    Ok(cfg)
+}
+
+fn cmd_tcp(f: &Flags) -> Result<(), String> {
+    let py = peers::python::Python::ensure().ok();
+    let mut cfg = tcp_config(f)?;
+    cfg.with_mio_short = f.has("--with-mio-short");
     println!("{}", machine());
-    println!("## Echo: twistor vs mio vs tokio\n");
-    println!("{}", run::compare(&cfg).map_err(io_err)?);
-    println!("## UDP echo: twistor vs mio vs tokio\n");
-    println!("{}", udp::compare(&udp::config(f)?).map_err(io_err)?);
-    println!("## One reactor per core: 1 vs 2 reactors\n");
-    println!("{}", multi::compare(&multi::config(f)?).map_err(io_err)?);
-    println!("## Allocations on twistor's echo path\n");
     println!(
-        "{}{}",
-        allocs::count(cfg.server_core, cfg.client_core, allocs_n).map_err(io_err)?,
-        allocs_udp::rows(cfg.server_core, cfg.client_core, allocs_n / 2).map_err(io_err)?
+        "## TCP echo\n\n{}",
+        tcp::compare(&cfg, py.as_ref()).map_err(io_err)?
     );
-    let mut idle_cfg = idle::Config::default();
-    if f.has("--quick") {
-        idle_cfg.conns = 500;
-    }
-    println!("## Memory per idle connection\n");
-    println!("{}", idle::run(&idle_cfg).map_err(io_err)?);
     Ok(())
+}
+
+fn cmd_tls(f: &Flags) -> Result<(), String> {
+    let py = peers::python::Python::ensure().ok();
+    let certs = peers::certs::CertFiles::make().map_err(io_err)?;
+    println!("{}", machine());
+    println!(
+        "## TLS\n\n{}",
+        tls::compare(&tls_config(f)?, &certs, py.as_ref()).map_err(io_err)?
+    );
+    Ok(())
+}
+
+fn cmd_gemini(f: &Flags) -> Result<(), String> {
+    let avail = peers::Available::find(false);
+    let certs = peers::certs::CertFiles::make().map_err(io_err)?;
+    println!("{}", machine());
+    print!("{}", avail.report());
+    println!(
+        "## Gemini\n\n{}",
+        gemini::compare(&gemini_config(f)?, &certs, &avail).map_err(io_err)?
+    );
+    Ok(())
+}
+
+fn cmd_peers() -> Result<(), String> {
+    let avail = peers::Available::find(false);
+    println!("{}", versions(&avail));
+    print!("{}", avail.report());
+    Ok(())
+}
+
+/// The peers' versions, for the report.
+fn versions(avail: &peers::Available) -> String {
+    let mut v = vec![
+        format!("rustc {}", rustc_version()),
+        "mio, tokio, tokio-rustls, rustls: as in Cargo.lock".to_string(),
+    ];
+    if let Some(py) = &avail.python {
+        for p in ["twisted", "uvloop", "jetforce"] {
+            v.push(format!("{p} {}", py.version(p)));
+        }
+    }
+    if let Some(a) = &avail.agate {
+        v.push(peers::agate::version(a));
+    }
+    format!("Peers: {}.\n", v.join(", "))
+}
+
+fn rustc_version() -> String {
+    std::process::Command::new("rustc")
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "?".into())
+}
+
+fn allocs_report(f: &Flags, quick: bool) -> Result<String, String> {
+    let server = f.or("--server-cpu", 0)?;
+    let client = f.or("--client-cpu", 1)?;
+    let n = f.or("--requests", if quick { 20_000 } else { 200_000 })?;
+    Ok(format!(
+        "{}{}{}",
+        allocs::count(server, client, n).map_err(io_err)?,
+        allocs_udp::rows(server, client, n / 2).map_err(io_err)?,
+        allocs_tls::rows(server, client, n / 4).map_err(io_err)?,
+    ))
 }
 
 fn cmd_idle(f: &Flags) -> Result<(), String> {
@@ -200,7 +369,9 @@ fn cmd_idle(f: &Flags) -> Result<(), String> {
             .map(|c| idle::Case::parse(c).ok_or(format!("unknown case {c}")))
             .collect::<Result<_, _>>()?;
     }
-    println!("{}", idle::run(&cfg).map_err(io_err)?);
+    let certs = peers::certs::CertFiles::make().map_err(io_err)?;
+    let py = peers::python::Python::ensure().ok();
+    println!("{}", idle::run(&cfg, &certs, py.as_ref()).map_err(io_err)?);
     Ok(())
 }
 
@@ -213,19 +384,7 @@ fn cmd_idle_server(case: Option<&String>, f: &Flags) -> Result<(), String> {
 }
 
 fn cmd_allocs(f: &Flags) -> Result<(), String> {
-    let report = allocs::count(
-        f.or("--server-cpu", 0)?,
-        f.or("--client-cpu", 1)?,
-        f.or("--requests", 200_000)?,
-    )
-    .map_err(io_err)?;
-    let udp = allocs_udp::rows(
-        f.or("--server-cpu", 0)?,
-        f.or("--client-cpu", 1)?,
-        f.or("--requests", 200_000)?,
-    )
-    .map_err(io_err)?;
-    println!("{report}{udp}");
+    println!("{}", allocs_report(f, false)?);
     Ok(())
 }
 
@@ -247,7 +406,8 @@ fn cmd_load(mode: Option<&String>, f: &Flags) -> Result<(), String> {
         Some("paced") => load::Mode::Paced {
             rate: f.or("--rate", 50_000)?,
         },
-        _ => return Err("load needs a mode: rr, bulk or paced".into()),
+        Some("churn") => load::Mode::Churn,
+        _ => return Err("load needs a mode: rr, bulk, paced or churn".into()),
     };
     let port: u16 = f.get("--port")?.ok_or("load needs --port")?;
     if let Some(core) = f.get::<usize>("--cpu")? {

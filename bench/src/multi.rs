@@ -20,9 +20,9 @@ use twistor_transports::{listen_tcp_with, ListenOptions};
 
 use crate::cpu::CpuTime;
 use crate::load::{self, Mode, Spec};
+use crate::proc::Proc;
 use crate::servers::twistor_echo::Echo;
 use crate::stats::{median, paired_ratio, range};
-use crate::udp::Proc;
 
 /// Run the TCP echo on `reactors` reactors on 127.0.0.1:`port`, announce
 /// the port on stdout, stop when stdin closes, then print the split.
@@ -106,13 +106,13 @@ pub struct MultiConfig {
 impl Default for MultiConfig {
     fn default() -> Self {
         MultiConfig {
-            rounds: 7,
+            rounds: 3,
             conns: 50,
             size: 64,
             rate: 50_000,
             warmup: Duration::from_millis(300),
-            window: Duration::from_millis(1500),
-            paced_window: Duration::from_secs(2),
+            window: Duration::from_millis(1000),
+            paced_window: Duration::from_millis(1500),
         }
     }
 }

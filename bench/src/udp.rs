@@ -6,14 +6,15 @@
 //! ratios (as for TCP, see `run.rs`).
 
 use std::fmt::Write as _;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::cpu::{pin_to, CpuTime};
+use crate::cpu::{core_busy, pin_to};
+use crate::peers::python::{Python, Script};
+use crate::proc::Proc;
 use crate::servers::{self, mio_udp, tokio_udp, twistor_udp};
-use crate::stats::{median, paired_ratio, range};
+use crate::table::{Columns, Grid, Sample};
 use crate::udp_load::{self, UdpSpec};
 
 /// Receive buffer every UDP server gets (room for 256 in flight and more).
@@ -69,74 +70,6 @@ pub fn serve(kind: UdpKind, port: u16, bound: impl FnOnce(SocketAddr)) -> io::Re
     }
 }
 
-/// A server child process that prints its port on its first stdout line
-/// and ends when its stdin closes (see `servers::announce`).
-pub struct Proc {
-    /// What it is, for reports.
-    pub name: String,
-    /// Where it listens.
-    pub addr: SocketAddr,
-    child: Child,
-    out: BufReader<std::process::ChildStdout>,
-}
-
-impl Proc {
-    /// Start `program args...` and read its port.
-    pub fn start(name: &str, program: &str, args: &[String]) -> io::Result<Proc> {
-        let mut child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let mut line = String::new();
-        out.read_line(&mut line)?;
-        let Ok(port) = line.trim().parse::<u16>() else {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(io::Error::other(format!("{name} server did not start")));
-        };
-        Ok(Proc {
-            name: name.to_string(),
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            child,
-            out,
-        })
-    }
-
-    /// Start this binary with `args`.
-    pub fn start_self(name: &str, args: &[String]) -> io::Result<Proc> {
-        let exe = std::env::current_exe()?;
-        Proc::start(name, &exe.to_string_lossy(), args)
-    }
-
-    /// The server's CPU time so far.
-    pub fn cpu(&self) -> CpuTime {
-        CpuTime::of(self.child.id()).unwrap_or_default()
-    }
-
-    /// Close its stdin, wait for it to exit, and return what else it printed.
-    pub fn finish(mut self) -> io::Result<String> {
-        drop(self.child.stdin.take());
-        let mut rest = String::new();
-        self.out.read_to_string(&mut rest)?;
-        self.child.wait()?;
-        Ok(rest)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        // Ended already after `finish`; otherwise make sure it ends.
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
 /// Settings for the UDP comparison.
 #[derive(Debug, Clone)]
 pub struct UdpConfig {
@@ -161,11 +94,11 @@ pub struct UdpConfig {
 impl Default for UdpConfig {
     fn default() -> Self {
         UdpConfig {
-            rounds: 7,
+            rounds: 3,
             inflight: vec![32, 256],
             size: 64,
             warmup: Duration::from_millis(300),
-            window: Duration::from_millis(1500),
+            window: Duration::from_millis(1000),
             server_core: 0,
             client_core: 1,
             servers: vec![
@@ -178,19 +111,11 @@ impl Default for UdpConfig {
     }
 }
 
-/// One server's figures in one round.
-#[derive(Debug, Clone, Copy, Default)]
-struct Round {
-    rate: f64,
-    cpu_share: f64,
-    us_per: f64,
-    lost: f64,
-}
-
-/// Run the comparison and return the report (markdown).
-pub fn compare(cfg: &UdpConfig) -> io::Result<String> {
+/// Run the comparison and return the report (markdown). With `py`, the
+/// Twisted and asyncio+uvloop UDP echo scripts run too.
+pub fn compare(cfg: &UdpConfig, py: Option<&Python>) -> io::Result<String> {
     pin_to(cfg.client_core)?;
-    let servers: Vec<Proc> = cfg
+    let mut servers: Vec<Proc> = cfg
         .servers
         .iter()
         .map(|k| {
@@ -198,21 +123,17 @@ pub fn compare(cfg: &UdpConfig) -> io::Result<String> {
             Proc::start_self(k.name(), &args)
         })
         .collect::<io::Result<_>>()?;
+    if let Some(py) = py {
+        for (script, name) in [(Script::Twisted, "Twisted"), (Script::Asyncio, "asyncio+uvloop")] {
+            servers.push(py.echo(script, name, &["udp".into()], cfg.server_core)?);
+        }
+    }
     let n = servers.len();
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "Medians over {} interleaved rounds; servers pinned to core {}, load generator to core {}; \
-         {} B datagrams, one client socket, every echo answered by a new datagram; \
-         {} KiB receive buffer on every server.\n",
-        cfg.rounds,
-        cfg.server_core,
-        cfg.client_core,
-        cfg.size,
-        RCVBUF / 1024
-    );
-    for &w in &cfg.inflight {
-        let mut rounds = vec![vec![Round::default(); cfg.rounds]; n];
+    let names: Vec<String> = servers.iter().map(|p| p.name.clone()).collect();
+    let cases: Vec<String> = cfg.inflight.iter().map(|w| format!("{w} in flight")).collect();
+    let mut grid = Grid::new(cases, names, cfg.rounds);
+    let mut lost = vec![0u64; n];
+    for (ci, &w) in cfg.inflight.iter().enumerate() {
         for round in 0..cfg.rounds {
             for k in 0..n {
                 let i = (k + round) % n;
@@ -225,72 +146,72 @@ pub fn compare(cfg: &UdpConfig) -> io::Result<String> {
                     max_datagrams: u64::MAX,
                     loss_timeout: Duration::from_millis(50),
                 };
-                let (o, a, b) = udp_load::run(&spec, || servers[i].cpu())?;
-                let cpu = b.since(&a);
-                let t = cpu.clock.unwrap_or(cpu.stat);
-                rounds[i][round] = Round {
+                let probe = || (servers[i].cpu(), core_busy(cfg.server_core).unwrap_or_default());
+                let (o, a, b) = udp_load::run(&spec, probe)?;
+                let cpu = b.0.since(&a.0);
+                let t = cpu.clock.unwrap_or(cpu.stat).as_secs_f64();
+                let secs = o.elapsed.as_secs_f64().max(1e-9);
+                let sample = Sample {
                     rate: o.rate(),
-                    cpu_share: t.as_secs_f64() / o.elapsed.as_secs_f64() * 100.0,
-                    us_per: t.as_secs_f64() * 1e6 / o.datagrams.max(1) as f64,
-                    lost: o.lost as f64,
+                    cpu_us: t * 1e6 / o.datagrams.max(1) as f64,
+                    share: t / secs * 100.0,
+                    foreign: b.1.saturating_sub(a.1).saturating_sub(cpu.stat).as_secs_f64() / secs * 100.0,
+                    extra: o.lost as f64,
+                    ..Sample::default()
                 };
+                lost[i] += o.lost;
                 eprintln!(
                     "udp {w} in flight, round {}/{} {:15}: {:>8.0} datagrams/s, {:.2} us CPU/datagram, {} lost",
                     round + 1,
                     cfg.rounds,
                     servers[i].name,
-                    o.rate(),
-                    rounds[i][round].us_per,
+                    sample.rate,
+                    sample.cpu_us,
                     o.lost
                 );
+                grid.put(ci, i, round, sample);
             }
         }
-        report(&mut s, w, &servers, &rounds);
     }
+    let mut s = String::new();
     let _ = writeln!(
         s,
-        "Targets: twistor at least 1.1x the mio loop's datagrams/s and at most 0.9x its CPU per datagram."
+        "Medians over {} interleaved rounds; servers pinned to core {}, load generator to core {}; \
+         {} B datagrams, one client socket, every echo answered by a new datagram; \
+         {} KiB receive buffer on every server; {:.1} s windows. Datagrams lost (counted after 50 ms \
+         of silence, then sent again) per window, median, in the last column.\n",
+        cfg.rounds,
+        cfg.server_core,
+        cfg.client_core,
+        cfg.size,
+        RCVBUF / 1024,
+        cfg.window.as_secs_f64()
     );
+    let _ = writeln!(
+        s,
+        "{}\n{}",
+        grid.markdown(&Columns {
+            rate: "datagrams/s",
+            cpu: "us/datagram",
+            latency: false,
+            extra: Some("lost"),
+        }),
+        grid.quiet_line()
+    );
+    let mio = servers.iter().position(|p| p.name == "mio");
+    if let Some(m) = mio {
+        for (ci, w) in cfg.inflight.iter().enumerate() {
+            let r = grid.ratio(ci, m, |x| x.rate);
+            let c = grid.ratio(ci, m, |x| x.cpu_us);
+            let _ = writeln!(
+                s,
+                "- {w} in flight: twistor / mio {r:.2} datagrams/s (target at least 1.1: {}), {c:.2} CPU per datagram (target at most 0.9: {})",
+                if r >= 1.1 { "met" } else { "**missed**" },
+                if c <= 0.9 { "met" } else { "**missed**" },
+            );
+        }
+    }
     Ok(s)
-}
-
-fn report(s: &mut String, w: usize, servers: &[Proc], rounds: &[Vec<Round>]) {
-    let col = |i: usize, f: fn(&Round) -> f64| -> Vec<f64> { rounds[i].iter().map(f).collect() };
-    let _ = writeln!(s, "### {w} datagrams in flight\n");
-    let _ = writeln!(
-        s,
-        "| server | datagrams/s (min-max) | server CPU | server us/datagram | lost |"
-    );
-    let _ = writeln!(s, "|---|---|---|---|---|");
-    for (i, p) in servers.iter().enumerate() {
-        let (lo, hi) = range(&col(i, |r| r.rate));
-        let _ = writeln!(
-            s,
-            "| {} | {:.0} ({:.0}-{:.0}) | {:.0}% | {:.3} | {:.0} |",
-            p.name,
-            median(&col(i, |r| r.rate)),
-            lo,
-            hi,
-            median(&col(i, |r| r.cpu_share)),
-            median(&col(i, |r| r.us_per)),
-            col(i, |r| r.lost).iter().sum::<f64>(),
-        );
-    }
-    let _ = writeln!(
-        s,
-        "\n| {} vs | datagrams/s | CPU per datagram |\n|---|---|---|",
-        servers[0].name
-    );
-    for (i, p) in servers.iter().enumerate().skip(1) {
-        let _ = writeln!(
-            s,
-            "| {} | {:.2} | {:.2} |",
-            p.name,
-            paired_ratio(&col(0, |r| r.rate), &col(i, |r| r.rate)),
-            paired_ratio(&col(0, |r| r.us_per), &col(i, |r| r.us_per)),
-        );
-    }
-    let _ = writeln!(s);
 }
 
 /// `twistor-bench udp-server KIND [--port P] [--cpu N]`.
@@ -329,7 +250,8 @@ pub fn cmd_load(f: &crate::Flags) -> Result<(), String> {
 pub fn cmd_compare(f: &crate::Flags) -> Result<(), String> {
     let cfg = config(f)?;
     println!("## UDP echo: twistor vs mio vs tokio\n");
-    println!("{}", compare(&cfg).map_err(|e| e.to_string())?);
+    let py = crate::peers::python::Python::ensure().ok();
+    println!("{}", compare(&cfg, py.as_ref()).map_err(|e| e.to_string())?);
     Ok(())
 }
 

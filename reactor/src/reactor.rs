@@ -55,7 +55,8 @@ pub(crate) type DeferredDone = Box<dyn FnOnce(&mut Reactor, Box<dyn std::any::An
 /// ```
 pub struct Reactor {
     poll: Poll,
-    events: Events,
+    /// Out of its place only while a turn walks it.
+    events: Option<Events>,
     pub(crate) slots: Slots,
     pub(crate) timers: Timers,
     manual_now: Option<Instant>,
@@ -96,7 +97,7 @@ impl Reactor {
         let remote = RemoteQueue::new(poll.registry(), WAKER_TOKEN)?;
         Ok(Reactor {
             poll,
-            events: Events::with_capacity(1024),
+            events: Some(Events::with_capacity(1024)),
             slots: Slots::default(),
             timers: Timers::new(),
             manual_now: None,
@@ -171,6 +172,7 @@ impl Reactor {
     }
 
     /// The mio registry, to register a source with `id.token()`.
+    #[inline]
     pub fn registry(&self) -> &Registry {
         self.poll.registry()
     }
@@ -251,6 +253,7 @@ impl Reactor {
 
     /// Deliver readiness to `id` on the next loop turn, e.g. because a read
     /// stopped at the fairness budget with data still waiting.
+    #[inline]
     pub fn requeue(&mut self, id: ConnId, ready: Ready) {
         self.requeued.push((id, ready));
     }
@@ -258,6 +261,7 @@ impl Reactor {
     /// Take the shared read buffer (give it back with
     /// [`put_read_buffer`](Reactor::put_read_buffer)). If it is already out,
     /// a fresh one is made.
+    #[inline]
     pub fn take_read_buffer(&mut self) -> Vec<u8> {
         if self.read_buf.is_empty() {
             vec![0; READ_BUFFER_SIZE]
@@ -267,6 +271,7 @@ impl Reactor {
     }
 
     /// Return the shared read buffer.
+    #[inline]
     pub fn put_read_buffer(&mut self, buf: Vec<u8>) {
         if self.read_buf.is_empty() && buf.len() >= READ_BUFFER_SIZE {
             self.read_buf = buf;
@@ -352,8 +357,9 @@ impl Reactor {
     /// meanwhile. Returns whether it is in its slot again.
     fn put_back(&mut self, id: ConnId, h: Box<dyn Handler>) -> bool {
         match self.slots.put_back(id, h) {
-            Returned::Placed(held) => {
-                for w in held {
+            Returned::Placed { held: false } => true,
+            Returned::Placed { held: true } => {
+                for w in self.slots.take_held(id) {
                     match w {
                         Pending::Ready(r) => self.requeued.push((id, r)),
                         Pending::Call(f) => self.queue.push_back(Queued::Call(id, f)),
@@ -503,10 +509,14 @@ impl Reactor {
     /// One loop turn: poll, dispatch, timers, queued work.
     fn turn(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.turns += 1;
-        match self.poll.poll(&mut self.events, timeout) {
+        let mut events = self.events.take().unwrap_or_else(|| Events::with_capacity(1024));
+        match self.poll.poll(&mut events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(e) => {
+                self.events = Some(events);
+                return Err(e);
+            }
         }
         // Requeued work from the previous turn goes first, then new events;
         // readiness for one id is merged into one dispatch (found in O(1)
@@ -525,7 +535,6 @@ impl Reactor {
             }
         }
         requeued.truncate(merged);
-        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         for e in events.iter() {
             match e.token() {
                 WAKER_TOKEN => self.run_remote(),
@@ -542,7 +551,7 @@ impl Reactor {
             }
         }
         events.clear();
-        self.events = events;
+        self.events = Some(events);
         for (id, ready) in requeued.drain(..) {
             self.slots.unmark(id);
             self.dispatch(id, Pending::Ready(ready));
@@ -551,7 +560,7 @@ impl Reactor {
         // Handlers requeued during this turn went into `self.requeued` (the
         // spare, with its capacity); keep the drained list as the next spare.
         self.requeued_spare = requeued;
-        if self.manual_now.is_none() {
+        if self.manual_now.is_none() && !self.timers.is_empty() {
             self.run_timers();
         }
         self.run_queued();
@@ -565,16 +574,20 @@ impl Reactor {
         {
             return Some(Duration::ZERO);
         }
-        let now = Instant::now();
         let mut wake = until;
         if let State::Stopping { deadline } = self.state {
             wake = Some(wake.map_or(deadline, |w| w.min(deadline)));
         }
-        if self.manual_now.is_none() {
+        if self.manual_now.is_none() && !self.timers.is_empty() {
             if let Some(t) = self.timers.next_deadline() {
                 wake = Some(wake.map_or(t, |w| w.min(t)));
             }
         }
+        // The clock is read only when there is a deadline to wait for.
+        let now = match wake {
+            Some(_) => Instant::now(),
+            None => return None,
+        };
         // Round up to whole milliseconds (epoll's resolution) so a timer
         // is never woken for a fraction early and spun on.
         wake.map(|w| {
@@ -586,7 +599,15 @@ impl Reactor {
 
     /// Run queued `call_soon` / `call_on` work, bounded so that work which
     /// keeps queueing more cannot starve I/O.
+    #[inline]
     pub(crate) fn run_queued(&mut self) {
+        if self.queue.is_empty() {
+            return;
+        }
+        self.run_queued_now();
+    }
+
+    fn run_queued_now(&mut self) {
         let mut budget = self.queue.len().max(1024);
         while budget > 0 {
             budget -= 1;

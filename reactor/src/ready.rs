@@ -36,6 +36,7 @@ impl Ready {
         error: false,
     };
 
+    #[inline]
     pub(crate) fn from_event(e: &mio::event::Event) -> Ready {
         Ready {
             readable: e.is_readable() || e.is_read_closed() || e.is_error(),
@@ -45,6 +46,7 @@ impl Ready {
         }
     }
 
+    #[inline]
     pub(crate) fn merge(self, o: Ready) -> Ready {
         Ready {
             readable: self.readable | o.readable,

@@ -117,6 +117,7 @@ pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 /// let err = catch_panic(format_args!("connection {id}: data_received"), || -> u32 { panic!("boom") });
 /// assert_eq!(err, Err("boom".to_string()));
 /// ```
+#[inline]
 pub fn catch_panic<R>(what: fmt::Arguments<'_>, f: impl FnOnce() -> R) -> Result<R, String> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(r) => Ok(r),

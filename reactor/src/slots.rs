@@ -55,8 +55,9 @@ pub(crate) enum Taken {
 
 /// What became of a handler given back with [`Slots::put_back`].
 pub(crate) enum Returned {
-    /// In its slot again, with the work that was held for it meanwhile.
-    Placed(Vec<Pending>),
+    /// In its slot again; `held`: work was held for it meanwhile (take it
+    /// with [`Slots::take_held`]).
+    Placed { held: bool },
     /// Removed while it ran: free its slot once it has been told.
     Doomed(Box<dyn Handler>),
     /// Its slot went while it ran (the table was cleared); drop it.
@@ -169,9 +170,13 @@ impl Slots {
         }
         slot.protocol = h.has_protocol();
         slot.handler = Some(h);
-        if !std::mem::take(&mut slot.held) {
-            return Returned::Placed(Vec::new());
+        Returned::Placed {
+            held: std::mem::take(&mut slot.held),
         }
+    }
+
+    /// The work held for `id` while it ran, in order.
+    pub(crate) fn take_held(&mut self, id: ConnId) -> Vec<Pending> {
         let mut mine = Vec::new();
         let mut i = 0;
         while i < self.held.len() {
@@ -181,7 +186,7 @@ impl Slots {
                 i += 1;
             }
         }
-        Returned::Placed(mine)
+        mine
     }
 
     /// Note that `id` is on the dispatch list being built, at `pos`, or

@@ -5,11 +5,13 @@
 //! last chunk, so a callback's writes usually make one chunk and leave in
 //! one `write`; several chunks leave in one `writev`. The queue and its
 //! chunks exist only while bytes wait. When the buffer drains, they go
-//! back to the reactor's [`WritePool`], and the next write anywhere takes
-//! them from there: a steady echo allocates nothing, yet an idle
-//! connection holds no output capacity at all (one pointer). The pool is
-//! bounded in bytes ([`DEFAULT_WRITE_POOL`], a knob on the reactor), like
-//! the shared read buffer it mirrors; what would not fit is freed.
+//! back to the reactor's [`WritePool`] (the queue keeping its first
+//! chunk, emptied, so the next write finds both ready in one step), and
+//! the next write anywhere takes them from there: a steady echo allocates
+//! nothing, yet an idle connection holds no output capacity at all (one
+//! pointer). The pool is bounded in bytes ([`DEFAULT_WRITE_POOL`], a knob
+//! on the reactor), like the shared read buffer it mirrors; what would not
+//! fit is freed.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -28,7 +30,7 @@ const MAX_IOV: usize = 64;
 pub const DEFAULT_WRITE_POOL: usize = 1024 * 1024;
 
 /// The chunks of one buffer, in order. Borrowed from the pool while the
-/// buffer holds bytes.
+/// buffer holds bytes; in the pool it holds at most one chunk, empty.
 #[derive(Default)]
 struct Queue {
     chunks: VecDeque<Vec<u8>>,
@@ -39,9 +41,13 @@ struct Queue {
 }
 
 impl Queue {
-    /// What keeping this (empty) queue in the pool costs.
+    /// What keeping this (drained) queue in the pool costs: itself, its
+    /// slots and the one chunk it kept.
+    #[inline]
     fn cost(&self) -> usize {
-        std::mem::size_of::<Queue>() + self.chunks.capacity() * std::mem::size_of::<Vec<u8>>()
+        std::mem::size_of::<Queue>()
+            + self.chunks.capacity() * std::mem::size_of::<Vec<u8>>()
+            + self.chunks.front().map_or(0, Vec::capacity)
     }
 }
 
@@ -53,11 +59,13 @@ pub(crate) struct WriteBuf {
 
 impl WriteBuf {
     /// Bytes waiting to be written.
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.q.as_ref().map_or(0, |q| q.len)
     }
 
     /// Queue `data`.
+    #[inline]
     pub(crate) fn push(&mut self, pool: &mut WritePool, data: &[u8]) {
         if data.is_empty() {
             return;
@@ -98,10 +106,16 @@ impl WriteBuf {
         Ok(written)
     }
 
+    #[inline]
     fn consume(&mut self, pool: &mut WritePool, mut n: usize) {
         let Some(q) = self.q.as_mut() else {
             return;
         };
+        if n >= q.len {
+            // All of it went (the usual case).
+            self.clear(pool);
+            return;
+        }
         q.len -= n;
         while n > 0 {
             let avail = q.chunks[0].len() - q.head;
@@ -115,16 +129,22 @@ impl WriteBuf {
                 pool.put_chunk(v);
             }
         }
-        if q.len == 0 {
-            self.clear(pool);
-        }
     }
 
-    /// Drop what is waiting; the chunks and the queue go back to the pool.
+    /// Drop what is waiting; the queue goes back to the pool with its first
+    /// chunk (emptied), the other chunks on their own.
+    #[inline]
     pub(crate) fn clear(&mut self, pool: &mut WritePool) {
         if let Some(mut q) = self.q.take() {
-            for v in q.chunks.drain(..) {
-                pool.put_chunk(v);
+            while q.chunks.len() > 1 {
+                if let Some(v) = q.chunks.pop_back() {
+                    pool.put_chunk(v);
+                }
+            }
+            match q.chunks.front_mut() {
+                Some(first) if first.capacity() <= 2 * CHUNK => first.clear(),
+                Some(_) => q.chunks.clear(),
+                None => {}
             }
             q.head = 0;
             q.len = 0;
@@ -176,6 +196,7 @@ impl WritePool {
         }
     }
 
+    #[inline]
     fn take_queue(&mut self) -> Box<Queue> {
         match self.queues.pop() {
             Some(q) => {
@@ -186,6 +207,7 @@ impl WritePool {
         }
     }
 
+    #[inline]
     fn put_queue(&mut self, q: Box<Queue>) {
         let cost = q.cost();
         if self.bytes + cost <= self.limit {
@@ -195,6 +217,7 @@ impl WritePool {
     }
 
     /// An empty chunk: a pooled one, or a new one sized for `need`.
+    #[inline]
     fn take_chunk(&mut self, need: usize) -> Vec<u8> {
         match self.chunks.pop() {
             Some(v) => {
@@ -205,6 +228,7 @@ impl WritePool {
         }
     }
 
+    #[inline]
     fn put_chunk(&mut self, mut v: Vec<u8>) {
         let cap = v.capacity();
         if cap <= 2 * CHUNK && self.bytes + cap <= self.limit {

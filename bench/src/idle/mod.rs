@@ -26,6 +26,9 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use twistor_transports::tls::ClientConfigBuilder;
 
 use crate::limits::raise_nofile;
+use crate::peers::certs::CertFiles;
+use crate::peers::python::{Python, Script};
+use crate::proc::Proc;
 use client::Clients;
 
 /// One measured configuration: a protocol and a server.
@@ -45,18 +48,33 @@ pub enum Case {
     TlsTwistor,
     /// A hand-written mio + rustls echo.
     TlsMio,
+    /// tokio-rustls echo.
+    TlsTokio,
+    /// Twisted's TCP echo (the bench's script).
+    TcpTwisted,
+    /// asyncio+uvloop TCP echo.
+    TcpAsyncio,
+    /// Twisted's TLS echo (`listenSSL`).
+    TlsTwisted,
+    /// asyncio+uvloop TLS echo.
+    TlsAsyncio,
 }
 
 impl Case {
     /// Every case, in report order.
-    pub const ALL: [Case; 7] = [
+    pub const ALL: [Case; 12] = [
         Case::TcpTwistor,
         Case::TcpMio,
         Case::TcpTokio,
+        Case::TcpTwisted,
+        Case::TcpAsyncio,
         Case::LineTwistor,
         Case::LineTokio,
         Case::TlsTwistor,
         Case::TlsMio,
+        Case::TlsTokio,
+        Case::TlsTwisted,
+        Case::TlsAsyncio,
     ];
 
     /// The name on the command line.
@@ -69,6 +87,11 @@ impl Case {
             Case::LineTokio => "line-tokio",
             Case::TlsTwistor => "tls-twistor",
             Case::TlsMio => "tls-mio",
+            Case::TlsTokio => "tls-tokio-rustls",
+            Case::TcpTwisted => "tcp-twisted",
+            Case::TcpAsyncio => "tcp-asyncio",
+            Case::TlsTwisted => "tls-twisted",
+            Case::TlsAsyncio => "tls-asyncio",
         }
     }
 
@@ -86,6 +109,22 @@ impl Case {
             Case::LineTokio => ("line echo", "tokio `BufReader::read_until`"),
             Case::TlsTwistor => ("TLS echo", "twistor"),
             Case::TlsMio => ("TLS echo", "mio + rustls (hand-written)"),
+            Case::TlsTokio => ("TLS echo", "tokio-rustls"),
+            Case::TcpTwisted => ("TCP echo", "Twisted"),
+            Case::TcpAsyncio => ("TCP echo", "asyncio+uvloop"),
+            Case::TlsTwisted => ("TLS echo", "Twisted (pyOpenSSL)"),
+            Case::TlsAsyncio => ("TLS echo", "asyncio+uvloop (ssl)"),
+        }
+    }
+
+    /// The Python script and its mode, for the cases that run one.
+    fn script(self) -> Option<(Script, bool)> {
+        match self {
+            Case::TcpTwisted => Some((Script::Twisted, false)),
+            Case::TcpAsyncio => Some((Script::Asyncio, false)),
+            Case::TlsTwisted => Some((Script::Twisted, true)),
+            Case::TlsAsyncio => Some((Script::Asyncio, true)),
+            _ => None,
         }
     }
 }
@@ -115,7 +154,58 @@ impl Default for Config {
 #[derive(Debug, Clone, Copy)]
 struct Memory {
     rss: u64,
-    heap: i64,
+    /// Live heap bytes of the server thread (our own servers only).
+    heap: Option<i64>,
+}
+
+/// A server being measured: one of ours (it reports its memory on
+/// request), or a Python script (its resident set is read from
+/// `/proc/PID/statm`).
+enum Server {
+    Own(ServerProcess),
+    Script(Proc, String),
+}
+
+impl Server {
+    fn start(case: Case, conns: usize, certs: &CertFiles, py: Option<&Python>) -> io::Result<Server> {
+        match case.script() {
+            None => ServerProcess::start(case, conns).map(Server::Own),
+            Some((script, tls)) => {
+                let py = py.ok_or_else(|| io::Error::other("no Python environment"))?;
+                let mode = if tls {
+                    certs.script_args()
+                } else {
+                    vec!["tcp".into()]
+                };
+                let p = py.echo(script, case.name(), &mode, 0)?;
+                Ok(Server::Script(p, certs.fingerprint.clone()))
+            }
+        }
+    }
+
+    fn port(&self) -> u16 {
+        match self {
+            Server::Own(s) => s.port,
+            Server::Script(p, _) => p.addr.port(),
+        }
+    }
+
+    fn fingerprint(&self, case: Case) -> Option<String> {
+        match self {
+            Server::Own(s) => s.fingerprint.clone(),
+            Server::Script(_, fp) => matches!(case.script(), Some((_, true))).then(|| fp.clone()),
+        }
+    }
+
+    fn measure(&mut self) -> io::Result<Memory> {
+        match self {
+            Server::Own(s) => s.measure(),
+            Server::Script(p, _) => Ok(Memory {
+                rss: server::rss_of(p.pid())?,
+                heap: None,
+            }),
+        }
+    }
 }
 
 /// A running `idle-server` process.
@@ -167,7 +257,7 @@ impl ServerProcess {
         match (words.next(), words.next()) {
             (Some(Ok(rss)), Some(Ok(heap))) => Ok(Memory {
                 rss: rss as u64,
-                heap,
+                heap: Some(heap),
             }),
             _ => Err(io::Error::other(format!("bad measurement: {line:?}"))),
         }
@@ -195,6 +285,13 @@ fn per_conn(after: i64, before: i64, n: usize) -> f64 {
     (after - before) as f64 / n.max(1) as f64
 }
 
+fn heap_per_conn(after: Option<i64>, before: Option<i64>, n: usize) -> String {
+    match (after, before) {
+        (Some(a), Some(b)) => bytes(per_conn(a, b, n)),
+        _ => "-".into(),
+    }
+}
+
 /// Whole bytes with thousands separators (negative when memory went down).
 fn bytes(b: f64) -> String {
     let n = b.round() as i64;
@@ -213,14 +310,15 @@ fn bytes(b: f64) -> String {
 }
 
 /// Measure one case.
-fn measure(case: Case, conns: usize, size: usize) -> io::Result<Row> {
-    let mut server = ServerProcess::start(case, conns)?;
+fn measure(case: Case, cfg: &Config, certs: &CertFiles, py: Option<&Python>) -> io::Result<Row> {
+    let (conns, size) = (cfg.conns, cfg.size);
+    let mut server = Server::start(case, conns, certs, py)?;
     let base = server.measure()?;
-    let tls = match &server.fingerprint {
-        Some(fp) => Some(ClientConfigBuilder::new().pinned(fp).build()?),
+    let tls = match server.fingerprint(case) {
+        Some(fp) => Some(ClientConfigBuilder::new().pinned(&fp).build()?),
         None => None,
     };
-    let mut clients = Clients::open(server.port, conns, b"hi\r\n", tls)?;
+    let mut clients = Clients::open(server.port(), conns, b"hi\r\n", tls)?;
     let small = server.measure()?;
     let mut large = vec![b'x'; size.max(2)];
     let n = large.len();
@@ -241,7 +339,7 @@ fn measure(case: Case, conns: usize, size: usize) -> io::Result<Row> {
 }
 
 /// Run the cases and return the report (markdown).
-pub fn run(cfg: &Config) -> io::Result<String> {
+pub fn run(cfg: &Config, certs: &CertFiles, py: Option<&Python>) -> io::Result<String> {
     // Our side needs one descriptor per connection too.
     let limit = raise_nofile(cfg.conns as u64 + 64)?;
     let conns = cfg.conns.min(limit.saturating_sub(64) as usize).max(1);
@@ -267,14 +365,29 @@ pub fn run(cfg: &Config) -> io::Result<String> {
         cfg.size / 1000
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|");
+    let cfg = Config { conns, ..cfg.clone() };
     for &case in &cfg.cases {
-        let row = measure(case, conns, cfg.size)?;
+        if case.script().is_some() && py.is_none() {
+            continue;
+        }
+        eprintln!("idle: {} ({conns} connections)", case.name());
+        let row = match measure(case, &cfg, certs, py) {
+            Ok(row) => row,
+            Err(e) => {
+                // One server that cannot hold the connections does not
+                // end the others' measurement: its row says why.
+                let (proto, server) = case.columns();
+                eprintln!("idle: {} failed: {e}", case.name());
+                let _ = writeln!(s, "| {proto} | {server} | failed: {e} | | | |");
+                continue;
+            }
+        };
         let (proto, server) = row.case.columns();
         let _ = writeln!(
             s,
             "| {proto} | {server} | {} | {} | {} | {} |",
-            bytes(per_conn(row.small.heap, row.base.heap, row.conns)),
-            bytes(per_conn(row.large.heap, row.base.heap, row.conns)),
+            heap_per_conn(row.small.heap, row.base.heap, row.conns),
+            heap_per_conn(row.large.heap, row.base.heap, row.conns),
             bytes(per_conn(row.small.rss as i64, row.base.rss as i64, row.conns)),
             bytes(per_conn(row.large.rss as i64, row.base.rss as i64, row.conns)),
         );

@@ -17,7 +17,7 @@ use twistor_transports::tls::{listen_tls, ServerConfigBuilder};
 use super::Case;
 use crate::alloc_count;
 use crate::limits::raise_nofile;
-use crate::servers::{mio_echo, mio_tls_echo, tokio_echo, twistor_echo};
+use crate::servers::{mio_echo, mio_tls_echo, tokio_echo, tokio_tls_echo, twistor_echo};
 
 /// The longest line the line servers accept: above the bench's large
 /// message.
@@ -84,12 +84,28 @@ fn serve(case: Case, bound: impl FnOnce(SocketAddr, Option<String>)) -> io::Resu
             let (config, fingerprint) = ServerConfigBuilder::self_signed(&["localhost"])?;
             mio_tls_echo::serve(addr, config, |a| bound(a, Some(fingerprint)))
         }
+        Case::TlsTokio => {
+            let (config, fingerprint) = ServerConfigBuilder::self_signed(&["localhost"])?;
+            tokio_tls_echo::serve(addr, config, |a| bound(a, Some(fingerprint)))
+        }
+        Case::TcpTwisted | Case::TcpAsyncio | Case::TlsTwisted | Case::TlsAsyncio => Err(io::Error::other(
+            "a Python case runs its script, not an idle-server",
+        )),
     }
 }
 
 /// This process's resident set size, from `/proc/self/statm`.
 fn rss_bytes() -> io::Result<u64> {
-    let text = std::fs::read_to_string("/proc/self/statm")?;
+    rss_at("/proc/self/statm")
+}
+
+/// Process `pid`'s resident set size, from `/proc/PID/statm`.
+pub fn rss_of(pid: u32) -> io::Result<u64> {
+    rss_at(&format!("/proc/{pid}/statm"))
+}
+
+fn rss_at(path: &str) -> io::Result<u64> {
+    let text = std::fs::read_to_string(path)?;
     let pages: u64 = text
         .split_whitespace()
         .nth(1)

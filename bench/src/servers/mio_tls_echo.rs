@@ -24,6 +24,17 @@ struct Conn {
 
 /// Listen on `addr` and serve forever with `config`.
 pub fn serve(addr: SocketAddr, config: Arc<ServerConfig>, bound: impl FnOnce(SocketAddr)) -> io::Result<()> {
+    serve_with(addr, config, bound, || true)
+}
+
+/// [`serve`], calling `after_turn` after each loop turn (the allocation
+/// count reads the thread's figure there) and ending when it returns false.
+pub fn serve_with(
+    addr: SocketAddr,
+    config: Arc<ServerConfig>,
+    bound: impl FnOnce(SocketAddr),
+    mut after_turn: impl FnMut() -> bool,
+) -> io::Result<()> {
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
     let mut listener = TcpListener::bind(addr)?;
@@ -32,8 +43,8 @@ pub fn serve(addr: SocketAddr, config: Arc<ServerConfig>, bound: impl FnOnce(Soc
     bound(listener.local_addr()?);
     let mut conns: Slab<Conn> = Slab::new();
     let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match poll.poll(&mut events, None) {
+    while after_turn() {
+        match poll.poll(&mut events, Some(std::time::Duration::from_millis(100))) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -77,6 +88,7 @@ pub fn serve(addr: SocketAddr, config: Arc<ServerConfig>, bound: impl FnOnce(Soc
             }
         }
     }
+    Ok(())
 }
 
 /// Read, decrypt, echo, write. False when the connection is finished.

@@ -7,6 +7,7 @@ pub mod mio_echo;
 pub mod mio_tls_echo;
 pub mod mio_udp;
 pub mod tokio_echo;
+pub mod tokio_tls_echo;
 pub mod tokio_udp;
 pub mod twistor_echo;
 pub mod twistor_udp;
@@ -28,8 +29,6 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// The three compared by default, in the order they are reported.
-    pub const DEFAULT: [Kind; 3] = [Kind::Twistor, Kind::Mio, Kind::Tokio];
     /// Every server there is.
     pub const ALL: [Kind; 4] = [Kind::Twistor, Kind::Mio, Kind::Tokio, Kind::MioShort];
 

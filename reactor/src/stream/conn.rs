@@ -37,6 +37,9 @@ pub(super) struct State<S> {
     pub(super) writing_paused: bool,
     /// WRITABLE interest is registered (only while output waits).
     pub(super) want_writable: bool,
+    /// A callback ran since the last [`settle`](StreamConn::settle):
+    /// what it asked for is not carried out yet.
+    pub(super) unsettled: bool,
 }
 
 /// A connection's knobs (see [`StreamOptions`](super::StreamOptions)).
@@ -107,6 +110,7 @@ impl<S: StreamIo> StreamConn<S> {
         id: ConnId,
         f: impl FnOnce(&mut dyn Protocol, &mut dyn Transport),
     ) -> bool {
+        self.st.unsettled = true;
         let mut view = View {
             st: &mut self.st,
             r,
@@ -124,6 +128,7 @@ impl<S: StreamIo> StreamConn<S> {
 
     /// Run `connection_made` if it has not run. Returns false if the
     /// connection is closed.
+    #[inline]
     fn ensure_made(&mut self, r: &mut Reactor, id: ConnId) -> bool {
         if !self.st.phase.is_made() {
             self.st.phase.set(id, Phase::Open);
@@ -140,6 +145,23 @@ impl<S: StreamIo> StreamConn<S> {
     /// or a half-close once flushed (arming the close deadline while it
     /// cannot), and keep the registered interest in step.
     pub(super) fn settle(&mut self, r: &mut Reactor, id: ConnId) {
+        // The usual case first: an open connection, no upgrade, its output
+        // gone at once. Otherwise on to the whole round, flushed already.
+        let mut flushed = false;
+        if matches!(self.st.phase, Phase::Open) && self.st.upgrade.is_none() {
+            if let Err(e) = self.flush(r) {
+                self.close(r, id, Reason::from_io(e));
+                return;
+            }
+            if self.st.out.len() == 0 && !self.st.writing_paused {
+                if self.st.want_writable {
+                    self.update_interest(r, id);
+                }
+                self.st.unsettled = false;
+                return;
+            }
+            flushed = true;
+        }
         // Bounded: each pass either makes progress or ends the loop.
         for _ in 0..16 {
             match &mut self.st.phase {
@@ -151,15 +173,18 @@ impl<S: StreamIo> StreamConn<S> {
                 }
                 _ => {}
             }
-            if let Some(up) = self.st.upgrade.take() {
+            if self.st.upgrade.is_some() {
+                let up = self.st.upgrade.take().expect("checked");
                 if !self.apply_upgrade(r, id, *up) {
                     return;
                 }
                 continue;
             }
-            if let Err(e) = self.flush(r) {
-                self.close(r, id, Reason::from_io(e));
-                return;
+            if !std::mem::take(&mut flushed) {
+                if let Err(e) = self.flush(r) {
+                    self.close(r, id, Reason::from_io(e));
+                    return;
+                }
             }
             let size = self.st.out.len();
             if !self.st.writing_paused && size > self.st.limits.high {
@@ -198,6 +223,7 @@ impl<S: StreamIo> StreamConn<S> {
             break;
         }
         self.update_interest(r, id);
+        self.st.unsettled = false;
     }
 
     /// Swap in the new protocol, then run through it what was asked after
@@ -394,7 +420,9 @@ impl<S: StreamIo> Handler for StreamConn<S> {
         if ready.readable && !matches!(self.st.phase, Phase::Closed) {
             self.read(r, id);
         }
-        if !matches!(self.st.phase, Phase::Closed) {
+        // Each callback above was followed by a settle; one more only if
+        // something is left over (or nothing ran: a bare wake-up).
+        if !matches!(self.st.phase, Phase::Closed) && (self.st.unsettled || !ready.readable) {
             self.settle(r, id);
         }
     }

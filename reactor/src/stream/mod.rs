@@ -218,6 +218,7 @@ fn register<S: StreamIo>(
                 reading: true,
                 writing_paused: false,
                 want_writable: false,
+                unsettled: false,
             },
         }))
     })

@@ -107,26 +107,31 @@ impl Phase {
     }
 
     /// `connection_made` has run.
+    #[inline]
     pub(super) fn is_made(&self) -> bool {
         !matches!(self, Phase::New)
     }
 
     /// Ended, or ending at once.
+    #[inline]
     pub(super) fn is_ending(&self) -> bool {
         matches!(self, Phase::Aborting(_) | Phase::Closed)
     }
 
     /// Closing, aborting or closed (`Transport::is_closing`).
+    #[inline]
     pub(super) fn is_closing(&self) -> bool {
         matches!(self, Phase::Closing { .. } | Phase::Aborting(_) | Phase::Closed)
     }
 
     /// Whether bytes are still read from the peer.
+    #[inline]
     pub(super) fn reads(&self) -> bool {
         matches!(self, Phase::Open | Phase::WriteClosing | Phase::WriteClosed)
     }
 
     /// Whether writes are still taken.
+    #[inline]
     pub(super) fn writes(&self) -> bool {
         matches!(
             self,

@@ -20,7 +20,8 @@
 //!
 //! Memory: an idle layer keeps no buffer of its own beyond a small bound.
 //! Ciphertext rustls cannot take yet (reading is then paused below) is an
-//! [`InputBuf`]; the plaintext buffer gives its capacity back when drained;
+//! [`InputBuf`]; the plaintext buffer is lent from the thread's spares
+//! while the application writes and given back when drained;
 //! plaintext is handed to rustls in pieces, so rustls's queue of records
 //! stays short; and once input is drained, rustls is let to shrink its own
 //! input buffer (see [`TlsProtocol::trim_rustls`]).
@@ -39,7 +40,7 @@ use twistor_reactor::{
 use super::info::session_info;
 use super::options::TlsOptions;
 use super::state::Phase;
-use super::view::{TlsTransport, ViewState};
+use super::view::{give_back, TlsTransport, ViewState};
 
 /// What a client connector wants to know about a connection's layer: did
 /// the application ever get `connection_made`, and how did it end.
@@ -56,10 +57,6 @@ type FailureHook = Box<dyn FnOnce(&Reason)>;
 /// record per 16 KiB and never shrinks that queue; in pieces it stays short
 /// however large one write is.
 const PIECE: usize = 64 * 1024;
-
-/// Capacity the plaintext buffer keeps once drained (what a steady echo of
-/// small messages reuses); a larger buffer is given back.
-const PLAIN_KEEP: usize = 512;
 
 /// Writes what rustls produces straight into the transport below.
 struct Lower<'a>(&'a mut dyn Transport);
@@ -667,16 +664,15 @@ impl TlsProtocol {
         if self.st.plain_out.is_empty() || !matches!(self.phase(), Phase::Wrapped | Phase::ReadClosed) {
             return;
         }
-        let mut out = std::mem::take(&mut self.st.plain_out);
+        let out = std::mem::take(&mut self.st.plain_out);
         for piece in out.chunks(PIECE) {
             // Unlimited buffer: write_all cannot come up short.
             let _ = self.conn.writer().write_all(piece);
             self.write_tls(lower);
         }
-        if out.capacity() <= PLAIN_KEEP {
-            out.clear();
-            self.st.plain_out = out;
-        }
+        // Drained: the buffer goes to the thread's spares, so an idle
+        // connection holds none and the next write anywhere reuses it.
+        give_back(out);
     }
 
     /// Carry out a `lose_connection` or `write_eof`: close_notify, then the

@@ -6,6 +6,7 @@
 //! that is not about bytes (addresses, timers, the reactor, the water
 //! marks) is passed through to the transport below.
 
+use std::cell::RefCell;
 use std::io;
 use std::time::Duration;
 
@@ -13,6 +14,45 @@ use twistor_reactor::{Address, ConnId, Reactor, Reason, TlsInfo, Transport, Upgr
 
 use super::options::TlsOptions;
 use super::state::Lifecycle;
+
+/// Drained plaintext buffers kept for the next write of any TLS
+/// connection on this thread (a reactor is one thread, and a callback
+/// is never re-entered, so a buffer is lent to one connection at a time):
+/// a steady echo reuses them and allocates nothing, while an idle
+/// connection holds no plaintext capacity at all. Bounded: at most
+/// [`SPARE_BUFFERS`] buffers of at most [`SPARE_CAPACITY`] bytes each
+/// (1 MiB in all); a larger one is freed.
+const SPARE_BUFFERS: usize = 16;
+/// The largest buffer kept (one piece, see the layer's `PIECE`).
+const SPARE_CAPACITY: usize = 64 * 1024;
+
+thread_local! {
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty plaintext buffer: a kept one, or a new (unallocated) one.
+pub(crate) fn spare_buffer() -> Vec<u8> {
+    SPARE
+        .try_with(|s| s.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Give a drained plaintext buffer back for the next write (or free it:
+/// no capacity, too large, or enough kept).
+pub(crate) fn give_back(mut buf: Vec<u8>) {
+    if buf.capacity() == 0 || buf.capacity() > SPARE_CAPACITY {
+        return;
+    }
+    buf.clear();
+    let _ = SPARE.try_with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < SPARE_BUFFERS {
+            s.push(buf);
+        }
+    });
+}
 
 /// The part of the TLS layer's state that the application's transport view
 /// reads and writes. The view only records what the application asks for;
@@ -116,6 +156,9 @@ impl Transport for TlsTransport<'_> {
                 self.lower.lose_connection_with(reason);
             }
             return;
+        }
+        if st.plain_out.capacity() == 0 {
+            st.plain_out = spare_buffer();
         }
         st.plain_out.extend_from_slice(data);
     }
