@@ -4,7 +4,7 @@
 //! `bench/README.md`.
 //!
 //! ```text
-//! cargo run --release -p twistor-bench -- all           # every area (~15 min; --quick: under 2)
+//! cargo run --release -p twistor-bench -- all           # every area (~11 min; --quick: under 2)
 //! cargo run --release -p twistor-bench -- tcp|udp|tls|gemini|multi|allocs|idle   # one area
 //! cargo run --release -p twistor-bench -- help          # every command and flag
 //! ```
@@ -46,7 +46,7 @@ const USAGE: &str = "\
 usage: twistor-bench COMMAND [FLAGS]
 
 commands (each prints markdown; progress goes to stderr):
-  all      every area below, one table per area (about 15 minutes; --quick: under 2)
+  all      every area below, one table per area (about 11 minutes; --quick: under 2)
            flags: --quick (1 round, short windows, 500 idle connections; agate only if
                   already built) --areas a,b (tcp,udp,tls,gemini,multi,allocs,idle)
                   --server-cpu N (0) --client-cpu N (1) --with-mio-short
@@ -324,7 +324,7 @@ fn cmd_peers() -> Result<(), String> {
 /// The peers' versions, for the report.
 fn versions(avail: &peers::Available) -> String {
     let mut v = vec![
-        format!("rustc {}", rustc_version()),
+        rustc_version(),
         "mio, tokio, tokio-rustls, rustls: as in Cargo.lock".to_string(),
     ];
     if let Some(py) = &avail.python {

@@ -59,8 +59,11 @@ impl Protocol for Client {
     }
 }
 
-/// Builds connection number `index`; counts failed attempts.
+/// Builds connection number `index`; counts failed attempts, a failed
+/// TLS handshake included (reported after the protocol was built).
 struct OneClient {
+    index: usize,
+    stats: Rc<Stats>,
     client: Option<Client>,
 }
 
@@ -72,10 +75,8 @@ impl twistor_reactor::Factory for OneClient {
 
 impl ClientFactory for OneClient {
     fn client_connection_failed(&mut self, _: &mut Reactor, _: &Connector, reason: &Reason) {
-        if let Some(c) = &self.client {
-            eprintln!("idle: connection {} failed: {reason}", c.index);
-            c.stats.failed.set(c.stats.failed.get() + 1);
-        }
+        eprintln!("idle: connection {} failed: {reason}", self.index);
+        self.stats.failed.set(self.stats.failed.get() + 1);
     }
 }
 
@@ -104,6 +105,8 @@ impl Clients {
             let end = (start + WAVE).min(n);
             for index in start..end {
                 let factory = OneClient {
+                    index,
+                    stats: c.stats.clone(),
                     client: Some(Client {
                         index,
                         first: first.clone(),

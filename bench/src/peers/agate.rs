@@ -49,7 +49,11 @@ pub fn version(bin: &Path) -> String {
         .arg("--version")
         .output()
         .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        // Some versions print it on stderr.
+        .map(|o| {
+            let out = if o.stdout.is_empty() { &o.stderr } else { &o.stdout };
+            String::from_utf8_lossy(out).trim().to_string()
+        })
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| "?".into())
 }

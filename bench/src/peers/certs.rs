@@ -1,17 +1,14 @@
 //! The one certificate every TLS server of a run uses (twistor's, the
 //! hand-written mio + rustls loop, tokio-rustls, Twisted, asyncio, agate,
 //! jetforce): a self-signed ECDSA P-256 certificate for `localhost`, made
-//! fresh for the run, as PEM files (and DER for agate), and the rustls
-//! server configuration the Rust servers share, built by twistor's
-//! builder with its defaults: TLS 1.3 and 1.2, rustls's cipher suites
-//! (ring), session tickets on and a 1,024-session cache.
+//! fresh for the run, as PEM files (and DER for agate). The Rust servers
+//! load the PEM files into twistor's `ServerConfigBuilder` with its
+//! defaults (see `tls-server`).
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use rustls::ServerConfig;
-use twistor_transports::tls::{generate_self_signed_pem, ServerConfigBuilder};
+use twistor_transports::tls::generate_self_signed_pem;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -54,14 +51,6 @@ impl CertFiles {
             key_der: key_der.secret_der().to_vec(),
             fingerprint,
         })
-    }
-
-    /// The rustls server configuration of the Rust servers: twistor's
-    /// builder, defaults.
-    pub fn server_config(&self) -> io::Result<Arc<ServerConfig>> {
-        let cert = CertificateDer::from(self.cert_der.clone());
-        let key = PrivateKeyDer::try_from(self.key_der.clone()).map_err(io::Error::other)?;
-        ServerConfigBuilder::new().cert(vec![cert], key)?.build()
     }
 
     /// The mode arguments of a Python TLS echo script.
