@@ -4,9 +4,10 @@
 //! their factory.
 
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use twistor_reactor::{Protocol, Transport};
+use twistor_transports::utc::{civil_from_days, days_and_seconds};
 
 /// Sends back whatever it receives (RFC 862). When the peer does not read
 /// and the write buffer passes its high-water mark, it stops reading until
@@ -171,13 +172,11 @@ pub(crate) fn asctime(time: SystemTime) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let secs = time.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days as i64);
+    let (days, rem) = days_and_seconds(time);
+    let (y, m, d) = civil_from_days(days);
     format!(
         "{} {} {:2} {:02}:{:02}:{:02} {}",
-        DAYS[(days % 7) as usize],
+        DAYS[days.rem_euclid(7) as usize],
         MONTHS[(m - 1) as usize],
         d,
         rem / 3600,
@@ -185,20 +184,6 @@ pub(crate) fn asctime(time: SystemTime) -> String {
         rem % 60,
         y
     )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// Sends a quote, then closes (RFC 865). The default quote is Twisted's.
@@ -247,10 +232,14 @@ impl Protocol for Qotd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn asctime_matches_c() {
+        assert_eq!(
+            asctime(UNIX_EPOCH - Duration::from_secs(1)),
+            "Wed Dec 31 23:59:59 1969"
+        );
         let at = |s| asctime(UNIX_EPOCH + Duration::from_secs(s));
         assert_eq!(at(0), "Thu Jan  1 00:00:00 1970");
         // date -u -d @1764089299

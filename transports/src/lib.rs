@@ -18,6 +18,10 @@
 //!   `connect_tls`, `start_tls`).
 //! - [`proxy`]: the PROXY protocol (versions 1 and 2) for any stream
 //!   listener, so a server behind HAProxy or nginx sees its real clients.
+//! - [`terminal`]: a question on the terminal, without echo when asked
+//!   (passphrases, Gemini's sensitive input).
+//! - [`utc`]: dates in UTC without a time-zone database (the known-hosts
+//!   file, CGI's certificate dates, the daytime service).
 //!
 //! Stream listeners share one accept loop (budgeted accepts, a connection
 //! limit, back-off when descriptors run out), and stream clients share one
@@ -70,6 +74,7 @@ pub mod terminal;
 pub mod tls;
 pub mod udp;
 pub mod unix;
+pub mod utc;
 
 pub use listener::ACCEPT_BACKOFF;
 pub use process::{spawn_process, Process, ProcessProtocol, ProcessTransport};

@@ -20,12 +20,13 @@ use std::cell::{Cell, RefCell};
 use std::path::Path;
 use std::process::{Command, ExitStatus};
 use std::rc::Rc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use twistor_reactor::{DelayedCall, Reactor};
 use twistor_transports::process::{
     spawn_command, Process, ProcessOptions, ProcessProtocol, ProcessTransport,
 };
+use twistor_transports::utc::format_time;
 
 use super::request::Request;
 use super::response::{Response, Status};
@@ -377,8 +378,8 @@ pub fn environment(req: &Request, script_name: &str, path_info: &str) -> Vec<(&'
             ("AUTH_TYPE", "CERTIFICATE".to_string()),
             ("REMOTE_USER", cert.subject_cn().unwrap_or("").to_string()),
             ("TLS_CLIENT_HASH", cert.hash()),
-            ("TLS_CLIENT_NOT_BEFORE", iso8601(cert.facts.not_before)),
-            ("TLS_CLIENT_NOT_AFTER", iso8601(cert.facts.not_after)),
+            ("TLS_CLIENT_NOT_BEFORE", format_time(cert.facts.not_before)),
+            ("TLS_CLIENT_NOT_AFTER", format_time(cert.facts.not_after)),
             ("TLS_CLIENT_SERIAL_NUMBER", hex_to_decimal(&cert.facts.serial)),
             (
                 "TLS_CLIENT_AUTHORISED",
@@ -387,31 +388,6 @@ pub fn environment(req: &Request, script_name: &str, path_info: &str) -> Vec<(&'
         ]);
     }
     env
-}
-
-/// `t` as ISO 8601 in UTC, to the second: `2020-04-05T04:18:22Z`.
-fn iso8601(t: SystemTime) -> String {
-    let secs: i64 = match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_secs() as i64,
-        Err(e) => -(e.duration().as_secs() as i64),
-    };
-    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
-    // Days since the epoch to a civil date (the proleptic Gregorian calendar).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 /// A hexadecimal number of any length in decimal (serial numbers are up
@@ -437,23 +413,6 @@ fn hex_to_decimal(hex: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates() {
-        assert_eq!(iso8601(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            iso8601(UNIX_EPOCH + Duration::from_secs(1_586_060_302)),
-            "2020-04-05T04:18:22Z"
-        );
-        assert_eq!(
-            iso8601(UNIX_EPOCH + Duration::from_secs(951_782_400)),
-            "2000-02-29T00:00:00Z"
-        );
-        assert_eq!(
-            iso8601(UNIX_EPOCH - Duration::from_secs(86400)),
-            "1969-12-31T00:00:00Z"
-        );
-    }
 
     #[test]
     fn serials() {

@@ -7,7 +7,7 @@ use std::fmt;
 use std::time::SystemTime;
 
 use super::tofu::Pin;
-use super::utc::format_time;
+use crate::utc::format_time;
 
 /// Why a pinned certificate was replaced by the one offered (see
 /// [`TrustDecision`]).

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use super::tofu::{Pin, PinStore};
-use super::utc::{format_time, parse_time};
+use crate::utc::{format_time, parse_time};
 
 /// The user's twistor data directory: `$XDG_DATA_HOME/twistor`, else
 /// `$HOME/.local/share/twistor`, else `./.twistor`.

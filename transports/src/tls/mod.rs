@@ -129,10 +129,10 @@ mod state;
 mod tcp;
 mod tofu;
 mod tofu_store;
-mod utc;
 mod verify;
 mod view;
 
+pub use crate::utc::format_time;
 pub use client_config::ClientConfigBuilder;
 pub use decision::{CertificateChanged, Replacement, ServerCert, TrustDecision};
 pub use factory::{TlsClientFactory, TlsServerFactory};
@@ -153,7 +153,6 @@ pub use start::{start_tls, TlsRole};
 pub use tcp::{connect_tls, connect_tls_with, listen_tls, listen_tls_with};
 pub use tofu::{Pin, PinStore, Tofu};
 pub use tofu_store::TofuStore;
-pub use utc::format_time;
 pub use verify::openssl_fingerprint;
 pub use view::TlsTransport;
 
