@@ -38,6 +38,7 @@ use memchr::memmem::Finder;
 use twistor_reactor::{InputBuf, Protocol, Reason, Transport};
 
 use crate::control::{Control, FramingState};
+use crate::timeout::TimeoutTarget;
 
 /// Default maximum line length in bytes, delimiter excluded (Twisted's
 /// `LineReceiver.MAX_LENGTH`).
@@ -384,6 +385,14 @@ pub trait LineHandler: 'static {
         c.lose_connection_with(Reason::Limit(format!("line longer than {max} bytes")));
     }
 
+    /// The timeout set with [`Timeout::set_timeout`](crate::Timeout::set_timeout)
+    /// expired (Twisted's `TimeoutMixin.timeoutConnection`). The default
+    /// logs it and closes the connection with [`Reason::TimedOut`].
+    fn timeout_connection(&mut self, c: &mut LineControl<'_>) {
+        log::info!("{}: {} timed out; closing", c.id(), c.peer());
+        c.lose_connection_with(Reason::TimedOut);
+    }
+
     /// The peer half-closed. Return `true` to keep the connection open for
     /// writing. A partial last line (no delimiter) is dropped, as in Twisted.
     fn eof_received(&mut self, c: &mut LineControl<'_>) -> bool {
@@ -709,6 +718,12 @@ impl<H: LineHandler> LineReceiver<H> {
                 }
             }
         }
+    }
+}
+
+impl<H: LineHandler> TimeoutTarget for LineReceiver<H> {
+    fn timed_out(&mut self, t: &mut dyn Transport) {
+        self.with_handler(t, |h, c| h.timeout_connection(c));
     }
 }
 

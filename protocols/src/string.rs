@@ -36,6 +36,7 @@ use std::fmt;
 use twistor_reactor::{InputBuf, Protocol, Reason, Transport};
 
 use crate::control::{Control, FramingState};
+use crate::timeout::TimeoutTarget;
 
 /// What a [`Framing`] found at the start of the buffered input.
 ///
@@ -300,6 +301,14 @@ pub trait StringHandler: 'static {
         c.lose_connection_with(Reason::Limit(format!("string longer than {max} bytes")));
     }
 
+    /// The timeout set with [`Timeout::set_timeout`](crate::Timeout::set_timeout)
+    /// expired (Twisted's `TimeoutMixin.timeoutConnection`). The default
+    /// logs it and closes the connection with [`Reason::TimedOut`].
+    fn timeout_connection(&mut self, c: &mut StringControl<'_>) {
+        log::info!("{}: {} timed out; closing", c.id(), c.peer());
+        c.lose_connection_with(Reason::TimedOut);
+    }
+
     /// The peer half-closed. Return `true` to keep the connection open for
     /// writing. A partial last frame is dropped.
     fn eof_received(&mut self, c: &mut StringControl<'_>) -> bool {
@@ -546,6 +555,12 @@ impl<F: Framing, H: StringHandler> StringReceiver<F, H> {
                 }
             }
         }
+    }
+}
+
+impl<F: Framing, H: StringHandler> TimeoutTarget for StringReceiver<F, H> {
+    fn timed_out(&mut self, t: &mut dyn Transport) {
+        self.with_handler(t, |h, c| h.timeout_connection(c));
     }
 }
 
