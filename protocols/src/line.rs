@@ -31,6 +31,26 @@
 //!   [`LineReceiver::with_handler`] call).
 //! - Buffered input is discarded, never interpreted, when the handler starts
 //!   TLS (see [`Control`]) or calls [`Control::clear_buffer`].
+//!
+//! ## Where it differs from Twisted, on purpose
+//!
+//! - [`LineHandler::line_length_exceeded`] gets the first `max_length + 1`
+//!   bytes of the over-long line, not the line and everything buffered
+//!   after it (that would mean buffering past the limit). If an override
+//!   keeps the connection open, only the over-long line is dropped and the
+//!   lines after it are delivered; Twisted drops the whole buffer.
+//! - [`Control::clear_buffer`] returns nothing (Twisted's
+//!   `clearLineBuffer()` returns what it dropped).
+//! - [`LineControl::set_line_mode_with`] called from `line_received` frames
+//!   its bytes before the rest of the chunk; Twisted appends them after.
+//! - As in Twisted, a partial line is over-long once it holds
+//!   `max_length + delimiter length` bytes with no delimiter; a line of
+//!   exactly `max_length` bytes is accepted, even with its delimiter split
+//!   across reads. Twisted's `LineOnlyReceiver` is a `LineReceiver` whose
+//!   handler never calls `set_raw_mode`.
+//! - A handler with a timeout of its own (`class P(LineReceiver,
+//!   TimeoutMixin)`) keeps a [`Timeout`](crate::Timeout) and overrides
+//!   [`LineHandler::timeout_connection`].
 
 use std::mem;
 

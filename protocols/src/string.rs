@@ -24,6 +24,14 @@
 //! [`StringHandler::length_limit_exceeded`] runs first (to write an error
 //! message, say); if it leaves the connection open, the receiver closes it.
 //!
+//! Where a port sees a difference from Twisted: an over-long netstring goes
+//! to `length_limit_exceeded` too (Twisted's `NetstringReceiver` just
+//! closes); a `lengthLimitExceeded` override that keeps the connection
+//! stalls Twisted's `IntNStringReceiver` with the bytes held, where this
+//! receiver closes; no string is delivered once the connection is closing
+//! (as for lines); and [`StringControl::send_string`] returns
+//! [`StringTooLong`] where Twisted raises `StringTooLongError`.
+//!
 //! Input is kept in a [`twistor_reactor::InputBuf`]: a frame that arrives
 //! whole in one chunk is delivered from the reactor's read buffer without
 //! a copy, and once the buffer drains an idle connection keeps at most

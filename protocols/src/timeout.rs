@@ -350,6 +350,32 @@ impl Timeout {
     }
 }
 
+/// A protocol that a [`Timeout`] set from inside it
+/// ([`Timeout::set_timeout`]) calls back when it expires. The framings
+/// implement it by calling their handler's `timeout_connection`
+/// ([`LineHandler::timeout_connection`](crate::LineHandler::timeout_connection),
+/// [`StringHandler::timeout_connection`](crate::StringHandler::timeout_connection));
+/// a framing of your own can do the same.
+///
+/// ```
+/// use twistor_protocols::TimeoutTarget;
+/// use twistor_reactor::{Protocol, Transport};
+/// struct Mine;
+/// impl Protocol for Mine {
+///     fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+/// }
+/// impl TimeoutTarget for Mine {
+///     fn timed_out(&mut self, t: &mut dyn Transport) {
+///         t.write(b"bye\r\n");
+///         t.lose_connection();
+///     }
+/// }
+/// ```
+pub trait TimeoutTarget: Protocol {
+    /// The timeout expired.
+    fn timed_out(&mut self, t: &mut dyn Transport);
+}
+
 /// Twisted's `TimeoutMixin` for a protocol that manages its own timeout:
 /// keep a [`Timeout`] field, return it from
 /// [`timeout_state`](TimeoutMixin::timeout_state), call
@@ -361,6 +387,10 @@ impl Timeout {
 /// The timer reaches the protocol with `call_on` and a downcast to `Self`,
 /// so it works under wrappers and TLS; if the connection is gone by then,
 /// nothing happens (forgetting `set_timeout(t, None)` is harmless).
+///
+/// A line or string handler (Twisted's `class P(LineReceiver,
+/// TimeoutMixin)`) is not a protocol: it keeps a [`Timeout`] and calls
+/// [`Timeout::set_timeout`] and [`Timeout::reset_timeout`] instead.
 ///
 /// ```
 /// use std::time::Duration;
@@ -393,32 +423,6 @@ impl Timeout {
 /// assert_eq!(log.borrow().data, b"login timed out\r\n");
 /// assert!(pair.is_closed());
 /// ```
-/// A protocol that a [`Timeout`] set from inside it
-/// ([`Timeout::set_timeout`]) calls back when it expires. The framings
-/// implement it by calling their handler's `timeout_connection`
-/// ([`LineHandler::timeout_connection`](crate::LineHandler::timeout_connection),
-/// [`StringHandler::timeout_connection`](crate::StringHandler::timeout_connection));
-/// a framing of your own can do the same.
-///
-/// ```
-/// use twistor_protocols::TimeoutTarget;
-/// use twistor_reactor::{Protocol, Transport};
-/// struct Mine;
-/// impl Protocol for Mine {
-///     fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
-/// }
-/// impl TimeoutTarget for Mine {
-///     fn timed_out(&mut self, t: &mut dyn Transport) {
-///         t.write(b"bye\r\n");
-///         t.lose_connection();
-///     }
-/// }
-/// ```
-pub trait TimeoutTarget: Protocol {
-    /// The timeout expired.
-    fn timed_out(&mut self, t: &mut dyn Transport);
-}
-
 pub trait TimeoutMixin: Protocol + Sized {
     /// Where the timeout state lives in your protocol.
     fn timeout_state(&mut self) -> &mut Timeout;
