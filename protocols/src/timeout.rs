@@ -43,6 +43,13 @@ type TimeoutAction<P> = Box<dyn FnMut(&mut P, &mut dyn Transport)>;
 /// Every callback is forwarded, `call_on` included, so
 /// `p.downcast_mut::<P>()` still finds the inner protocol.
 ///
+/// The period is fixed for the connection's life. Twisted's
+/// `TimeoutProtocol.setTimeout(None)` / `cancelTimeout()` (a protocol that
+/// stops being timed in some state) has no counterpart here: such a
+/// protocol keeps its own [`Timeout`] instead ([`TimeoutMixin`], or
+/// [`Timeout::set_timeout`] from a line or string handler), which it can
+/// set, clear and reset per state.
+///
 /// A protocol that streams from a timer or from another connection (through
 /// `call_on`) keeps its connection alive with its writes:
 ///

@@ -267,3 +267,31 @@ fn int_n_limits_and_strings_too_long_for_the_prefix() {
     assert!(res.is_err());
     assert!(t.value().is_empty());
 }
+
+/// Pauses reading after each string, as a consumer that is busy would.
+#[derive(Default)]
+struct OneAtATime(Vec<Vec<u8>>);
+
+impl StringHandler for OneAtATime {
+    fn string_received(&mut self, c: &mut StringControl<'_>, s: &[u8]) {
+        self.0.push(s.to_vec());
+        c.pause_reading();
+    }
+}
+
+#[test]
+fn strings_wait_while_reading_is_paused() {
+    // Twisted's IntNStringReceiver loops `while ... and not self.paused`.
+    let mut p = Int16StringReceiver::new(OneAtATime::default());
+    let mut t = StringTransport::new();
+    p.data_received(&mut t, b"\0\x01a\0\x01b\0\x02cd\0");
+    assert_eq!(p.handler().0, [b"a".to_vec()]);
+    assert_eq!(p.buffered(), b"\0\x01b\0\x02cd\0");
+    p.resume_reading(&mut t);
+    p.resume_reading(&mut t);
+    assert_eq!(p.handler().0, [b"a".to_vec(), b"b".to_vec(), b"cd".to_vec()]);
+    assert_eq!(p.buffered(), b"\0");
+    p.resume_reading(&mut t);
+    p.data_received(&mut t, b"\x01e");
+    assert_eq!(p.handler().0.len(), 4);
+}
