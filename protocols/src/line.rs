@@ -471,7 +471,8 @@ pub struct LineReceiver<H: LineHandler> {
     st: LineState,
     buf: InputBuf,
     /// Bytes the delimiter search has looked at, in total (each byte of a
-    /// long partial line is looked at once, not once per chunk).
+    /// long partial line is looked at once, not once per chunk, and a
+    /// chunk of many lines is looked at once, not once per line).
     searched: u64,
     /// Bytes handed back by raw handlers that had to be copied.
     copied: u64,
@@ -701,8 +702,11 @@ impl<H: LineHandler> LineReceiver<H> {
             }
             let dlen = self.st.finder.needle().len();
             let from = mem::take(&mut hint).min(rest.len());
-            self.searched += (rest.len() - from) as u64;
-            match self.st.finder.find(&rest[from..]) {
+            let found = self.st.finder.find(&rest[from..]);
+            // The search stops at the first delimiter: it looked at the
+            // bytes up to its end, or at all of them.
+            self.searched += found.map_or(rest.len() - from, |i| i + dlen) as u64;
+            match found {
                 Some(i) => {
                     let line = &rest[..from + i];
                     pos += from + i + dlen;
@@ -793,6 +797,29 @@ mod tests {
         assert!(!t.disconnecting());
         assert!(p.buffered().is_empty());
         assert!(p.searched <= 2 * 16_002, "searched {} bytes", p.searched);
+    }
+
+    #[test]
+    fn many_tiny_lines_in_one_chunk_are_searched_once() {
+        // A million empty lines, then 100,000 one-byte lines, each in one
+        // chunk: every line's search stops at its delimiter, so the bytes
+        // looked at stay the chunk's size, not the chunk's size per line.
+        let mut t = StringTransport::new();
+        let mut n = 0u64;
+        let mut p = LineReceiver::new(move |c: &mut LineControl<'_>, _: &[u8]| {
+            n += 1;
+            if n == 1_100_000 {
+                c.send_line(b"done");
+            }
+        });
+        let empty = b"\r\n".repeat(1_000_000);
+        p.data_received(&mut t, &empty);
+        assert!(p.searched <= empty.len() as u64, "searched {} bytes", p.searched);
+        let tiny = b"x\r\n".repeat(100_000);
+        p.data_received(&mut t, &tiny);
+        assert_eq!(t.value(), b"done\r\n");
+        let total = (empty.len() + tiny.len()) as u64;
+        assert!(p.searched <= total, "searched {} bytes for {total}", p.searched);
     }
 
     /// "n\r\n" is followed by n raw bytes, then lines again.
