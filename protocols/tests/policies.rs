@@ -540,3 +540,19 @@ fn idle_timeout_expiring_during_a_close_does_nothing() {
         .iter()
         .all(|r| matches!(r, Reason::Limit(_))));
 }
+
+#[test]
+fn timeout_mixin_never_fires_after_connection_lost() {
+    // Twisted's protocols must call setTimeout(None) in connectionLost;
+    // here a forgotten timer finds the connection gone and does nothing.
+    let session = Session::default();
+    let lost = session.lost.clone();
+    let (client, _) = Recorder::new();
+    let mut pair = MemoryPair::new(Box::new(client), Box::new(session)).unwrap();
+    pair.pump();
+    pair.with_client(|_, t| t.lose_connection());
+    assert!(pair.is_closed());
+    pair.advance(10 * S);
+    assert_eq!(lost.borrow().len(), 1, "{:?}", lost.borrow());
+    assert!(lost.borrow()[0].is_clean());
+}
