@@ -40,7 +40,11 @@
 //!   keeps the connection open, only the over-long line is dropped and the
 //!   lines after it are delivered; Twisted drops the whole buffer.
 //! - [`Control::clear_buffer`] returns nothing (Twisted's
-//!   `clearLineBuffer()` returns what it dropped).
+//!   `clearLineBuffer()` returns what it dropped). To hand the bytes after
+//!   a line to another protocol, call [`LineControl::set_raw_mode`] in
+//!   `line_received`: `raw_data_received` gets them next, and can
+//!   [`upgrade`](twistor_reactor::Transport::upgrade) to a protocol that
+//!   is given them first.
 //! - [`LineControl::set_line_mode_with`] called from `line_received` frames
 //!   its bytes before the rest of the chunk; Twisted appends them after.
 //! - As in Twisted, a partial line is over-long once it holds

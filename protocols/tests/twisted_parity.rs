@@ -295,3 +295,46 @@ fn strings_wait_while_reading_is_paused() {
     p.data_received(&mut t, b"\x01e");
     assert_eq!(p.handler().0.len(), 4);
 }
+
+/// After "BINARY", the connection speaks another protocol (it shouts back
+/// what it gets). The bytes pipelined after that line go to it too.
+struct Switcher;
+
+struct Shout;
+
+impl Protocol for Shout {
+    fn data_received(&mut self, t: &mut dyn Transport, data: &[u8]) {
+        t.write(&data.to_ascii_uppercase());
+    }
+}
+
+impl LineHandler for Switcher {
+    fn line_received(&mut self, c: &mut LineControl<'_>, line: &[u8]) {
+        if line == b"BINARY" {
+            // Twisted: `rest = self.clearLineBuffer()`, then hand `rest`
+            // to the next protocol. Here raw mode hands the rest over.
+            c.set_raw_mode();
+        } else {
+            c.send_line(line);
+        }
+    }
+    fn raw_data_received(&mut self, c: &mut LineControl<'_>, data: &[u8]) {
+        let rest = data.to_vec();
+        c.upgrade(Box::new(move |_old, t| {
+            let mut next = Shout;
+            next.data_received(t, &rest);
+            Box::new(next)
+        }));
+    }
+}
+
+#[test]
+fn switching_protocols_after_a_line_keeps_the_pipelined_bytes() {
+    use twistor_reactor::testing::{MemoryPair, Recorder};
+    let (client, log) = Recorder::new();
+    let mut pair = MemoryPair::new(Box::new(client), Box::new(LineReceiver::new(Switcher))).unwrap();
+    pair.pump();
+    pair.with_client(|_, t| t.write(b"hello\r\nBINARY\r\nabc"));
+    pair.with_client(|_, t| t.write(b"def\r\n"));
+    assert_eq!(log.borrow().data, b"hello\r\nABCDEF\r\n");
+}
