@@ -114,6 +114,7 @@
 //! | netstring / prefixed string length | 99,999 bytes (255 for `Int8`) | [`StringReceiver::with_max_length`] |
 //! | idle time | none until you wrap | [`IdleTimeout::new`], [`TimeoutMixin::set_timeout`] |
 //! | connections per factory | none until you wrap | [`LimitConnections::new`] |
+//! | connections per client address (IPv4, or IPv6 /64) | none until set | [`LimitConnections::with_max_per_peer`] |
 //! | overflow connections at once | 64 ([`DEFAULT_MAX_OVERFLOW`]) | [`LimitConnections::with_max_overflow`] |
 //! | connection rate per address | none until you wrap | [`LimitConnectionRate::new`] |
 //! | addresses a rate limiter tracks | 10,000 ([`DEFAULT_MAX_TRACKED`]) | [`RateLimiter::with_max_tracked`] |
@@ -173,8 +174,10 @@
 //! | `lengthLimitExceeded(length)` | [`StringHandler::length_limit_exceeded`] |
 //! | `wire.Echo`, `Discard`, `Chargen`, `Daytime`, `QOTD` | [`Echo`], [`Discard`], [`Chargen`], [`Daytime`], [`Qotd`] |
 //! | `policies.TimeoutMixin`: `setTimeout`, `resetTimeout`, `timeoutConnection` | [`TimeoutMixin`]: `set_timeout`, `reset_timeout`, `timeout_connection`; writes through [`TimeoutMixin::timed`] reset it |
+//! | `class P(LineReceiver, TimeoutMixin)` (any framing) | a [`Timeout`] field in the handler: [`Timeout::set_timeout`]`::<LineReceiver<Self>>(c, ..)`, [`Timeout::reset_timeout`], override [`LineHandler::timeout_connection`] |
 //! | `policies.TimeoutFactory` / `TimeoutProtocol` (reset on reads and writes) | [`IdleTimeout`] (reset on reads, writes and a draining write buffer) |
 //! | `policies.LimitTotalConnectionsFactory` (`connectionLimit`, `overflowProtocol`) | [`LimitConnections`] (`new(f, max)`, `with_overflow`) |
+//! | `policies.LimitConnectionsByPeer` (`maxConnectionsPerPeer`) | [`LimitConnections::with_max_per_peer`] (keyed by IPv4 address or IPv6 /64, IPv4-mapped counted as IPv4) |
 //! | (no Twisted equivalent: a token bucket per client address) | [`RateLimiter`], [`LimitConnectionRate`] |
 #![warn(missing_docs)]
 
@@ -198,4 +201,4 @@ pub use prefixed::{Int16StringReceiver, Int32StringReceiver, Int8StringReceiver,
 pub use ratelimit::{LimitConnectionRate, RateLimiter, DEFAULT_MAX_TRACKED};
 pub use services::{Chargen, Daytime, Discard, Echo, Qotd};
 pub use string::{Framing, Parse, StringControl, StringHandler, StringReceiver, StringState, StringTooLong};
-pub use timeout::{IdleTimeout, TimedTransport, Timeout, TimeoutMixin};
+pub use timeout::{IdleTimeout, TimedTransport, Timeout, TimeoutMixin, TimeoutTarget};

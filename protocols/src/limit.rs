@@ -17,13 +17,30 @@
 //! application's protocol at accept time). Over TLS, a connection counts
 //! from accept, handshake included, so slow handshakes hold slots too. An
 //! overflow protocol, having something to say, runs after the handshake.
+//!
+//! A cap per client address ([`LimitConnections::with_max_per_peer`],
+//! Twisted's `policies.LimitConnectionsByPeer`) keeps one host from taking
+//! every slot. One peer is one IPv4 address (an IPv4-mapped IPv6 address
+//! counts as its IPv4 address, so a dual-stack listener cannot be used to
+//! double the share) or one IPv6 /64 network, since one host usually holds
+//! a whole /64 (Twisted keys by the exact host string). A peer is
+//! remembered only while it has a connection, so that table is bounded by
+//! the connections open.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::rc::Rc;
 
 use twistor_reactor::{Address, Factory, Protocol, Reason, Transport, WrappingProtocol};
 
 type OverflowFn = Box<dyn FnMut(&Address) -> Option<Box<dyn Protocol>>>;
+
+/// Connections open per peer key (only keys with at least one).
+type PeerCounts = Rc<RefCell<HashMap<IpAddr, usize>>>;
+
+/// The IPv6 prefix that makes one peer for the per-peer cap.
+const PEER_IPV6_PREFIX: u8 = 64;
 
 /// Default number of connections a [`LimitConnections`] factory serves at
 /// once with its overflow protocol, beyond its cap. An overflow protocol
@@ -60,6 +77,9 @@ pub struct LimitConnections<F: Factory> {
     max_overflow: usize,
     overflow_active: Rc<Cell<usize>>,
     warned: bool,
+    /// At most this many connections per peer (`None`: no per-peer cap).
+    max_per_peer: Option<usize>,
+    peers: PeerCounts,
 }
 
 /// A live count of a [`LimitConnections`] factory's connections (readable
@@ -94,6 +114,8 @@ impl<F: Factory> LimitConnections<F> {
             max_overflow: DEFAULT_MAX_OVERFLOW,
             overflow_active: Rc::new(Cell::new(0)),
             warned: false,
+            max_per_peer: None,
+            peers: PeerCounts::default(),
         }
     }
 
@@ -135,6 +157,47 @@ impl<F: Factory> LimitConnections<F> {
         self
     }
 
+    /// Allow at most `n` connections at once from one peer (Twisted's
+    /// `LimitConnectionsByPeer.maxConnectionsPerPeer`; no per-peer cap
+    /// unless set). One peer is one IPv4 address, IPv4-mapped IPv6
+    /// included, or one IPv6 /64 (see the [module docs](self)). A peer at
+    /// its cap is refused, overflow protocol or not; addresses that are not
+    /// IP (Unix sockets, pipes) are not capped per peer.
+    ///
+    /// ```
+    /// use twistor_protocols::{Echo, LimitConnections};
+    /// use twistor_reactor::{Address, Factory};
+    /// let mut f = LimitConnections::new(|_: &Address| Echo, 1000).with_max_per_peer(1);
+    /// let v4 = Address::Inet("192.0.2.1:4000".parse().unwrap());
+    /// let mapped = Address::Inet("[::ffff:192.0.2.1]:4001".parse().unwrap());
+    /// let first = f.build_protocol(&v4);
+    /// assert!(first.is_some());
+    /// assert!(f.build_protocol(&mapped).is_none()); // the same host
+    /// drop(first); // (normally: its connection_lost)
+    /// assert!(f.build_protocol(&mapped).is_some());
+    /// ```
+    pub fn with_max_per_peer(mut self, n: usize) -> Self {
+        self.max_per_peer = Some(n);
+        self
+    }
+
+    /// Peers with at least one connection open right now (bounded by the
+    /// connections open).
+    ///
+    /// ```
+    /// use twistor_protocols::{Echo, LimitConnections};
+    /// use twistor_reactor::{Address, Factory};
+    /// let mut f = LimitConnections::new(|_: &Address| Echo, 10).with_max_per_peer(2);
+    /// let a = f.build_protocol(&Address::Inet("[2001:db8::1]:1".parse().unwrap()));
+    /// let b = f.build_protocol(&Address::Inet("[2001:db8::2]:1".parse().unwrap()));
+    /// assert_eq!(f.peers(), 1); // one /64
+    /// drop((a, b));
+    /// assert_eq!(f.peers(), 0);
+    /// ```
+    pub fn peers(&self) -> usize {
+        self.peers.borrow().len()
+    }
+
     /// A handle on the number of open connections.
     pub fn counter(&self) -> ConnectionCounter {
         ConnectionCounter(self.active.clone())
@@ -148,6 +211,17 @@ impl<F: Factory> LimitConnections<F> {
 
 impl<F: Factory> Factory for LimitConnections<F> {
     fn build_protocol(&mut self, addr: &Address) -> Option<Box<dyn Protocol>> {
+        let peer = match (self.max_per_peer, addr.ip()) {
+            (Some(max), Some(ip)) => {
+                let key = crate::ratelimit::peer_key(ip, PEER_IPV6_PREFIX);
+                if self.peers.borrow().get(&key).copied().unwrap_or(0) >= max {
+                    log::debug!("{addr}: {max} connection(s) from this peer already; refused");
+                    return None;
+                }
+                Some(key)
+            }
+            _ => None,
+        };
         if self.active.get() >= self.max {
             if !self.warned {
                 log::warn!(
@@ -171,7 +245,12 @@ impl<F: Factory> Factory for LimitConnections<F> {
         }
         self.warned = false;
         let inner = self.inner.build_protocol(addr)?;
-        Some(Box::new(Counted::new(inner, &self.active)))
+        let mut counted = Counted::new(inner, &self.active);
+        if let Some(key) = peer {
+            *self.peers.borrow_mut().entry(key).or_insert(0) += 1;
+            counted.peer = Some((self.peers.clone(), key));
+        }
+        Some(Box::new(counted))
     }
 }
 
@@ -179,6 +258,8 @@ impl<F: Factory> Factory for LimitConnections<F> {
 struct Counted {
     inner: Box<dyn Protocol>,
     active: Option<Rc<Cell<usize>>>,
+    /// The peer's count to give back too, if there is a per-peer cap.
+    peer: Option<(PeerCounts, IpAddr)>,
 }
 
 impl Counted {
@@ -188,12 +269,22 @@ impl Counted {
         Counted {
             inner,
             active: Some(active.clone()),
+            peer: None,
         }
     }
 
     fn release(&mut self) {
         if let Some(a) = self.active.take() {
             a.set(a.get().saturating_sub(1));
+        }
+        if let Some((peers, key)) = self.peer.take() {
+            let mut peers = peers.borrow_mut();
+            if let Some(n) = peers.get_mut(&key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    peers.remove(&key);
+                }
+            }
         }
     }
 }

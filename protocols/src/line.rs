@@ -31,6 +31,30 @@
 //!   [`LineReceiver::with_handler`] call).
 //! - Buffered input is discarded, never interpreted, when the handler starts
 //!   TLS (see [`Control`]) or calls [`Control::clear_buffer`].
+//!
+//! ## Where it differs from Twisted, on purpose
+//!
+//! - [`LineHandler::line_length_exceeded`] gets the first `max_length + 1`
+//!   bytes of the over-long line, not the line and everything buffered
+//!   after it (that would mean buffering past the limit). If an override
+//!   keeps the connection open, only the over-long line is dropped and the
+//!   lines after it are delivered; Twisted drops the whole buffer.
+//! - [`Control::clear_buffer`] returns nothing (Twisted's
+//!   `clearLineBuffer()` returns what it dropped). To hand the bytes after
+//!   a line to another protocol, call [`LineControl::set_raw_mode`] in
+//!   `line_received`: `raw_data_received` gets them next, and can
+//!   [`upgrade`](twistor_reactor::Transport::upgrade) to a protocol that
+//!   is given them first.
+//! - [`LineControl::set_line_mode_with`] called from `line_received` frames
+//!   its bytes before the rest of the chunk; Twisted appends them after.
+//! - As in Twisted, a partial line is over-long once it holds
+//!   `max_length + delimiter length` bytes with no delimiter; a line of
+//!   exactly `max_length` bytes is accepted, even with its delimiter split
+//!   across reads. Twisted's `LineOnlyReceiver` is a `LineReceiver` whose
+//!   handler never calls `set_raw_mode`.
+//! - A handler with a timeout of its own (`class P(LineReceiver,
+//!   TimeoutMixin)`) keeps a [`Timeout`](crate::Timeout) and overrides
+//!   [`LineHandler::timeout_connection`].
 
 use std::mem;
 
@@ -38,6 +62,7 @@ use memchr::memmem::Finder;
 use twistor_reactor::{InputBuf, Protocol, Reason, Transport};
 
 use crate::control::{Control, FramingState};
+use crate::timeout::TimeoutTarget;
 
 /// Default maximum line length in bytes, delimiter excluded (Twisted's
 /// `LineReceiver.MAX_LENGTH`).
@@ -384,6 +409,14 @@ pub trait LineHandler: 'static {
         c.lose_connection_with(Reason::Limit(format!("line longer than {max} bytes")));
     }
 
+    /// The timeout set with [`Timeout::set_timeout`](crate::Timeout::set_timeout)
+    /// expired (Twisted's `TimeoutMixin.timeoutConnection`). The default
+    /// logs it and closes the connection with [`Reason::TimedOut`].
+    fn timeout_connection(&mut self, c: &mut LineControl<'_>) {
+        log::info!("{}: {} timed out; closing", c.id(), c.peer());
+        c.lose_connection_with(Reason::TimedOut);
+    }
+
     /// The peer half-closed. Return `true` to keep the connection open for
     /// writing. A partial last line (no delimiter) is dropped, as in Twisted.
     fn eof_received(&mut self, c: &mut LineControl<'_>) -> bool {
@@ -442,7 +475,8 @@ pub struct LineReceiver<H: LineHandler> {
     st: LineState,
     buf: InputBuf,
     /// Bytes the delimiter search has looked at, in total (each byte of a
-    /// long partial line is looked at once, not once per chunk).
+    /// long partial line is looked at once, not once per chunk, and a
+    /// chunk of many lines is looked at once, not once per line).
     searched: u64,
     /// Bytes handed back by raw handlers that had to be copied.
     copied: u64,
@@ -672,8 +706,11 @@ impl<H: LineHandler> LineReceiver<H> {
             }
             let dlen = self.st.finder.needle().len();
             let from = mem::take(&mut hint).min(rest.len());
-            self.searched += (rest.len() - from) as u64;
-            match self.st.finder.find(&rest[from..]) {
+            let found = self.st.finder.find(&rest[from..]);
+            // The search stops at the first delimiter: it looked at the
+            // bytes up to its end, or at all of them.
+            self.searched += found.map_or(rest.len() - from, |i| i + dlen) as u64;
+            match found {
                 Some(i) => {
                     let line = &rest[..from + i];
                     pos += from + i + dlen;
@@ -709,6 +746,12 @@ impl<H: LineHandler> LineReceiver<H> {
                 }
             }
         }
+    }
+}
+
+impl<H: LineHandler> TimeoutTarget for LineReceiver<H> {
+    fn timed_out(&mut self, t: &mut dyn Transport) {
+        self.with_handler(t, |h, c| h.timeout_connection(c));
     }
 }
 
@@ -758,6 +801,29 @@ mod tests {
         assert!(!t.disconnecting());
         assert!(p.buffered().is_empty());
         assert!(p.searched <= 2 * 16_002, "searched {} bytes", p.searched);
+    }
+
+    #[test]
+    fn many_tiny_lines_in_one_chunk_are_searched_once() {
+        // A million empty lines, then 100,000 one-byte lines, each in one
+        // chunk: every line's search stops at its delimiter, so the bytes
+        // looked at stay the chunk's size, not the chunk's size per line.
+        let mut t = StringTransport::new();
+        let mut n = 0u64;
+        let mut p = LineReceiver::new(move |c: &mut LineControl<'_>, _: &[u8]| {
+            n += 1;
+            if n == 1_100_000 {
+                c.send_line(b"done");
+            }
+        });
+        let empty = b"\r\n".repeat(1_000_000);
+        p.data_received(&mut t, &empty);
+        assert!(p.searched <= empty.len() as u64, "searched {} bytes", p.searched);
+        let tiny = b"x\r\n".repeat(100_000);
+        p.data_received(&mut t, &tiny);
+        assert_eq!(t.value(), b"done\r\n");
+        let total = (empty.len() + tiny.len()) as u64;
+        assert!(p.searched <= total, "searched {} bytes for {total}", p.searched);
     }
 
     /// "n\r\n" is followed by n raw bytes, then lines again.

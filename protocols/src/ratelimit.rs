@@ -165,18 +165,7 @@ impl RateLimiter {
 
     /// The bucket key for `ip`.
     fn key(&self, ip: IpAddr) -> IpAddr {
-        match ip.to_canonical() {
-            IpAddr::V6(v6) if self.ipv6_prefix < 128 => {
-                let bits = u128::from(v6);
-                let mask = if self.ipv6_prefix == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - u32::from(self.ipv6_prefix))
-                };
-                IpAddr::V6(Ipv6Addr::from(bits & mask))
-            }
-            other => other,
-        }
+        peer_key(ip, self.ipv6_prefix)
     }
 
     /// Make room for at least an eighth of the table, in one pass: drop
@@ -212,6 +201,24 @@ impl RateLimiter {
             }
             log::debug!("rate limiter full: forgot {n} address(es) not yet refilled");
         }
+    }
+}
+
+/// Who counts as one peer: an IPv4-mapped IPv6 address is its IPv4
+/// address, and an IPv6 address is its network of `ipv6_prefix` bits (128:
+/// the address itself).
+pub(crate) fn peer_key(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) if ipv6_prefix < 128 => {
+            let bits = u128::from(v6);
+            let mask = if ipv6_prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(ipv6_prefix))
+            };
+            IpAddr::V6(Ipv6Addr::from(bits & mask))
+        }
+        other => other,
     }
 }
 

@@ -24,6 +24,14 @@
 //! [`StringHandler::length_limit_exceeded`] runs first (to write an error
 //! message, say); if it leaves the connection open, the receiver closes it.
 //!
+//! Where a port sees a difference from Twisted: an over-long netstring goes
+//! to `length_limit_exceeded` too (Twisted's `NetstringReceiver` just
+//! closes); a `lengthLimitExceeded` override that keeps the connection
+//! stalls Twisted's `IntNStringReceiver` with the bytes held, where this
+//! receiver closes; no string is delivered once the connection is closing
+//! (as for lines); and [`StringControl::send_string`] returns
+//! [`StringTooLong`] where Twisted raises `StringTooLongError`.
+//!
 //! Input is kept in a [`twistor_reactor::InputBuf`]: a frame that arrives
 //! whole in one chunk is delivered from the reactor's read buffer without
 //! a copy, and once the buffer drains an idle connection keeps at most
@@ -36,6 +44,7 @@ use std::fmt;
 use twistor_reactor::{InputBuf, Protocol, Reason, Transport};
 
 use crate::control::{Control, FramingState};
+use crate::timeout::TimeoutTarget;
 
 /// What a [`Framing`] found at the start of the buffered input.
 ///
@@ -300,6 +309,14 @@ pub trait StringHandler: 'static {
         c.lose_connection_with(Reason::Limit(format!("string longer than {max} bytes")));
     }
 
+    /// The timeout set with [`Timeout::set_timeout`](crate::Timeout::set_timeout)
+    /// expired (Twisted's `TimeoutMixin.timeoutConnection`). The default
+    /// logs it and closes the connection with [`Reason::TimedOut`].
+    fn timeout_connection(&mut self, c: &mut StringControl<'_>) {
+        log::info!("{}: {} timed out; closing", c.id(), c.peer());
+        c.lose_connection_with(Reason::TimedOut);
+    }
+
     /// The peer half-closed. Return `true` to keep the connection open for
     /// writing. A partial last frame is dropped.
     fn eof_received(&mut self, c: &mut StringControl<'_>) -> bool {
@@ -546,6 +563,12 @@ impl<F: Framing, H: StringHandler> StringReceiver<F, H> {
                 }
             }
         }
+    }
+}
+
+impl<F: Framing, H: StringHandler> TimeoutTarget for StringReceiver<F, H> {
+    fn timed_out(&mut self, t: &mut dyn Transport) {
+        self.with_handler(t, |h, c| h.timeout_connection(c));
     }
 }
 

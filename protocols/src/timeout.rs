@@ -43,6 +43,13 @@ type TimeoutAction<P> = Box<dyn FnMut(&mut P, &mut dyn Transport)>;
 /// Every callback is forwarded, `call_on` included, so
 /// `p.downcast_mut::<P>()` still finds the inner protocol.
 ///
+/// The period is fixed for the connection's life. Twisted's
+/// `TimeoutProtocol.setTimeout(None)` / `cancelTimeout()` (a protocol that
+/// stops being timed in some state) has no counterpart here: such a
+/// protocol keeps its own [`Timeout`] instead ([`TimeoutMixin`], or
+/// [`Timeout::set_timeout`] from a line or string handler), which it can
+/// set, clear and reset per state.
+///
 /// A protocol that streams from a timer or from another connection (through
 /// `call_on`) keeps its connection alive with its writes:
 ///
@@ -251,10 +258,129 @@ pub struct Timeout {
 }
 
 impl Timeout {
+    /// Start (`Some`) or clear (`None`) the timeout from inside a framing's
+    /// handler, returning the previous period: Twisted's `setTimeout` for
+    /// `class P(LineReceiver, TimeoutMixin)`. `P` is the protocol the
+    /// handler lives in (`LineReceiver<Self>`, `NetstringReceiver<Self>`...);
+    /// when the timeout expires, its [`TimeoutTarget::timed_out`] runs,
+    /// which calls the handler's `timeout_connection` (by default: close
+    /// with [`Reason::TimedOut`]). Nothing runs once the connection is gone.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use twistor_protocols::{LineControl, LineHandler, LineReceiver, Timeout};
+    /// use twistor_reactor::Transport;
+    ///
+    /// /// 30 s to send each command.
+    /// struct Commands { timeout: Timeout }
+    /// impl LineHandler for Commands {
+    ///     fn connection_made(&mut self, c: &mut LineControl<'_>) {
+    ///         self.timeout.set_timeout::<LineReceiver<Self>>(c, Some(Duration::from_secs(30)));
+    ///     }
+    ///     fn line_received(&mut self, c: &mut LineControl<'_>, line: &[u8]) {
+    ///         self.timeout.reset_timeout(c);
+    ///         c.send_line(line);
+    ///     }
+    ///     fn timeout_connection(&mut self, c: &mut LineControl<'_>) {
+    ///         c.send_line(b"421 too slow");
+    ///         c.lose_connection();
+    ///     }
+    /// }
+    /// // The factory for listen_tcp:
+    /// let factory = |_: &twistor_reactor::Address| {
+    ///     LineReceiver::new(Commands { timeout: Timeout::default() })
+    /// };
+    /// # let _ = factory;
+    /// ```
+    pub fn set_timeout<P: TimeoutTarget>(
+        &mut self,
+        t: &mut dyn Transport,
+        period: Option<Duration>,
+    ) -> Option<Duration> {
+        let old = std::mem::replace(&mut self.period, period);
+        if let Some(c) = self.call.take() {
+            c.cancel(t.reactor());
+        }
+        if let Some(period) = period {
+            let id = t.id();
+            self.call = Some(t.reactor().call_later(period, move |r| {
+                // A connection that is gone reports so: nothing runs.
+                let _ = r.call_on(id, |p, t| {
+                    if let Some(me) = p.downcast_mut::<P>() {
+                        me.timed_out(t);
+                    }
+                });
+            }));
+        }
+        old
+    }
+
+    /// Restart the timeout set with [`set_timeout`](Self::set_timeout)
+    /// (Twisted's `resetTimeout`). Nothing happens if none is set or it
+    /// already expired.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use twistor_protocols::{LineControl, LineHandler, LineReceiver, Timeout};
+    /// use twistor_reactor::testing::{MemoryPair, Recorder};
+    /// use twistor_reactor::Transport;
+    ///
+    /// struct Chat(Timeout);
+    /// impl LineHandler for Chat {
+    ///     fn connection_made(&mut self, c: &mut LineControl<'_>) {
+    ///         self.0.set_timeout::<LineReceiver<Self>>(c, Some(Duration::from_secs(10)));
+    ///     }
+    ///     fn line_received(&mut self, c: &mut LineControl<'_>, _: &[u8]) {
+    ///         self.0.reset_timeout(c);
+    ///     }
+    /// }
+    /// let server = LineReceiver::new(Chat(Timeout::default()));
+    /// let mut pair = MemoryPair::new(Box::new(Recorder::default()), Box::new(server))?;
+    /// pair.pump();
+    /// pair.advance(Duration::from_secs(9));
+    /// pair.with_client(|_, t| t.write(b"hi\r\n"));
+    /// pair.advance(Duration::from_secs(9));
+    /// assert!(!pair.is_closed());
+    /// pair.advance(Duration::from_secs(1));
+    /// assert!(pair.is_closed());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn reset_timeout(&mut self, t: &mut dyn Transport) {
+        if let (Some(c), Some(period)) = (self.call, self.period) {
+            c.reset(t.reactor(), period);
+        }
+    }
+
     /// The current period, if a timeout is set.
     pub fn period(&self) -> Option<Duration> {
         self.period
     }
+}
+
+/// A protocol that a [`Timeout`] set from inside it
+/// ([`Timeout::set_timeout`]) calls back when it expires. The framings
+/// implement it by calling their handler's `timeout_connection`
+/// ([`LineHandler::timeout_connection`](crate::LineHandler::timeout_connection),
+/// [`StringHandler::timeout_connection`](crate::StringHandler::timeout_connection));
+/// a framing of your own can do the same.
+///
+/// ```
+/// use twistor_protocols::TimeoutTarget;
+/// use twistor_reactor::{Protocol, Transport};
+/// struct Mine;
+/// impl Protocol for Mine {
+///     fn data_received(&mut self, _: &mut dyn Transport, _: &[u8]) {}
+/// }
+/// impl TimeoutTarget for Mine {
+///     fn timed_out(&mut self, t: &mut dyn Transport) {
+///         t.write(b"bye\r\n");
+///         t.lose_connection();
+///     }
+/// }
+/// ```
+pub trait TimeoutTarget: Protocol {
+    /// The timeout expired.
+    fn timed_out(&mut self, t: &mut dyn Transport);
 }
 
 /// Twisted's `TimeoutMixin` for a protocol that manages its own timeout:
@@ -268,6 +394,10 @@ impl Timeout {
 /// The timer reaches the protocol with `call_on` and a downcast to `Self`,
 /// so it works under wrappers and TLS; if the connection is gone by then,
 /// nothing happens (forgetting `set_timeout(t, None)` is harmless).
+///
+/// A line or string handler (Twisted's `class P(LineReceiver,
+/// TimeoutMixin)`) is not a protocol: it keeps a [`Timeout`] and calls
+/// [`Timeout::set_timeout`] and [`Timeout::reset_timeout`] instead.
 ///
 /// ```
 /// use std::time::Duration;

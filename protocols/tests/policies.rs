@@ -511,3 +511,48 @@ fn connection_limit_bounds_overflow_connections_too() {
     assert!(f.build_protocol(&Address::Unknown).is_some());
     drop(served);
 }
+
+#[test]
+fn idle_timeout_expiring_during_a_close_does_nothing() {
+    // The protocol closes while its peer does not read, so the close waits
+    // for a flush; the idle period passes meanwhile. The timeout action must
+    // not run against a connection that is already closing (the close and
+    // its reason stay the protocol's own).
+    let (server, server_log) = Recorder::new();
+    let fired = Rc::new(Cell::new(0));
+    let f = fired.clone();
+    let idle = IdleTimeout::new(server, 10 * S).with_timeout_action(move |_, t| {
+        f.set(f.get() + 1);
+        t.abort_connection();
+    });
+    let mut pair = MemoryPair::new(Box::new(Stubborn), Box::new(idle)).unwrap();
+    pair.pump();
+    pair.with_server(|_, t| {
+        t.write(&vec![0; 1 << 20]);
+        t.lose_connection_with(Reason::Limit("closing on purpose".into()));
+    });
+    assert!(server_closing(&mut pair));
+    pair.advance(11 * S);
+    assert_eq!(fired.get(), 0, "the timeout action ran during a close");
+    assert!(server_log
+        .borrow()
+        .lost
+        .iter()
+        .all(|r| matches!(r, Reason::Limit(_))));
+}
+
+#[test]
+fn timeout_mixin_never_fires_after_connection_lost() {
+    // Twisted's protocols must call setTimeout(None) in connectionLost;
+    // here a forgotten timer finds the connection gone and does nothing.
+    let session = Session::default();
+    let lost = session.lost.clone();
+    let (client, _) = Recorder::new();
+    let mut pair = MemoryPair::new(Box::new(client), Box::new(session)).unwrap();
+    pair.pump();
+    pair.with_client(|_, t| t.lose_connection());
+    assert!(pair.is_closed());
+    pair.advance(10 * S);
+    assert_eq!(lost.borrow().len(), 1, "{:?}", lost.borrow());
+    assert!(lost.borrow()[0].is_clean());
+}
