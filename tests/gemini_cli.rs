@@ -61,7 +61,12 @@ fn stop(mut child: Child, rx: &mpsc::Receiver<String>) {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
     assert!(status.success(), "exit status after SIGTERM: {status}");
-    let rest: Vec<String> = rx.try_iter().collect();
+    // The reader thread may still be passing on the last lines: take them
+    // until it ends (stderr closed), with a bound.
+    let mut rest = Vec::new();
+    while let Ok(line) = rx.recv_timeout(WAIT) {
+        rest.push(line);
+    }
     assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
 }
 
