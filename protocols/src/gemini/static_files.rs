@@ -10,6 +10,10 @@
 //! that is not a regular file or a directory (a FIFO would block the
 //! server). Inside the CGI directory only executable files are served, by
 //! running them; nothing there is ever sent as a file.
+//!
+//! A directory asked for without its slash is `31` to the slash form, or
+//! `59` if that URL, normalized (non-ASCII percent-encoded), is longer
+//! than a header may hold.
 
 use std::fs;
 use std::io;
@@ -27,6 +31,10 @@ use super::titan::{not_accepted, UploadReceiver};
 
 /// Default index file of a directory.
 pub const DEFAULT_INDEX_FILE: &str = "index.gmi";
+
+/// The answer (59) for a directory asked for without its slash whose
+/// slash form, normalized, is longer than a header may hold.
+const TOO_LONG_TO_REDIRECT: &str = "The URL is too long to redirect to its directory form";
 
 /// Bytes escaped in the links of a directory listing (besides controls and
 /// everything outside ASCII): what would end or change a relative path
@@ -336,7 +344,13 @@ impl Handler for StaticFiles {
             if !req.raw_path().ends_with('/') {
                 let mut url = req.url().clone();
                 url.set_path(&format!("{}/", req.raw_path()));
-                return Ok(Response::redirect_permanent(url.as_str())?.into());
+                // The URL is normalized (non-ASCII percent-encoded): it can
+                // outgrow a header even though the request fitted in one.
+                return Ok(match Response::redirect_permanent(url.as_str()) {
+                    Ok(redirect) => redirect,
+                    Err(_) => Response::bad_request(TOO_LONG_TO_REDIRECT)?,
+                }
+                .into());
             }
             let index = real.join(&self.index_file);
             if let Some(index) = self.resolve(&index).filter(|p| p.is_file()) {
