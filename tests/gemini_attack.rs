@@ -1,12 +1,12 @@
-//! Hostile input against a live server, over real TLS from Python's ssl
-//! module: request lines the parser must refuse or take exactly, and
-//! answers whose redirect URL would outgrow the 1024-byte meta limit
-//! (a normalized URL can be three times the bytes the client sent).
+//! Hostile clients against a live server, over real TLS from Python's
+//! ssl module: answers whose redirect URL would outgrow the 1024-byte
+//! meta limit (a normalized URL can be three times the bytes the client
+//! sent), and one host hoarding idle connections.
 
 mod gemini_common;
 
 use gemini_common::*;
-use twistor::protocols::gemini::{Server, StaticFiles, TitanOptions, VirtualHost};
+use twistor::protocols::gemini::{Server, ServerOptions, StaticFiles, TitanOptions, VirtualHost};
 
 const TOKEN: &str = "s3cret";
 
@@ -65,4 +65,77 @@ fn an_upload_whose_url_is_too_long_to_redirect_to_is_still_acknowledged() {
     assert_eq!(std::fs::read(dir.join(&name)).unwrap(), b"hello");
     assert_eq!(a.status(), 20, "{a:?}");
     assert!(a.close_notify, "{a:?}");
+}
+
+/// Opens `n` TCP connections to `port` from 127.0.0.2 and holds them,
+/// idle, until its stdin closes.
+const HOARDER: &str = r#"
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+held = []
+for _ in range(n):
+    s = socket.socket()
+    s.bind(("127.0.0.2", 0))
+    s.connect(("127.0.0.1", port))
+    held.append(s)
+print("ready", flush=True)
+sys.stdin.read()
+"#;
+
+/// What a client at 127.0.0.1 gets while another host holds `held` idle
+/// connections to a server taking 8 at once, at most `per_address` from
+/// one address.
+fn request_while_another_host_hoards(per_address: Option<usize>, held: usize) -> Answer {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let dir = temp_dir(&format!("attack-hoard-{}", per_address.unwrap_or(0)));
+    std::fs::write(dir.join("index.gmi"), "# Home\n").unwrap();
+    let server = Server::builder()
+        .host(VirtualHost::new("localhost", StaticFiles::new(&dir)))
+        .options(ServerOptions {
+            max_connections: 8,
+            max_connections_per_address: per_address,
+            // The held connections never handshake: keep them for the test.
+            handshake_timeout: std::time::Duration::from_secs(300),
+            ..ServerOptions::default()
+        })
+        .build()
+        .unwrap();
+    let mut r = reactor();
+    let addr = listen(&mut r, &server, "127.0.0.1");
+    let port = addr.port();
+    let mut hoarder = in_thread(&mut r, move || {
+        let mut child = Command::new("python3")
+            .args(["-c", HOARDER, &port.to_string(), &held.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        child
+    });
+    let answer = ask_python(&mut r, vec![Ask::line(addr, "gemini://localhost/")]).remove(0);
+    drop(hoarder.stdin.take());
+    let _ = hoarder.kill();
+    let _ = hoarder.wait();
+    answer
+}
+
+#[test]
+fn one_address_cannot_hold_every_connection_slot() {
+    if !have("python3") {
+        return;
+    }
+    // Without a cap per address, 8 idle connections from one host shut
+    // everyone else out.
+    let shut_out = request_while_another_host_hoards(None, 8);
+    assert_eq!(shut_out.status(), 0, "{shut_out:?}");
+    // With one, that host holds 4 slots and the others are still served.
+    let served = request_while_another_host_hoards(Some(4), 8);
+    assert_eq!(served.status(), 20, "{served:?}");
+    assert_eq!(served.body(), b"# Home\n");
 }
