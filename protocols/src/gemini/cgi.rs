@@ -270,6 +270,8 @@ impl CgiProcess {
             }
             if !rest.is_empty() && writer.write(t.reactor(), &rest).is_err() {
                 self.watch.kill();
+            } else if writer.queued() > DEFAULT_CHANNEL_HIGH_WATER {
+                t.pause_reading(); // as in `out_received`
             }
             self.state = CgiState::Body { writer };
         } else {
@@ -292,6 +294,13 @@ impl ProcessProtocol for CgiProcess {
                 if writer.write(t.reactor(), data).is_err() {
                     self.watch.kill();
                     self.state = CgiState::Done;
+                } else if writer.queued() > DEFAULT_CHANNEL_HIGH_WATER {
+                    // The flow hook cannot pause the pipes from inside
+                    // their own callback (the process handle is busy
+                    // delivering it): pause here, or a script faster than
+                    // its client piles its output up in memory. The hook
+                    // resumes once the client has taken the backlog.
+                    t.pause_reading();
                 }
             }
             CgiState::Done => {}
