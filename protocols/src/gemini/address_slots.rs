@@ -11,7 +11,7 @@
 //! addresses with a live connection are tracked, so the table is bounded
 //! by the connections themselves.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::rc::Rc;
@@ -21,6 +21,8 @@ use std::rc::Rc;
 pub(crate) struct AddressSlots {
     max: usize,
     taken: Rc<RefCell<HashMap<IpAddr, usize>>>,
+    /// Connections refused so far (for log lines that a flood cannot flood).
+    refused: Cell<u64>,
 }
 
 impl AddressSlots {
@@ -29,16 +31,30 @@ impl AddressSlots {
         AddressSlots {
             max: max.max(1),
             taken: Rc::default(),
+            refused: Cell::new(0),
         }
     }
 
     /// A slot for a connection from `ip`, or `None` if the address holds
-    /// `max` already.
+    /// `max` already (logged at debug level, and as a warning when the
+    /// count of refusals reaches a power of two).
     pub(crate) fn take(&self, ip: IpAddr) -> Option<AddressSlot> {
         let key = key(ip);
         let mut taken = self.taken.borrow_mut();
         let n = taken.entry(key).or_insert(0);
         if *n >= self.max {
+            let refused = self.refused.get() + 1;
+            self.refused.set(refused);
+            log::debug!(
+                "{ip}: {} connections from this address already; closing",
+                self.max
+            );
+            if refused.is_power_of_two() {
+                log::warn!(
+                    "closed {refused} connection(s) over max_connections_per_address ({}) so far; the last from {ip}",
+                    self.max
+                );
+            }
             return None;
         }
         *n += 1;
@@ -46,11 +62,6 @@ impl AddressSlots {
             key,
             taken: self.taken.clone(),
         })
-    }
-
-    /// The cap.
-    pub(crate) fn max(&self) -> usize {
-        self.max
     }
 
     /// Addresses with a live connection.

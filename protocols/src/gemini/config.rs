@@ -499,16 +499,7 @@ impl Factory for Server {
     fn build_protocol(&mut self, addr: &Address) -> Option<Box<dyn Protocol>> {
         let mut conn = self.connection();
         if let (Some(slots), Some(ip)) = (&self.shared.slots, addr.ip()) {
-            match slots.take(ip) {
-                Some(slot) => conn.hold(slot),
-                None => {
-                    log::warn!(
-                        "{addr}: {} connections from this address already (max_connections_per_address); closing",
-                        slots.max()
-                    );
-                    return None;
-                }
-            }
+            conn.hold(slots.take(ip)?);
         }
         Some(Box::new(conn))
     }
