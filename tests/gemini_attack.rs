@@ -1,7 +1,8 @@
 //! Hostile clients against a live server, over real TLS from Python's
 //! ssl module: answers whose redirect URL would outgrow the 1024-byte
 //! meta limit (a normalized URL can be three times the bytes the client
-//! sent), and one host hoarding idle connections.
+//! sent), one host hoarding idle connections, and a directory listing
+//! naming what the server refuses to serve.
 
 mod gemini_common;
 
@@ -138,4 +139,37 @@ fn one_address_cannot_hold_every_connection_slot() {
     let served = request_while_another_host_hoards(Some(4), 8);
     assert_eq!(served.status(), 20, "{served:?}");
     assert_eq!(served.body(), b"# Home\n");
+}
+
+#[test]
+fn a_listing_names_only_what_can_be_served() {
+    if !have("python3") {
+        return;
+    }
+    let dir = temp_dir("attack-listing");
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("list")).unwrap();
+    std::fs::write(root.join("list/page.gmi"), "# Page\n").unwrap();
+    std::fs::write(root.join("list/.hidden"), "secret").unwrap();
+    std::fs::write(dir.join("outside.txt"), "outside").unwrap();
+    let link = |to: &std::path::Path, name: &str| {
+        std::os::unix::fs::symlink(to, root.join("list").join(name)).unwrap()
+    };
+    link(&dir.join("outside.txt"), "escape.txt");
+    link(&dir, "escape-dir");
+    link(&root.join("list/.hidden"), "via-link");
+    link(&root.join("list/page.gmi"), "alias.gmi");
+    let fifo = std::ffi::CString::new(root.join("list/fifo").to_str().unwrap()).unwrap();
+    // SAFETY: a valid path; mkfifo only creates the node.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let mut r = reactor();
+    let addr = listen(&mut r, &server(&root), "127.0.0.1");
+    let answers = ask_python(&mut r, vec![Ask::line(addr, "gemini://localhost/list/")]);
+    let listing = String::from_utf8_lossy(answers[0].body()).into_owned();
+    assert_eq!(
+        listing, "# Index of /list/\n\n=> ../ ..\n=> ./alias.gmi alias.gmi\n=> ./page.gmi page.gmi\n",
+        "{:?}",
+        answers[0]
+    );
+    std::fs::remove_dir_all(dir).unwrap();
 }

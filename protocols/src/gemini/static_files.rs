@@ -11,6 +11,9 @@
 //! server). Inside the CGI directory only executable files are served, by
 //! running them; nothing there is ever sent as a file.
 //!
+//! A generated listing names only what would be served (no dotfile, no
+//! link leading out of the root or onto a dotfile, no special file).
+//!
 //! A directory asked for without its slash is `31` to the slash form, or
 //! `59` if that URL, normalized (non-ASCII percent-encoded), is longer
 //! than a header may hold.
@@ -259,8 +262,18 @@ impl StaticFiles {
             if name.starts_with('.') {
                 continue;
             }
-            let is_dir = fs::metadata(entry.path()).map(|m| m.is_dir()).unwrap_or(false);
-            entries.push((name, is_dir));
+            // Only what would be served: not a link leading out of the
+            // root or onto a dotfile, not a FIFO or a device.
+            let Some(meta) = self
+                .resolve(&entry.path())
+                .and_then(|real| fs::metadata(real).ok())
+            else {
+                continue;
+            };
+            if !meta.is_dir() && !meta.is_file() {
+                continue;
+            }
+            entries.push((name, meta.is_dir()));
         }
         entries.sort();
         let mut text = format!("# Index of {}\n\n", label(req.path()));
