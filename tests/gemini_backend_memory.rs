@@ -1,6 +1,7 @@
 //! Backends relay large answers to slow clients with bounded memory: a
-//! real SCGI application (Python) sending 256 MiB, and a second twistor
-//! Gemini server behind the reverse proxy sending a 256 MiB file. The
+//! real SCGI application (Python) sending 256 MiB, a second twistor
+//! Gemini server behind the reverse proxy sending a 256 MiB file, and a
+//! CGI script writing 256 MiB through a large pipe. The
 //! client reads a burst only after each pause of the front connection, so
 //! it is slower than the backend on any machine; if the relay read the
 //! backend regardless, the whole body would pile up in the server. The
@@ -21,7 +22,8 @@ use std::sync::mpsc;
 
 use gemini_common::*;
 use twistor::protocols::gemini::{
-    GeminiConnection, GeminiProxy, Router, Scgi, ScgiOptions, Server, StaticFiles, UpstreamTrust, VirtualHost,
+    CgiOptions, GeminiConnection, GeminiProxy, Router, Scgi, ScgiOptions, Server, StaticFiles, UpstreamTrust,
+    VirtualHost,
 };
 use twistor::reactor::{Address, Protocol, ProtocolCall, Reason, Transport};
 use twistor::transports::tls::{listen_tls_with, rustls, ClientConfigBuilder};
@@ -74,6 +76,21 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
+
+/// A CGI script sending `SIZE_MIB` MiB of zeros through a 1 MiB pipe.
+const FLOOD: &str = r#"#!/usr/bin/env python3
+import fcntl, os
+try:
+    fcntl.fcntl(1, 1031, 1 << 20)  # F_SETPIPE_SZ
+except OSError:
+    pass
+os.write(1, b"20 application/octet-stream\r\n")
+chunk = bytes(1 << 20)
+for _ in range(SIZE_MIB):
+    view = memoryview(chunk)
+    while view:
+        view = view[os.write(1, view):]
+"#;
 
 const MIB: u64 = 1 << 20;
 const SIZE_MIB: u64 = 256;
@@ -195,6 +212,18 @@ fn large_answers_from_backends_keep_memory_bounded() {
         .build()
         .unwrap();
     app.mount("/big.bin", proxy);
+    // A CGI script that writes as fast as it can, through a pipe made
+    // large so that one readable event brings more than the body channel's
+    // high-water mark: pausing must take effect from inside that event.
+    let cgi_root = dir.join("cgi-root");
+    std::fs::create_dir_all(cgi_root.join("cgi-bin")).unwrap();
+    let flood = cgi_root.join("cgi-bin/flood.py");
+    std::fs::write(&flood, FLOOD.replace("SIZE_MIB", &SIZE_MIB.to_string())).unwrap();
+    std::fs::set_permissions(&flood, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    app.fallback(StaticFiles::new(&cgi_root).with_cgi(CgiOptions {
+        timeout: WAIT * 4,
+        ..CgiOptions::default()
+    }));
     let front = Server::builder()
         .host(VirtualHost::new("localhost", app))
         .build()
@@ -204,6 +233,7 @@ fn large_answers_from_backends_keep_memory_bounded() {
     let urls = [
         ("scgi", "/scgi/big?256", "20 application/octet-stream\r\n"),
         ("proxy", "/big.bin", "20 application/octet-stream\r\n"),
+        ("cgi", "/cgi-bin/flood.py", "20 application/octet-stream\r\n"),
     ];
     for (name, path, header) in urls {
         let (tx, rx) = mpsc::channel();

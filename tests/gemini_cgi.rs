@@ -2,7 +2,8 @@
 //! certificate, with a self-signed one, and with one a configured CA
 //! issued; a bad header is 42; a script past its timeout is killed (its
 //! whole process group) and reaped; scripts over the cap are answered 41;
-//! a large output is streamed whole.
+//! a large output is streamed whole; a body cut by a kill ends without
+//! close_notify.
 
 mod gemini_common;
 
@@ -370,5 +371,55 @@ fn scripts_over_the_cap_are_answered_41() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("released"));
     let again = ask_python(&mut r, vec![Ask::line(addr, &quick)]);
     assert_eq!(again[0].body(), b"quick");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_body_cut_by_the_timeout_ends_without_close_notify() {
+    if !have("python3") {
+        return;
+    }
+    let dir = temp_dir("cgi-cut");
+    let bin = dir.join("cgi-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    // Half a page, then nothing until it is killed.
+    script(
+        &bin,
+        "stuck.sh",
+        "printf '20 text/plain\\r\\nhalf a pa'\nexec sleep 1000",
+    );
+    // Half a page, then a kill by something else.
+    script(
+        &bin,
+        "killed.sh",
+        "printf '20 text/plain\\r\\nhalf a pa'\nkill -9 $$",
+    );
+    script(&bin, "whole.sh", "printf '20 text/plain\\r\\nwhole'");
+    let opts = CgiOptions {
+        timeout: Duration::from_secs(1),
+        ..CgiOptions::default()
+    };
+    let server = Server::builder()
+        .host(VirtualHost::new(
+            "localhost",
+            StaticFiles::new(&dir).with_cgi(opts),
+        ))
+        .build()
+        .unwrap();
+    let mut r = reactor();
+    let addr = listen(&mut r, &server, "127.0.0.1");
+    let asks = ["stuck", "killed", "whole"]
+        .iter()
+        .map(|s| Ask::line(addr, &format!("gemini://localhost/cgi-bin/{s}.sh")))
+        .collect();
+    let answers = ask_python(&mut r, asks);
+    // A cut body must not look whole: no close_notify.
+    for cut in &answers[..2] {
+        assert_eq!(cut.header(), "20 text/plain", "{cut:?}");
+        assert_eq!(cut.body(), b"half a pa", "{cut:?}");
+        assert!(!cut.close_notify, "{cut:?}");
+    }
+    assert_eq!(answers[2].body(), b"whole");
+    assert!(answers[2].close_notify, "{:?}", answers[2]);
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -9,7 +9,10 @@
 //! ways: while the client's connection is paused the script's pipe is not
 //! read, so the script blocks. Its stderr is logged. A script still running
 //! after the timeout, or whose client went away, is killed with its whole
-//! process group, and reaped by the process transport (no zombies).
+//! process group, and reaped by the process transport (no zombies). A
+//! script killed (by the timeout or any signal) after its header has its
+//! client's connection cut, without close_notify, so that a cut body is
+//! never taken for a whole one.
 //!
 //! Scripts running at once are capped; over the cap the answer is `41`
 //! (server unavailable): the server as a whole is busy, which is what 41
@@ -22,7 +25,7 @@ use std::process::{Command, ExitStatus};
 use std::rc::Rc;
 use std::time::Duration;
 
-use twistor_reactor::{DelayedCall, Reactor};
+use twistor_reactor::{ConnId, DelayedCall, Reactor};
 use twistor_transports::process::{
     spawn_command, Process, ProcessOptions, ProcessProtocol, ProcessTransport,
 };
@@ -125,6 +128,7 @@ impl Cgi {
                 responder: cx.defer(),
             },
             name: name.clone(),
+            client: req.conn_id(),
             watch: shared.clone(),
             running: self.running.clone(),
         };
@@ -189,6 +193,8 @@ enum CgiState {
 struct CgiProcess {
     state: CgiState,
     name: String,
+    /// The client's connection (cut if the body is).
+    client: ConnId,
     watch: Rc<Watch>,
     running: Rc<Cell<usize>>,
 }
@@ -270,6 +276,8 @@ impl CgiProcess {
             }
             if !rest.is_empty() && writer.write(t.reactor(), &rest).is_err() {
                 self.watch.kill();
+            } else if writer.queued() > DEFAULT_CHANNEL_HIGH_WATER {
+                t.pause_reading(); // as in `out_received`
             }
             self.state = CgiState::Body { writer };
         } else {
@@ -292,6 +300,13 @@ impl ProcessProtocol for CgiProcess {
                 if writer.write(t.reactor(), data).is_err() {
                     self.watch.kill();
                     self.state = CgiState::Done;
+                } else if writer.queued() > DEFAULT_CHANNEL_HIGH_WATER {
+                    // The flow hook cannot pause the pipes from inside
+                    // their own callback (the process handle is busy
+                    // delivering it): pause here, or a script faster than
+                    // its client piles its output up in memory. The hook
+                    // resumes once the client has taken the backlog.
+                    t.pause_reading();
                 }
             }
             CgiState::Done => {}
@@ -320,7 +335,20 @@ impl ProcessProtocol for CgiProcess {
                 self.state = header;
                 self.refuse(t.reactor(), "the script ended without a valid header");
             }
-            CgiState::Body { writer } => writer.close(t.reactor()),
+            CgiState::Body { writer } => {
+                use std::os::unix::process::ExitStatusExt;
+                let killed = self.watch.timed_out.get() || status.signal().is_some();
+                if killed && !writer.is_gone() {
+                    // Killed mid-body: the client must not take what it
+                    // got for a whole response, so no close_notify.
+                    log::warn!(
+                        "{}: killed while sending its body; cutting the response",
+                        self.name
+                    );
+                    let _ = t.reactor().call_on(self.client, |_, c| c.abort_connection());
+                }
+                writer.close(t.reactor());
+            }
             CgiState::Done => {}
         }
     }

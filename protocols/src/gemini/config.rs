@@ -11,6 +11,7 @@
 //! | a Titan upload whose bytes stop coming is cut off after | 30 s | [`ServerOptions::upload_timeout`] |
 //! | the URL's host must be the SNI name | no | [`ServerOptions::strict_sni`] |
 //! | connections per listener | 1,024 | [`ServerOptions::max_connections`] |
+//! | connections per client address | 64 | [`ServerOptions::max_connections_per_address`] |
 //! | requests per client address | unlimited | [`ServerOptions::rate_limit`] |
 //! | client addresses in the access log | yes | [`ServerOptions::log_client_addresses`] |
 
@@ -35,6 +36,7 @@ use twistor_transports::tls::{
 };
 use twistor_transports::{ListenAddr, ListenOptions, ListeningPort};
 
+use super::address_slots::AddressSlots;
 use super::certs::load_or_generate_cert;
 use super::request::normalize_host;
 use super::router::Handler;
@@ -53,6 +55,8 @@ pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_UPLOAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default [`ServerOptions::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default [`ServerOptions::max_connections_per_address`].
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
 
 /// A request rate per client address, written as jetforce writes it:
 /// `60/5m` is 60 requests per 5 minutes (units `s`, `m`, `h`, `d`; a bare
@@ -125,6 +129,7 @@ impl RateLimit {
 /// | [`upload_timeout`](Self::upload_timeout) | 30 s ([`DEFAULT_UPLOAD_TIMEOUT`]) |
 /// | [`strict_sni`](Self::strict_sni) | no |
 /// | [`max_connections`](Self::max_connections) | 1,024 ([`DEFAULT_MAX_CONNECTIONS`]) |
+/// | [`max_connections_per_address`](Self::max_connections_per_address) | 64 ([`DEFAULT_MAX_CONNECTIONS_PER_ADDRESS`]) |
 /// | [`rate_limit`](Self::rate_limit) | unlimited |
 /// | [`log_client_addresses`](Self::log_client_addresses) | yes |
 ///
@@ -163,6 +168,13 @@ pub struct ServerOptions {
     pub strict_sni: bool,
     /// Connections per listener; those over it are closed at once.
     pub max_connections: usize,
+    /// Connections at once from one client address (an IPv6 client by
+    /// its /64), across the server's listeners; those over it are closed
+    /// at once, before any TLS work, so that one host cannot hold every
+    /// slot of `max_connections` (`None`: no cap). Behind a load
+    /// balancer, give the listener the PROXY protocol so that the
+    /// addresses are the clients', or every client shares one count.
+    pub max_connections_per_address: Option<usize>,
     /// Requests per client address (`None`: unlimited).
     pub rate_limit: Option<RateLimit>,
     /// Whether access-log lines name the client's address (`-` if not).
@@ -178,6 +190,7 @@ impl Default for ServerOptions {
             upload_timeout: DEFAULT_UPLOAD_TIMEOUT,
             strict_sni: false,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_address: Some(DEFAULT_MAX_CONNECTIONS_PER_ADDRESS),
             rate_limit: None,
             log_client_addresses: true,
         }
@@ -272,6 +285,7 @@ pub(crate) struct Shared {
     pub(crate) sites: HashMap<String, Rc<dyn Handler>>,
     pub(crate) options: ServerOptions,
     pub(crate) limiter: Option<RefCell<RateLimiter>>,
+    pub(crate) slots: Option<AddressSlots>,
     pub(crate) ca_verifier: Option<Arc<dyn ClientCertVerifier>>,
     tls_config: Arc<ServerConfig>,
     fingerprints: Vec<(String, String)>,
@@ -367,6 +381,7 @@ impl ServerBuilder {
         Ok(Server {
             shared: Rc::new(Shared {
                 sites,
+                slots: self.options.max_connections_per_address.map(AddressSlots::new),
                 options: self.options,
                 limiter,
                 ca_verifier,
@@ -481,7 +496,11 @@ impl Server {
 }
 
 impl Factory for Server {
-    fn build_protocol(&mut self, _: &Address) -> Option<Box<dyn Protocol>> {
-        Some(Box::new(self.connection()))
+    fn build_protocol(&mut self, addr: &Address) -> Option<Box<dyn Protocol>> {
+        let mut conn = self.connection();
+        if let (Some(slots), Some(ip)) = (&self.shared.slots, addr.ip()) {
+            conn.hold(slots.take(ip)?);
+        }
+        Some(Box::new(conn))
     }
 }

@@ -75,6 +75,7 @@
 //! a path prefix; a [`GeminiProxy`] can also be a whole virtual host's
 //! handler.
 
+mod address_slots;
 mod certs;
 mod cgi;
 mod client;
@@ -111,8 +112,8 @@ pub use client_trust::{CertificateChanged, Identity, Replacement, ServerCert, Se
 pub use client_upload::{titan_request, Upload};
 pub use config::{
     CertSource, RateLimit, Server, ServerBuilder, ServerOptions, VirtualHost, DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STALL_TIMEOUT,
-    DEFAULT_UPLOAD_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_STALL_TIMEOUT, DEFAULT_UPLOAD_TIMEOUT,
 };
 pub use proxy::{GeminiProxy, ProxyBuilder, UpstreamTrust, DEFAULT_PROXY_TIMEOUT};
 pub use request::{

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use twistor_reactor::{catch_panic, ConnId, DelayedCall, Protocol, Reason, Transport};
 use twistor_transports::tls::rustls::pki_types::{CertificateDer, UnixTime};
 
+use super::address_slots::AddressSlot;
 use super::config::Shared;
 use super::request::{
     host_name, normalize_host, parse_request_line, ClientCert, Request, RequestLine, TlsFacts, MAX_REQUEST,
@@ -110,6 +111,8 @@ pub struct GeminiConnection {
     started: Instant,
     /// The client's address as logged.
     peer: String,
+    /// This connection's place in its address's count (given back on drop).
+    _slot: Option<AddressSlot>,
 }
 
 impl GeminiConnection {
@@ -124,7 +127,13 @@ impl GeminiConnection {
             access: Access::default(),
             started: Instant::now(),
             peer: String::new(),
+            _slot: None,
         }
+    }
+
+    /// Hold `slot` for as long as this connection lives.
+    pub(crate) fn hold(&mut self, slot: AddressSlot) {
+        self._slot = Some(slot);
     }
 
     /// The one place the phase changes; returns the phase left.

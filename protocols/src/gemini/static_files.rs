@@ -10,6 +10,13 @@
 //! that is not a regular file or a directory (a FIFO would block the
 //! server). Inside the CGI directory only executable files are served, by
 //! running them; nothing there is ever sent as a file.
+//!
+//! A generated listing names only what would be served (no dotfile, no
+//! link leading out of the root or onto a dotfile, no special file).
+//!
+//! A directory asked for without its slash is `31` to the slash form, or
+//! `59` if that URL, normalized (non-ASCII percent-encoded), is longer
+//! than a header may hold.
 
 use std::fs;
 use std::io;
@@ -27,6 +34,10 @@ use super::titan::{not_accepted, UploadReceiver};
 
 /// Default index file of a directory.
 pub const DEFAULT_INDEX_FILE: &str = "index.gmi";
+
+/// The answer (59) for a directory asked for without its slash whose
+/// slash form, normalized, is longer than a header may hold.
+const TOO_LONG_TO_REDIRECT: &str = "The URL is too long to redirect to its directory form";
 
 /// Bytes escaped in the links of a directory listing (besides controls and
 /// everything outside ASCII): what would end or change a relative path
@@ -251,8 +262,18 @@ impl StaticFiles {
             if name.starts_with('.') {
                 continue;
             }
-            let is_dir = fs::metadata(entry.path()).map(|m| m.is_dir()).unwrap_or(false);
-            entries.push((name, is_dir));
+            // Only what would be served: not a link leading out of the
+            // root or onto a dotfile, not a FIFO or a device.
+            let Some(meta) = self
+                .resolve(&entry.path())
+                .and_then(|real| fs::metadata(real).ok())
+            else {
+                continue;
+            };
+            if !meta.is_dir() && !meta.is_file() {
+                continue;
+            }
+            entries.push((name, meta.is_dir()));
         }
         entries.sort();
         let mut text = format!("# Index of {}\n\n", label(req.path()));
@@ -336,7 +357,13 @@ impl Handler for StaticFiles {
             if !req.raw_path().ends_with('/') {
                 let mut url = req.url().clone();
                 url.set_path(&format!("{}/", req.raw_path()));
-                return Ok(Response::redirect_permanent(url.as_str())?.into());
+                // The URL is normalized (non-ASCII percent-encoded): it can
+                // outgrow a header even though the request fitted in one.
+                return Ok(match Response::redirect_permanent(url.as_str()) {
+                    Ok(redirect) => redirect,
+                    Err(_) => Response::bad_request(TOO_LONG_TO_REDIRECT)?,
+                }
+                .into());
             }
             let index = real.join(&self.index_file);
             if let Some(index) = self.resolve(&index).filter(|p| p.is_file()) {

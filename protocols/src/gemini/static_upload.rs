@@ -19,7 +19,8 @@
 //!
 //! Answers: `30` to the resource's `gemini://` URL after an upload (what
 //! Phoebe, the reference Titan server, does: the client shows the new
-//! page); `20` with a line of text after a delete (the resource is gone,
+//! page; `20` with a line of text if that URL, percent-encoded, is too
+//! long for a header); `20` with a line of text after a delete (the resource is gone,
 //! so a redirect would only lead to `51`); `59` for a missing or wrong
 //! token, as Phoebe answers (the `6x` codes are about client
 //! certificates: a client answers them by offering an identity, which
@@ -244,7 +245,13 @@ impl UploadReceiver for FileUpload {
             return Err(self.failed("cannot store the upload for", e));
         }
         log::info!("stored an upload as {}", self.target.display());
-        Ok(Response::redirect(self.url.clone())?.into())
+        // The URL is normalized (non-ASCII percent-encoded): it can
+        // outgrow a header even though the request fitted in one.
+        Ok(match Response::redirect(self.url.clone()) {
+            Ok(redirect) => redirect,
+            Err(_) => Response::gemtext("Stored.\n")?,
+        }
+        .into())
     }
 
     fn abort(mut self: Box<Self>, _: &mut Reactor) {

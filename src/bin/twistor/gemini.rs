@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use twistor::protocols::gemini::{
     default_state_dir, CgiOptions, RateLimit, Server, ServerOptions, StaticFiles, VirtualHost,
-    DEFAULT_CGI_DIR, DEFAULT_INDEX_FILE, DEFAULT_PORT,
+    DEFAULT_CGI_DIR, DEFAULT_INDEX_FILE, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, DEFAULT_PORT,
 };
 use twistor::reactor::{Address, Factory, Protocol, Reactor, ReactorGroup, SIGHUP};
 use twistor::transports::proxy::ProxyOptions;
@@ -93,6 +93,11 @@ pub struct GeminiArgs {
     /// Connections at once; over it, new ones are closed
     #[arg(long, value_name = "N", default_value_t = 1024)]
     max_connections: usize,
+    /// Connections at once from one client address (an IPv6 client by its /64);
+    /// over it, new ones are closed. 0 = no cap. Behind a load balancer, use
+    /// --proxy-protocol so that addresses are the clients'
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS)]
+    max_connections_per_address: usize,
     /// Leave client addresses out of the access log
     #[arg(long)]
     no_log_addresses: bool,
@@ -279,6 +284,12 @@ fn build(args: &GeminiArgs, asking: Asking) -> Result<(Server, Listener), String
         max_connections: file_ref
             .and_then(|f| f.max_connections)
             .unwrap_or(args.max_connections),
+        max_connections_per_address: Some(
+            file_ref
+                .and_then(|f| f.max_connections_per_address)
+                .unwrap_or(args.max_connections_per_address),
+        )
+        .filter(|&n| n > 0),
         rate_limit,
         log_client_addresses: !args.no_log_addresses
             && file_ref.and_then(|f| f.log_client_addresses).unwrap_or(true),

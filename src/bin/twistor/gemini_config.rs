@@ -79,6 +79,8 @@ pub struct ConfigFile {
     pub strict_sni: Option<bool>,
     /// Connections at once per listener (default 1024).
     pub max_connections: Option<usize>,
+    /// Connections at once per client address (default 64; 0 = no cap).
+    pub max_connections_per_address: Option<usize>,
     /// Seconds a CGI script may run (default 30).
     pub cgi_timeout: Option<u64>,
     /// CGI scripts at once (default 16).
