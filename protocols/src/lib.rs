@@ -186,6 +186,7 @@ pub mod gemini;
 pub mod limit;
 pub mod line;
 pub mod netstring;
+mod peer_slots;
 pub mod prefixed;
 pub mod producer;
 pub mod ratelimit;

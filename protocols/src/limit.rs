@@ -27,20 +27,14 @@
 //! remembered only while it has a connection, so that table is bounded by
 //! the connections open.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
-use std::net::IpAddr;
+use std::cell::Cell;
 use std::rc::Rc;
 
 use twistor_reactor::{Address, Factory, Protocol, Reason, Transport, WrappingProtocol};
 
+use crate::peer_slots::{PeerSlot, PeerSlots};
+
 type OverflowFn = Box<dyn FnMut(&Address) -> Option<Box<dyn Protocol>>>;
-
-/// Connections open per peer key (only keys with at least one).
-type PeerCounts = Rc<RefCell<HashMap<IpAddr, usize>>>;
-
-/// The IPv6 prefix that makes one peer for the per-peer cap.
-const PEER_IPV6_PREFIX: u8 = 64;
 
 /// Default number of connections a [`LimitConnections`] factory serves at
 /// once with its overflow protocol, beyond its cap. An overflow protocol
@@ -77,9 +71,8 @@ pub struct LimitConnections<F: Factory> {
     max_overflow: usize,
     overflow_active: Rc<Cell<usize>>,
     warned: bool,
-    /// At most this many connections per peer (`None`: no per-peer cap).
-    max_per_peer: Option<usize>,
-    peers: PeerCounts,
+    /// Connections per peer, capped (`None`: no per-peer cap).
+    peers: Option<PeerSlots>,
 }
 
 /// A live count of a [`LimitConnections`] factory's connections (readable
@@ -114,8 +107,7 @@ impl<F: Factory> LimitConnections<F> {
             max_overflow: DEFAULT_MAX_OVERFLOW,
             overflow_active: Rc::new(Cell::new(0)),
             warned: false,
-            max_per_peer: None,
-            peers: PeerCounts::default(),
+            peers: None,
         }
     }
 
@@ -177,7 +169,7 @@ impl<F: Factory> LimitConnections<F> {
     /// assert!(f.build_protocol(&mapped).is_some());
     /// ```
     pub fn with_max_per_peer(mut self, n: usize) -> Self {
-        self.max_per_peer = Some(n);
+        self.peers = Some(PeerSlots::new(n, "the per-peer connection limit"));
         self
     }
 
@@ -195,7 +187,7 @@ impl<F: Factory> LimitConnections<F> {
     /// assert_eq!(f.peers(), 0);
     /// ```
     pub fn peers(&self) -> usize {
-        self.peers.borrow().len()
+        self.peers.as_ref().map_or(0, PeerSlots::tracked)
     }
 
     /// A handle on the number of open connections.
@@ -211,15 +203,10 @@ impl<F: Factory> LimitConnections<F> {
 
 impl<F: Factory> Factory for LimitConnections<F> {
     fn build_protocol(&mut self, addr: &Address) -> Option<Box<dyn Protocol>> {
-        let peer = match (self.max_per_peer, addr.ip()) {
-            (Some(max), Some(ip)) => {
-                let key = crate::ratelimit::peer_key(ip, PEER_IPV6_PREFIX);
-                if self.peers.borrow().get(&key).copied().unwrap_or(0) >= max {
-                    log::debug!("{addr}: {max} connection(s) from this peer already; refused");
-                    return None;
-                }
-                Some(key)
-            }
+        // The peer's slot is taken first; on any refusal below it is
+        // dropped, which gives it back.
+        let peer = match (&self.peers, addr.ip()) {
+            (Some(peers), Some(ip)) => Some(peers.take(ip)?),
             _ => None,
         };
         if self.active.get() >= self.max {
@@ -246,10 +233,7 @@ impl<F: Factory> Factory for LimitConnections<F> {
         self.warned = false;
         let inner = self.inner.build_protocol(addr)?;
         let mut counted = Counted::new(inner, &self.active);
-        if let Some(key) = peer {
-            *self.peers.borrow_mut().entry(key).or_insert(0) += 1;
-            counted.peer = Some((self.peers.clone(), key));
-        }
+        counted.peer = peer;
         Some(Box::new(counted))
     }
 }
@@ -258,8 +242,8 @@ impl<F: Factory> Factory for LimitConnections<F> {
 struct Counted {
     inner: Box<dyn Protocol>,
     active: Option<Rc<Cell<usize>>>,
-    /// The peer's count to give back too, if there is a per-peer cap.
-    peer: Option<(PeerCounts, IpAddr)>,
+    /// The peer's slot to give back too, if there is a per-peer cap.
+    peer: Option<PeerSlot>,
 }
 
 impl Counted {
@@ -277,15 +261,7 @@ impl Counted {
         if let Some(a) = self.active.take() {
             a.set(a.get().saturating_sub(1));
         }
-        if let Some((peers, key)) = self.peer.take() {
-            let mut peers = peers.borrow_mut();
-            if let Some(n) = peers.get_mut(&key) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    peers.remove(&key);
-                }
-            }
-        }
+        self.peer = None;
     }
 }
 

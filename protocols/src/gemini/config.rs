@@ -36,11 +36,11 @@ use twistor_transports::tls::{
 };
 use twistor_transports::{ListenAddr, ListenOptions, ListeningPort};
 
-use super::address_slots::AddressSlots;
 use super::certs::load_or_generate_cert;
 use super::request::normalize_host;
 use super::router::Handler;
 use super::server::GeminiConnection;
+use crate::peer_slots::PeerSlots;
 use crate::RateLimiter;
 
 /// Gemini's port.
@@ -285,7 +285,7 @@ pub(crate) struct Shared {
     pub(crate) sites: HashMap<String, Rc<dyn Handler>>,
     pub(crate) options: ServerOptions,
     pub(crate) limiter: Option<RefCell<RateLimiter>>,
-    pub(crate) slots: Option<AddressSlots>,
+    pub(crate) slots: Option<PeerSlots>,
     pub(crate) ca_verifier: Option<Arc<dyn ClientCertVerifier>>,
     tls_config: Arc<ServerConfig>,
     fingerprints: Vec<(String, String)>,
@@ -381,7 +381,10 @@ impl ServerBuilder {
         Ok(Server {
             shared: Rc::new(Shared {
                 sites,
-                slots: self.options.max_connections_per_address.map(AddressSlots::new),
+                slots: self
+                    .options
+                    .max_connections_per_address
+                    .map(|n| PeerSlots::new(n, "max_connections_per_address")),
                 options: self.options,
                 limiter,
                 ca_verifier,

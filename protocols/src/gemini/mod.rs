@@ -75,7 +75,6 @@
 //! a path prefix; a [`GeminiProxy`] can also be a whole virtual host's
 //! handler.
 
-mod address_slots;
 mod certs;
 mod cgi;
 mod client;

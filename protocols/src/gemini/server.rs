@@ -35,7 +35,6 @@ use std::time::{Duration, Instant};
 use twistor_reactor::{catch_panic, ConnId, DelayedCall, Protocol, Reason, Transport};
 use twistor_transports::tls::rustls::pki_types::{CertificateDer, UnixTime};
 
-use super::address_slots::AddressSlot;
 use super::config::Shared;
 use super::request::{
     host_name, normalize_host, parse_request_line, ClientCert, Request, RequestLine, TlsFacts, MAX_REQUEST,
@@ -43,6 +42,7 @@ use super::request::{
 use super::response::{Response, Status};
 use super::router::{Context, HandlerError, Reply};
 use super::titan::{redact_token, UploadReceiver};
+use crate::peer_slots::PeerSlot;
 use crate::producer::{Progress, Sender, Waker};
 
 /// Where a connection is (see the [module docs](self)).
@@ -112,7 +112,7 @@ pub struct GeminiConnection {
     /// The client's address as logged.
     peer: String,
     /// This connection's place in its address's count (given back on drop).
-    _slot: Option<AddressSlot>,
+    _slot: Option<PeerSlot>,
 }
 
 impl GeminiConnection {
@@ -132,7 +132,7 @@ impl GeminiConnection {
     }
 
     /// Hold `slot` for as long as this connection lives.
-    pub(crate) fn hold(&mut self, slot: AddressSlot) {
+    pub(crate) fn hold(&mut self, slot: PeerSlot) {
         self._slot = Some(slot);
     }
 
