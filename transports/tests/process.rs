@@ -2,7 +2,7 @@
 //! environment and directory, descriptors a child inherits, flow control,
 //! the stop policy and panic isolation.
 
-use std::cell::RefCell;
+use std::cell::{Ref, RefCell};
 use std::path::Path;
 use std::process::{Command, ExitStatus};
 use std::rc::Rc;
@@ -248,6 +248,21 @@ fn wchar(pid: u32) -> Option<u64> {
 
 #[test]
 fn pausing_stdout_keeps_memory_bounded() {
+    pause_at_the_first_output(false);
+}
+
+/// The `Process` handle pauses too when it is used from inside the
+/// process's own callback (a consumer's flow-control hook, say), where
+/// the protocol's state is busy delivering the output.
+#[test]
+fn the_handle_pauses_from_inside_the_process_callbacks() {
+    pause_at_the_first_output(true);
+}
+
+/// A child writes 100 MiB; reading pauses at its first output (through the
+/// transport, or through the `Process` handle): nothing more arrives, the
+/// child blocks on a full pipe, and resuming delivers everything.
+fn pause_at_the_first_output(through_handle: bool) {
     const TOTAL: u64 = 100 * 1024 * 1024;
     if !Path::new("/proc/self/io").exists() {
         eprintln!("SKIPPED: no /proc/PID/io to watch the child with");
@@ -255,11 +270,20 @@ fn pausing_stdout_keeps_memory_bounded() {
     }
     let mut r = Reactor::new().unwrap();
     let (mut p, log) = rec();
+    let handle: Rc<RefCell<Option<twistor_transports::process::Process>>> = Rc::default();
+    let h2 = handle.clone();
     // Pause at the first output, and hold what arrives.
-    p.on_out = Some(Box::new(|t, l| {
+    p.on_out = Some(Box::new(move |t, l| {
         if !l.events.iter().any(|e| e == "paused") {
             l.events.push("paused".into());
-            t.pause_reading();
+            if through_handle {
+                h2.borrow()
+                    .as_ref()
+                    .expect("the handle")
+                    .pause_reading(t.reactor());
+            } else {
+                t.pause_reading();
+            }
         }
     }));
     let child = spawn_process(
@@ -272,6 +296,8 @@ fn pausing_stdout_keeps_memory_bounded() {
     )
     .unwrap();
     let pid = child.pid();
+    *handle.borrow_mut() = Some(child);
+    let child = Ref::map(handle.borrow(), |h| h.as_ref().unwrap());
     assert!(r.run_until(WAIT, |_| !log.borrow().out.is_empty()).unwrap());
     let at_pause = log.borrow().out.len() as u64;
     // Wait (bounded) for the child to fill the pipe: it is then blocked in

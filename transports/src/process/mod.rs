@@ -38,7 +38,7 @@ mod child;
 mod pipes;
 mod reaper;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
@@ -237,6 +237,8 @@ impl Default for ProcessOptions {
 pub struct Process {
     child: Rc<Child>,
     core: Rc<RefCell<Core>>,
+    /// The pipes' stream ids, readable while the protocol is busy.
+    ids: Rc<Cell<[Option<ConnId>; 3]>>,
 }
 
 impl Process {
@@ -306,10 +308,7 @@ impl Process {
 
     /// The id of the stream that runs pipe `which`, while it is open.
     fn pipe_id(&self, which: Which) -> Option<ConnId> {
-        self.core
-            .try_borrow()
-            .ok()
-            .and_then(|c| c.info.ids[which as usize])
+        self.ids.get()[which as usize]
     }
 
     /// The id of the stream that runs the child's stdin, while it is open:
@@ -469,5 +468,6 @@ pub fn spawn_command<P: ProcessProtocol>(
         r.remove(reaper);
         return Err(e);
     }
-    Ok(Process { child, core })
+    let ids = core.borrow().info.ids.clone();
+    Ok(Process { child, core, ids })
 }

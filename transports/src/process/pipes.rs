@@ -2,7 +2,7 @@
 //! their events into [`ProcessProtocol`] callbacks, and the transport view
 //! the protocol sees.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::AsRawFd;
 use std::process::{ChildStderr, ChildStdin, ChildStdout, ExitStatus};
@@ -35,8 +35,12 @@ pub(super) struct Core {
 
 pub(super) struct Info {
     pub(super) child: Rc<Child>,
-    /// Stream ids of the pipes still open.
-    pub(super) ids: [Option<ConnId>; 3],
+    /// Stream ids of the pipes still open; shared with the [`Process`]
+    /// handle, which must reach them while the protocol is busy (a handle
+    /// used from inside a callback cannot borrow the [`Core`]).
+    ///
+    /// [`Process`]: super::Process
+    pub(super) ids: Rc<Cell<[Option<ConnId>; 3]>>,
     pub(super) status: Option<ExitStatus>,
     made: bool,
     pub(super) ended: bool,
@@ -48,7 +52,7 @@ impl Info {
     pub(super) fn new(child: Rc<Child>) -> Info {
         Info {
             child,
-            ids: [None; 3],
+            ids: Rc::new(Cell::new([None; 3])),
             status: None,
             made: false,
             ended: false,
@@ -205,7 +209,7 @@ pub(super) fn open(
             r.remove(id);
         }
     } else {
-        core.borrow_mut().info.ids = ids;
+        core.borrow().info.ids.set(ids);
     }
     res
 }
@@ -232,7 +236,7 @@ impl View<'_, '_> {
         match &mut self.ctx {
             Ctx::Pipe(w, t) if *w == which => f(&mut **t),
             _ => {
-                if let Some(id) = self.info.ids[which as usize] {
+                if let Some(id) = self.info.ids.get()[which as usize] {
                     let _ = self.reactor().call_on(id, move |_, t| f(t));
                 }
             }
@@ -317,7 +321,7 @@ fn deliver(
         }
         f(&mut **proto, &mut view);
         if let Some(status) = view.info.status {
-            if !view.info.ended && view.info.ids.iter().all(Option::is_none) {
+            if !view.info.ended && view.info.ids.get().iter().all(Option::is_none) {
                 view.info.ended = true;
                 proto.process_ended(&mut view, status);
             }
@@ -381,8 +385,10 @@ impl Protocol for PipeProto {
 
     fn connection_lost(&mut self, t: &mut dyn Transport, reason: &Reason) {
         let which = self.which;
-        if let Ok(mut c) = self.core.try_borrow_mut() {
-            c.info.ids[which as usize] = None;
+        if let Ok(c) = self.core.try_borrow() {
+            let mut ids = c.info.ids.get();
+            ids[which as usize] = None;
+            c.info.ids.set(ids);
         }
         if !reason.is_clean() {
             log::debug!("{}: {which:?} pipe: {reason}", t.peer());
