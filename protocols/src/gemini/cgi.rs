@@ -276,8 +276,6 @@ impl CgiProcess {
             }
             if !rest.is_empty() && writer.write(t.reactor(), &rest).is_err() {
                 self.watch.kill();
-            } else if writer.queued() > DEFAULT_CHANNEL_HIGH_WATER {
-                t.pause_reading(); // as in `out_received`
             }
             self.state = CgiState::Body { writer };
         } else {
@@ -297,16 +295,13 @@ impl ProcessProtocol for CgiProcess {
         match &self.state {
             CgiState::Header { .. } => self.header(t, data),
             CgiState::Body { writer } => {
+                // Past the channel's high-water mark its flow hook pauses
+                // the pipes (through the process handle, which reaches
+                // them from inside this callback too), and resumes them
+                // once the client has taken the backlog.
                 if writer.write(t.reactor(), data).is_err() {
                     self.watch.kill();
                     self.state = CgiState::Done;
-                } else if writer.queued() > DEFAULT_CHANNEL_HIGH_WATER {
-                    // The flow hook cannot pause the pipes from inside
-                    // their own callback (the process handle is busy
-                    // delivering it): pause here, or a script faster than
-                    // its client piles its output up in memory. The hook
-                    // resumes once the client has taken the backlog.
-                    t.pause_reading();
                 }
             }
             CgiState::Done => {}
