@@ -423,9 +423,17 @@ impl Request {
     /// (`PATH_INFO` for a backend): the whole path when nothing was
     /// mounted.
     ///
+    /// Decoded means the client chooses what it holds: the URL parser
+    /// removes dot segments it can see, but `..%2F` arrives as `../`.
+    /// Never join this (or a [`capture`](Self::capture)) onto a file path
+    /// unchecked: [`StaticFiles`](super::StaticFiles) refuses such paths,
+    /// and a handler of yours that touches files must too.
+    ///
     /// ```
     /// use twistor_protocols::gemini::Request;
     /// assert_eq!(Request::for_test("gemini://h/a%20b").path_info(), "/a b");
+    /// assert_eq!(Request::for_test("gemini://h/a/../b").path_info(), "/b");
+    /// assert_eq!(Request::for_test("gemini://h/a/..%2Fb").path_info(), "/a/../b");
     /// ```
     pub fn path_info(&self) -> &str {
         let prefix = self.mount_point();
@@ -455,7 +463,9 @@ impl Request {
         self.query().filter(|q| !q.is_empty())
     }
 
-    /// A capture of the route that matched (`<name>` in its pattern).
+    /// A capture of the route that matched (`<name>` in its pattern),
+    /// percent-decoded: it can be `..` or hold `/` (see
+    /// [`path_info`](Self::path_info) before using it as a file name).
     pub fn capture(&self, name: &str) -> Option<&str> {
         self.captures
             .iter()
