@@ -12,7 +12,7 @@ mod common;
 
 use std::cell::Cell;
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::rc::Rc;
 use std::sync::mpsc;
@@ -48,7 +48,17 @@ impl Drop for Kid {
 /// Start this binary's ignored test `name` as a child; returns it and a
 /// channel of its `signal:` lines.
 fn child(name: &str) -> (Kid, mpsc::Receiver<String>) {
-    let mut c = Command::new(std::env::current_exe().unwrap())
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    // An ignored signal stays ignored across exec: started under `nohup`,
+    // the child would never see SIGHUP's default action. Give it back.
+    // SAFETY: signal(2) is async-signal-safe, as pre_exec requires.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(SIGHUP, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut c = cmd
         .args(["--ignored", "--exact", name, "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, "1")
         .stdin(Stdio::piped())
