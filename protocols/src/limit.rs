@@ -151,7 +151,7 @@ impl<F: Factory> LimitConnections<F> {
 
     /// Allow at most `n` connections at once from one peer (Twisted's
     /// `LimitConnectionsByPeer.maxConnectionsPerPeer`; no per-peer cap
-    /// unless set). One peer is one IPv4 address, IPv4-mapped IPv6
+    /// unless set; `n` is at least 1). One peer is one IPv4 address, IPv4-mapped IPv6
     /// included, or one IPv6 /64 (see the [module docs](self)). A peer at
     /// its cap is refused, overflow protocol or not; addresses that are not
     /// IP (Unix sockets, pipes) are not capped per peer.
