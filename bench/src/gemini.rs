@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use twistor_protocols::gemini::{Server, StaticFiles, VirtualHost};
 use twistor_reactor::Reactor;
 
-use crate::cpu::{core_busy, pin_to, CpuTime};
+use crate::cpu::pin_to;
 use crate::peers::certs::CertFiles;
 use crate::peers::python::Python;
 use crate::peers::{agate, Available};
@@ -232,32 +232,7 @@ fn measure(cfg: &GeminiConfig, case: Case, p: &Proc, certs: &CertFiles) -> io::R
         warmup: cfg.warmup,
         window: cfg.window,
     };
-    let me = std::process::id();
-    let probe = || {
-        (
-            p.cpu(),
-            core_busy(cfg.server_core).unwrap_or_default(),
-            CpuTime::of(me).unwrap_or_default(),
-        )
-    };
-    let (out, a, b) = tls_load::run(&spec, probe)?;
-    let cpu = b.0.since(&a.0);
-    let client = b.2.since(&a.2);
-    let t = cpu.clock.unwrap_or(cpu.stat).as_secs_f64();
-    let secs = out.elapsed.as_secs_f64().max(1e-9);
-    let (p50, p99) = out.latency.map_or((f64::NAN, f64::NAN), |(a, b)| {
-        (a.as_secs_f64() * 1e6, b.as_secs_f64() * 1e6)
-    });
-    Ok(Sample {
-        rate: out.rate(),
-        cpu_us: t * 1e6 / out.requests.max(1) as f64,
-        share: t / secs * 100.0,
-        p50,
-        p99,
-        foreign: b.1.saturating_sub(a.1).saturating_sub(cpu.stat).as_secs_f64() / secs * 100.0,
-        extra: out.resumed as f64 / out.requests.max(1) as f64,
-        client: client.clock.unwrap_or(client.stat).as_secs_f64() / secs * 100.0,
-    })
+    Ok(tls_load::sample(&spec, p, cfg.server_core)?.0)
 }
 
 /// Run the Gemini comparison and return its section of the report.

@@ -22,6 +22,10 @@ use mio::{Events, Interest, Poll, Token};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, HandshakeKind};
 
+use crate::cpu::{core_busy, CpuTime};
+use crate::proc::Proc;
+use crate::table::Sample;
+
 /// When an answer is complete.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Until {
@@ -229,6 +233,41 @@ fn negotiated(tls: &ClientConnection) -> String {
             .map_or("?".into(), |g| format!("{:?}", g.name())),
     )
     .replace('"', "")
+}
+
+/// Run `spec` against the server process `p` (its core: `server_core`)
+/// and reduce the window to one [`Sample`]: rate, latency, the server's
+/// CPU per operation and share, other processes' share of its core, the
+/// load generator's own CPU, and in `extra` the share of resumed
+/// handshakes.
+pub fn sample(spec: &TlsSpec, p: &Proc, server_core: usize) -> io::Result<(Sample, TlsOutcome)> {
+    let me = std::process::id();
+    let probe = || {
+        (
+            p.cpu(),
+            core_busy(server_core).unwrap_or_default(),
+            CpuTime::of(me).unwrap_or_default(),
+        )
+    };
+    let (out, a, b) = run(spec, probe)?;
+    let cpu = b.0.since(&a.0);
+    let client = b.2.since(&a.2);
+    let t = cpu.clock.unwrap_or(cpu.stat).as_secs_f64();
+    let secs = out.elapsed.as_secs_f64().max(1e-9);
+    let (p50, p99) = out.latency.map_or((f64::NAN, f64::NAN), |(a, b)| {
+        (a.as_secs_f64() * 1e6, b.as_secs_f64() * 1e6)
+    });
+    let s = Sample {
+        rate: out.rate(),
+        cpu_us: t * 1e6 / out.requests.max(1) as f64,
+        share: t / secs * 100.0,
+        p50,
+        p99,
+        foreign: b.1.saturating_sub(a.1).saturating_sub(cpu.stat).as_secs_f64() / secs * 100.0,
+        extra: out.resumed as f64 / out.requests.max(1) as f64,
+        client: client.clock.unwrap_or(client.stat).as_secs_f64() / secs * 100.0,
+    };
+    Ok((s, out))
 }
 
 /// Run `spec`, calling `probe` at the start and the end of the window.
