@@ -206,9 +206,13 @@ fn model(sent: &[(usize, Vec<u8>)], peers: &Peers, max: usize) -> Model {
     m
 }
 
-/// A loopback port that nothing listens on (bound, then closed).
-fn closed_port(ip: IpAddr) -> io::Result<SocketAddr> {
-    UdpSocket::bind((ip, 0))?.local_addr()
+/// A loopback port that nothing will listen on: bound here and closed
+/// once every socket of the run is bound (closed at once, the kernel could
+/// hand the same port to the port under test, which would then talk to
+/// itself).
+fn closed_port(ip: IpAddr) -> io::Result<(SocketAddr, UdpSocket)> {
+    let s = UdpSocket::bind((ip, 0))?;
+    Ok((s.local_addr()?, s))
 }
 
 /// The fuzz target's body.
@@ -227,12 +231,13 @@ pub fn run(data: &[u8]) {
         _ if ip == v6 => return,
         (Err(e), _) | (_, Err(e)) => panic!("bind a client on {ip}: {e}"),
     };
+    let (closed, closed_holder) = closed_port(ip).expect("a closed port");
     let peers = Peers {
         clients: [
             clients[0].local_addr().expect("addr"),
             clients[1].local_addr().expect("addr"),
         ],
-        closed: closed_port(ip).expect("a closed port"),
+        closed,
         other_family: (other_ip, 9).into(),
     };
     let opts = UdpOptions {
@@ -246,6 +251,7 @@ pub fn run(data: &[u8]) {
         other_family_sent: false,
     };
     let port = listen_udp_with(&mut r, (ip, 0), proto, opts).expect("listen_udp");
+    drop(closed_holder);
     let to = port.local_addr();
 
     // Send everything first: the port then meets queued datagrams, the
