@@ -170,7 +170,10 @@ pub(super) fn open(
     stderr: ChildStderr,
     opts: &ProcessOptions,
 ) -> io::Result<()> {
-    let pid = core.borrow().info.child.pid();
+    let (pid, shared_ids) = {
+        let c = core.borrow();
+        (c.info.child.pid(), c.info.ids.clone())
+    };
     let tx = Sender::from(stdin);
     tx.set_nonblocking(true)?;
     let out = Receiver::from(stdout);
@@ -181,6 +184,7 @@ pub(super) fn open(
         Box::new(PipeProto {
             which,
             core: core.clone(),
+            ids: shared_ids.clone(),
         })
     };
     let in_opts = StreamOptions {
@@ -209,7 +213,7 @@ pub(super) fn open(
             r.remove(id);
         }
     } else {
-        core.borrow().info.ids.set(ids);
+        shared_ids.set(ids);
     }
     res
 }
@@ -364,6 +368,8 @@ pub(super) fn exited(r: &mut Reactor, core: &Rc<RefCell<Core>>, status: ExitStat
 struct PipeProto {
     which: Which,
     core: Rc<RefCell<Core>>,
+    /// The pipes' ids (the cell in [`Info`]), cleared without a borrow.
+    ids: Rc<Cell<[Option<ConnId>; 3]>>,
 }
 
 impl Protocol for PipeProto {
@@ -385,11 +391,9 @@ impl Protocol for PipeProto {
 
     fn connection_lost(&mut self, t: &mut dyn Transport, reason: &Reason) {
         let which = self.which;
-        if let Ok(c) = self.core.try_borrow() {
-            let mut ids = c.info.ids.get();
-            ids[which as usize] = None;
-            c.info.ids.set(ids);
-        }
+        let mut ids = self.ids.get();
+        ids[which as usize] = None;
+        self.ids.set(ids);
         if !reason.is_clean() {
             log::debug!("{}: {which:?} pipe: {reason}", t.peer());
         }
